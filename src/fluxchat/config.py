@@ -1,0 +1,260 @@
+"""Load the node's JSON configuration once into validated, frozen dataclasses.
+
+Every message names the file and the key, e.g. `var/config1.json: ipc.port: expected
+1..65535, got "abc"`. Relative paths resolve against the working directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .ids import IdError, parse_id
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ChallengeConfig:
+    min: int = 16
+    max: int = 24
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    auth_timeout: float = 10.0
+    request_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    ping_interval: float = 60.0
+    max_links: int = 256
+    max_handshakes: int = 32
+    connections_per_second: float = 5.0
+
+
+@dataclass(frozen=True)
+class KademliaConfig:
+    k: int = 20
+    alpha: int = 3
+    refresh_interval: float = 3600.0
+    republish_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    retention_time: float = 168.0
+    replicas: int = 5
+    fetch_interval: float = 300.0
+    max_body_bytes: int = 1024 * 1024
+    quota_per_recipient: int = 64 * 1024 * 1024
+    quota_per_peer: int = 64 * 1024 * 1024
+    quota_total: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IpcConfig:
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 26001
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    enabled: bool = False
+    port: int = 26100
+    interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    id: bytes | None
+    address: str
+    port: int
+    contact: str
+    data_dir: Path
+    bootstrap: tuple[str, ...]
+    challenge: ChallengeConfig
+    client: ClientConfig
+    kademlia: KademliaConfig
+    mail: MailConfig
+    ipc: IpcConfig
+    discovery: DiscoveryConfig
+    log: LogConfig
+
+
+class _Reader:
+    """Reads typed values out of one JSON object, naming `file: key` in every error."""
+
+    def __init__(self, path: Path, data: dict[str, Any], prefix: str = "") -> None:
+        self.path, self.data, self.prefix = path, data, prefix
+
+    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.prefix}{key}: expected {expected}, got {json.dumps(value)}")
+
+    def section(self, key: str) -> "_Reader":
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "an object", value)
+        return _Reader(self.path, value, f"{self.prefix}{key}.")
+
+    def get(self, key: str, default: Any, check: Callable[[Any], bool], expected: str) -> Any:
+        value = self.data.get(key, default)
+        if not check(value):
+            raise self.fail(key, expected, value)
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        def ok(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        return self.get(key, default, ok, f"{low}..{high}")
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        def ok(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+        return float(self.get(key, default, ok, f"a number in {low:g}..{high:g}"))
+
+    def text(self, key: str, default: str) -> str:
+        return self.get(key, default, lambda v: isinstance(v, str) and v != "", "a non-empty string")
+
+    def flag(self, key: str, default: bool) -> bool:
+        return self.get(key, default, lambda v: isinstance(v, bool), "true or false")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; run bin/setup.sh to create it") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    return data
+
+
+def _node_id(reader: _Reader) -> bytes | None:
+    value = reader.data.get("id")
+    if value in (None, ""):
+        return None
+    try:
+        return parse_id(value)
+    except IdError:
+        raise reader.fail("id", "a node ID (FC_…)", value) from None
+
+
+def validate_contact(contact: str) -> str:
+    """`public`, `public:PORT`, `private`, or `HOST:PORT`; returns it unchanged or raises ValueError."""
+    if contact in ("public", "private"):
+        return contact
+    host, sep, port = contact.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(contact)
+    return contact
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    root = _Reader(path, _read_json(path))
+    contact = root.text("contact", "public")
+    try:
+        validate_contact(contact)
+    except ValueError:
+        raise root.fail("contact", "public, public:PORT, private or HOST:PORT", contact) from None
+    bootstrap = root.get("bootstrap", [], lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                         "a list of \"host:port\" strings")
+    challenge = root.section("challenge")
+    c_min = challenge.integer("min", ChallengeConfig.min, 0, 32)
+    c_max = challenge.integer("max", ChallengeConfig.max, c_min, 40)
+    log = root.section("log")
+    log_file = log.data.get("file")
+    if log_file is not None and not (isinstance(log_file, str) and log_file):
+        raise log.fail("file", "a file name or null", log_file)
+    data_dir = Path(root.text("data_dir", "var/data1"))
+    return Config(
+        path=path,
+        id=_node_id(root),
+        address=root.text("address", "0.0.0.0"),
+        port=root.integer("port", 25001, 0, 65535),
+        contact=contact,
+        data_dir=data_dir,
+        bootstrap=tuple(bootstrap),
+        challenge=ChallengeConfig(c_min, c_max),
+        client=_client(root.section("client")),
+        kademlia=_kademlia(root.section("kademlia")),
+        mail=_mail(root.section("mail")),
+        ipc=_ipc(root.section("ipc")),
+        discovery=_discovery(root.section("discovery")),
+        log=LogConfig(
+            level=log.get("level", "info", lambda v: v in LOG_LEVELS, " or ".join(LOG_LEVELS)),
+            file=None if log_file is None else Path(log_file),
+        ),
+    )
+
+
+def _client(r: _Reader) -> ClientConfig:
+    d = ClientConfig
+    return ClientConfig(
+        auth_timeout=r.number("auth_timeout", d.auth_timeout, 0.1, 600),
+        request_timeout=r.number("request_timeout", d.request_timeout, 0.1, 600),
+        idle_timeout=r.number("idle_timeout", d.idle_timeout, 1, 86400),
+        ping_interval=r.number("ping_interval", d.ping_interval, 0.1, 86400),
+        max_links=r.integer("max_links", d.max_links, 1, 100_000),
+        max_handshakes=r.integer("max_handshakes", d.max_handshakes, 1, 10_000),
+        connections_per_second=r.number("connections_per_second", d.connections_per_second, 0.01, 1e6),
+    )
+
+
+def _kademlia(r: _Reader) -> KademliaConfig:
+    d = KademliaConfig
+    return KademliaConfig(
+        k=r.integer("k", d.k, 2, 64),
+        alpha=r.integer("alpha", d.alpha, 1, 16),
+        refresh_interval=r.number("refresh_interval", d.refresh_interval, 1, 864000),
+        republish_interval=r.number("republish_interval", d.republish_interval, 1, 864000),
+    )
+
+
+def _mail(r: _Reader) -> MailConfig:
+    d = MailConfig
+    return MailConfig(
+        retention_time=r.number("retention_time", d.retention_time, 0.01, 24 * 365),
+        replicas=r.integer("replicas", d.replicas, 1, 20),
+        fetch_interval=r.number("fetch_interval", d.fetch_interval, 0.1, 86400),
+        max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, 1, 1024 * 1024),
+        quota_per_recipient=r.integer("quota_per_recipient", d.quota_per_recipient, 0, 2**40),
+        quota_per_peer=r.integer("quota_per_peer", d.quota_per_peer, 0, 2**40),
+        quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),
+    )
+
+
+def _ipc(r: _Reader) -> IpcConfig:
+    d = IpcConfig
+    return IpcConfig(
+        enabled=r.flag("enabled", d.enabled),
+        address=r.text("address", d.address),
+        port=r.integer("port", d.port, 0, 65535),
+        allow_remote=r.flag("allow_remote", d.allow_remote),
+    )
+
+
+def _discovery(r: _Reader) -> DiscoveryConfig:
+    d = DiscoveryConfig
+    return DiscoveryConfig(
+        enabled=r.flag("enabled", d.enabled),
+        port=r.integer("port", d.port, 1, 65535),
+        interval=r.number("interval", d.interval, 1, 86400),
+    )

@@ -1,0 +1,166 @@
+"""The local API's commands, run against the node (arguments arrive already validated)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from . import __version__
+from .errors import IpcError
+from .ids import IdError, fingerprint, format_id, parse_id
+from .ipc_protocol import check_body_size
+from .mailer import MailError
+from .store import InboxMail, OutboxMail
+
+if TYPE_CHECKING:
+    from .node import Node
+
+Args = dict[str, Any]
+
+
+def _uuid(text: str) -> bytes:
+    return uuidlib.UUID(text).bytes
+
+
+def _uuid_text(raw: bytes) -> str:
+    return str(uuidlib.UUID(bytes=raw))
+
+
+class IpcHandlers:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
+            "mail": self.mail, "list": self.list, "read": self.read, "delete": self.delete,
+            "status": self.status, "contacts": self.contacts, "peers": self.peers,
+            "info": self.info, "save": self.save, "stop": self.stop,
+        }
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        assert self.node.store is not None
+        return self.node.store
+
+    async def dispatch(self, cmd: str, args: Args) -> Any:
+        result = self.commands[cmd](args)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    # ----- helpers ----------------------------------------------------------------------
+
+    def resolve_peer(self, text: str) -> bytes:
+        """An `FC_…` ID or a contact alias."""
+        if text.startswith("FC_"):
+            try:
+                return parse_id(text)
+            except IdError as exc:
+                raise IpcError("invalid_id", str(exc)) from None
+        node_id = self.store.resolve_alias(text)
+        if node_id is None:
+            raise IpcError("not_found", f"no contact named {text!r}; add it with `contacts add`")
+        return node_id
+
+    def alias(self, node_id: bytes) -> str | None:
+        return self.store.alias_of(node_id)
+
+    def inbox_item(self, mail: InboxMail) -> dict[str, Any]:
+        return {"uuid": _uuid_text(mail.uuid), "from": format_id(mail.sender),
+                "alias": self.alias(mail.sender), "subject": mail.subject,
+                "created_at": mail.created_at, "received_at": mail.received_at,
+                "new": bool(mail.is_new)}
+
+    def outbox_item(self, mail: OutboxMail) -> dict[str, Any]:
+        return {"uuid": _uuid_text(mail.uuid), "to": format_id(mail.recipient),
+                "alias": self.alias(mail.recipient), "subject": mail.subject,
+                "created_at": mail.created_at, "state": mail.state, "updated_at": mail.updated_at}
+
+    # ----- commands -------------------------------------------------------------------------
+
+    def mail(self, args: Args) -> dict[str, Any]:
+        recipient = self.resolve_peer(args["to"])
+        check_body_size(args["body"], self.node.config.mail.max_body_bytes)
+        try:
+            mail = self.node.mailer.submit(recipient, args["subject"], args["body"])
+        except MailError as exc:
+            raise IpcError("bad_argument", str(exc)) from None
+        return {"uuid": _uuid_text(mail.uuid), "state": mail.state}
+
+    def list(self, args: Args) -> dict[str, Any]:
+        folder, limit, offset = args["folder"], args["limit"], args["offset"]
+        if folder == "inbox":
+            total, mails = self.store.list_inbox(args["new_only"], limit, offset)
+            items = [self.inbox_item(mail) for mail in mails]
+        else:
+            total, outgoing = self.store.list_outbox(limit, offset)
+            items = [self.outbox_item(mail) for mail in outgoing]
+        return {"folder": folder, "total": total, "items": items}
+
+    def read(self, args: Args) -> dict[str, Any]:
+        uuid = _uuid(args["uuid"])
+        mail = self.store.read_inbox(uuid)
+        if mail is None:
+            raise IpcError("not_found", f"no mail {args['uuid']} in the inbox")
+        self.store.mark_read(uuid)
+        item = self.inbox_item(mail)
+        # Only mail whose signature and key hash checked out ever reaches the inbox.
+        item.update(to=format_id(mail.recipient), body=mail.body, verified=True)
+        return item
+
+    def delete(self, args: Args) -> dict[str, Any]:
+        uuid = _uuid(args["uuid"])
+        if not (self.store.delete_inbox(uuid) or self.store.delete_outbox(uuid)):
+            raise IpcError("not_found", f"no mail {args['uuid']}")
+        return {"uuid": args["uuid"], "deleted": True}
+
+    def status(self, args: Args) -> dict[str, Any]:
+        uuid = _uuid(args["uuid"])
+        mail = self.store.get_outbox(uuid)
+        if mail is None or mail.kind != "mail":
+            raise IpcError("not_found", f"no mail {args['uuid']} in the outbox")
+        history = [{"at": at, "state": state, "detail": detail}
+                   for at, state, detail in self.store.outbox_history(uuid)]
+        return {"uuid": args["uuid"], "to": format_id(mail.recipient),
+                "alias": self.alias(mail.recipient), "state": mail.state, "reason": mail.reason,
+                "stored_on": mail.stored_on, "created_at": mail.created_at,
+                "expires_at": mail.expires_at, "history": history}
+
+    def contacts(self, args: Args) -> dict[str, Any]:
+        action = args["action"]
+        if action == "add":
+            node_id = self.resolve_peer(args["id"])
+            self.store.add_contact(args["alias"], node_id)
+            return {"alias": args["alias"], "id": format_id(node_id)}
+        if action == "remove":
+            return {"alias": args["alias"], "removed": self.store.remove_contact(args["alias"])}
+        return {"contacts": [{"alias": alias, "id": format_id(node_id)}
+                             for alias, node_id in self.store.contacts()]}
+
+    def peers(self, args: Args) -> dict[str, Any]:
+        now = asyncio.get_running_loop().time()
+        links = [{"id": format_id(link.peer_id), "address": f"{link.address[0]}:{link.address[1]}",
+                  "direction": link.direction, "age": round(now - link.established_at, 3)}
+                 for link in self.node.net.links.values()]
+        return {"links": links, "routing_table_size": len(self.node.overlay.table)}
+
+    def info(self, args: Args) -> dict[str, Any]:
+        node, cfg = self.node, self.node.config
+        total, new = self.store.count_inbox()
+        held, _ = self.store.held_stats()
+        return {
+            "id": node.identity.id_text, "fingerprint": fingerprint(node.identity.node_id),
+            "version": __version__, "uptime": round(node.clock() - node.started_at, 1),
+            "listen": [f"{cfg.address}:{node.port}"], "ipc": f"{cfg.ipc.address}:{node.ipc_port}",
+            "counts": {"inbox": total, "new": new, "outbox": sum(self.store.count_outbox().values()),
+                       "held": held, "links": len(node.net.links),
+                       "routing": len(node.overlay.table)},
+        }
+
+    def save(self, args: Args) -> dict[str, Any]:
+        self.node.overlay.save()   # mail is committed as it happens; this persists the table
+        return {"saved": True}
+
+    def stop(self, args: Args) -> dict[str, Any]:
+        # Reply first: stopping closes this very connection.
+        asyncio.get_running_loop().call_later(0.05, self.node.request_stop)
+        return {"stopping": True}

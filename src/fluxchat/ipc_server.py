@@ -1,0 +1,171 @@
+"""The local API server: an asyncio loop that feeds lines to ipc_protocol and writes its replies.
+
+Every request must carry the token from `data_dir/ipc.token`; the first wrong token closes
+the connection. Anything else that goes wrong in one request gets an error reply, and the
+connection and the node carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from .errors import IpcError
+from .ids import IdError
+from .ipc_protocol import (
+    MAX_LINE, TOKEN_FILE, LineSplitter, RequestError, check_bind_address, check_token, error_response,
+    ok_response, parse_envelope, validate_request,
+)
+
+__all__ = ["IpcServer", "Dispatch", "write_token_file", "check_bind_address"]
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+_READ_CHUNK = 64 * 1024
+
+
+class IpcServer:
+    """Serves `dispatch(cmd, args)` to many local clients at once."""
+
+    def __init__(self, address: str, port: int, token: str, dispatch: Dispatch,
+                 max_line: int = MAX_LINE, max_clients: int = 64) -> None:
+        self.address = address
+        self.token = token
+        self.dispatch = dispatch
+        self.max_line = max_line
+        self.max_clients = max_clients
+        self._requested_port = port
+        self._server: asyncio.Server | None = None
+        self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, self.address, self._requested_port, limit=self.max_line + 1)
+        except OSError as exc:
+            raise IpcError("unavailable", f"cannot listen on {self.address}:{self._requested_port} "
+                                          f"for IPC: {exc.strerror or exc}") from None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when 0 was asked for)."""
+        if self._server is None or not self._server.sockets:
+            return self._requested_port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stops listening and drops every client. A handler calling this loses its own reply,
+        so a `stop` handler should schedule the shutdown rather than await it."""
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        tasks = [task for task in self._clients if task is not current]
+        for task, writer in list(self._clients.items()):
+            writer.close()
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[task] = writer
+        try:
+            if len(self._clients) > self.max_clients:
+                log.warning("ipc: too many clients (%d); refusing one", len(self._clients))
+                await _send(writer, error_response(None, "unavailable", "too many IPC clients; try again"))
+                return
+            await self._session(reader, writer)
+        except (ConnectionError, OSError):
+            pass  # the client went away; nothing to tell anyone
+        except asyncio.CancelledError:
+            # Only close() cancels these tasks; ending quietly keeps asyncio's
+            # client_connected_cb callback from reporting the cancellation as an error.
+            pass
+        finally:
+            del self._clients[task]
+            writer.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Our own splitter rather than readline(): after an overlong line it really resyncs
+        # at the next newline instead of treating the line's tail as a new request.
+        splitter = LineSplitter(self.max_line)
+        while data := await reader.read(_READ_CHUNK):
+            for line in splitter.feed(data):
+                if line is None:
+                    reply, keep = error_response(None, "too_long",
+                                                 f"request line longer than {self.max_line} bytes"), True
+                elif not line.strip():
+                    continue  # blank lines are harmless (e.g. typed by hand)
+                else:
+                    reply, keep = await self._answer(line, _peer_name(writer))
+                await _send(writer, reply)
+                if not keep:
+                    return
+
+    async def _answer(self, line: bytes, peer: str) -> tuple[bytes, bool]:
+        """The reply to one line, and whether the connection stays open."""
+        try:
+            envelope = parse_envelope(line, self.max_line)
+        except RequestError as exc:
+            if exc.code == "bad_token":
+                log.warning("ipc: request without a token from %s; connection closed", peer)
+            return error_response(exc.request_id, exc.code, exc.message), exc.code != "bad_token"
+        if not check_token(envelope.token, self.token):
+            log.warning("ipc: wrong token from %s; connection closed", peer)
+            return error_response(envelope.id, "bad_token",
+                                  "wrong token; read it from the node's data_dir/ipc.token"), False
+        try:
+            request = validate_request(envelope)
+            result = await self.dispatch(request.cmd, request.args)
+            return ok_response(request.id, result), True
+        except IpcError as exc:
+            return error_response(envelope.id, exc.code, exc.message), True
+        except IdError as exc:
+            return error_response(envelope.id, "invalid_id", str(exc)), True
+        except Exception as exc:  # a bug in one handler must not take down the connection or node
+            # Never log args or results: they hold mail text.
+            log.error("ipc: command %r failed with %s", envelope.cmd[:40], type(exc).__name__, exc_info=True)
+            return error_response(envelope.id, "internal", "internal error; see the node's log"), True
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+def write_token_file(data_dir: Path) -> str:
+    """Writes a fresh token to data_dir/ipc.token (0600) and returns it.
+
+    Written to a private temporary file and renamed, so a client never reads half a token
+    and the file is never readable by others, whatever mode an old file had."""
+    token = secrets.token_hex(32)
+    path = Path(data_dir) / TOKEN_FILE
+    tmp = path.with_name(TOKEN_FILE + ".tmp")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(tmp, flags, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(token + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise IpcError("unavailable", f"cannot write the IPC token file {path}: {exc.strerror or exc}") from None
+    return token

@@ -1,0 +1,177 @@
+"""Mail delivery: the outbox worker, direct and store-and-forward delivery, receipts.
+
+Outbox states: queued → stored (on n nodes) / handed_over (to the recipient) → delivered
+(a verified receipt came back) or expired / failed (with a reason). Everything the node
+acknowledges, to a peer or to the user, is committed to the store first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+import uuid as uuidlib
+from typing import Callable
+
+from . import messages as m
+from .config import MailConfig
+from .envelope import MailContent, open_envelope, parse_header, seal
+from .errors import EnvelopeError, FluxError
+from .identity import Identity
+from .ids import format_id, short_id
+from .link import Link
+from .overlay import Overlay
+from .peer_net import PeerNet
+from .routing import Peer
+from .store import InboxMail, OutboxMail, QuotaExceeded, Quotas, Store
+
+log = logging.getLogger("fluxchat.mail")
+E = m.ErrorCode
+RETRY_BASE = 5.0          # seconds before the first retry; doubles per attempt
+RETRY_MAX = 600.0
+KEY_ATTEMPTS = 3          # lookups for the recipient's key before the mail fails
+CLOCK_SKEW = 600          # seconds a sender's clock may run ahead of ours
+FETCH_BATCH = 64
+WORKERS = 16              # outbox attempts in flight at once
+
+
+class MailError(FluxError):
+    """A mail the user asked to send is not acceptable (size, subject, recipient)."""
+
+
+def receipt_uuid(mail_uuid: bytes) -> bytes:
+    """Deterministic, so a re-delivered mail re-sends the same receipt instead of a new one."""
+    return hashlib.sha256(b"fluxchat-receipt\x00" + mail_uuid).digest()[:16]
+
+
+class Mailer:
+    def __init__(self, identity: Identity, store: Store, overlay: Overlay, net: PeerNet,
+                 config: MailConfig, max_payload: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.me, self.store, self.overlay, self.net = identity, store, overlay, net
+        self.config, self.max_payload, self.clock = config, max_payload, clock
+        self.retention = int(config.retention_time * 3600)
+        self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total)
+        self.wake = asyncio.Event()
+        self._busy: set[bytes] = set()
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # ----- the user's side -------------------------------------------------------------
+
+    def submit(self, recipient: bytes, subject: str, body: str) -> OutboxMail:
+        if len(subject) > 255:
+            raise MailError(f"subject has {len(subject)} characters; at most 255 are allowed")
+        size = len(body.encode("utf-8"))
+        if size > self.config.max_body_bytes:
+            raise MailError(f"body has {size} bytes; mail.max_body_bytes allows "
+                            f"{self.config.max_body_bytes}")
+        now = self.now()
+        mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
+                          body=body, created_at=now, expires_at=now + self.retention)
+        self.store.add_outbox(mail, now)
+        if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
+            self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now))
+            self.store.set_outbox_state(mail.uuid, "delivered", now, "to ourselves")
+        self.wake.set()
+        return self.store.get_outbox(mail.uuid) or mail
+
+    # ----- the outbox worker ------------------------------------------------------------
+
+    async def run_outbox(self) -> None:
+        while True:
+            self.wake.clear()
+            now = self.now()
+            for expired in self.store.expire_outbox(now):
+                log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
+            for mail in self.store.due_outbox(now, WORKERS):
+                if mail.uuid not in self._busy and len(self._busy) < WORKERS:
+                    self._busy.add(mail.uuid)
+                    asyncio.ensure_future(self._attempt_guarded(mail))
+            try:
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _attempt_guarded(self, mail: OutboxMail) -> None:
+        try:
+            await self.attempt(mail)
+        except Exception:   # one mail's trouble must not stop the worker
+            log.exception("delivery attempt for %s failed", uuidlib.UUID(bytes=mail.uuid))
+            self._retry(mail, "internal error")
+        finally:
+            self._busy.discard(mail.uuid)
+            self.wake.set()
+
+    def _backoff(self, mail: OutboxMail) -> int:
+        return self.now() + int(min(RETRY_MAX, RETRY_BASE * 2 ** mail.attempts))
+
+    def _retry(self, mail: OutboxMail, detail: str, envelope: bytes | None = None) -> None:
+        self.store.set_outbox_state(mail.uuid, mail.state, self.now(), detail,
+                                    next_attempt_at=self._backoff(mail), envelope=envelope,
+                                    attempted=True)
+
+    async def attempt(self, mail: OutboxMail) -> None:
+        envelope = mail.envelope or await self._seal(mail)
+        if envelope is None:
+            return
+        peer = await self.overlay.find_contact(mail.recipient)
+        if peer is not None and await self._deliver_direct(peer, envelope):
+            self._progress(mail, "handed_over", f"handed over to {short_id(mail.recipient)}",
+                           envelope)
+            return
+        stored = await self.replicate(envelope, mail.recipient)
+        if stored:
+            self._progress(mail, "stored", f"stored on {stored} nodes", envelope, stored)
+        else:
+            self._retry(mail, "recipient unreachable and no node took the mail", envelope)
+
+    def _progress(self, mail: OutboxMail, state: str, detail: str, envelope: bytes,
+                  stored_on: int | None = None) -> None:
+        # A receipt needs no receipt: once handed over or stored, it is on its way for good.
+        again = mail.expires_at if mail.kind == "receipt" else self._backoff(mail)
+        self.store.set_outbox_state(mail.uuid, state, self.now(), detail, stored_on=stored_on,
+                                    next_attempt_at=again, envelope=envelope, attempted=True)
+
+    async def _seal(self, mail: OutboxMail) -> bytes | None:
+        key = await self.overlay.find_key(mail.recipient)
+        if key is None:
+            if mail.attempts + 1 >= KEY_ATTEMPTS:
+                self.store.set_outbox_state(mail.uuid, "failed", self.now(),
+                                            "no key found for the recipient",
+                                            reason="no key found for the recipient",
+                                            attempted=True)
+            else:
+                self._retry(mail, "looking for the recipient's key")
+            return None
+        content = MailContent("mail", mail.uuid, self.me.node_id, mail.recipient,
+                              mail.created_at, mail.subject, mail.body, b"")
+        return seal(content, self.me, key, mail.expires_at, os.urandom(32), os.urandom(12))
+
+    async def _deliver_direct(self, peer: Peer, envelope: bytes) -> bool:
+        try:
+            link = await self.net.dial(peer.host, peer.port, peer.node_id)
+            reply = await link.request(lambda rid: m.Deliver(rid, envelope))
+        except FluxError as exc:
+            log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc)
+            return False
+        return isinstance(reply, m.Ok)
+
+    async def replicate(self, envelope: bytes, recipient: bytes) -> int:
+        """STORE the envelope on the mail.replicas closest nodes to the recipient."""
+        skip = {self.me.node_id, recipient}
+        peers = [p for p in await self.overlay.find_node(recipient) if p.node_id not in skip]
+        targets = peers[: self.config.replicas]
+
+        async def store_on(peer: Peer) -> bool:
+            link = await self.net.dial(peer.host, peer.port, peer.node_id)
+            reply = await link.request(lambda rid: m.Store(rid, envelope))
+            if isinstance(reply, m.Fail):
+                log.info("%s refused to store: %s", short_id(peer.node_id), reply.message)
+            return isinstance(reply, m.Ok)
+
+        results = await asyncio.gather(*(store_on(p) for p in targets), return_exceptions=True)
+        return sum(1 for r in results if r is True)

@@ -1,0 +1,214 @@
+"""Mail arriving at this node: for us (inbox, receipts) or held for others (store-and-forward).
+
+Only a link authenticated as the recipient may fetch or delete what we hold for it; every
+acknowledgement is sent after the commit that makes it true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid as uuidlib
+from typing import Callable
+
+from . import messages as m
+from .config import MailConfig
+from .envelope import MailContent, OuterHeader, open_envelope, parse_header, seal
+from .errors import EnvelopeError, FluxError
+from .identity import Identity
+from .ids import short_id
+from .link import Link
+from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, receipt_uuid
+from .overlay import Overlay
+from .peer_net import PeerNet
+from .routing import Peer
+from .store import InboxMail, OutboxMail, QuotaExceeded, Store
+
+log = logging.getLogger("fluxchat.mail")
+E = m.ErrorCode
+BATCH_BYTES_SHARE = 0.75   # of the frame limit, so a batch always fits in one frame
+
+
+class Mailroom:
+    def __init__(self, identity: Identity, store: Store, overlay: Overlay, net: PeerNet,
+                 mailer: Mailer) -> None:
+        self.me, self.store, self.overlay, self.net, self.mailer = (
+            identity, store, overlay, net, mailer)
+        self.config: MailConfig = mailer.config
+        self._fetching: set[bytes] = set()
+
+    def now(self) -> int:
+        return self.mailer.now()
+
+    def header(self, envelope: bytes) -> OuterHeader:
+        return parse_header(envelope, self.mailer.max_payload)
+
+    # ----- accepting mail addressed to us ------------------------------------------------
+
+    def accept(self, envelope: bytes) -> None:
+        """Open, verify and commit an envelope for us; raises EnvelopeError when it is not."""
+        content, sender_key = open_envelope(envelope, self.me)
+        now = self.now()
+        # A replay of an old envelope is refused even after its uuid was forgotten.
+        if content.created_at > now + CLOCK_SKEW or \
+                content.created_at < now - self.mailer.retention - CLOCK_SKEW:
+            raise EnvelopeError()
+        self.store.put_key(content.sender, sender_key, now)
+        if content.kind == "receipt":
+            self._accept_receipt(content, now)
+        else:
+            self._accept_mail(content, sender_key, now)
+
+    def _accept_mail(self, content: MailContent, sender_key: bytes, now: int) -> None:
+        mail = InboxMail(content.uuid, content.sender, content.recipient, content.subject,
+                         content.body, content.created_at, now)
+        if self.store.add_inbox(mail):
+            log.info("mail %s from %s received", uuidlib.UUID(bytes=content.uuid),
+                     short_id(content.sender))
+        self._queue_receipt(content, sender_key, now)
+
+    def _queue_receipt(self, content: MailContent, sender_key: bytes, now: int) -> None:
+        """Sealed at once, so retries resend the same bytes; a second copy of a mail
+        (the sender did not see our receipt yet) puts the same receipt back in the queue."""
+        if content.sender == self.me.node_id:
+            return
+        rid = receipt_uuid(content.uuid)
+        existing = self.store.get_outbox(rid)
+        if existing is not None:
+            if existing.state != "queued":
+                self.store.set_outbox_state(rid, "queued", now, "mail arrived again",
+                                            next_attempt_at=0)
+            self.mailer.wake.set()
+            return
+        expires = now + self.mailer.retention
+        receipt = MailContent("receipt", rid, self.me.node_id, content.sender, now, "", "",
+                              content.uuid)
+        envelope = seal(receipt, self.me, sender_key, expires, os.urandom(32), os.urandom(12))
+        self.store.add_outbox(OutboxMail(rid, content.sender, "", "", now, expires,
+                                         envelope=envelope, kind="receipt"), now)
+        self.mailer.wake.set()
+
+    def _accept_receipt(self, content: MailContent, now: int) -> None:
+        mail = self.store.get_outbox(content.ref)
+        # Only the recipient of our mail can confirm it.
+        if mail is None or mail.recipient != content.sender or mail.kind != "mail":
+            self.store.remember_seen(content.uuid, content.created_at, now)
+            return
+        if mail.state != "delivered":
+            self.store.set_outbox_state(mail.uuid, "delivered", now,
+                                        f"receipt from {short_id(content.sender)} verified")
+            log.info("mail %s delivered (receipt verified)", uuidlib.UUID(bytes=mail.uuid))
+        self.store.remember_seen(content.uuid, content.created_at, now)
+
+    # ----- peer requests -------------------------------------------------------------------
+
+    async def on_deliver(self, link: Link, request: m.Deliver) -> m.Message:
+        try:
+            header = self.header(request.envelope)
+            if header.recipient != self.me.node_id:
+                return m.Fail(request.rid, int(E.FORBIDDEN), "not addressed to this node")
+            self.accept(request.envelope)
+        except EnvelopeError:
+            return m.Fail(request.rid, int(E.INVALID), "envelope rejected")
+        return m.Ok(request.rid)
+
+    async def on_store(self, link: Link, request: m.Store) -> m.Message:
+        try:
+            header = self.header(request.envelope)
+        except EnvelopeError:
+            return m.Fail(request.rid, int(E.INVALID), "envelope rejected")
+        if header.recipient == self.me.node_id:
+            return await self.on_deliver(link, m.Deliver(request.rid, request.envelope))
+        now = self.now()
+        if header.expires_at <= now:
+            return m.Fail(request.rid, int(E.REFUSED), "envelope already expired")
+        if header.expires_at > now + self.mailer.retention + CLOCK_SKEW:
+            return m.Fail(request.rid, int(E.REFUSED), "expiry beyond our mail.retention_time")
+        try:
+            self.store.hold(header.uuid, header.recipient, link.peer_id, header.expires_at,
+                            request.envelope, now, self.mailer.quotas)
+        except QuotaExceeded as exc:
+            return m.Fail(request.rid, int(E.REFUSED), str(exc))
+        waiting = self.net.links.get(header.recipient)
+        if waiting is not None:
+            waiting.notify(m.Notify())
+        return m.Ok(request.rid)
+
+    def on_fetch(self, link: Link, request: m.Fetch) -> m.Message:
+        limit = max(1, min(request.limit, m.MAX_ENVELOPES))
+        budget = int(self.mailer.max_payload * BATCH_BYTES_SHARE)
+        batch: list[bytes] = []
+        held = self.store.held_for(link.peer_id, limit + 1)
+        for _, envelope in held[:limit]:
+            if batch and budget - len(envelope) < 0:
+                break
+            budget -= len(envelope)
+            batch.append(envelope)
+        return m.MailBatch(request.rid, tuple(batch), len(held) > len(batch))
+
+    def on_delete(self, link: Link, request: m.Delete) -> m.Message:
+        self.store.delete_held(link.peer_id, list(request.uuids))
+        return m.Ok(request.rid)
+
+    async def on_notify(self, link: Link) -> None:
+        await self.fetch_from(Peer(link.peer_id, *link.address))
+
+    # ----- fetching what others hold for us ---------------------------------------------
+
+    async def fetch_all(self) -> int:
+        peers = await self.overlay.find_node(self.me.node_id)
+        counts = await asyncio.gather(*(self.fetch_from(p) for p in peers), return_exceptions=True)
+        return sum(c for c in counts if isinstance(c, int))
+
+    async def fetch_from(self, peer: Peer) -> int:
+        if peer.node_id in self._fetching:
+            return 0
+        self._fetching.add(peer.node_id)
+        try:
+            link = await self.net.dial(peer.host, peer.port, peer.node_id)
+            return await self._drain(link)
+        except FluxError as exc:
+            log.info("fetch from %s failed: %s", short_id(peer.node_id), exc)
+            return 0
+        finally:
+            self._fetching.discard(peer.node_id)
+
+    async def _drain(self, link: Link) -> int:
+        total = 0
+        while True:
+            reply = await link.request(lambda rid: m.Fetch(rid, FETCH_BATCH))
+            if not isinstance(reply, m.MailBatch) or not reply.envelopes:
+                return total
+            done = [uuid for uuid in map(self._take, reply.envelopes) if uuid is not None]
+            if done:   # deleted at the storer only after our commit
+                await link.request(lambda rid: m.Delete(rid, tuple(done)))
+            total += len(done)
+            if not reply.more or not done:
+                return total
+
+    def _take(self, envelope: bytes) -> bytes | None:
+        """Commit one fetched envelope; returns its uuid for deletion (also for bad ones)."""
+        try:
+            header = self.header(envelope)
+        except EnvelopeError:
+            return None
+        try:
+            self.accept(envelope)
+        except EnvelopeError:
+            log.info("dropping a stored envelope that does not verify")
+        return header.uuid
+
+    # ----- keeping held mail alive under churn --------------------------------------------
+
+    async def replicate_held(self) -> int:
+        """Push held envelopes to the current closest nodes of their recipients."""
+        now, pushed, offset = self.now(), 0, 0
+        self.store.expire_held(now)
+        while True:
+            rows = self.store.all_held(100, offset)
+            if not rows:
+                return pushed
+            offset += len(rows)
+            for _uuid, recipient, _expires, envelope in rows:
+                pushed += await self.mailer.replicate(envelope, recipient)

@@ -1,0 +1,427 @@
+"""Peer-link messages: typed frozen dataclasses and their canonical CBOR payloads.
+
+Every payload is one canonical CBOR array holding the message's fields in declaration
+order; a nested record (NodeInfo) is itself an array. Each class states its wire schema in
+`FIELDS` (name, kind) and its routing role in `ROLE`; `MESSAGE_TYPES` maps type bytes to
+classes. Adding a message type is therefore one dataclass plus one table entry: encoding,
+decoding, validation and the request/response sets all follow from those.
+
+Decoding is strict on purpose: exact arity, exact types, every length and range bounded, so
+the layers above receive only well-formed values and a hostile peer costs one link.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from . import cbor
+from .errors import ProtocolError
+
+
+class ErrorCode(enum.IntEnum):
+    """Codes sent in Error (link-level, the link closes) and Fail (one request fails)."""
+
+    MALFORMED = 1
+    TOO_LARGE = 2
+    UNKNOWN_TYPE = 3
+    UNEXPECTED = 4
+    UNSUPPORTED_VERSION = 5
+    AUTH_FAILED = 6
+    WORK_INSUFFICIENT = 7
+    WORK_TOO_HARD = 8
+    TIMEOUT = 9
+    BUSY = 10
+    DUPLICATE = 11
+    SHUTDOWN = 12
+    WRONG_ID = 13
+    RATE_LIMITED = 14
+    # request level (Fail)
+    REFUSED = 20
+    NOT_FOUND = 21
+    FORBIDDEN = 22
+    INVALID = 23
+    INTERNAL = 24
+
+
+class Role(enum.Enum):
+    HANDSHAKE = "handshake"  # only before the link is open (Error: at any time)
+    REQUEST = "request"      # carries a fresh rid; exactly one response follows
+    RESPONSE = "response"    # carries the rid of its request
+    NOTICE = "notice"        # one-way, no rid
+
+
+ID_BYTES = 32
+NONCE_BYTES = 32
+UUID_BYTES = 16
+MAX_TEXT = 255
+MAX_PUBLIC_KEY = 2048
+MAX_SIGNATURE = 1024
+MAX_NODES = 64
+MAX_ENVELOPES = 256
+MAX_UUIDS = 256
+_MAX_UINT = 2**64 - 1
+
+
+def _malformed(text: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.MALFORMED, text)
+
+
+# ----- field kinds ------------------------------------------------------------------------
+# A kind checks one field. `decode` takes the CBOR value and raises ProtocolError(MALFORMED);
+# `encode` takes the Python value and raises ValueError, since a bad outgoing value is our bug.
+
+
+class Kind:
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def decode(self, raw: Any, where: str) -> Any:
+        if not self.accepts(raw):
+            raise _malformed(f"bad field {where}")
+        return raw
+
+    def encode(self, value: Any, where: str) -> Any:
+        if not self.accepts(value):
+            raise ValueError(f"bad value for {where}: {value!r:.80}")
+        return value
+
+
+@dataclass(frozen=True)
+class Bytes(Kind):
+    sizes: range
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bytes) and len(value) in self.sizes
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    sizes: range
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and len(value) in self.sizes
+
+
+@dataclass(frozen=True)
+class UInt(Kind):
+    low: int = 0
+    high: int = _MAX_UINT
+
+    def accepts(self, value: Any) -> bool:
+        # bool is an int subclass in Python but a different CBOR type.
+        return type(value) is int and self.low <= value <= self.high
+
+
+class Bool(Kind):
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ListOf(Kind):
+    item: Kind
+    max_len: int
+
+    def decode(self, raw: Any, where: str) -> tuple[Any, ...]:
+        if not isinstance(raw, list) or len(raw) > self.max_len:
+            raise _malformed(f"bad list {where}")
+        return tuple(self.item.decode(x, f"{where}[{i}]") for i, x in enumerate(raw))
+
+    def encode(self, value: Any, where: str) -> list[Any]:
+        if not isinstance(value, (list, tuple)) or len(value) > self.max_len:
+            raise ValueError(f"bad list for {where}")
+        return [self.item.encode(x, f"{where}[{i}]") for i, x in enumerate(value)]
+
+
+@dataclass(frozen=True)
+class Record(Kind):
+    """A nested record such as NodeInfo: an array of its own FIELDS."""
+
+    cls: type
+
+    def decode(self, raw: Any, where: str) -> Any:
+        return _decode_record(self.cls, raw, where)
+
+    def encode(self, value: Any, where: str) -> list[Any]:
+        if type(value) is not self.cls:
+            raise ValueError(f"{where} must be a {self.cls.__name__}")
+        return _encode_record(value, where)
+
+
+ID = Bytes(range(ID_BYTES, ID_BYTES + 1))
+ID_OR_EMPTY = Bytes(range(0, ID_BYTES + 1, ID_BYTES))  # 0 or 32 bytes
+NONCE = Bytes(range(NONCE_BYTES, NONCE_BYTES + 1))
+UUID = Bytes(range(UUID_BYTES, UUID_BYTES + 1))
+PUBLIC_KEY = Bytes(range(0, MAX_PUBLIC_KEY + 1))
+SIGNATURE = Bytes(range(0, MAX_SIGNATURE + 1))
+BLOB = Bytes(range(0, 2**32))  # envelopes: bounded by the frame size, checked by envelope.py
+TEXT = Text(range(0, MAX_TEXT + 1))
+HOST = Text(range(1, MAX_TEXT + 1))
+UINT = UInt()
+PORT = UInt(1, 65535)
+BOOL = Bool()
+
+
+# ----- records ----------------------------------------------------------------------------
+
+
+def _decode_record(cls: type, raw: Any, where: str) -> Any:
+    schema = cls.FIELDS
+    if not isinstance(raw, list) or len(raw) != len(schema):
+        raise _malformed(f"{where}: expected an array of {len(schema)} fields")
+    values = [kind.decode(item, f"{where}.{name}") for (name, kind), item in zip(schema, raw)]
+    return cls(*values)
+
+
+def _encode_record(obj: Any, where: str) -> list[Any]:
+    return [kind.encode(getattr(obj, name), f"{where}.{name}") for name, kind in obj.FIELDS]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """Where a node can be reached; the ID is checked by the TLS pin when dialing."""
+
+    node_id: bytes
+    host: str
+    port: int
+    FIELDS: ClassVar[tuple[tuple[str, Kind], ...]] = (("node_id", ID), ("host", HOST),
+                                                      ("port", PORT))
+
+
+NODES = ListOf(Record(NodeInfo), MAX_NODES)
+
+
+class Message:
+    """Base of every link message; subclasses are frozen dataclasses."""
+
+    FIELDS: ClassVar[tuple[tuple[str, Kind], ...]] = ()
+    ROLE: ClassVar[Role] = Role.HANDSHAKE
+
+    @property
+    def is_request(self) -> bool:
+        return self.ROLE is Role.REQUEST
+
+    @property
+    def is_response(self) -> bool:
+        return self.ROLE is Role.RESPONSE
+
+
+RID = ("rid", UINT)
+
+
+# ----- handshake --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    dialer_id: bytes
+    acceptor_id: bytes  # empty: the dialer learnt the address only (bootstrap)
+    contact: str
+    FIELDS = (("dialer_id", ID), ("acceptor_id", ID_OR_EMPTY), ("contact", TEXT))
+
+
+@dataclass(frozen=True)
+class Challenge(Message):
+    acceptor_id: bytes
+    nonce: bytes
+    difficulty: int
+    contact: str
+    FIELDS = (("acceptor_id", ID), ("nonce", NONCE), ("difficulty", UINT), ("contact", TEXT))
+
+
+@dataclass(frozen=True)
+class Auth(Message):
+    public_key: bytes  # DER SubjectPublicKeyInfo; must hash to the dialer ID
+    work: int
+    signature: bytes
+    FIELDS = (("public_key", PUBLIC_KEY), ("work", UINT), ("signature", SIGNATURE))
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    observed_host: str
+    FIELDS = (("observed_host", TEXT),)
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    code: int
+    message: str
+    FIELDS = (("code", UINT), ("message", TEXT))
+
+
+# ----- open link ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    rid: int
+    FIELDS = (RID,)
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    rid: int
+    FIELDS = (RID,)
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class FindNode(Message):
+    rid: int
+    target: bytes
+    FIELDS = (RID, ("target", ID))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Nodes(Message):
+    rid: int
+    nodes: tuple[NodeInfo, ...]
+    FIELDS = (RID, ("nodes", NODES))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class FindKey(Message):
+    rid: int
+    node_id: bytes
+    FIELDS = (RID, ("node_id", ID))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class KeyReply(Message):
+    rid: int
+    public_key: bytes  # empty: not held here, see `nodes`
+    nodes: tuple[NodeInfo, ...]
+    FIELDS = (RID, ("public_key", PUBLIC_KEY), ("nodes", NODES))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class StoreKey(Message):
+    rid: int
+    public_key: bytes
+    FIELDS = (RID, ("public_key", PUBLIC_KEY))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Deliver(Message):
+    rid: int
+    envelope: bytes
+    FIELDS = (RID, ("envelope", BLOB))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Store(Message):
+    rid: int
+    envelope: bytes
+    FIELDS = (RID, ("envelope", BLOB))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Fetch(Message):
+    rid: int
+    limit: int
+    FIELDS = (RID, ("limit", UINT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class MailBatch(Message):
+    rid: int
+    envelopes: tuple[bytes, ...]
+    more: bool
+    FIELDS = (RID, ("envelopes", ListOf(BLOB, MAX_ENVELOPES)), ("more", BOOL))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class Delete(Message):
+    rid: int
+    uuids: tuple[bytes, ...]
+    FIELDS = (RID, ("uuids", ListOf(UUID, MAX_UUIDS)))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Notify(Message):
+    """One-way: "mail is waiting for you"; the receiver answers with a Fetch."""
+
+    ROLE = Role.NOTICE
+
+
+@dataclass(frozen=True)
+class Ok(Message):
+    rid: int
+    FIELDS = (RID,)
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class Fail(Message):
+    rid: int
+    code: int
+    message: str
+    FIELDS = (RID, ("code", UINT), ("message", TEXT))
+    ROLE = Role.RESPONSE
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
+    0x06: Ping, 0x07: Pong,
+    0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
+    0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
+    0x30: Ok, 0x31: Fail,
+}
+TYPE_CODES: dict[type[Message], int] = {cls: code for code, cls in MESSAGE_TYPES.items()}
+
+
+def _role_set(role: Role) -> frozenset[type[Message]]:
+    return frozenset(cls for cls in MESSAGE_TYPES.values() if cls.ROLE is role)
+
+
+REQUEST_TYPES = _role_set(Role.REQUEST)
+RESPONSE_TYPES = _role_set(Role.RESPONSE)
+NOTICE_TYPES = _role_set(Role.NOTICE)
+HANDSHAKE_TYPES = _role_set(Role.HANDSHAKE)
+
+
+def _check_schemas() -> None:
+    """A schema that disagrees with its dataclass would corrupt the wire silently: fail at import."""
+    for cls in (*MESSAGE_TYPES.values(), NodeInfo):
+        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        if names != tuple(name for name, _ in cls.FIELDS):
+            raise AssertionError(f"{cls.__name__}.FIELDS does not match its fields {names}")
+
+
+_check_schemas()
+
+# Deepest payload: [rid, [[id, host, port], ...]]; the item budget covers the biggest lists.
+_MAX_DEPTH = 3
+_MAX_ITEMS = 4 * MAX_NODES + MAX_ENVELOPES + MAX_UUIDS + 16
+
+
+def encode_message(msg: Message) -> tuple[int, bytes]:
+    """(type byte, payload); ValueError if a field is out of range (a bug on our side)."""
+    ftype = TYPE_CODES.get(type(msg))
+    if ftype is None:
+        raise TypeError(f"not a registered message: {type(msg).__name__}")
+    return ftype, cbor.dumps(_encode_record(msg, type(msg).__name__))
+
+
+def decode_message(ftype: int, payload: bytes) -> Message:
+    """Decode and validate; UNKNOWN_TYPE for an unregistered type, MALFORMED otherwise."""
+    cls = MESSAGE_TYPES.get(ftype)
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type 0x{ftype:02x}")
+    raw = cbor.loads(payload, max_depth=_MAX_DEPTH, max_items=_MAX_ITEMS)
+    message: Message = _decode_record(cls, raw, cls.__name__)
+    return message

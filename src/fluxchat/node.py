@@ -1,0 +1,213 @@
+"""The node: owns the store, the peer links, the overlay, the mail and the local API.
+
+`run()` keeps every background task in one TaskGroup until `request_stop()`; stopping
+closes links and the API within a deadline and leaves the database consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from . import messages as m
+from .config import Config
+from .contact import advertise, resolve
+from .errors import ConfigError, FluxError
+from .framing import DEFAULT_MAX_PAYLOAD
+from .identity import Identity
+from .ipc_handlers import IpcHandlers
+from .ipc_protocol import check_bind_address
+from .ipc_server import IpcServer, write_token_file
+from .link import Link
+from .mailer import Mailer
+from .mailroom import Mailroom
+from .overlay import Overlay
+from .peer_net import NetLimits, PeerNet
+from .session import SessionConfig
+from .store import Store
+from .tls import server_context
+
+log = logging.getLogger("fluxchat.node")
+DB_FILE = "fluxchat.db"
+STOP_DEADLINE = 1.5
+UPKEEP_INTERVAL = 60.0
+
+
+def read_bootstrap(config: Config) -> list[tuple[str, int]]:
+    """config `bootstrap` plus data_dir/bootstrap.json, as (host, port); bad entries named."""
+    entries = list(config.bootstrap)
+    path = config.data_dir / "bootstrap.json"
+    if path.exists():
+        try:
+            listed = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a JSON list of \"host:port\" strings ({exc})") from None
+        if not isinstance(listed, list) or not all(isinstance(e, str) for e in listed):
+            raise ConfigError(f"{path}: expected a JSON list of \"host:port\" strings")
+        entries += listed
+    addresses = []
+    for entry in entries:
+        address = resolve(entry, "")
+        if address is None:
+            raise ConfigError(f"bootstrap entry {entry!r}: expected host:port")
+        addresses.append(address)
+    return list(dict.fromkeys(addresses))
+
+
+class Node:
+    def __init__(self, config: Config, identity: Identity,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config, self.identity, self.clock = config, identity, clock
+        self.started_at = clock()
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.port = 0
+        self.ipc_port = 0
+        self.store: Store | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        self.store = Store.open(self.config.data_dir / DB_FILE)
+        try:
+            await self._start()
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(coro) for coro in (
+                    self._join(), self.mailer.run_outbox(), self._fetch_loop(), self._upkeep_loop())]
+                self.ready.set()
+                await self._stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._shutdown()
+
+    # ----- start and stop -------------------------------------------------------------
+
+    async def _start(self) -> None:
+        assert self.store is not None
+        cfg, client = self.config, self.config.client
+        session = SessionConfig(
+            identity=self.identity, contact="private", difficulty=cfg.challenge.min,
+            max_difficulty=cfg.challenge.max, handshake_timeout=client.auth_timeout,
+            idle_timeout=client.idle_timeout, ping_interval=client.ping_interval)
+        limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
+                           client.max_handshakes, client.connections_per_second)
+        self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
+                           self._on_peer_request, self._on_link, lambda link: None)
+        self.port = await self.net.listen(cfg.address, cfg.port)
+        # The contact names our real port, known only now when port 0 picked one.
+        self.net.config = SessionConfig(**{**session.__dict__,
+                                           "contact": advertise(cfg.contact, self.port)})
+        self.overlay = Overlay(self.identity, self.net, self.store, cfg.kademlia, self.clock)
+        self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
+                             DEFAULT_MAX_PAYLOAD, self.clock)
+        self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self._handlers = self._peer_handlers()
+        log.info("listening for peers on %s:%d as %s", cfg.address, self.port,
+                 self.identity.id_text)
+        if cfg.ipc.enabled:
+            check_bind_address(cfg.ipc.address, cfg.ipc.allow_remote)
+            token = write_token_file(cfg.data_dir)
+            self.ipc = IpcServer(cfg.ipc.address, cfg.ipc.port, token,
+                                 IpcHandlers(self).dispatch)
+            await self.ipc.start()
+            self.ipc_port = self.ipc.port
+            log.info("local API on %s:%d", cfg.ipc.address, self.ipc_port)
+
+    async def _shutdown(self) -> None:
+        closers = []
+        if hasattr(self, "ipc"):
+            closers.append(self.ipc.close())
+        if hasattr(self, "net"):
+            closers.append(self.net.close())
+        try:
+            await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True),
+                                   STOP_DEADLINE)
+        except asyncio.TimeoutError:
+            log.warning("shutdown deadline passed; closing anyway")
+        if self.store is not None:
+            if hasattr(self, "overlay"):
+                self.overlay.save()
+            self.store.close()
+            self.store = None
+
+    # ----- background work --------------------------------------------------------------
+
+    async def _join(self) -> None:
+        known = self.overlay.load()
+        addresses = read_bootstrap(self.config)
+        linked = await self.overlay.bootstrap(addresses) if addresses or known else 0
+        log.info("joined: %d bootstrap links, %d nodes in the routing table", linked,
+                 len(self.overlay.table))
+        if len(self.overlay.table):
+            stored = await self.overlay.publish_key()
+            log.info("public key stored on %d nodes", stored)
+            await self.mailroom.fetch_all()
+            self.overlay.save()
+
+    async def _fetch_loop(self) -> None:
+        await self._every(self.config.mail.fetch_interval, self.mailroom.fetch_all)
+
+    async def _upkeep_loop(self) -> None:
+        last_publish = self.clock()
+
+        async def upkeep() -> None:
+            nonlocal last_publish
+            assert self.store is not None
+            self.store.expire_held(int(self.clock()))
+            await self.overlay.refresh()
+            self.overlay.save()
+            if self.clock() - last_publish >= self.config.kademlia.republish_interval:
+                last_publish = self.clock()
+                await self.overlay.publish_key()
+                await self.mailroom.replicate_held()
+
+        await self._every(min(UPKEEP_INTERVAL, self.config.kademlia.refresh_interval), upkeep)
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except FluxError as exc:
+                log.warning("%s: %s", getattr(job, "__name__", "job"), exc)
+            except Exception:   # keep the node alive; the traceback goes to the log
+                log.exception("background job failed")
+
+    # ----- peer requests -------------------------------------------------------------------
+
+    def _peer_handlers(self) -> dict[type, Callable[[Link, Any], Any]]:
+        """Adding a request type to the node is one entry here."""
+        return {
+            m.FindNode: self.overlay.on_find_node,
+            m.FindKey: self.overlay.on_find_key,
+            m.StoreKey: self.overlay.on_store_key,
+            m.Deliver: self.mailroom.on_deliver,
+            m.Store: self.mailroom.on_store,
+            m.Fetch: self.mailroom.on_fetch,
+            m.Delete: self.mailroom.on_delete,
+            m.Notify: lambda link, _msg: self.mailroom.on_notify(link),
+        }
+
+    async def _on_peer_request(self, link: Link, message: m.Message) -> m.Message | None:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            rid = getattr(message, "rid", None)
+            return None if rid is None else m.Fail(rid, int(m.ErrorCode.INVALID), "not served")
+        answer = handler(link, message)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer
+
+    def _on_link(self, link: Link) -> None:
+        self.overlay.on_link(link)
+
+
+def data_path(config: Config, name: str) -> Path:
+    return config.data_dir / name

@@ -1,0 +1,216 @@
+"""Kademlia over peer links: answers routing requests, runs lookups, keeps the table fresh.
+
+The routing table and the lookup are pure; this module performs what they decide: it
+dials, sends FIND_NODE / FIND_KEY / STORE_KEY and feeds the answers back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Callable
+
+from . import messages as m
+from .config import KademliaConfig
+from .contact import resolve
+from .errors import FluxError, IdentityError
+from .identity import Identity, load_public_key
+from .ids import id_from_spki, short_id
+from .link import Link
+from .lookup import Lookup
+from .peer_net import PeerNet
+from .routing import Peer, PingHead, RoutingTable
+from .store import Store
+
+log = logging.getLogger("fluxchat.overlay")
+E = m.ErrorCode
+MAX_HELD_KEYS = 100_000
+
+
+def to_peer(info: m.NodeInfo) -> Peer:
+    return Peer(info.node_id, info.host, info.port)
+
+
+def to_info(peer: Peer) -> m.NodeInfo:
+    return m.NodeInfo(peer.node_id, peer.host, peer.port)
+
+
+class Overlay:
+    def __init__(self, identity: Identity, net: PeerNet, store: Store, config: KademliaConfig,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.me, self.net, self.store, self.config = identity, net, store, config
+        self.clock = clock
+        self.table = RoutingTable(identity.node_id, k=config.k)
+        self.lookups = 0
+
+    # ----- links coming and going ---------------------------------------------------
+
+    def address_of(self, link: Link) -> tuple[str, int] | None:
+        """Where others may dial this peer: its advertised contact, read against what we see."""
+        if link.direction == "out" and link.contact != "private":
+            return link.address       # we just reached it there
+        return resolve(link.contact, link.address[0])
+
+    def on_link(self, link: Link) -> None:
+        # The handshake proved the key, so it is as good as a key directory answer.
+        self.store.put_key(link.peer_id, link.peer_key, int(self.clock()))
+        address = self.address_of(link)
+        if address is not None:
+            self.observe(Peer(link.peer_id, *address))
+
+    def observe(self, peer: Peer) -> None:
+        decision = self.table.observe(peer, self.clock())
+        if isinstance(decision, PingHead):
+            asyncio.ensure_future(self._ping_head(decision.head))
+
+    async def _ping_head(self, head: Peer) -> None:
+        try:
+            link = await self.net.dial(head.host, head.port, head.node_id)
+            await link.request(m.Ping)
+        except FluxError:
+            self.table.failed(head.node_id, self.clock())
+        else:
+            self.table.head_alive(head.node_id, self.clock())
+
+    # ----- serving requests ---------------------------------------------------------
+
+    def closest_infos(self, target: bytes, exclude: bytes) -> tuple[m.NodeInfo, ...]:
+        peers = self.table.closest(target, self.config.k, exclude={exclude})
+        return tuple(to_info(p) for p in peers)
+
+    def on_find_node(self, link: Link, request: m.FindNode) -> m.Message:
+        return m.Nodes(request.rid, self.closest_infos(request.target, link.peer_id))
+
+    def on_find_key(self, link: Link, request: m.FindKey) -> m.Message:
+        if request.node_id == self.me.node_id:
+            key = self.me.public_der
+        else:
+            key = self.store.get_key(request.node_id) or b""
+        nodes = () if key else self.closest_infos(request.node_id, link.peer_id)
+        return m.KeyReply(request.rid, key, nodes)
+
+    def on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
+        try:
+            load_public_key(request.public_key)
+        except IdentityError as exc:
+            return m.Fail(request.rid, int(E.INVALID), str(exc))
+        if self.store.count_keys() >= MAX_HELD_KEYS:
+            return m.Fail(request.rid, int(E.REFUSED), "key directory full")
+        owner = id_from_spki(request.public_key)
+        self.store.put_key(owner, request.public_key, int(self.clock()),
+                           published_by_owner=owner == link.peer_id)
+        return m.Ok(request.rid)
+
+    # ----- lookups --------------------------------------------------------------------
+
+    async def find_node(self, target: bytes) -> list[Peer]:
+        """The k closest live nodes to target that answered us, closest first."""
+        lookup = Lookup(target, self.me.node_id, self.table.closest(target, self.config.k),
+                        k=self.config.k, alpha=self.config.alpha)
+        await self._drive(lookup, lambda rid: m.FindNode(rid, target))
+        return lookup.result()
+
+    async def find_key(self, node_id: bytes) -> bytes | None:
+        """The public key of node_id from our cache or the key directory, hash-checked."""
+        if node_id == self.me.node_id:
+            return self.me.public_der
+        cached = self.store.get_key(node_id)
+        if cached:
+            return cached
+        lookup = Lookup(node_id, self.me.node_id, self.table.closest(node_id, self.config.k),
+                        k=self.config.k, alpha=self.config.alpha, want_value=True)
+        await self._drive(lookup, lambda rid: m.FindKey(rid, node_id))
+        if not lookup.found:
+            return None
+        key = lookup.value
+        assert isinstance(key, bytes)
+        self.store.put_key(node_id, key, int(self.clock()))
+        return key
+
+    async def find_contact(self, node_id: bytes) -> Peer | None:
+        """The address of node_id if a lookup finds the node itself."""
+        known = self.net.links.get(node_id)
+        if known is not None:
+            address = self.address_of(known)
+            return Peer(node_id, *address) if address else Peer(node_id, *known.address)
+        for peer in await self.find_node(node_id):
+            if peer.node_id == node_id:
+                return peer
+        return None
+
+    async def _drive(self, lookup: Lookup, build: Callable[[int], m.Message]) -> None:
+        self.lookups += 1
+        running: dict[asyncio.Task[m.Message], Peer] = {}
+        while True:
+            for peer in lookup.next_queries():
+                running[asyncio.ensure_future(self._query(peer, build))] = peer
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._settle(lookup, running.pop(task), task)
+        self.table.touch_bucket(lookup.target, self.clock())
+
+    async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:
+        link = await self.net.dial(peer.host, peer.port, peer.node_id)
+        return await link.request(build)
+
+    def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
+        error = task.exception()
+        reply = None if error else task.result()
+        if isinstance(reply, m.KeyReply) and reply.public_key:
+            if id_from_spki(reply.public_key) == lookup.target:
+                lookup.on_value(peer.node_id, reply.public_key)
+            else:
+                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id))
+                lookup.on_failure(peer.node_id)
+            return
+        if isinstance(reply, (m.Nodes, m.KeyReply)):
+            self.observe(peer)
+            found = [to_peer(n) for n in reply.nodes if n.node_id != self.me.node_id]
+            lookup.on_reply(peer.node_id, found)
+            return
+        lookup.on_failure(peer.node_id)
+        self.table.failed(peer.node_id, self.clock())
+
+    # ----- joining and upkeep -------------------------------------------------------
+
+    async def bootstrap(self, addresses: list[tuple[str, int]]) -> int:
+        """Dial every bootstrap address, then look up our own ID; returns the links made."""
+        results = await asyncio.gather(*(self.net.dial(h, p) for h, p in addresses),
+                                       return_exceptions=True)
+        for (host, port), result in zip(addresses, results):
+            if isinstance(result, BaseException):
+                log.info("bootstrap %s:%d: %s", host, port, result)
+        linked = sum(1 for r in results if not isinstance(r, BaseException))
+        await self.find_node(self.me.node_id)
+        return linked
+
+    async def publish_key(self) -> int:
+        """Store our key on the k nodes closest to our ID; returns how many took it."""
+        peers = await self.find_node(self.me.node_id)
+
+        async def push(peer: Peer) -> bool:
+            link = await self.net.dial(peer.host, peer.port, peer.node_id)
+            reply = await link.request(lambda rid: m.StoreKey(rid, self.me.public_der))
+            return isinstance(reply, m.Ok)
+
+        results = await asyncio.gather(*(push(p) for p in peers), return_exceptions=True)
+        return sum(1 for r in results if r is True)
+
+    async def refresh(self) -> None:
+        for target in self.table.stale_buckets(self.clock(), self.config.refresh_interval,
+                                               os.urandom(32)):
+            await self.find_node(target)
+
+    def save(self) -> None:
+        entries = [(c.peer.node_id, c.peer.host, c.peer.port, int(c.last_seen))
+                   for c in self.table.entries()]
+        self.store.save_routing(entries)
+
+    def load(self) -> int:
+        for node_id, host, port, last_seen in self.store.load_routing():
+            self.table.observe(Peer(node_id, host, port), float(last_seen))
+        return len(self.table)

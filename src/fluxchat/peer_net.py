@@ -1,0 +1,255 @@
+"""Asyncio adapter for peer links: listen, dial, run sessions, match requests to answers.
+
+Each link is one task that reads bytes, feeds the sans-IO Session and writes what it
+returns. A misbehaving peer ends its own link with an error code and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from . import messages as m
+from . import pow as work
+from .errors import FluxError, IdentityError
+from .ids import short_id
+from .link import Link, LinkClosed
+from .ratelimit import RateLimiter
+from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
+                      ResponseReceived, Session, SessionConfig, WorkNeeded)
+from .tls import client_context, peer_certificate_key
+
+log = logging.getLogger("fluxchat.peer")
+READ_CHUNK = 65536
+TICK = 0.5
+E = m.ErrorCode
+
+RequestHandler = Callable[[Link, m.Message], Awaitable[m.Message | None]]
+LinkCallback = Callable[[Link], None]
+
+
+@dataclass(frozen=True)
+class NetLimits:
+    auth_timeout: float
+    request_timeout: float
+    max_links: int
+    max_handshakes: int
+    connections_per_second: float
+
+
+class DialError(FluxError):
+    """A dial failed before a link was established."""
+
+
+class PeerNet:
+    """Owns every peer link of a node; one link per peer ID."""
+
+    def __init__(self, session_config: SessionConfig, limits: NetLimits,
+                 server_ssl: ssl.SSLContext, on_request: RequestHandler,
+                 on_link: LinkCallback, on_unlink: LinkCallback) -> None:
+        self.config, self.limits = session_config, limits
+        self.own_id = session_config.identity.node_id
+        self._server_ssl, self._client_ssl = server_ssl, client_context()
+        self._on_request, self._on_link, self._on_unlink = on_request, on_link, on_unlink
+        self.links: dict[bytes, Link] = {}
+        self._handshakes = 0
+        self._rate = RateLimiter(limits.connections_per_second,
+                                 max(1.0, 4 * limits.connections_per_second))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dials: dict[tuple[str, int], asyncio.Future[Link]] = {}
+        self._server: asyncio.Server | None = None
+
+    # ----- public interface ---------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._accept, host, port)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
+        """A link to the node at host:port (pinned to expected_id when given)."""
+        if expected_id is not None and expected_id in self.links:
+            return self.links[expected_id]
+        if expected_id == self.own_id:
+            raise DialError("refusing to dial ourselves")
+        key = (host, port)
+        if key not in self._dials:
+            future = asyncio.get_running_loop().create_future()
+            self._dials[key] = future
+            self._spawn(self._dial(host, port, expected_id, future))
+        return await asyncio.shield(self._dials[key])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in list(self.links.values()):
+            link.close(E.SHUTDOWN, "node stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ----- accepting and dialing ----------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        host = str(peer[0])
+        busy = (len(self.links) + self._handshakes >= self.limits.max_links
+                or self._handshakes >= self.limits.max_handshakes)
+        if busy or not self._rate.allow(host, time.monotonic()):
+            log.info("refusing a connection from %s: %s", host, "busy" if busy else "rate limit")
+            writer.close()
+            return
+        self._handshakes += 1
+        handshaking = True
+        try:
+            await writer.start_tls(self._server_ssl, ssl_handshake_timeout=self.limits.auth_timeout)
+            session = Session.acceptor(self.config, os.urandom(32), time.monotonic(), host)
+            handshaking = False
+            self._handshakes -= 1
+            await self._run(session, reader, writer, "in", (host, int(peer[1])), None)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, EOFError) as exc:
+            log.info("connection from %s ended before a link: %s", host, type(exc).__name__)
+        finally:
+            if handshaking:
+                self._handshakes -= 1
+            writer.close()
+
+    async def _dial(self, host: str, port: int, expected_id: bytes | None,
+                    future: asyncio.Future[Link]) -> None:
+        writer = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=self._client_ssl, server_hostname=None
+                                        if _is_ip(host) else host,
+                                        ssl_handshake_timeout=self.limits.auth_timeout),
+                self.limits.auth_timeout)
+            key = peer_certificate_key(writer.get_extra_info("ssl_object"))
+            session = Session.dialer(self.config, key, time.monotonic(), expected_id)
+            await self._run(session, reader, writer, "out", (host, port), future)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, IdentityError) as exc:
+            if not future.done():
+                future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
+        finally:
+            self._dials.pop((host, port), None)
+            if not future.done():
+                future.set_exception(DialError(f"{host}:{port}: link closed during handshake"))
+            if writer is not None:
+                writer.close()
+
+    # ----- the link loop --------------------------------------------------------------
+
+    async def _run(self, session: Session, reader: asyncio.StreamReader,
+                   writer: asyncio.StreamWriter, direction: str, address: tuple[str, int],
+                   future: asyncio.Future[Link] | None) -> None:
+        link: Link | None = None
+        events = []
+        try:
+            while True:
+                writer.write(session.data_to_send())
+                for event in events:
+                    link = await self._handle(event, session, writer, direction, address,
+                                              link, future)
+                if session.state.value == "closed":
+                    writer.write(session.data_to_send())
+                    await writer.drain()
+                    return
+                await writer.drain()
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), TICK)
+                except asyncio.TimeoutError:
+                    events = session.tick(time.monotonic())
+                    continue
+                if not data:
+                    events = session.close(E.SHUTDOWN, "peer closed the connection")
+                    continue
+                events = session.receive_data(data, time.monotonic())
+        except (OSError, ssl.SSLError) as exc:
+            session.close(E.SHUTDOWN, _describe(exc))
+        finally:
+            if link is not None:
+                link.mark_closed()
+                if self.links.get(link.peer_id) is link:
+                    del self.links[link.peer_id]
+                    self._on_unlink(link)
+
+    async def _handle(self, event: object, session: Session, writer: asyncio.StreamWriter,
+                      direction: str, address: tuple[str, int], link: Link | None,
+                      future: asyncio.Future[Link] | None) -> Link | None:
+        if isinstance(event, WorkNeeded):
+            counter = await asyncio.get_running_loop().run_in_executor(
+                None, work.solve, event.nonce, event.dialer_id, event.acceptor_id, event.difficulty)
+            session.work_done(counter)
+            writer.write(session.data_to_send())
+        elif isinstance(event, Established):
+            link = Link(session, writer, direction, address, event, time.monotonic(),
+                        self.limits.request_timeout)
+            self._register(link)
+            if future is not None and not future.done():
+                future.set_result(link)
+        elif isinstance(event, RequestReceived) and link is not None:
+            self._spawn(self._serve(link, event.message))
+        elif isinstance(event, NoticeReceived) and link is not None:
+            self._spawn(self._serve(link, event.message))
+        elif isinstance(event, (ResponseReceived, RequestFailed)) and link is not None:
+            link.resolve(event)
+        elif isinstance(event, Closed):
+            level = logging.INFO if event.by_peer or event.code == E.SHUTDOWN else logging.WARNING
+            who = short_id(link.peer_id) if link else f"{address[0]}:{address[1]}"
+            log.log(level, "link %s closed (%s, code %d): %s", who,
+                    "by peer" if event.by_peer else "by us", event.code, event.message)
+        return link
+
+    def _register(self, link: Link) -> None:
+        existing = self.links.get(link.peer_id)
+        if existing is not None and not existing.closed:
+            # Both ends keep the link dialed by the smaller ID, so a simultaneous dial
+            # in both directions ends with the same single link on both sides.
+            if self._dialer_of(existing) <= self._dialer_of(link):
+                link.close(E.DUPLICATE, "a link between us already exists")
+                return
+            existing.close(E.DUPLICATE, "replaced by a newer link")
+        self.links[link.peer_id] = link
+        log.info("link %s up (%s, %s:%d)", short_id(link.peer_id), link.direction, *link.address)
+        self._on_link(link)
+
+    def _dialer_of(self, link: Link) -> bytes:
+        return self.own_id if link.direction == "out" else link.peer_id
+
+    async def _serve(self, link: Link, message: m.Message) -> None:
+        try:
+            answer = await self._on_request(link, message)
+        except Exception:  # a bug in one handler must not take the link down with it
+            log.exception("handler for %s failed", type(message).__name__)
+            rid = getattr(message, "rid", None)
+            answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
+        if answer is not None:
+            link.respond(answer)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["PeerNet", "NetLimits", "DialError", "Link", "LinkClosed"]

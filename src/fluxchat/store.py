@@ -1,0 +1,373 @@
+"""The node's SQLite database: inbox, outbox, envelopes held for others, seen uuids, contacts, keys, routing.
+
+An adapter: it does sqlite3 I/O but reads no clock; callers pass `now` (unix seconds). Every sqlite3.Error
+becomes a StorageError here. Every state change runs in one `BEGIN IMMEDIATE … COMMIT` transaction, so a
+crash never leaves half a change behind.
+
+Durability (see store_schema.connect): WAL with `synchronous=NORMAL`, so a method that returned has its
+commit in the WAL file and survives the process being killed the next instant.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import StorageError
+from .store_schema import OUTBOX_STATES, connect, fail, transaction
+
+_PENDING = ("queued", "stored", "handed_over")  # outbox states that still need work
+_DONE = ("delivered", "expired", "failed")
+
+RoutingEntry = tuple[bytes, str, int, int]  # (node_id, host, port, last_seen)
+
+
+class QuotaExceeded(StorageError):
+    """A held envelope was refused because it would pass one of the storage quotas."""
+
+
+@dataclass(frozen=True)
+class InboxMail:
+    uuid: bytes
+    sender: bytes
+    recipient: bytes
+    subject: str
+    body: str
+    created_at: int
+    received_at: int
+    is_new: bool = True
+
+
+@dataclass(frozen=True)
+class OutboxMail:
+    uuid: bytes
+    recipient: bytes
+    subject: str
+    body: str
+    created_at: int
+    expires_at: int
+    state: str = "queued"
+    reason: str | None = None
+    envelope: bytes | None = None
+    attempts: int = 0
+    next_attempt_at: int = 0  # due once this is <= now; 0 means "at once"
+    stored_on: int = 0  # how many storing nodes accepted the envelope
+    updated_at: int = 0
+    kind: str = "mail"  # "receipt": our signed receipt on its way back; hidden from listings
+
+
+@dataclass(frozen=True)
+class Quotas:
+    per_recipient_bytes: int
+    per_peer_bytes: int
+    total_bytes: int
+
+
+# Inbox counts too: forget_seen_before may drop a uuid whose mail is still in the inbox.
+_SEEN_SQL = "SELECT EXISTS (SELECT 1 FROM seen WHERE uuid = ?) OR EXISTS (SELECT 1 FROM inbox WHERE uuid = ?)"
+_INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new"
+_OUTBOX_COLS = (
+    "uuid, recipient, subject, body, created_at, expires_at, state, reason, envelope, "
+    "attempts, next_attempt_at, stored_on, updated_at, kind"
+)
+
+
+def _inbox(row: Sequence[Any]) -> InboxMail:
+    return InboxMail(*row[:7], is_new=bool(row[7]))
+
+
+def _outbox(row: Sequence[Any]) -> OutboxMail:
+    return OutboxMail(*row)
+
+
+class Store:
+    """One SQLite database per node. Not thread-safe: use it from the event loop thread only."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating it 0600 if needed) and migrate the database at `path`."""
+        return cls(connect(Path(path)))
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error as exc:
+            raise fail(exc) from exc
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise fail(exc) from exc
+
+    def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
+
+    # --- inbox and seen ------------------------------------------------------------------------
+
+    def add_inbox(self, mail: InboxMail) -> bool:
+        """Store a received mail; False (and nothing written) if its uuid was already seen."""
+        with self._tx() as db:
+            if self._seen_in(db, mail.uuid):
+                return False
+            db.execute(
+                f"INSERT INTO inbox ({_INBOX_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mail.uuid, mail.sender, mail.recipient, mail.subject, mail.body,
+                 mail.created_at, mail.received_at, int(mail.is_new)),
+            )
+            db.execute("INSERT INTO seen VALUES (?, ?, ?)", (mail.uuid, mail.created_at, mail.received_at))
+            return True
+
+    def list_inbox(self, new_only: bool, limit: int, offset: int) -> tuple[int, list[InboxMail]]:
+        where = "WHERE is_new = 1" if new_only else ""
+        total = self._value(f"SELECT count(*) FROM inbox {where}")
+        rows = self._rows(
+            f"SELECT {_INBOX_COLS} FROM inbox {where} "
+            "ORDER BY received_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return int(total), [_inbox(r) for r in rows]
+
+    def read_inbox(self, uuid: bytes) -> InboxMail | None:
+        rows = self._rows(f"SELECT {_INBOX_COLS} FROM inbox WHERE uuid = ?", (uuid,))
+        return _inbox(rows[0]) if rows else None
+
+    def mark_read(self, uuid: bytes) -> bool:
+        with self._tx() as db:
+            return db.execute("UPDATE inbox SET is_new = 0 WHERE uuid = ?", (uuid,)).rowcount > 0
+
+    def delete_inbox(self, uuid: bytes) -> bool:
+        # The uuid stays in `seen`, so a replay of a deleted mail is still dropped.
+        with self._tx() as db:
+            return db.execute("DELETE FROM inbox WHERE uuid = ?", (uuid,)).rowcount > 0
+
+    def count_inbox(self) -> tuple[int, int]:
+        row = self._rows("SELECT count(*), coalesce(sum(is_new), 0) FROM inbox")[0]
+        return int(row[0]), int(row[1])
+
+    def is_seen(self, uuid: bytes) -> bool:
+        return bool(self._value(_SEEN_SQL, (uuid, uuid)))
+
+    def remember_seen(self, uuid: bytes, created_at: int, now: int) -> bool:
+        """Record a uuid (e.g. of a receipt) without an inbox row; False if it was already seen."""
+        with self._tx() as db:
+            if self._seen_in(db, uuid):
+                return False
+            db.execute("INSERT INTO seen VALUES (?, ?, ?)", (uuid, created_at, now))
+            return True
+
+    def forget_seen_before(self, cutoff: int) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,)).rowcount
+
+    @staticmethod
+    def _seen_in(db: sqlite3.Connection, uuid: bytes) -> bool:
+        return bool(db.execute(_SEEN_SQL, (uuid, uuid)).fetchone()[0])
+
+    # --- outbox --------------------------------------------------------------------------------
+
+    def add_outbox(self, mail: OutboxMail, now: int) -> None:
+        _check_state(mail.state)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({', '.join('?' * 14)})",
+                (mail.uuid, mail.recipient, mail.subject, mail.body, mail.created_at, mail.expires_at,
+                 mail.state, mail.reason, mail.envelope, mail.attempts, mail.next_attempt_at,
+                 mail.stored_on, now, mail.kind),
+            )
+            self._history(db, mail.uuid, now, mail.state, "")
+
+    def set_outbox_state(
+        self, uuid: bytes, state: str, now: int, detail: str = "", reason: str | None = None,
+        stored_on: int | None = None, next_attempt_at: int | None = None,
+        envelope: bytes | None = None, attempted: bool = False,
+    ) -> None:
+        """Move a mail to `state` and append a history row. None keeps a field's current value;
+        `attempted` adds one to `attempts`."""
+        _check_state(state)
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE outbox SET state = ?, updated_at = ?, reason = coalesce(?, reason), "
+                "stored_on = coalesce(?, stored_on), next_attempt_at = coalesce(?, next_attempt_at), "
+                "envelope = coalesce(?, envelope), attempts = attempts + ? WHERE uuid = ?",
+                (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted), uuid),
+            ).rowcount
+            if not changed:
+                raise StorageError(f"no outbox mail with uuid {uuid.hex()}")
+            self._history(db, uuid, now, state, detail)
+
+    def due_outbox(self, now: int, limit: int) -> list[OutboxMail]:
+        """Mail still needing work whose retry time has come (queued, or stored/handed over and
+        awaiting a receipt), not yet past its expiry; most overdue first."""
+        rows = self._rows(
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state IN (?, ?, ?) AND next_attempt_at <= ? "
+            "AND expires_at > ? ORDER BY next_attempt_at, created_at LIMIT ?",
+            (*_PENDING, now, now, limit),
+        )
+        return [_outbox(r) for r in rows]
+
+    def get_outbox(self, uuid: bytes) -> OutboxMail | None:
+        rows = self._rows(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE uuid = ?", (uuid,))
+        return _outbox(rows[0]) if rows else None
+
+    def outbox_history(self, uuid: bytes) -> list[tuple[int, str, str]]:
+        rows = self._rows("SELECT at, state, detail FROM outbox_history WHERE uuid = ? ORDER BY id", (uuid,))
+        return [(int(at), state, detail) for at, state, detail in rows]
+
+    def list_outbox(self, limit: int, offset: int) -> tuple[int, list[OutboxMail]]:
+        total = self._value("SELECT count(*) FROM outbox WHERE kind = 'mail'")
+        rows = self._rows(
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE kind = 'mail' "
+            "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return int(total), [_outbox(r) for r in rows]
+
+    def delete_outbox(self, uuid: bytes) -> bool:
+        with self._tx() as db:  # history rows go with it (ON DELETE CASCADE)
+            return db.execute("DELETE FROM outbox WHERE uuid = ?", (uuid,)).rowcount > 0
+
+    def count_outbox(self) -> dict[str, int]:
+        counts = dict.fromkeys(OUTBOX_STATES, 0)
+        counts.update(self._rows("SELECT state, count(*) FROM outbox WHERE kind = 'mail' GROUP BY state"))
+        return counts
+
+    def expire_outbox(self, now: int) -> list[bytes]:
+        with self._tx() as db:
+            uuids = [r[0] for r in db.execute(
+                "SELECT uuid FROM outbox WHERE state NOT IN (?, ?, ?) AND expires_at <= ?", (*_DONE, now))]
+            for uuid in uuids:
+                db.execute("UPDATE outbox SET state = 'expired', updated_at = ? WHERE uuid = ?", (now, uuid))
+                self._history(db, uuid, now, "expired", "retention time ended")
+            return uuids
+
+    @staticmethod
+    def _history(db: sqlite3.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
+        db.execute("INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, ?, ?, ?)",
+                   (uuid, now, state, detail))
+
+    # --- envelopes held for other nodes --------------------------------------------------------
+
+    def hold(
+        self, uuid: bytes, recipient: bytes, sender_peer: bytes, expires_at: int,
+        envelope: bytes, now: int, quotas: Quotas,
+    ) -> str:
+        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded."""
+        size = len(envelope)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM held WHERE uuid = ?", (uuid,)).fetchone():
+                return "duplicate"
+            # Expired envelopes must not count against anyone's quota.
+            db.execute("DELETE FROM held WHERE expires_at <= ?", (now,))
+            _check_quota(db, "per recipient bytes", "WHERE recipient = ?", (recipient,),
+                          size, quotas.per_recipient_bytes)
+            _check_quota(db, "per sender peer bytes", "WHERE sender_peer = ?", (sender_peer,),
+                          size, quotas.per_peer_bytes)
+            _check_quota(db, "total bytes", "", (), size, quotas.total_bytes)
+            db.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (uuid, recipient, sender_peer, expires_at, size, envelope, now))
+            return "stored"
+
+    def held_for(self, recipient: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        rows = self._rows(
+            "SELECT uuid, envelope FROM held WHERE recipient = ? ORDER BY stored_at, rowid LIMIT ?",
+            (recipient, limit),
+        )
+        return [(u, e) for u, e in rows]
+
+    def delete_held(self, recipient: bytes, uuids: Sequence[bytes]) -> int:
+        """Delete only `recipient`'s envelopes: a link authenticated as one node cannot drop another's."""
+        with self._tx() as db:
+            sql = "DELETE FROM held WHERE recipient = ? AND uuid = ?"
+            return sum(db.execute(sql, (recipient, u)).rowcount for u in uuids)
+
+    def expire_held(self, now: int) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount
+
+    def held_stats(self) -> tuple[int, int]:
+        row = self._rows("SELECT count(*), coalesce(sum(size), 0) FROM held")[0]
+        return int(row[0]), int(row[1])
+
+    def all_held(self, limit: int, offset: int) -> list[tuple[bytes, bytes, int, bytes]]:
+        rows = self._rows("SELECT uuid, recipient, expires_at, envelope FROM held ORDER BY stored_at, rowid "
+                          "LIMIT ? OFFSET ?", (limit, offset))
+        return [(u, r, int(x), e) for u, r, x, e in rows]
+
+    # --- contacts ------------------------------------------------------------------------------
+
+    def add_contact(self, alias: str, node_id: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?)", (alias, node_id))
+
+    def remove_contact(self, alias: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM contacts WHERE alias = ?", (alias,)).rowcount > 0
+
+    def contacts(self) -> list[tuple[str, bytes]]:
+        return [(a, n) for a, n in self._rows("SELECT alias, node_id FROM contacts ORDER BY alias")]
+
+    def resolve_alias(self, alias: str) -> bytes | None:
+        return self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+
+    def alias_of(self, node_id: bytes) -> str | None:
+        return self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1", (node_id,))
+
+    # --- public keys (cache and key directory) -------------------------------------------------
+
+    def put_key(self, node_id: bytes, der: bytes, now: int, published_by_owner: bool = False) -> None:
+        """Store or refresh a key the caller has checked hashes to `node_id`. The owner flag is sticky."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO keys VALUES (?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "public_der = excluded.public_der, stored_at = excluded.stored_at, "
+                "published_by_owner = max(published_by_owner, excluded.published_by_owner)",
+                (node_id, der, now, int(published_by_owner)),
+            )
+
+    def get_key(self, node_id: bytes) -> bytes | None:
+        return self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+
+    def count_keys(self) -> int:
+        return int(self._value("SELECT count(*) FROM keys"))
+
+    def expire_keys(self, cutoff: int) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM keys WHERE stored_at < ?", (cutoff,)).rowcount
+
+    # --- routing table -------------------------------------------------------------------------
+
+    def save_routing(self, entries: Sequence[RoutingEntry]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM routing")
+            db.executemany("INSERT INTO routing VALUES (?, ?, ?, ?)", entries)
+
+    def load_routing(self) -> list[RoutingEntry]:
+        # Oldest first: re-inserting in this order rebuilds each bucket's least-recently-seen order.
+        rows = self._rows("SELECT node_id, host, port, last_seen FROM routing ORDER BY last_seen, node_id")
+        return [(n, h, int(p), int(s)) for n, h, p, s in rows]
+
+
+def _check_state(state: str) -> None:
+    if state not in OUTBOX_STATES:
+        raise StorageError(f"unknown outbox state {state!r}")
+
+
+def _check_quota(db: sqlite3.Connection, name: str, where: str, params: tuple[Any, ...],
+                 size: int, limit: int) -> None:
+    used = int(db.execute(f"SELECT coalesce(sum(size), 0) FROM held {where}", params).fetchone()[0])
+    if used + size > limit:
+        raise QuotaExceeded(
+            f"storage quota exceeded ({name}): {used} bytes held + {size} would pass the limit of {limit}")

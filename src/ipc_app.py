@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Command line for a running FluxChat node: send, list and read mail, manage contacts.
+
+Exit codes: 0 success, 1 the node answered with an error, 2 usage, 3 node not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fluxchat.config import load_config  # noqa: E402
+from fluxchat.errors import ConfigError, IpcError  # noqa: E402
+from fluxchat.ipc_client import IpcClient, NodeUnreachable, connect_address, read_token_file  # noqa: E402
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_CONFIG = "var/config1.json"
+PROG = "ipc_app.py"
+
+# Text from the network must not drive the terminal: escape C0/C1 controls and bidi overrides.
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ONE_LINE = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _CONTROLS}
+_MULTI_LINE = {c: e for c, e in _ONE_LINE.items() if chr(c) not in "\n\t"}
+
+
+def clean(value: Any) -> str:
+    """One line of untrusted text, safe to print."""
+    return ("-" if value is None else str(value)).translate(_ONE_LINE)
+
+
+def clean_body(value: Any) -> str:
+    """Untrusted multi-line text: keeps newlines and tabs, escapes every other control."""
+    return str(value or "").replace("\r\n", "\n").translate(_MULTI_LINE)
+
+
+def when(ts: Any) -> str:
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    return "-"
+
+
+def who(node_id: Any, alias: Any) -> str:
+    """The alias when known, else the ID shortened like FC_ab12cd…"""
+    if alias:
+        return clean(alias)
+    text = clean(node_id)
+    return text[:9] + "…" if len(text) > 10 else text
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+# --- argument parsing ---------------------------------------------------------------------
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS defaults: the options may come before or after the command, and a subparser
+    # must not overwrite a value given before it with its own default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help=f"node config (default: $FLUXCHAT_CONFIG, then {DEFAULT_CONFIG})")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the node's result as JSON, for scripts")
+    return common
+
+
+def _sub(sub: Any, common: argparse.ArgumentParser, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, parents=[common], help=summary, description=summary,
+                          epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_uuid(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-u", "--uuid", help="the mail's uuid (as shown by list)")
+    parser.add_argument("uuid_arg", nargs="?", metavar="UUID", help="the uuid, instead of -u")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Talk to a running FluxChat node (start it with src/server_app.py -c CONFIG).",
+        epilog="exit codes: 0 ok, 1 error from the node, 2 usage, 3 node not reachable\n"
+               f"example:\n  {PROG} -c var/config2.json list")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subs: dict[str, argparse.ArgumentParser] = {}
+    p = subs["mail"] = _sub(sub, common, "mail", "send a mail; prints its uuid",
+                            f"{PROG} mail -c var/config1.json -s Test -b 'Hello World' -t FC_…")
+    p.add_argument("-t", "--to", required=True, help="recipient: a node ID (FC_…) or a contact alias")
+    p.add_argument("-s", "--subject", default="", help="subject line (default: empty)")
+    p.add_argument("-b", "--body", help="the text; '-' or omitted reads standard input")
+    p = subs["list"] = _sub(sub, common, "list", "list the inbox (or the outbox)", f"{PROG} list -n")
+    p.add_argument("-n", "--new", action="store_true", help="only mail not read yet")
+    p.add_argument("--outbox", action="store_true", help="list sent mail and its delivery state")
+    p.add_argument("--limit", type=int, default=50, help="at most this many rows (1..1000, default 50)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many rows (default 0)")
+    for name, summary in (("read", "show one mail and mark it read"), ("delete", "delete one mail"),
+                          ("status", "delivery state and history of a sent mail")):
+        subs[name] = _sub(sub, common, name, summary, f"{PROG} {name} -u 123e4567-e89b-…")
+        _add_uuid(subs[name])
+    _contacts(sub, common, subs)
+    for name, summary in (("peers", "show links to other nodes"), ("info", "show this node's ID and counts"),
+                          ("save", "ask the node to save (storage is always durable)"),
+                          ("stop", "stop the node gracefully")):
+        subs[name] = _sub(sub, common, name, summary, f"{PROG} -c var/config1.json {name}")
+    return parser, subs
+
+
+def _contacts(sub: Any, common: argparse.ArgumentParser, subs: dict[str, argparse.ArgumentParser]) -> None:
+    p = subs["contacts"] = _sub(sub, common, "contacts", "list, add or remove contact aliases",
+                                f"{PROG} contacts add bob FC_…")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    _sub(actions, common, "list", "list contacts (the default)", f"{PROG} contacts list")
+    add = _sub(actions, common, "add", "add an alias for a node ID", f"{PROG} contacts add bob FC_…")
+    add.add_argument("alias", help="1..64 letters, digits, '.', '_' or '-'")
+    add.add_argument("id", help="the node ID (FC_…)")
+    remove = _sub(actions, common, "remove", "remove an alias", f"{PROG} contacts remove bob")
+    remove.add_argument("alias")
+
+
+def _uuid(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if ns.uuid and ns.uuid_arg:
+        parser.error("give the uuid once, with -u or as an argument")
+    if not (ns.uuid or ns.uuid_arg):
+        parser.error("the uuid is required (-u UUID)")
+    return str(ns.uuid or ns.uuid_arg)
+
+
+def _body(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if ns.body is not None and ns.body != "-":
+        return str(ns.body)
+    if ns.body is None and sys.stdin.isatty():
+        parser.error("give the body with -b TEXT, or pipe it in (-b - reads standard input)")
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        parser.error("the body on standard input is not UTF-8 text")
+
+
+def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]) -> tuple[str, dict[str, Any]]:
+    """The (cmd, args) to send for the parsed command line; usage errors exit with 2."""
+    cmd, parser = ns.command, subs[ns.command]
+    if cmd == "mail":
+        return cmd, {"to": ns.to, "subject": ns.subject, "body": _body(ns, parser)}
+    if cmd == "list":
+        return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
+                     "limit": ns.limit, "offset": ns.offset}
+    if cmd in ("read", "delete", "status"):
+        return cmd, {"uuid": _uuid(ns, parser)}
+    if cmd == "contacts":
+        action = ns.action or "list"
+        args = {"action": action, "alias": getattr(ns, "alias", None), "id": getattr(ns, "id", None)}
+        return cmd, {k: v for k, v in args.items() if v is not None}
+    return cmd, {}
+
+
+# --- human output ------------------------------------------------------------------------
+
+def show_mail(result: dict[str, Any], args: dict[str, Any]) -> str:
+    return clean(result.get("uuid"))
+
+
+def show_list(result: dict[str, Any], args: dict[str, Any]) -> str:
+    folder, items = clean(result.get("folder", args["folder"])), result.get("items") or []
+    if not items:
+        return f"No {'new ' if args['new_only'] else ''}mail in {folder}."
+    if folder == "outbox":
+        rows = [["UUID", "CREATED", "TO", "STATE", "SUBJECT"]] + [
+            [clean(m.get("uuid")), when(m.get("created_at")), who(m.get("to"), m.get("alias")),
+             clean(m.get("state")), clean(m.get("subject"))] for m in items]
+    else:
+        rows = [["", "UUID", "RECEIVED", "FROM", "SUBJECT"]] + [
+            ["*" if m.get("new") else "", clean(m.get("uuid")), when(m.get("received_at")),
+             who(m.get("from"), m.get("alias")), clean(m.get("subject"))] for m in items]
+    text, total, offset = table(rows), result.get("total", len(items)), args["offset"]
+    if isinstance(total, int) and (offset or offset + len(items) < total):
+        text += f"\nShowing {offset + 1}-{offset + len(items)} of {total}; use --offset to see more."
+    return text
+
+
+def show_read(result: dict[str, Any], args: dict[str, Any]) -> str:
+    sender = clean(result.get("from"))
+    if result.get("alias"):
+        sender = f"{clean(result['alias'])} <{sender}>"
+    verified = "yes (signed by the sender's key)" if result.get("verified") else "NO - do not trust this mail"
+    headers = [("From", sender), ("To", clean(result.get("to"))), ("Date", when(result.get("created_at"))),
+               ("Received", when(result.get("received_at"))), ("Subject", clean(result.get("subject"))),
+               ("Verified", verified), ("UUID", clean(result.get("uuid")))]
+    return "\n".join(f"{k + ':':<10}{v}" for k, v in headers) + "\n\n" + clean_body(result.get("body"))
+
+
+def show_status(result: dict[str, Any], args: dict[str, Any]) -> str:
+    lines = [f"{k + ':':<11}{v}" for k, v in (
+        ("UUID", clean(result.get("uuid"))), ("To", who(result.get("to"), result.get("alias"))),
+        ("State", clean(result.get("state"))), ("Reason", clean(result.get("reason"))),
+        ("Stored on", f"{result.get('stored_on', 0)} nodes"), ("Created", when(result.get("created_at"))),
+        ("Expires", when(result.get("expires_at"))))]
+    history = result.get("history") or []
+    if history:
+        lines += ["", "History:", table([[when(h.get("at")), clean(h.get("state")), clean(h.get("detail"))]
+                                         for h in history])]
+    return "\n".join(lines)
+
+
+def show_contacts(result: dict[str, Any], args: dict[str, Any]) -> str:
+    if args["action"] == "add":
+        return f"Added {clean(result.get('alias'))} = {clean(result.get('id'))}."
+    if args["action"] == "remove":
+        alias = clean(result.get("alias"))
+        return f"Removed {alias}." if result.get("removed") else f"No contact named {alias}."
+    contacts = result.get("contacts") or []
+    if not contacts:
+        return "No contacts."
+    return table([["ALIAS", "ID"]] + [[clean(c.get("alias")), clean(c.get("id"))] for c in contacts])
+
+
+def show_peers(result: dict[str, Any], args: dict[str, Any]) -> str:
+    links = result.get("links") or []
+    text = "No links." if not links else table([["ID", "DIR", "ADDRESS", "AGE"]] + [
+        [clean(k.get("id")), clean(k.get("direction")), clean(k.get("address")), f"{k.get('age', 0):.0f} s"]
+        for k in links])
+    return text + f"\nRouting table: {result.get('routing_table_size', 0)} nodes"
+
+
+def show_info(result: dict[str, Any], args: dict[str, Any]) -> str:
+    counts = result.get("counts") or {}
+    rows = [("ID", clean(result.get("id"))), ("Fingerprint", clean(result.get("fingerprint"))),
+            ("Version", clean(result.get("version"))), ("Uptime", f"{result.get('uptime', 0):.0f} s"),
+            ("Listen", ", ".join(clean(a) for a in result.get("listen") or []) or "-"),
+            ("IPC", clean(result.get("ipc"))),
+            ("Counts", ", ".join(f"{clean(k)} {clean(v)}" for k, v in counts.items()) or "-")]
+    return "\n".join(f"{k + ':':<13}{v}" for k, v in rows)
+
+
+SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
+    "mail": show_mail, "list": show_list, "read": show_read, "delete": lambda r, a: f"Deleted {clean(r.get('uuid'))}.",
+    "status": show_status, "contacts": show_contacts, "peers": show_peers, "info": show_info,
+    "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
+}
+
+
+# --- main --------------------------------------------------------------------------------
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
+    config_path = getattr(ns, "config", None) or os.environ.get("FLUXCHAT_CONFIG") or DEFAULT_CONFIG
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    where = f"{connect_address(config.ipc.address)}:{config.ipc.port}"
+    hint = f"start it with src/server_app.py -c {config_path}"
+    if not config.ipc.enabled:
+        return _fail(f"the local API is disabled in {config_path} (ipc.enabled)", EXIT_UNREACHABLE)
+    try:
+        token = read_token_file(config.data_dir)
+    except IpcError as exc:  # the node writes it at each start: most likely not running
+        return _fail(f"{exc.message}; {hint}", EXIT_UNREACHABLE)
+    try:
+        with IpcClient(config.ipc.address, config.ipc.port, token) as client:
+            result = client.call(cmd, args)
+    except NodeUnreachable:
+        return _fail(f"cannot reach the node at {where}; {hint}", EXIT_UNREACHABLE)
+    except IpcError as exc:
+        return _fail(f"{exc.code}: {exc.message}", EXIT_ERROR)
+    if getattr(ns, "json", False):
+        print(json.dumps(result, indent=2))
+    else:
+        print(SHOW[cmd](result if isinstance(result, dict) else {}, args))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    parser, subs = build_parser()
+    ns = parser.parse_args(argv)
+    cmd, args = request_for(ns, subs)
+    return run(ns, cmd, args)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. piped into head
+        sys.exit(0)

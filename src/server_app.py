@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Run a FluxChat node: load config and identity, then serve peers and the local API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fluxchat.config import LOG_LEVELS, Config, load_config  # noqa: E402
+from fluxchat.errors import FluxError  # noqa: E402
+from fluxchat.identity import Identity, load_identity  # noqa: E402
+from fluxchat.ids import format_id  # noqa: E402
+from fluxchat.logsetup import setup_logging  # noqa: E402
+from fluxchat.node import Node  # noqa: E402
+from fluxchat.password import read_password  # noqa: E402
+from fluxchat.pidfile import PidFile  # noqa: E402
+
+log = logging.getLogger("fluxchat.server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Run a FluxChat node (peer links, routing, mail, local API).",
+        epilog="The key password comes from FLUXCHAT_KEY_PASSWORD, FLUXCHAT_KEY_PASSWORD_FILE "
+               "or a terminal prompt. SIGINT/SIGTERM stop the node gracefully.")
+    parser.add_argument("-c", "--config", type=Path,
+                        default=Path(os.environ.get("FLUXCHAT_CONFIG", "var/config1.json")),
+                        help="config file (default: $FLUXCHAT_CONFIG or var/config1.json)")
+    parser.add_argument("--dev", action="store_true", help="log to stderr instead of the log file")
+    parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, help="override log.level")
+    return parser.parse_args(argv)
+
+
+def load(args: argparse.Namespace) -> tuple[Config, Identity]:
+    config = load_config(args.config)
+    identity = load_identity(config.data_dir, read_password())
+    if config.id is not None and config.id != identity.node_id:
+        raise FluxError(f"{args.config}: id is {format_id(config.id)} but the key in "
+                        f"{config.data_dir} belongs to {identity.id_text}")
+    return config, identity
+
+
+async def serve(node: Node) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, node.request_stop)
+    await node.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config, identity = load(args)
+    except FluxError as exc:
+        print(f"server_app.py: {exc}", file=sys.stderr)
+        return 2
+    pidfile = PidFile(config.data_dir / "server.pid")
+    try:
+        pidfile.acquire()
+    except FluxError as exc:
+        print(f"server_app.py: {exc}", file=sys.stderr)
+        return 1
+    try:
+        setup_logging(args.log_level or config.log.level, config.log.file, args.dev)
+        log.info("node %s starting (pid %d)", identity.id_text, os.getpid())
+        asyncio.run(serve(Node(config, identity)))
+        log.info("node stopped")
+    except FluxError as exc:
+        log.error("%s", exc)
+        print(f"server_app.py: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pidfile.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

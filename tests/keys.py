@@ -1,0 +1,36 @@
+"""Precomputed test identities from tests/data/keys (see tests/data/make_keys.py)."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+from fluxchat.identity import Identity, load_identity
+
+KEYS = Path(__file__).resolve().parent / "data" / "keys"
+TEST_PASSWORD = "test-password"
+NODE_COUNT = 24
+
+
+def key_dir(index: int) -> Path:
+    return KEYS / f"node{index:02d}"
+
+
+@functools.lru_cache(maxsize=None)
+def identity(index: int) -> Identity:
+    """Test node `index` (RSA-2048); cached, since decrypting costs a PBKDF2 run."""
+    return load_identity(key_dir(index), TEST_PASSWORD)
+
+
+@functools.lru_cache(maxsize=None)
+def identity_4096() -> Identity:
+    return load_identity(KEYS / "rsa4096", TEST_PASSWORD)
+
+
+def install_identity(index: int, data_dir: Path) -> None:
+    """Copy test identity `index` into a fresh data directory (0700, files 0600)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in ("private_key.pem", "public_key.pem", "certificate.pem"):
+        shutil.copyfile(key_dir(index) / name, data_dir / name)
+        (data_dir / name).chmod(0o600)

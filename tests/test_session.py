@@ -1,0 +1,222 @@
+"""The link session state machine, two sessions wired together in memory."""
+
+from __future__ import annotations
+
+import unittest
+
+from fluxchat import messages as m
+from fluxchat import pow as work
+from fluxchat.framing import encode_frame, encode_prologue
+from fluxchat.session import (Closed, Established, NoticeReceived, RequestFailed,
+                              RequestReceived, ResponseReceived, Session, SessionConfig,
+                              State, WorkNeeded, auth_payload)
+from tests.keys import identity
+
+E = m.ErrorCode
+NONCE = bytes(range(32))
+
+
+def config(index: int, **overrides: object) -> SessionConfig:
+    values: dict[object, object] = dict(identity=identity(index), contact="public:25001",
+                                        difficulty=4, max_difficulty=8, handshake_timeout=5,
+                                        idle_timeout=30, ping_interval=10)
+    values.update(overrides)
+    return SessionConfig(**values)  # type: ignore[arg-type]
+
+
+def pump(a: Session, b: Session, now: float = 0.0) -> tuple[list, list]:
+    """Carry bytes both ways until both are quiet; solve work when asked."""
+    events_a: list = []
+    events_b: list = []
+    for _ in range(20):
+        data_a, data_b = a.data_to_send(), b.data_to_send()
+        if not data_a and not data_b:
+            break
+        new_b = b.receive_data(data_a, now) if data_a else []
+        new_a = a.receive_data(data_b, now) if data_b else []
+        for event in new_a:
+            if isinstance(event, WorkNeeded):
+                a.work_done(work.solve(event.nonce, event.dialer_id, event.acceptor_id,
+                                       event.difficulty))
+        events_a += new_a
+        events_b += new_b
+    return events_a, events_b
+
+
+def pair(dialer_cfg: SessionConfig | None = None, acceptor_cfg: SessionConfig | None = None,
+         expected: bytes | None = None) -> tuple[Session, Session, list, list]:
+    acceptor_cfg = acceptor_cfg or config(1)
+    dialer = Session.dialer(dialer_cfg or config(0), acceptor_cfg.identity.public_der, 0.0,
+                            expected)
+    acceptor = Session.acceptor(acceptor_cfg, NONCE, 0.0, "192.0.2.7")
+    ev_d, ev_a = pump(dialer, acceptor)
+    return dialer, acceptor, ev_d, ev_a
+
+
+def closed_code(events: list) -> int | None:
+    codes = [e.code for e in events if isinstance(e, Closed)]
+    return codes[0] if codes else None
+
+
+class HandshakeTest(unittest.TestCase):
+    def test_full_handshake_authenticates_both_ends(self) -> None:
+        dialer, acceptor, ev_d, ev_a = pair(expected=identity(1).node_id)
+        self.assertIs(dialer.state, State.OPEN)
+        self.assertIs(acceptor.state, State.OPEN)
+        est_d = [e for e in ev_d if isinstance(e, Established)][0]
+        est_a = [e for e in ev_a if isinstance(e, Established)][0]
+        self.assertEqual(est_d.peer_id, identity(1).node_id)
+        self.assertEqual(est_a.peer_id, identity(0).node_id)
+        self.assertEqual(est_a.peer_key, identity(0).public_der)
+        self.assertEqual(est_d.observed_host, "192.0.2.7")
+        self.assertEqual(est_a.contact, "public:25001")
+
+    def test_wrong_pinned_id_is_refused_before_sending_anything_useful(self) -> None:
+        dialer = Session.dialer(config(0), identity(1).public_der, 0.0, identity(2).node_id)
+        self.assertIs(dialer.state, State.CLOSED)
+
+    def test_dialer_claiming_an_id_without_its_key(self) -> None:
+        # The dialer claims node 2's ID but can only sign with node 0's key.
+        impostor = Session.dialer(config(0), identity(1).public_der, 0.0)
+        impostor.data_to_send()
+        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        hello = m.Hello(identity(2).node_id, identity(1).node_id, "private")
+        events = acceptor.receive_data(encode_prologue() + frame(hello), 0.0)
+        self.assertEqual(events, [])
+        counter = work.solve(NONCE, identity(2).node_id, identity(1).node_id, 4)
+        sig = identity(0).sign(auth_payload(NONCE, identity(2).node_id, identity(1).node_id))
+        for key in (identity(0).public_der, identity(2).public_der):
+            fresh = Session.acceptor(config(1), NONCE, 0.0)
+            fresh.receive_data(encode_prologue() + frame(hello), 0.0)
+            events = fresh.receive_data(frame(m.Auth(key, counter, sig)), 0.0)
+            self.assertEqual(closed_code(events), E.AUTH_FAILED)
+
+    def test_signature_made_for_another_acceptor_is_useless(self) -> None:
+        me, other = identity(0).node_id, identity(2).node_id
+        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        acceptor.receive_data(encode_prologue() + frame(m.Hello(me, identity(1).node_id, "")), 0.0)
+        counter = work.solve(NONCE, me, identity(1).node_id, 4)
+        sig = identity(0).sign(auth_payload(NONCE, me, other))
+        events = acceptor.receive_data(frame(m.Auth(identity(0).public_der, counter, sig)), 0.0)
+        self.assertEqual(closed_code(events), E.AUTH_FAILED)
+
+    def test_too_little_work(self) -> None:
+        dialer, acceptor, _, ev_a = pair(acceptor_cfg=config(1, difficulty=8),
+                                         dialer_cfg=config(0, max_difficulty=8))
+        self.assertIs(acceptor.state, State.OPEN)
+        me = identity(0).node_id
+        fresh = Session.acceptor(config(1, difficulty=12), NONCE, 0.0)
+        fresh.receive_data(encode_prologue() + frame(m.Hello(me, identity(1).node_id, "")), 0.0)
+        weak = next(c for c in range(10**6)
+                    if work.verify(NONCE, me, identity(1).node_id, c, 4)
+                    and not work.verify(NONCE, me, identity(1).node_id, c, 12))
+        sig = identity(0).sign(auth_payload(NONCE, me, identity(1).node_id))
+        events = fresh.receive_data(frame(m.Auth(identity(0).public_der, weak, sig)), 0.0)
+        self.assertEqual(closed_code(events), E.WORK_INSUFFICIENT)
+
+    def test_too_much_work_demanded_is_refused(self) -> None:
+        dialer, _, ev_d, _ = pair(acceptor_cfg=config(1, difficulty=20))
+        self.assertEqual(closed_code(ev_d), E.WORK_TOO_HARD)
+        self.assertFalse(any(isinstance(e, WorkNeeded) for e in ev_d))
+
+    def test_unsupported_version_names_the_supported_ones(self) -> None:
+        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        events = acceptor.receive_data(encode_prologue(7), 0.0)
+        closed = [e for e in events if isinstance(e, Closed)][0]
+        self.assertEqual(closed.code, E.UNSUPPORTED_VERSION)
+        self.assertIn("supported versions: 1", closed.message)
+        self.assertIn(b"supported versions: 1", acceptor.data_to_send())
+
+    def test_oversize_frame_closes_at_the_header(self) -> None:
+        acceptor = Session.acceptor(config(1, max_payload=1024), NONCE, 0.0)
+        header = (10**6).to_bytes(4, "big") + bytes([0x01])
+        events = acceptor.receive_data(encode_prologue() + header, 0.0)
+        self.assertEqual(closed_code(events), E.TOO_LARGE)
+
+    def test_unknown_type_and_garbage(self) -> None:
+        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        events = acceptor.receive_data(encode_prologue() + encode_frame(0x7F, b"", 64), 0.0)
+        self.assertEqual(closed_code(events), E.UNKNOWN_TYPE)
+        garbage = Session.acceptor(config(1), NONCE, 0.0)
+        self.assertEqual(closed_code(garbage.receive_data(b"GET / HTTP/1.1\r\n\r\n", 0.0)),
+                         E.MALFORMED)
+
+    def test_message_out_of_order_is_unexpected(self) -> None:
+        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        events = acceptor.receive_data(encode_prologue() + frame(m.Ping(1)), 0.0)
+        self.assertEqual(closed_code(events), E.UNEXPECTED)
+
+    def test_truncated_input_waits_then_times_out(self) -> None:
+        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        data = encode_prologue() + frame(m.Hello(identity(0).node_id, identity(1).node_id, ""))
+        self.assertEqual(acceptor.receive_data(data[:-3], 1.0), [])
+        self.assertEqual(acceptor.tick(4.0), [])
+        self.assertEqual(closed_code(acceptor.tick(5.0)), E.TIMEOUT)
+
+
+class OpenLinkTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.dialer, self.acceptor, _, _ = pair()
+
+    def test_requests_match_responses_with_several_in_flight(self) -> None:
+        target = bytes(32)
+        rids = [self.dialer.send_request(lambda rid: m.FindNode(rid, target), 0.0, 5)
+                for _ in range(3)]
+        received = self.acceptor.receive_data(self.dialer.data_to_send(), 0.0)
+        self.assertEqual([e.message.rid for e in received if isinstance(e, RequestReceived)], rids)
+        for rid in reversed(rids):
+            self.acceptor.respond(m.Nodes(rid, ()))
+        answers = self.dialer.receive_data(self.acceptor.data_to_send(), 0.0)
+        self.assertEqual([e.rid for e in answers if isinstance(e, ResponseReceived)],
+                         list(reversed(rids)))
+
+    def test_request_timeout_and_late_answer_ignored(self) -> None:
+        rid = self.dialer.send_request(lambda r: m.Fetch(r, 10), 0.0, 2)
+        self.acceptor.receive_data(self.dialer.data_to_send(), 0.0)
+        self.assertEqual(self.dialer.tick(1.0), [])
+        self.assertEqual(self.dialer.tick(2.0), [RequestFailed(rid, "timeout")])
+        self.acceptor.respond(m.Ok(rid))
+        self.assertEqual(self.dialer.receive_data(self.acceptor.data_to_send(), 2.5), [])
+        self.assertIs(self.dialer.state, State.OPEN)
+
+    def test_keepalive_ping_and_idle_timeout(self) -> None:
+        self.assertEqual(self.dialer.tick(10.0), [])
+        ping = self.dialer.data_to_send()
+        self.assertTrue(ping)
+        self.acceptor.receive_data(ping, 10.0)
+        self.assertEqual(self.dialer.receive_data(self.acceptor.data_to_send(), 10.1), [])
+        # Pings keep the peer known alive, but an unused link closes after idle_timeout.
+        self.assertEqual(closed_code(self.acceptor.tick(30.0)), E.SHUTDOWN)
+        self.assertEqual(self.dialer.tick(20.2), [])     # second ping goes out
+        self.dialer.data_to_send()
+        self.assertEqual(closed_code(self.dialer.tick(30.2)), E.TIMEOUT)  # never answered
+
+    def test_notice_and_inflight_limit(self) -> None:
+        self.dialer.notify(m.Notify())
+        events = self.acceptor.receive_data(self.dialer.data_to_send(), 0.0)
+        self.assertIsInstance(events[0], NoticeReceived)
+        small, other, _, _ = pair(acceptor_cfg=config(1, max_inflight=2))
+        for _ in range(3):
+            small.send_request(lambda r: m.Fetch(r, 1), 0.0, 5)
+        got = other.receive_data(small.data_to_send(), 0.0)
+        self.assertEqual(len([e for e in got if isinstance(e, RequestReceived)]), 2)
+        answers = small.receive_data(other.data_to_send(), 0.0)
+        fail = [e.message for e in answers if isinstance(e, ResponseReceived)][0]
+        self.assertEqual(fail.code, E.RATE_LIMITED)
+
+    def test_close_fails_pending_requests_and_tells_the_peer(self) -> None:
+        rid = self.dialer.send_request(lambda r: m.Fetch(r, 1), 0.0, 5)
+        events = self.dialer.close(E.SHUTDOWN, "bye")
+        self.assertIn(RequestFailed(rid, "closed"), events)
+        peer_events = self.acceptor.receive_data(self.dialer.data_to_send(), 0.0)
+        self.assertEqual([e for e in peer_events if isinstance(e, Closed)],
+                         [Closed(E.SHUTDOWN, "bye", True)])
+
+
+def frame(message: m.Message) -> bytes:
+    ftype, payload = m.encode_message(message)
+    return encode_frame(ftype, payload, 1 << 21)
+
+
+if __name__ == "__main__":
+    unittest.main()
