@@ -6,3 +6,16 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
+
+import logging
+import os
+
+# Tests provoke bad peers on purpose; keep their log lines out of the test report
+# unless FLUXCHAT_TEST_LOG=debug|info|… asks for them.
+_level = os.environ.get("FLUXCHAT_TEST_LOG")
+_logger = logging.getLogger("fluxchat")
+if _level:
+    logging.basicConfig(level=_level.upper())
+else:
+    _logger.addHandler(logging.NullHandler())
+    _logger.propagate = False

@@ -10,8 +10,8 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import time
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import messages as m
@@ -34,6 +34,7 @@ from .tls import server_context
 
 log = logging.getLogger("fluxchat.node")
 DB_FILE = "fluxchat.db"
+RUNTIME_FILE = "runtime.json"
 STOP_DEADLINE = 1.5
 UPKEEP_INTERVAL = 60.0
 
@@ -80,6 +81,7 @@ class Node:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(coro) for coro in (
                     self._join(), self.mailer.run_outbox(), self._fetch_loop(), self._upkeep_loop())]
+                self._write_runtime()
                 self.ready.set()
                 await self._stop.wait()
                 for task in tasks:
@@ -120,7 +122,16 @@ class Node:
             self.ipc_port = self.ipc.port
             log.info("local API on %s:%d", cfg.ipc.address, self.ipc_port)
 
+    def _write_runtime(self) -> None:
+        """data_dir/runtime.json tells scripts and tests the ports we really bound."""
+        path = self.config.data_dir / RUNTIME_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "id": self.identity.id_text,
+                                   "port": self.port, "ipc_port": self.ipc_port}) + "\n")
+        tmp.replace(path)
+
     async def _shutdown(self) -> None:
+        (self.config.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
         closers = []
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
@@ -208,6 +219,3 @@ class Node:
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
 
-
-def data_path(config: Config, name: str) -> Path:
-    return config.data_dir / name

@@ -1,0 +1,87 @@
+"""Configuration loading: defaults, validation messages naming file and key."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from fluxchat.config import load_config
+from fluxchat.errors import ConfigError
+from tests.keys import identity
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name)
+
+    def tearDown(self) -> None:
+        self._tmp.cleanup()
+
+    def write(self, data: object, text: str | None = None) -> Path:
+        path = self.dir / "config.json"
+        path.write_text(json.dumps(data) if text is None else text)
+        return path
+
+    def error(self, data: object, text: str | None = None) -> str:
+        path = self.write(data, text)
+        with self.assertRaises(ConfigError) as caught:
+            load_config(path)
+        message = str(caught.exception)
+        self.assertTrue(message.startswith(str(path)), message)
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_defaults(self) -> None:
+        config = load_config(self.write({}))
+        self.assertEqual((config.port, config.ipc.port, config.ipc.address), (25001, 26001, "127.0.0.1"))
+        self.assertEqual(config.mail.retention_time, 168)
+        self.assertEqual(config.mail.replicas, 5)
+        self.assertEqual(config.kademlia.k, 20)
+        self.assertIsNone(config.id)
+        self.assertFalse(config.discovery.enabled)
+
+    def test_example_config_renders_and_loads(self) -> None:
+        text = (ROOT / "config-example.json").read_text()
+        for name, value in {"FLUXCHAT_ID": identity(0).id_text, "FLUXCHAT_ADDRESS": "0.0.0.0",
+                            "FLUXCHAT_PORT": "25002", "FLUXCHAT_CONTACT": "public",
+                            "FLUXCHAT_DATA_DIR": "var/data2", "FLUXCHAT_IPC_PORT": "26002",
+                            "FLUXCHAT_LOG_FILE": "fluxchat.log"}.items():
+            text = text.replace("${" + name + "}", value)
+        config = load_config(self.write(None, text))
+        self.assertEqual(config.id, identity(0).node_id)
+        self.assertEqual((config.port, config.ipc.port), (25002, 26002))
+        self.assertEqual(config.log.file, Path("var/data2/fluxchat.log"))
+        self.assertEqual(config.data_dir, Path("var/data2"))
+
+    def test_messages_name_the_key(self) -> None:
+        self.assertIn('ipc.port: expected 0..65535, got "abc"', self.error({"ipc": {"port": "abc"}}))
+        self.assertIn("port: expected", self.error({"port": 70000}))
+        self.assertIn("challenge.max", self.error({"challenge": {"min": 20, "max": 10}}))
+        self.assertIn("contact", self.error({"contact": "somewhere"}))
+        self.assertIn("id: expected a node ID", self.error({"id": "FC_nope"}))
+        self.assertIn("log.level", self.error({"log": {"level": "loud"}}))
+        self.assertIn("mail: expected an object", self.error({"mail": 3}))
+        self.assertIn("bootstrap", self.error({"bootstrap": "1.2.3.4:5"}))
+        self.assertIn("ipc.enabled: expected true or false", self.error({"ipc": {"enabled": 1}}))
+
+    def test_missing_file_and_bad_json(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            load_config(self.dir / "nope.json")
+        self.assertIn("run bin/setup.sh", str(caught.exception))
+        self.assertIn("not valid JSON", self.error(None, "{oops"))
+        self.assertIn("top level must be a JSON object", self.error([1, 2]))
+
+    def test_contact_forms(self) -> None:
+        for contact in ("public", "private", "public:25009", "example.org:25001", "192.0.2.1:1"):
+            self.assertEqual(load_config(self.write({"contact": contact})).contact, contact)
+        for bad in ("public:0", "host:", ":25001", "host:99999"):
+            self.error({"contact": bad})
+
+
+if __name__ == "__main__":
+    unittest.main()

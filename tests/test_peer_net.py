@@ -1,0 +1,185 @@
+"""Peer links over real TLS sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import tempfile
+import unittest
+from pathlib import Path
+
+from fluxchat import messages as m
+from fluxchat import pow as work
+from fluxchat.framing import Frame, FrameDecoder, encode_frame, encode_prologue
+from fluxchat.link import Link
+from fluxchat.peer_net import DialError, NetLimits, PeerNet
+from fluxchat.session import SessionConfig, auth_payload
+from fluxchat.tls import client_context, server_context
+from tests.keys import identity, key_dir
+
+LIMITS = NetLimits(auth_timeout=2, request_timeout=2, max_links=16, max_handshakes=8,
+                   connections_per_second=1000)
+
+
+class Peer:
+    """A PeerNet with a tiny request handler: answers FIND_NODE with no nodes."""
+
+    def __init__(self, index: int, limits: NetLimits = LIMITS) -> None:
+        self.index = index
+        self.up: list[Link] = []
+        self.down: list[Link] = []
+        self.requests: list[m.Message] = []
+        config = SessionConfig(identity(index), "public:1", difficulty=4, max_difficulty=10,
+                               handshake_timeout=2, idle_timeout=30, ping_interval=10)
+        context = server_context(identity(index), key_dir(index))
+        self.net = PeerNet(config, limits, context, self.handle, self.up.append,
+                           self.down.append)
+
+    async def handle(self, link: Link, message: m.Message) -> m.Message | None:
+        self.requests.append(message)
+        if isinstance(message, m.FindNode):
+            return m.Nodes(message.rid, ())
+        return None
+
+
+class PeerNetTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self) -> None:
+        self.peers: list[Peer] = []
+
+    async def asyncTearDown(self) -> None:
+        for peer in self.peers:
+            await peer.net.close()
+
+    async def start(self, index: int, **kwargs: object) -> tuple[Peer, int]:
+        peer = Peer(index, **kwargs)  # type: ignore[arg-type]
+        self.peers.append(peer)
+        return peer, await peer.net.listen("127.0.0.1", 0)
+
+    async def test_two_nodes_authenticate_and_exchange_requests(self) -> None:
+        a, _ = await self.start(0)
+        b, port_b = await self.start(1)
+        link = await a.net.dial("127.0.0.1", port_b, identity(1).node_id)
+        self.assertEqual(link.peer_id, identity(1).node_id)
+        replies = await asyncio.gather(*(link.request(lambda rid: m.FindNode(rid, bytes(32)))
+                                         for _ in range(5)))
+        self.assertTrue(all(isinstance(r, m.Nodes) for r in replies))
+        self.assertEqual(len({r.rid for r in replies}), 5)
+        await asyncio.sleep(0.05)
+        self.assertEqual([l.peer_id for l in b.up], [identity(0).node_id])
+        self.assertEqual(b.up[0].peer_key, identity(0).public_der)
+        self.assertEqual(b.up[0].contact, "public:1")
+        # A second dial reuses the link: one link per peer.
+        self.assertIs(await a.net.dial("127.0.0.1", port_b, identity(1).node_id), link)
+
+    async def test_bare_address_learns_the_id_and_pin_mismatch_fails(self) -> None:
+        a, _ = await self.start(0)
+        _, port_b = await self.start(1)
+        with self.assertRaises(DialError):
+            await a.net.dial("127.0.0.1", port_b, identity(2).node_id)
+        link = await a.net.dial("127.0.0.1", port_b)
+        self.assertEqual(link.peer_id, identity(1).node_id)
+
+    async def test_simultaneous_dials_end_with_one_link(self) -> None:
+        a, port_a = await self.start(0)
+        b, port_b = await self.start(1)
+        await asyncio.gather(a.net.dial("127.0.0.1", port_b), b.net.dial("127.0.0.1", port_a),
+                             return_exceptions=True)
+        await asyncio.sleep(0.3)
+        live_a = [l for l in a.net.links.values() if not l.closed]
+        live_b = [l for l in b.net.links.values() if not l.closed]
+        self.assertEqual(len(live_a), 1)
+        self.assertEqual(len(live_b), 1)
+        reply = await live_a[0].request(lambda rid: m.FindNode(rid, bytes(32)))
+        self.assertIsInstance(reply, m.Nodes)
+
+    async def test_copied_certificate_without_its_key_is_useless(self) -> None:
+        # TLS 1.3 makes the server sign the handshake with the certificate's key, and ssl
+        # will not even pair node 1's certificate with node 3's key.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(key_dir(1) / "certificate.pem", Path(tmp) / "cert.pem")
+            with self.assertRaises(ssl.SSLError):
+                context.load_cert_chain(Path(tmp) / "cert.pem",
+                                        key_dir(3) / "private_key.pem", password="test-password")
+
+    async def test_dialer_with_a_copied_identity_is_refused(self) -> None:
+        # Node 3 dials claiming node 1's ID and public key but can only sign with its own key.
+        _, port_a = await self.start(0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_a, ssl=client_context())
+        claimed, acceptor = identity(1).node_id, identity(0).node_id
+        writer.write(encode_prologue() + frame(m.Hello(claimed, acceptor, "private")))
+        decoder = FrameDecoder(1 << 20)
+        items: list = []
+        while not any(isinstance(i, Frame) for i in items):
+            items += decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
+        challenge = m.decode_message(items[1].type, items[1].payload)
+        counter = work.solve(challenge.nonce, claimed, acceptor, challenge.difficulty)
+        signature = identity(3).sign(auth_payload(challenge.nonce, claimed, acceptor))
+        writer.write(frame(m.Auth(identity(1).public_der, counter, signature)))
+        rest = decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
+        error = m.decode_message(rest[0].type, rest[0].payload)
+        self.assertEqual(error.code, m.ErrorCode.AUTH_FAILED)
+        writer.close()
+
+    async def test_garbage_and_tls12_clients_refused_honest_peer_unharmed(self) -> None:
+        a, port_a = await self.start(0)
+        b, _ = await self.start(1)
+        link = await b.net.dial("127.0.0.1", port_a)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_a)
+        writer.write(os.urandom(4096))
+        await writer.drain()
+        self.assertEqual(await asyncio.wait_for(reader.read(), 5), b"")
+        writer.close()
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            await asyncio.open_connection("127.0.0.1", port_a, ssl=old)
+        reply = await link.request(lambda rid: m.FindNode(rid, bytes(32)))
+        self.assertIsInstance(reply, m.Nodes)
+
+    async def test_garbage_inside_tls_closes_only_that_link(self) -> None:
+        a, port_a = await self.start(0)
+        b, _ = await self.start(1)
+        honest = await b.net.dial("127.0.0.1", port_a)
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_a, ssl=client)
+        writer.write(b"FLUXCHAT\x00\x01" + b"\xff\xff\xff\xff\x01")   # oversize frame
+        await writer.drain()
+        items = FrameDecoder(1 << 20).feed(await asyncio.wait_for(reader.read(), 5))
+        error = m.decode_message(items[1].type, items[1].payload)   # after the prologue
+        self.assertEqual(error.code, m.ErrorCode.TOO_LARGE)
+        writer.close()
+        reply = await honest.request(lambda rid: m.FindNode(rid, bytes(32)))
+        self.assertIsInstance(reply, m.Nodes)
+
+    async def test_caps_refuse_excess_connections(self) -> None:
+        limits = NetLimits(2, 2, max_links=1, max_handshakes=1, connections_per_second=1000)
+        a, port_a = await self.start(0, limits=limits)
+        b, _ = await self.start(1)
+        c, _ = await self.start(2)
+        await b.net.dial("127.0.0.1", port_a)
+        with self.assertRaises(DialError):
+            await c.net.dial("127.0.0.1", port_a)
+
+    async def test_slow_loris_handshake_times_out(self) -> None:
+        _, port_a = await self.start(0)
+        sock = socket.create_connection(("127.0.0.1", port_a))
+        sock.settimeout(8)
+        try:
+            self.assertEqual(await asyncio.get_running_loop().run_in_executor(
+                None, sock.recv, 100), b"")   # closed by the TLS handshake timeout
+        finally:
+            sock.close()
+
+
+def frame(message: m.Message) -> bytes:
+    return encode_frame(*m.encode_message(message), 1 << 20)
+
+
+if __name__ == "__main__":
+    unittest.main()
