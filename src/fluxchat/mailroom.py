@@ -14,7 +14,7 @@ from typing import Callable
 
 from . import messages as m
 from .config import MailConfig
-from .envelope import MailContent, OuterHeader, open_envelope, parse_header, seal
+from .envelope import MailContent, OuterHeader, open_envelope_with_key, parse_header, seal
 from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
@@ -48,7 +48,7 @@ class Mailroom:
 
     def accept(self, envelope: bytes) -> None:
         """Open, verify and commit an envelope for us; raises EnvelopeError when it is not."""
-        content, sender_key = open_envelope(envelope, self.me)
+        content, sender_key = open_envelope_with_key(envelope, self.me)
         now = self.now()
         # A replay of an old envelope is refused even after its uuid was forgotten.
         if content.created_at > now + CLOCK_SKEW or \
