@@ -75,7 +75,7 @@ class LabNode:
         assert self.node is not None
         return f"127.0.0.1:{self.node.port}"
 
-    async def start(self, timeout: float = 10.0) -> Node:
+    async def start(self, timeout: float = 10.0, wait_joined: bool = True) -> Node:
         self.node = Node(load_config(self.config_path), identity(self.index))
         self._task = asyncio.ensure_future(self.node.run())
         ready = asyncio.ensure_future(self.node.ready.wait())
@@ -86,6 +86,8 @@ class LabNode:
         if ready not in done:
             ready.cancel()
             raise TimeoutError(f"node {self.index} did not start within {timeout} s")
+        if wait_joined:
+            await asyncio.wait_for(self.node.joined.wait(), timeout)
         return self.node
 
     async def stop(self) -> None:

@@ -65,7 +65,8 @@ class Node:
                  clock: Callable[[], float] = time.time) -> None:
         self.config, self.identity, self.clock = config, identity, clock
         self.started_at = clock()
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()     # listening, local API up
+        self.joined = asyncio.Event()    # first join attempt finished (successful or not)
         self._stop = asyncio.Event()
         self.port = 0
         self.ipc_port = 0
@@ -151,6 +152,12 @@ class Node:
     # ----- background work --------------------------------------------------------------
 
     async def _join(self) -> None:
+        try:
+            await self._join_network()
+        finally:
+            self.joined.set()
+
+    async def _join_network(self) -> None:
         known = self.overlay.load()
         addresses = read_bootstrap(self.config)
         linked = await self.overlay.bootstrap(addresses) if addresses or known else 0

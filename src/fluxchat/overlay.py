@@ -143,14 +143,18 @@ class Overlay:
     async def _drive(self, lookup: Lookup, build: Callable[[int], m.Message]) -> None:
         self.lookups += 1
         running: dict[asyncio.Task[m.Message], Peer] = {}
-        while True:
-            for peer in lookup.next_queries():
-                running[asyncio.ensure_future(self._query(peer, build))] = peer
-            if not running:
-                break
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                self._settle(lookup, running.pop(task), task)
+        try:
+            while True:
+                for peer in lookup.next_queries():
+                    running[asyncio.ensure_future(self._query(peer, build))] = peer
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._settle(lookup, running.pop(task), task)
+        finally:
+            for task in running:   # cancelled lookups leave no orphan queries behind
+                task.cancel()
         self.table.touch_bucket(lookup.target, self.clock())
 
     async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:

@@ -189,9 +189,9 @@ class PeerNet:
         elif isinstance(event, Established):
             link = Link(session, writer, direction, address, event, time.monotonic(),
                         self.limits.request_timeout)
-            self._register(link)
+            survivor = self._register(link)
             if future is not None and not future.done():
-                future.set_result(link)
+                future.set_result(survivor)
         elif isinstance(event, RequestReceived) and link is not None:
             self._spawn(self._serve(link, event.message))
         elif isinstance(event, NoticeReceived) and link is not None:
@@ -205,18 +205,20 @@ class PeerNet:
                     "by peer" if event.by_peer else "by us", event.code, event.message)
         return link
 
-    def _register(self, link: Link) -> None:
+    def _register(self, link: Link) -> Link:
+        """Make `link` the link to its peer, or close it as a duplicate; returns the survivor."""
         existing = self.links.get(link.peer_id)
         if existing is not None and not existing.closed:
             # Both ends keep the link dialed by the smaller ID, so a simultaneous dial
             # in both directions ends with the same single link on both sides.
             if self._dialer_of(existing) <= self._dialer_of(link):
                 link.close(E.DUPLICATE, "a link between us already exists")
-                return
+                return existing
             existing.close(E.DUPLICATE, "replaced by a newer link")
         self.links[link.peer_id] = link
         log.info("link %s up (%s, %s:%d)", short_id(link.peer_id), link.direction, *link.address)
         self._on_link(link)
+        return link
 
     def _dialer_of(self, link: Link) -> bytes:
         return self.own_id if link.direction == "out" else link.peer_id

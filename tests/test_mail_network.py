@@ -1,0 +1,161 @@
+"""Mail between real in-process nodes on 127.0.0.1: direct, stored, receipts, duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import unittest
+from pathlib import Path
+
+from fluxchat import messages as m
+from fluxchat.envelope import MailContent, seal
+from fluxchat.errors import EnvelopeError
+from fluxchat.node import Node
+from tests.keys import identity
+from tests.lab import LabNode, eventually, start_chain
+
+
+def state(node: Node, uuid: bytes) -> str:
+    assert node.store is not None
+    mail = node.store.get_outbox(uuid)
+    return mail.state if mail else "missing"
+
+
+def inbox(node: Node) -> list[bytes]:
+    assert node.store is not None
+    return [mail.uuid for mail in node.store.list_inbox(False, 1000, 0)[1]]
+
+
+class MailNetworkTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name)
+        self.labs: list[LabNode] = []
+
+    async def asyncTearDown(self) -> None:
+        for lab in self.labs:
+            await lab.stop()
+        self._tmp.cleanup()
+
+    async def chain(self, count: int, first: int = 0, **overrides: object) -> list[Node]:
+        labs = await start_chain(self.dir, count, dict(overrides), first=first)
+        self.labs += labs
+        return [lab.node for lab in labs if lab.node is not None]
+
+    async def start(self, index: int, bootstrap: list[str], **overrides: object) -> LabNode:
+        lab = LabNode(self.dir, index, bootstrap, dict(overrides))
+        await lab.start()
+        self.labs.append(lab)
+        return lab
+
+    async def test_direct_delivery_with_verified_receipt(self) -> None:
+        a, b = await self.chain(2)
+        mail = a.mailer.submit(b.identity.node_id, "Grüße 👋", "你好, world")
+        await eventually(lambda: state(a, mail.uuid) == "delivered")
+        assert b.store is not None
+        received = b.store.read_inbox(mail.uuid)
+        assert received is not None
+        self.assertEqual((received.subject, received.body), ("Grüße 👋", "你好, world"))
+        self.assertEqual(received.sender, a.identity.node_id)
+        assert a.store is not None
+        states = [s for _, s, _ in a.store.outbox_history(mail.uuid)]
+        self.assertEqual(states, ["queued", "handed_over", "delivered"])
+
+    async def test_mail_to_oneself_lands_in_own_inbox(self) -> None:
+        (a,) = await self.chain(1)
+        mail = a.mailer.submit(a.identity.node_id, "note", "to self")
+        self.assertEqual(state(a, mail.uuid), "delivered")
+        self.assertEqual(inbox(a), [mail.uuid])
+
+    async def test_offline_recipient_gets_stored_mail_and_sender_sees_receipt(self) -> None:
+        a, _, _, b = await self.chain(4)
+        b_lab = self.labs[3]
+        await eventually(lambda: a.store is not None and a.store.get_key(b.identity.node_id)
+                         or self._key_published(b))
+        await b_lab.stop()
+        mail = a.mailer.submit(identity(3).node_id, "while you were out", "stored for you")
+        await eventually(lambda: state(a, mail.uuid) == "stored")
+        assert a.store is not None
+        self.assertGreaterEqual(a.store.get_outbox(mail.uuid).stored_on, 1)
+        restarted = await b_lab.start()
+        await eventually(lambda: inbox(restarted) == [mail.uuid])
+        await eventually(lambda: state(a, mail.uuid) == "delivered")
+        # Fetched mail is deleted from the storers after the recipient's commit.
+        await eventually(lambda: all(lab.node.store.held_stats()[0] == 0
+                                     for lab in self.labs[:3] if lab.node and lab.node.store))
+
+    def _key_published(self, node: Node) -> bool:
+        return any(lab.node is not None and lab.node is not node and lab.node.store is not None
+                   and lab.node.store.get_key(node.identity.node_id) for lab in self.labs)
+
+    async def test_private_recipient_in_a_ten_node_network(self) -> None:
+        nodes = await self.chain(9)
+        # The recipient only dials out, so nobody can reach it: mail must go through storers.
+        b = (await self.start(9, [self.labs[-1].address], contact="private")).node
+        assert b is not None
+        a = nodes[0]
+        await eventually(lambda: self._key_published(b))
+        # B's own lookups may have linked it to A; cut that so A cannot reach B at all.
+        if b.identity.node_id in a.net.links:
+            a.net.links[b.identity.node_id].close(m.ErrorCode.SHUTDOWN, "test")
+        await eventually(lambda: b.identity.node_id not in a.net.links)
+        self.assertNotIn(b.identity.node_id, a.overlay.table)
+        mail = a.mailer.submit(b.identity.node_id, "via storers", "hello")
+        await eventually(lambda: inbox(b) == [mail.uuid], timeout=15)
+        await eventually(lambda: state(a, mail.uuid) == "delivered", timeout=15)
+        assert a.store is not None
+        states = [s for _, s, _ in a.store.outbox_history(mail.uuid)]
+        self.assertEqual(states[-2:], ["stored", "delivered"])
+
+    async def test_duplicate_store_is_held_once_and_only_the_recipient_may_fetch(self) -> None:
+        a, s, c = await self.chain(3)
+        assert a.store is not None and s.store is not None
+        envelope = self._envelope(a, identity(5).node_id, identity(5).public_der)
+        link = await a.net.dial("127.0.0.1", s.port, s.identity.node_id)
+        for _ in range(2):
+            reply = await link.request(lambda rid: m.Store(rid, envelope))
+            self.assertIsInstance(reply, m.Ok)
+        self.assertEqual(s.store.held_stats()[0], 1)
+        intruder = await c.net.dial("127.0.0.1", s.port, s.identity.node_id)
+        batch = await intruder.request(lambda rid: m.Fetch(rid, 10))
+        self.assertIsInstance(batch, m.MailBatch)
+        self.assertEqual(batch.envelopes, ())
+        await intruder.request(lambda rid: m.Delete(rid, (envelope_uuid(envelope),)))
+        self.assertEqual(s.store.held_stats()[0], 1)
+
+    async def test_replayed_old_mail_is_refused(self) -> None:
+        a, b = await self.chain(2)
+        old = MailContent("mail", os.urandom(16), a.identity.node_id, b.identity.node_id,
+                          1_000_000, "old", "replay", b"")
+        envelope = seal(old, a.identity, b.identity.public_der, 2**40, os.urandom(32),
+                        os.urandom(12))
+        with self.assertRaises(EnvelopeError):
+            b.mailroom.accept(envelope)
+        link = await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        reply = await link.request(lambda rid: m.Deliver(rid, envelope))
+        self.assertIsInstance(reply, m.Fail)
+        self.assertEqual(inbox(b), [])
+
+    async def test_redelivered_mail_is_kept_once(self) -> None:
+        a, b = await self.chain(2)
+        envelope = self._envelope(a, b.identity.node_id, b.identity.public_der)
+        link = await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        for _ in range(3):
+            self.assertIsInstance(await link.request(lambda rid: m.Deliver(rid, envelope)), m.Ok)
+        self.assertEqual(len(inbox(b)), 1)
+
+    def _envelope(self, sender: Node, recipient: bytes, key: bytes) -> bytes:
+        now = int(sender.clock())
+        content = MailContent("mail", os.urandom(16), sender.identity.node_id, recipient, now,
+                              "s", "b", b"")
+        return seal(content, sender.identity, key, now + 3600, os.urandom(32), os.urandom(12))
+
+
+def envelope_uuid(envelope: bytes) -> bytes:
+    from fluxchat.envelope import parse_header
+    return parse_header(envelope, 1 << 21).uuid
+
+
+if __name__ == "__main__":
+    unittest.main()
