@@ -1,0 +1,275 @@
+"""Shared helpers for the benchmarks: arguments, statistics, tables, JSON results, and lab
+nodes (in-process or subprocess) built from the key pool (bench/keypool.py) or any key dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT / "src"), str(ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from fluxchat.config import load_config  # noqa: E402
+from fluxchat.identity import Identity  # noqa: E402
+from fluxchat.node import Node  # noqa: E402
+from tests.lab import LAB_SETTINGS, ProcessNode, _merge  # noqa: E402
+
+from bench import keypool  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+LAB_DIR = ROOT / "tmp" / "benchlab"
+IN_PROCESS: dict[str, Any] = {"ipc": {"enabled": False}, "log": {"level": "warning"}}
+
+
+# ----- command line, statistics, output ------------------------------------------------
+
+
+def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 30 s)")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args()
+
+
+def quiet_logs(level: int = logging.ERROR) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(level)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (pct in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """median / p95 / mean / max of durations, in milliseconds."""
+    if not seconds:
+        return {"n": 0}
+    ms = [s * 1000 for s in seconds]
+    return {"n": len(ms), "median": statistics.median(ms), "p95": percentile(ms, 95),
+            "mean": statistics.fmean(ms), "min": min(ms), "max": max(ms)}
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                        enumerate(zip(row, widths))))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return str(value)
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    meta = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(), "cpus": os.cpu_count(),
+            "machine": platform.machine(), "argv": sys.argv[1:]}
+    path.write_text(json.dumps({"meta": meta, **data}, indent=1, default=str) + "\n")
+    print(f"\nresults written to {path.relative_to(ROOT)}")
+    return path
+
+
+def fresh_dir(name: str) -> Path:
+    """tmp/benchlab/NAME, emptied: each run starts from clean data directories."""
+    path = LAB_DIR / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ----- lab nodes -------------------------------------------------------------------------
+
+
+def write_node_config(directory: Path, name: str, key_dir: Path, identity: Identity,
+                      bootstrap: list[str], overrides: dict[str, Any] | None = None) -> Path:
+    """A data dir holding the identity from `key_dir` and a config file (as tests/lab.py)."""
+    data_dir = directory / name
+    if not (data_dir / "private_key.pem").exists():
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for file in ("private_key.pem", "public_key.pem", "certificate.pem"):
+            shutil.copyfile(key_dir / file, data_dir / file)
+            (data_dir / file).chmod(0o600)
+    settings = _merge(LAB_SETTINGS, overrides or {})
+    settings.update(data_dir=str(data_dir), bootstrap=bootstrap, id=identity.id_text)
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(settings, indent=1))
+    return path
+
+
+class BenchNode:
+    """One node in this process's event loop, with any identity (pool index or key dir)."""
+
+    def __init__(self, directory: Path, key: int | Path, bootstrap: list[str],
+                 overrides: dict[str, Any] | None = None) -> None:
+        self.key_dir = keypool.key_dir(key) if isinstance(key, int) else key
+        self.name = self.key_dir.name
+        self.identity = keypool.load(self.key_dir)
+        self.config_path = write_node_config(directory, self.name, self.key_dir, self.identity,
+                                             bootstrap, _merge(IN_PROCESS, overrides or {}))
+        self.node: Node | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    @property
+    def address(self) -> str:
+        assert self.node is not None
+        return f"127.0.0.1:{self.node.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.node is not None
+
+    async def start(self, timeout: float = 30.0) -> Node:
+        self.node = Node(load_config(self.config_path), self.identity)
+        self._task = asyncio.ensure_future(self.node.run())
+        ready = asyncio.ensure_future(self.node.ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            self._task.result()
+        if ready not in done:
+            ready.cancel()
+            raise TimeoutError(f"{self.name} did not start within {timeout} s")
+        return self.node
+
+    async def stop(self) -> None:
+        if self.node is not None and self._task is not None:
+            self.node.request_stop()
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except Exception as exc:  # noqa: BLE001 - cleanup must go on
+                logging.getLogger("bench").warning("%s stopped with %r", self.name, exc)
+        self.node, self._task = None, None
+
+    async def crash(self) -> None:
+        """As close to SIGKILL as one process allows: sockets aborted (no goodbye frame),
+        listener closed, the node's tasks cancelled; committed state stays on disk."""
+        if self.node is None or self._task is None:
+            return
+        net = self.node.net
+        if net._server is not None:
+            net._server.close()
+        for link in list(net.links.values()):
+            transport = link._writer.transport
+            link.mark_closed()
+            transport.abort()
+        await self.stop()
+
+
+async def start_all(nodes: Sequence[BenchNode], parallel: int = 8) -> None:
+    """Start nodes, at most `parallel` at a time."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(node: BenchNode) -> None:
+        async with gate:
+            await node.start()
+
+    await asyncio.gather(*(one(n) for n in nodes))
+
+
+async def stop_all(nodes: Sequence[BenchNode]) -> None:
+    await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+class InboxWatch:
+    """Hooks a node's store so each committed inbox mail records its arrival time
+    (time.perf_counter, right after the commit) and wakes whoever waits for it."""
+
+    def __init__(self, node: Node) -> None:
+        assert node.store is not None
+        self.arrived: dict[bytes, float] = {}
+        self._waiters: dict[bytes, asyncio.Future[float]] = {}
+        store = node.store
+        original = store.add_inbox
+
+        def add_inbox(mail: Any) -> bool:
+            added = original(mail)
+            if added:
+                at = time.perf_counter()
+                self.arrived[mail.uuid] = at
+                waiter = self._waiters.pop(mail.uuid, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(at)
+            return added
+
+        store.add_inbox = add_inbox  # type: ignore[method-assign]
+
+    async def wait(self, uuid: bytes, timeout: float) -> float | None:
+        if uuid in self.arrived:
+            return self.arrived[uuid]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[uuid] = waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._waiters.pop(uuid, None)
+
+    async def wait_count(self, count: int, timeout: float, interval: float = 0.005) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.arrived) < count:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(interval)
+        return True
+
+
+class PoolProcessNode(ProcessNode):
+    """tests.lab.ProcessNode (its own server_app.py process) with a key-pool identity."""
+
+    def __init__(self, directory: Path, key: int | Path, bootstrap: list[str],
+                 overrides: dict[str, Any] | None = None) -> None:
+        key_dir = keypool.key_dir(key) if isinstance(key, int) else key
+        identity = keypool.load(key_dir)
+        self.index = key if isinstance(key, int) else -1
+        self.node_id = identity.node_id
+        self.config_path = write_node_config(directory, key_dir.name, key_dir, identity,
+                                             bootstrap, overrides)
+        self.data_dir = directory / key_dir.name
+        self.proc = None
+        self.runtime = {}
