@@ -1,0 +1,112 @@
+"""src/server_app.py as a process: start, single instance, signals, clear start-up errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from tests.keys import identity
+from tests.lab import SERVER_APP, ProcessNode
+
+ENV = dict(os.environ, FLUXCHAT_KEY_PASSWORD="test-password")
+
+
+def run_app(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SERVER_APP), "-c", str(config)], env=env,
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+class ServerAppTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name)
+        self.addCleanup(self._tmp.cleanup)
+
+    def test_runs_refuses_a_second_instance_and_stops_on_sigterm(self) -> None:
+        node = ProcessNode(self.dir, 0, [])
+        node.start()
+        self.addCleanup(node.stop)
+        pidfile = node.data_dir / "server.pid"
+        self.assertEqual(int(pidfile.read_text()), node.proc.pid if node.proc else -1)
+        self.assertEqual(node.call("info")["id"], identity(0).id_text)
+        second = run_app(node.config_path, ENV)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn("another node", second.stderr)
+        self.assertEqual(len(second.stderr.strip().splitlines()), 1)
+        started = time.monotonic()
+        self.assertEqual(node.stop(signal.SIGTERM), 0)
+        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertFalse(pidfile.exists())
+        self.assertFalse((node.data_dir / "runtime.json").exists())
+
+    def test_stale_pid_file_is_taken_over(self) -> None:
+        node = ProcessNode(self.dir, 1, [])
+        (node.data_dir / "server.pid").write_text("999999\n")
+        node.start()
+        self.addCleanup(node.stop)
+        self.assertEqual(node.call("info")["id"], identity(1).id_text)
+
+    def test_wrong_password_is_one_line_and_exit_2(self) -> None:
+        node = ProcessNode(self.dir, 2, [])
+        result = run_app(node.config_path, dict(ENV, FLUXCHAT_KEY_PASSWORD="wrong"))
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        self.assertIn("wrong key password", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_password_file_and_missing_password(self) -> None:
+        node = ProcessNode(self.dir, 3, [])
+        env = {k: v for k, v in ENV.items() if k != "FLUXCHAT_KEY_PASSWORD"}
+        missing = run_app(node.config_path, env)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("FLUXCHAT_KEY_PASSWORD", missing.stderr)
+        secret = self.dir / "pw"
+        secret.write_text("wrong\n")
+        bad = run_app(node.config_path, dict(env, FLUXCHAT_KEY_PASSWORD_FILE=str(secret)))
+        self.assertIn("wrong key password", bad.stderr)
+
+    def test_config_errors_and_id_mismatch(self) -> None:
+        node = ProcessNode(self.dir, 4, [])
+        config = json.loads(node.config_path.read_text())
+        config["id"] = identity(5).id_text
+        node.config_path.write_text(json.dumps(config))
+        mismatch = run_app(node.config_path, ENV)
+        self.assertEqual(mismatch.returncode, 2)
+        self.assertIn("belongs to " + identity(4).id_text, mismatch.stderr)
+        node.config_path.write_text('{"ipc": {"port": "abc"}}')
+        bad = run_app(node.config_path, ENV)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn('ipc.port: expected 0..65535, got "abc"', bad.stderr)
+        missing = run_app(self.dir / "nope.json", ENV)
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("no such file", missing.stderr)
+
+    def test_logs_go_to_the_log_file_without_secrets(self) -> None:
+        node = ProcessNode(self.dir, 6, [], {"log": {"file": str(self.dir / "node.log")}})
+        proc = subprocess.Popen([sys.executable, str(SERVER_APP), "-c", str(node.config_path)],
+                                env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        runtime = node.data_dir / "runtime.json"
+        deadline = time.monotonic() + 15
+        while not runtime.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(proc.wait(10), 0)
+        log = (self.dir / "node.log").read_text()
+        self.assertIn("listening for peers", log)
+        self.assertIn("node stopped", log)
+        token = (node.data_dir / "ipc.token").read_text().strip()
+        for secret in ("test-password", token, "PRIVATE KEY"):
+            self.assertNotIn(secret, log)
+        self.assertEqual(os.stat(self.dir / "node.log").st_mode & 0o777, 0o600)
+
+
+if __name__ == "__main__":
+    unittest.main()
