@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fluxchat.config import load_config  # noqa: E402
+from fluxchat.config import Config, load_config  # noqa: E402
 from fluxchat.errors import ConfigError, IpcError  # noqa: E402
 from fluxchat.ipc_client import IpcClient, NodeUnreachable, connect_address, read_token_file  # noqa: E402
 
@@ -254,13 +254,24 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def ipc_port(config: Config) -> int:
+    """The configured port, or with `ipc.port: 0` the one the running node picked."""
+    if config.ipc.port:
+        return config.ipc.port
+    try:
+        return int(json.loads((config.data_dir / "runtime.json").read_text())["ipc_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
     config_path = getattr(ns, "config", None) or os.environ.get("FLUXCHAT_CONFIG") or DEFAULT_CONFIG
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    where = f"{connect_address(config.ipc.address)}:{config.ipc.port}"
+    port = ipc_port(config)
+    where = f"{connect_address(config.ipc.address)}:{port}"
     hint = f"start it with src/server_app.py -c {config_path}"
     if not config.ipc.enabled:
         return _fail(f"the local API is disabled in {config_path} (ipc.enabled)", EXIT_UNREACHABLE)
@@ -269,7 +280,7 @@ def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
     except IpcError as exc:  # the node writes it at each start: most likely not running
         return _fail(f"{exc.message}; {hint}", EXIT_UNREACHABLE)
     try:
-        with IpcClient(config.ipc.address, config.ipc.port, token) as client:
+        with IpcClient(config.ipc.address, port, token) as client:
             result = client.call(cmd, args)
     except NodeUnreachable:
         return _fail(f"cannot reach the node at {where}; {hint}", EXIT_UNREACHABLE)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import tempfile
 import unittest
-from pathlib import Path
 
 from fluxchat import messages as m
 from fluxchat.envelope import MailContent, seal
 from fluxchat.errors import EnvelopeError
 from fluxchat.node import Node
 from tests.keys import identity
-from tests.lab import LabNode, eventually, start_chain
+from tests.lab import NodeTestCase, eventually
 
 
 def state(node: Node, uuid: bytes) -> str:
@@ -27,28 +24,7 @@ def inbox(node: Node) -> list[bytes]:
     return [mail.uuid for mail in node.store.list_inbox(False, 1000, 0)[1]]
 
 
-class MailNetworkTest(unittest.IsolatedAsyncioTestCase):
-    async def asyncSetUp(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory()
-        self.dir = Path(self._tmp.name)
-        self.labs: list[LabNode] = []
-
-    async def asyncTearDown(self) -> None:
-        for lab in self.labs:
-            await lab.stop()
-        self._tmp.cleanup()
-
-    async def chain(self, count: int, first: int = 0, **overrides: object) -> list[Node]:
-        labs = await start_chain(self.dir, count, dict(overrides), first=first)
-        self.labs += labs
-        return [lab.node for lab in labs if lab.node is not None]
-
-    async def start(self, index: int, bootstrap: list[str], **overrides: object) -> LabNode:
-        lab = LabNode(self.dir, index, bootstrap, dict(overrides))
-        await lab.start()
-        self.labs.append(lab)
-        return lab
-
+class MailNetworkTest(NodeTestCase):
     async def test_direct_delivery_with_verified_receipt(self) -> None:
         a, b = await self.chain(2)
         mail = a.mailer.submit(b.identity.node_id, "Grüße 👋", "你好, world")

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import unittest
-from pathlib import Path
 
 from fluxchat.ids import id_from_spki
-from tests.lab import LabNode, eventually, start_chain
+from tests.lab import LabNode, NodeTestCase, eventually, start_chain
 
 NODES = 20
+QUIET = {"mail": {"fetch_interval": 300}}   # routing only: no periodic mail fetches
 
 
-class OverlayNetworkTest(unittest.IsolatedAsyncioTestCase):
-    async def asyncSetUp(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory()
-        self.dir = Path(self._tmp.name)
-        self.labs: list[LabNode] = []
-
-    async def asyncTearDown(self) -> None:
-        for lab in self.labs:
-            await lab.stop()
-        self._tmp.cleanup()
-
+class OverlayNetworkTest(NodeTestCase):
     async def test_chain_of_twenty_every_node_finds_every_contact_and_key(self) -> None:
-        self.labs = await start_chain(self.dir, NODES)
+        self.labs = await start_chain(self.dir, NODES, QUIET)
         nodes = [lab.node for lab in self.labs if lab.node is not None]
         # Each node looks up every other node: the lookup must reach the node itself.
         for node in nodes:
@@ -47,13 +36,13 @@ class OverlayNetworkTest(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(id_from_spki(key), other.identity.node_id)
 
     async def test_restarted_node_rejoins_from_its_saved_table(self) -> None:
-        self.labs = await start_chain(self.dir, 5)
+        self.labs = await start_chain(self.dir, 5, QUIET)
         last = self.labs[-1]
         assert last.node is not None
         await eventually(lambda: last.node is not None and len(last.node.overlay.table) >= 3)
         await last.stop()
         # Rewritten without its bootstrap entry: the node must rejoin from its saved table.
-        again = LabNode(self.dir, last.index, [])
+        again = LabNode(self.dir, last.index, [], QUIET)
         self.assertEqual(json.loads(again.config_path.read_text())["bootstrap"], [])
         self.labs[-1] = again
         node = await again.start()

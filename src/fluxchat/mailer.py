@@ -17,15 +17,14 @@ from typing import Callable
 
 from . import messages as m
 from .config import MailConfig
-from .envelope import MailContent, open_envelope, parse_header, seal
-from .errors import EnvelopeError, FluxError
+from .envelope import MailContent, seal
+from .errors import FluxError
 from .identity import Identity
-from .ids import format_id, short_id
-from .link import Link
+from .ids import short_id
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
-from .store import InboxMail, OutboxMail, QuotaExceeded, Quotas, Store
+from .store import InboxMail, OutboxMail, Quotas, Store
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -91,9 +90,12 @@ class Mailer:
                 if mail.uuid not in self._busy and len(self._busy) < WORKERS:
                     self._busy.add(mail.uuid)
                     asyncio.ensure_future(self._attempt_guarded(mail))
+            # Not wait_for: on 3.11 it swallows a cancel that comes as the wake-up fires,
+            # and this loop would then outlive the node's stop.
             try:
-                await asyncio.wait_for(self.wake.wait(), 1.0)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(1.0):
+                    await self.wake.wait()
+            except TimeoutError:
                 pass
 
     async def _attempt_guarded(self, mail: OutboxMail) -> None:
@@ -109,7 +111,15 @@ class Mailer:
     def _backoff(self, mail: OutboxMail) -> int:
         return self.now() + int(min(RETRY_MAX, RETRY_BASE * 2 ** mail.attempts))
 
+    def _overtaken(self, mail: OutboxMail) -> bool:
+        """Whether, while an attempt awaited the network, a receipt marked the mail delivered
+        or the user deleted it: the attempt's outcome must then not overwrite that."""
+        current = self.store.get_outbox(mail.uuid)
+        return current is None or current.state == "delivered"
+
     def _retry(self, mail: OutboxMail, detail: str, envelope: bytes | None = None) -> None:
+        if self._overtaken(mail):
+            return
         self.store.set_outbox_state(mail.uuid, mail.state, self.now(), detail,
                                     next_attempt_at=self._backoff(mail), envelope=envelope,
                                     attempted=True)
@@ -132,6 +142,8 @@ class Mailer:
     def _progress(self, mail: OutboxMail, state: str, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
         # A receipt needs no receipt: once handed over or stored, it is on its way for good.
+        if self._overtaken(mail):
+            return
         again = mail.expires_at if mail.kind == "receipt" else self._backoff(mail)
         self.store.set_outbox_state(mail.uuid, state, self.now(), detail, stored_on=stored_on,
                                     next_attempt_at=again, envelope=envelope, attempted=True)
@@ -153,8 +165,8 @@ class Mailer:
 
     async def _deliver_direct(self, peer: Peer, envelope: bytes) -> bool:
         try:
-            link = await self.net.dial(peer.host, peer.port, peer.node_id)
-            reply = await link.request(lambda rid: m.Deliver(rid, envelope))
+            reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                           lambda rid: m.Deliver(rid, envelope))
         except FluxError as exc:
             log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc)
             return False
@@ -167,8 +179,8 @@ class Mailer:
         targets = peers[: self.config.replicas]
 
         async def store_on(peer: Peer) -> bool:
-            link = await self.net.dial(peer.host, peer.port, peer.node_id)
-            reply = await link.request(lambda rid: m.Store(rid, envelope))
+            reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                           lambda rid: m.Store(rid, envelope))
             if isinstance(reply, m.Fail):
                 log.info("%s refused to store: %s", short_id(peer.node_id), reply.message)
             return isinstance(reply, m.Ok)

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import uuid as uuidlib
-from typing import Callable
 
 from . import messages as m
 from .config import MailConfig
@@ -76,7 +75,8 @@ class Mailroom:
         rid = receipt_uuid(content.uuid)
         existing = self.store.get_outbox(rid)
         if existing is not None:
-            if existing.state != "queued":
+            # The sender just reached us, so a receipt waiting out a retry backoff goes now.
+            if existing.state != "queued" or existing.next_attempt_at > now:
                 self.store.set_outbox_state(rid, "queued", now, "mail arrived again",
                                             next_attempt_at=0)
             self.mailer.wake.set()
@@ -156,8 +156,13 @@ class Mailroom:
 
     # ----- fetching what others hold for us ---------------------------------------------
 
-    async def fetch_all(self) -> int:
-        peers = await self.overlay.find_node(self.me.node_id)
+    async def fetch_all(self, lookup: bool = False) -> int:
+        """Fetch from the nodes closest to our ID: a fresh lookup when joining, otherwise
+        the routing table, which bucket refreshes keep current."""
+        if lookup:
+            peers = await self.overlay.find_node(self.me.node_id)
+        else:
+            peers = self.overlay.table.closest(self.me.node_id, self.overlay.config.k)
         counts = await asyncio.gather(*(self.fetch_from(p) for p in peers), return_exceptions=True)
         return sum(c for c in counts if isinstance(c, int))
 
@@ -166,23 +171,24 @@ class Mailroom:
             return 0
         self._fetching.add(peer.node_id)
         try:
-            link = await self.net.dial(peer.host, peer.port, peer.node_id)
-            return await self._drain(link)
+            return await self._drain(peer)
         except FluxError as exc:
             log.info("fetch from %s failed: %s", short_id(peer.node_id), exc)
             return 0
         finally:
             self._fetching.discard(peer.node_id)
 
-    async def _drain(self, link: Link) -> int:
+    async def _drain(self, peer: Peer) -> int:
         total = 0
         while True:
-            reply = await link.request(lambda rid: m.Fetch(rid, FETCH_BATCH))
+            reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                           lambda rid: m.Fetch(rid, FETCH_BATCH))
             if not isinstance(reply, m.MailBatch) or not reply.envelopes:
                 return total
             done = [uuid for uuid in map(self._take, reply.envelopes) if uuid is not None]
             if done:   # deleted at the storer only after our commit
-                await link.request(lambda rid: m.Delete(rid, tuple(done)))
+                await self.net.request(peer.host, peer.port, peer.node_id,
+                                       lambda rid: m.Delete(rid, tuple(done)))
             total += len(done)
             if not reply.more or not done:
                 return total

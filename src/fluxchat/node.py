@@ -166,7 +166,7 @@ class Node:
         if len(self.overlay.table):
             stored = await self.overlay.publish_key()
             log.info("public key stored on %d nodes", stored)
-            await self.mailroom.fetch_all()
+            await self.mailroom.fetch_all(lookup=True)
             self.overlay.save()
 
     async def _fetch_loop(self) -> None:

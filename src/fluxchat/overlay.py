@@ -67,8 +67,7 @@ class Overlay:
 
     async def _ping_head(self, head: Peer) -> None:
         try:
-            link = await self.net.dial(head.host, head.port, head.node_id)
-            await link.request(m.Ping)
+            await self.net.request(head.host, head.port, head.node_id, m.Ping)
         except FluxError:
             self.table.failed(head.node_id, self.clock())
         else:
@@ -158,8 +157,7 @@ class Overlay:
         self.table.touch_bucket(lookup.target, self.clock())
 
     async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:
-        link = await self.net.dial(peer.host, peer.port, peer.node_id)
-        return await link.request(build)
+        return await self.net.request(peer.host, peer.port, peer.node_id, build)
 
     def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
         error = task.exception()
@@ -197,8 +195,8 @@ class Overlay:
         peers = await self.find_node(self.me.node_id)
 
         async def push(peer: Peer) -> bool:
-            link = await self.net.dial(peer.host, peer.port, peer.node_id)
-            reply = await link.request(lambda rid: m.StoreKey(rid, self.me.public_der))
+            reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                           lambda rid: m.StoreKey(rid, self.me.public_der))
             return isinstance(reply, m.Ok)
 
         results = await asyncio.gather(*(push(p) for p in peers), return_exceptions=True)

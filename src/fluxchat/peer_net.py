@@ -12,7 +12,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from . import messages as m
 from . import pow as work
@@ -60,7 +60,7 @@ class PeerNet:
         self._handshakes = 0
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._dials: dict[tuple[str, int], asyncio.Future[Link]] = {}
         self._server: asyncio.Server | None = None
 
@@ -83,6 +83,22 @@ class PeerNet:
             self._spawn(self._dial(host, port, expected_id, future))
         return await asyncio.shield(self._dials[key])
 
+    async def request(self, host: str, port: int, node_id: bytes,
+                      build: Callable[[int], m.Message]) -> m.Message:
+        """Dial (or reuse) the link to node_id and send one request.
+
+        A link can close under a request when a simultaneous dial from the peer wins the
+        duplicate check; the request is then sent once more over the surviving link.
+        """
+        for attempt in (1, 2):
+            link = await self.dial(host, port, node_id)
+            try:
+                return await link.request(build)
+            except LinkClosed:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -97,6 +113,20 @@ class PeerNet:
     # ----- accepting and dialing ----------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await self._accept_link(reader, writer)
+        except asyncio.CancelledError:
+            # asyncio reports a cancelled connection task as an error; we cancel on close.
+            writer.close()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _accept_link(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
         busy = (len(self.links) + self._handshakes >= self.limits.max_links

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Crypto limits against what FluxChat does with them, all measured in one run.
+
+- raw RSA private-key operations per second (PSS sign, OAEP decrypt), RSA-4096 and RSA-2048;
+- envelopes sealed / opened per second (1 KiB body) and their ratio to the private-op rate:
+  sealing costs one private op (sign) plus one public op (OAEP wrap), opening one private op
+  (OAEP unwrap) plus one public op (verify), so the ratio says how close we run to the limit;
+- link handshakes: two Session objects in memory (proof of work at the default
+  challenge.min = 16 bits, and at 0 bits to show the RSA part alone), and real TLS 1.3 links
+  between two PeerNets on 127.0.0.1, both with RSA-4096 keys.
+
+Usage: python3 bench/crypto.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench import keypool  # noqa: E402
+from bench.lablib import (parse_args, print_table, quiet_logs, summary_ms,  # noqa: E402
+                          write_results)
+from fluxchat import messages as m  # noqa: E402
+from fluxchat import pow as work  # noqa: E402
+from fluxchat.envelope import OAEP, MailContent, open_envelope, seal  # noqa: E402
+from fluxchat.identity import PSS, Identity  # noqa: E402
+from fluxchat.peer_net import NetLimits, PeerNet  # noqa: E402
+from fluxchat.session import Established, Session, SessionConfig, WorkNeeded  # noqa: E402
+from fluxchat.tls import server_context  # noqa: E402
+from tests.keys import KEYS, identity, identity_4096  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+
+BODY = "x" * 1024
+DEFAULT_DIFFICULTY = 16   # config challenge.min default
+MAX_DIFFICULTY = 24       # config challenge.max default
+
+
+def rate(op: Callable[[], Any], seconds: float) -> float:
+    """Calls per second of `op`, run for about `seconds` (after one warm-up call)."""
+    op()
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        op()
+        count += 1
+    return count / elapsed
+
+
+def best_rates(ops: dict[str, Callable[[], Any]], seconds: float, rounds: int) -> dict[str, float]:
+    """Each op measured in `rounds` interleaved slices; the best slice counts. The machine
+    is shared, so the best slice is the closest to what the code costs on an idle core,
+    and interleaving exposes the limit and our code to the same conditions."""
+    best = dict.fromkeys(ops, 0.0)
+    for _ in range(rounds):
+        for name, op in ops.items():
+            best[name] = max(best[name], rate(op, seconds / rounds))
+    return best
+
+
+# ----- RSA and envelopes ---------------------------------------------------------------
+
+
+def rsa_ops(sender: Identity, recipient: Identity) -> tuple[dict[str, Callable[[], Any]], int]:
+    """Raw RSA operations of the sender's key size, and sealing / opening envelopes."""
+    me, public = sender.private_key, sender.private_key.public_key()
+    message = b"fluxchat-mail-v1\x00" + os.urandom(96)
+    wrapped = recipient.private_key.public_key().encrypt(os.urandom(32), OAEP)
+    signature = me.sign(message, PSS, hashes.SHA256())
+
+    def content() -> MailContent:
+        return MailContent("mail", os.urandom(16), sender.node_id, recipient.node_id,
+                           int(time.time()), "benchmark", BODY, b"")
+
+    def do_seal() -> bytes:
+        return seal(content(), sender, recipient.public_der, int(time.time()) + 3600,
+                    os.urandom(32), os.urandom(12))
+
+    sample = do_seal()
+    ops = {
+        "sign_per_s": lambda: me.sign(message, PSS, hashes.SHA256()),
+        "oaep_decrypt_per_s": lambda: recipient.private_key.decrypt(wrapped, OAEP),
+        "verify_per_s": lambda: public.verify(signature, message, PSS, hashes.SHA256()),
+        "oaep_encrypt_per_s": lambda: public.encrypt(os.urandom(32), OAEP),
+        "sealed_per_s": do_seal,
+        "opened_per_s": lambda: open_envelope(sample, recipient),
+    }
+    return ops, len(sample)
+
+
+def rsa_section(label: str, sender: Identity, recipient: Identity, seconds: float,
+                rounds: int) -> dict[str, Any]:
+    """Sender and recipient keys of the same size: the sign limit is the sender's key (sealing
+    signs with it), the decrypt limit the recipient's (opening unwraps with it)."""
+    ops, size = rsa_ops(sender, recipient)
+    best = best_rates(ops, seconds, rounds)
+    return {"label": label, **best, "envelope_bytes": size,
+            "seal_ratio": best["sealed_per_s"] / best["sign_per_s"],
+            "open_ratio": best["opened_per_s"] / best["oaep_decrypt_per_s"]}
+
+
+# ----- handshakes in memory ---------------------------------------------------------------
+
+
+def session_config(me: Identity, difficulty: int) -> SessionConfig:
+    return SessionConfig(identity=me, contact="public:25001", difficulty=difficulty,
+                         max_difficulty=MAX_DIFFICULTY)
+
+
+def memory_handshake(dialer: SessionConfig, acceptor: SessionConfig) -> dict[str, float]:
+    """One full handshake; returns wall time split into proof of work, dialer, acceptor."""
+    spent = {"work": 0.0, "dialer": 0.0, "acceptor": 0.0}
+    start = time.perf_counter()
+    d = Session.dialer(dialer, acceptor.identity.public_der, 0.0, acceptor.identity.node_id)
+    t = time.perf_counter()
+    a = Session.acceptor(acceptor, os.urandom(32), 0.0, "127.0.0.1")
+    spent["acceptor"] += time.perf_counter() - t
+    spent["dialer"] += t - start
+    opened = 0
+    for _ in range(10):
+        out_d, out_a = d.data_to_send(), a.data_to_send()
+        if not out_d and not out_a:
+            break
+        t = time.perf_counter()
+        events_a = a.receive_data(out_d, 0.0) if out_d else []
+        spent["acceptor"] += time.perf_counter() - t
+        t = time.perf_counter()
+        events_d = d.receive_data(out_a, 0.0) if out_a else []
+        spent["dialer"] += time.perf_counter() - t
+        for event in events_d:
+            if isinstance(event, WorkNeeded):
+                t = time.perf_counter()
+                counter = work.solve(event.nonce, event.dialer_id, event.acceptor_id,
+                                     event.difficulty)
+                spent["work"] += time.perf_counter() - t
+                t = time.perf_counter()
+                d.work_done(counter)
+                spent["dialer"] += time.perf_counter() - t
+        opened += sum(isinstance(e, Established) for e in events_a + events_d)
+    if opened != 2:
+        raise RuntimeError("in-memory handshake did not complete")
+    spent["total"] = time.perf_counter() - start
+    return spent
+
+
+def memory_handshakes(a: Identity, b: Identity, difficulty: int, count: int) -> dict[str, Any]:
+    dialer, acceptor = session_config(a, difficulty), session_config(b, difficulty)
+    runs = [memory_handshake(dialer, acceptor) for _ in range(count)]
+    total = sum(r["total"] for r in runs)
+    acceptor_cpu = sum(r["acceptor"] for r in runs) / count
+    return {"difficulty": difficulty, "count": count, "per_s": count / total,
+            "latency_ms": summary_ms([r["total"] for r in runs]),
+            "work_ms_mean": 1000 * sum(r["work"] for r in runs) / count,
+            "dialer_ms_mean": 1000 * sum(r["dialer"] for r in runs) / count,
+            "acceptor_ms_mean": 1000 * acceptor_cpu,
+            "acceptor_capacity_per_s": 1 / acceptor_cpu}
+
+
+# ----- handshakes over TLS -----------------------------------------------------------------
+
+
+async def tls_handshakes(a: tuple[Identity, Path], b: tuple[Identity, Path], difficulty: int,
+                         count: int) -> dict[str, Any]:
+    limits = NetLimits(auth_timeout=10, request_timeout=10, max_links=16, max_handshakes=8,
+                       connections_per_second=1e6)
+
+    async def noop(link: Any, message: m.Message) -> m.Message | None:
+        return None
+
+    def net(me: tuple[Identity, Path]) -> PeerNet:
+        return PeerNet(session_config(me[0], difficulty), limits, server_context(*me),
+                       noop, lambda link: None, lambda link: None)
+
+    dialer, acceptor = net(a), net(b)
+    port = await acceptor.listen("127.0.0.1", 0)
+    times: list[float] = []
+    try:
+        for _ in range(count + 1):
+            start = time.perf_counter()
+            link = await dialer.dial("127.0.0.1", port, b[0].node_id)
+            times.append(time.perf_counter() - start)
+            link.close(m.ErrorCode.SHUTDOWN, "benchmark")
+            while dialer.links or acceptor.links:   # both ends forget the link
+                await asyncio.sleep(0.001)
+    finally:
+        await dialer.close()
+        await acceptor.close()
+    times = times[1:]   # the first pays for imports and TLS context warm-up
+    return {"difficulty": difficulty, "count": count, "per_s_sequential": count / sum(times),
+            "latency_ms": summary_ms(times)}
+
+
+# ----- report -------------------------------------------------------------------------------
+
+
+def report(rsa: list[dict[str, Any]], memory: list[dict[str, Any]], tls: list[dict[str, Any]]
+           ) -> None:
+    print_table("RSA private-key limit vs envelopes (1 KiB body, one core)",
+                ["key", "sign/s", "OAEP dec/s", "verify/s", "OAEP enc/s", "sealed/s",
+                 "seal ratio", "opened/s", "open ratio"],
+                [[r["label"], r["sign_per_s"], r["oaep_decrypt_per_s"], r["verify_per_s"],
+                  r["oaep_encrypt_per_s"], r["sealed_per_s"], f"{r['seal_ratio']:.1%}",
+                  r["opened_per_s"], f"{r['open_ratio']:.1%}"] for r in rsa])
+    sign = rsa[0]["sign_per_s"]
+    print_table(f"Link handshakes, RSA-4096 both ends (raw RSA-4096 sign: {sign:,.0f}/s)",
+                ["mode", "PoW bits", "n", "handshakes/s", "median ms", "p95 ms", "PoW ms",
+                 "dialer ms", "acceptor ms", "acceptor cap/s"],
+                [["in memory", r["difficulty"], r["count"], r["per_s"], r["latency_ms"]["median"],
+                  r["latency_ms"]["p95"], r["work_ms_mean"], r["dialer_ms_mean"],
+                  r["acceptor_ms_mean"], r["acceptor_capacity_per_s"]] for r in memory]
+                + [["TLS loopback", r["difficulty"], r["count"], r["per_s_sequential"],
+                    r["latency_ms"]["median"], r["latency_ms"]["p95"], "", "", "", ""]
+                   for r in tls])
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    quiet_logs()
+    seconds, rounds, shakes = (1.5, 3, 15) if args.quick else (12.0, 8, 60)
+    big_a, big_b = identity_4096(), keypool.load(keypool.ensure_4096())
+    load_before = os.getloadavg()
+    rsa = [rsa_section("RSA-4096", big_a, big_b, seconds, rounds),
+           rsa_section("RSA-2048", identity(0), identity(1), seconds, rounds)]
+    memory = [memory_handshakes(big_a, big_b, DEFAULT_DIFFICULTY, shakes),
+              memory_handshakes(big_a, big_b, 0, shakes)]
+    keys = ((big_a, KEYS / "rsa4096"), (big_b, keypool.ensure_4096()))
+    tls = [asyncio.run(tls_handshakes(*keys, DEFAULT_DIFFICULTY, shakes)),
+           asyncio.run(tls_handshakes(*keys, 0, shakes))]
+    report(rsa, memory, tls)
+    write_results("crypto", {"rsa": rsa, "handshakes_memory": memory, "handshakes_tls": tls,
+                             "body_bytes": len(BODY), "seconds_per_op": seconds, "rounds": rounds,
+                             "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Direct delivery between two linked nodes on 127.0.0.1.
+
+- latency from `mailer.submit` (what the local API's `mail` command calls) to the commit in
+  the recipient's inbox, mails sent one after another (each waits for its receipt before the
+  next), 1 KiB and 64 KiB bodies; also submit → receipt verified at the sender;
+- a burst of mails submitted at once: mails/s until all are in the recipient's inbox, and
+  until all receipts are verified; CPU ms per mail.
+Run 1: both nodes in this process (one event loop, one core): CPU is the total of both sides.
+Run 2: the recipient in a child process, so each side's CPU is measured on its own and the
+two nodes use both cores, as two machines would.
+Each run with RSA-2048 keys (test identities) and with RSA-4096 keys on both ends (the
+production size: tests/data/keys/rsa4096 and the key pool's rsa4096b).
+
+Usage: python3 bench/delivery.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench import keypool  # noqa: E402
+from bench.lablib import (BenchNode, InboxWatch, fresh_dir, parse_args, print_table,  # noqa: E402
+                          quiet_logs, summary_ms, write_results)
+from fluxchat.node import Node  # noqa: E402
+from tests.keys import KEYS  # noqa: E402
+
+SIZES = {"1 KiB": 1024, "64 KiB": 64 * 1024}
+KEYSETS = {"RSA-2048": (ROOT / "tests/data/keys/node00", ROOT / "tests/data/keys/node01"),
+           "RSA-4096": (KEYS / "rsa4096", keypool.POOL / keypool.EXTRA_4096)}
+WAIT = 60.0
+
+
+def body(size: int) -> str:
+    return ("FluxChat benchmark body. " * (size // 25 + 1))[:size]
+
+
+async def linked(sender: Node, recipient_id: bytes) -> None:
+    """Wait until the sender holds a link to the recipient and its key."""
+    assert sender.store is not None
+    deadline = time.monotonic() + 10
+    while recipient_id not in sender.net.links or not sender.store.get_key(recipient_id):
+        if time.monotonic() > deadline:
+            raise TimeoutError("nodes did not link")
+        await asyncio.sleep(0.01)
+
+
+async def all_delivered(sender: Node, uuids: list[bytes], timeout: float) -> float | None:
+    """perf_counter time when every uuid is `delivered` (receipt verified), or None."""
+    assert sender.store is not None
+    pending, deadline = set(uuids), time.monotonic() + timeout
+    while pending:
+        pending = {u for u in pending if sender.store.get_outbox(u).state != "delivered"}
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.005)
+    return time.perf_counter()
+
+
+# ----- run 1: both nodes in this process -------------------------------------------------
+
+
+async def sequential(sender: Node, recipient: bytes, watch: InboxWatch, size: int, count: int
+                     ) -> dict[str, Any]:
+    to_inbox: list[float] = []
+    to_receipt: list[float] = []
+    lost = 0
+    text = body(size)
+    for i in range(count):
+        start = time.perf_counter()
+        mail = sender.mailer.submit(recipient, f"seq {i}", text)
+        arrived = await watch.wait(mail.uuid, WAIT)
+        done = await all_delivered(sender, [mail.uuid], WAIT)
+        if arrived is None or done is None:
+            lost += 1
+            continue
+        to_inbox.append(arrived - start)
+        to_receipt.append(done - start)
+    return {"size": size, "count": count, "lost": lost, "to_inbox_ms": summary_ms(to_inbox),
+            "to_receipt_ms": summary_ms(to_receipt)}
+
+
+async def burst_in_process(sender: Node, recipient: bytes, watch: InboxWatch, count: int
+                           ) -> dict[str, Any]:
+    text = body(1024)
+    before = len(watch.arrived)
+    cpu0, start = time.process_time(), time.perf_counter()
+    uuids = [sender.mailer.submit(recipient, f"burst {i}", text).uuid for i in range(count)]
+    submitted = time.perf_counter()
+    ok = await watch.wait_count(before + count, WAIT * 3)
+    inbox_at, cpu_inbox = time.perf_counter(), time.process_time()
+    done_at = await all_delivered(sender, uuids, WAIT * 3)
+    cpu_done = time.process_time()
+    return {"count": count, "all_arrived": ok, "submit_s": submitted - start,
+            "inbox_s": inbox_at - start, "mails_per_s_to_inbox": count / (inbox_at - start),
+            "mails_per_s_to_receipt": count / (done_at - start) if done_at else None,
+            "cpu_ms_per_mail_to_inbox_both_sides": 1000 * (cpu_inbox - cpu0) / count,
+            "cpu_ms_per_mail_with_receipts_both_sides": 1000 * (cpu_done - cpu0) / count}
+
+
+async def run_in_process(label: str, keys: tuple[Path, Path], sizes: dict[str, int],
+                         seq_count: int, burst: int) -> dict[str, Any]:
+    directory = fresh_dir(f"delivery-{label}")
+    a = BenchNode(directory, keys[0], [])
+    await a.start()
+    b = BenchNode(directory, keys[1], [a.address])
+    try:
+        await b.start()
+        assert a.node is not None and b.node is not None
+        await linked(a.node, b.node_id)
+        watch = InboxWatch(b.node)
+        await sequential(a.node, b.node_id, watch, 1024, 5)   # warm-up
+        seq = {name: await sequential(a.node, b.node_id, watch, size, seq_count)
+               for name, size in sizes.items()}
+        result = await burst_in_process(a.node, b.node_id, watch, burst)
+    finally:
+        await b.stop()
+        await a.stop()
+    return {"keys": label, "sequential": seq, "burst": result}
+
+
+# ----- run 2: the recipient in a child process --------------------------------------------
+
+
+def recipient_main(directory: Path, key: Path, conn: Connection) -> None:
+    """Child process: run the recipient node; report arrivals and its own CPU time."""
+    quiet_logs()
+    asyncio.run(_recipient(directory, key, conn))
+
+
+async def _recipient(directory: Path, key: Path, conn: Connection) -> None:
+    node = BenchNode(directory, key, [])
+    await node.start()
+    assert node.node is not None
+    watch = InboxWatch(node.node)
+    conn.send(("ready", node.address))
+    loop = asyncio.get_running_loop()
+    while True:
+        command, arg = await loop.run_in_executor(None, conn.recv)
+        if command == "cpu":
+            conn.send(time.process_time())
+        elif command == "expect":
+            ok = await watch.wait_count(arg, WAIT * 3, interval=0.002)
+            conn.send((ok, max(watch.arrived.values(), default=0.0), time.process_time()))
+        else:
+            break
+    await node.stop()
+    conn.send("stopped")
+
+
+async def run_split(label: str, keys: tuple[Path, Path], count: int) -> dict[str, Any]:
+    directory = fresh_dir(f"delivery-split-{label}")
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=recipient_main, args=(directory, keys[1], child))
+    proc.start()
+    loop = asyncio.get_running_loop()
+    recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
+    try:
+        _, address = await asyncio.wait_for(recv(), 60)
+        a = BenchNode(directory, keys[0], [address])
+        await a.start()
+        assert a.node is not None
+        try:
+            recipient = keypool.load(keys[1]).node_id
+            await linked(a.node, recipient)
+            for i in range(5):   # warm-up
+                a.node.mailer.submit(recipient, f"warm {i}", body(1024))
+            parent.send(("expect", 5))
+            await recv()
+            text = body(1024)
+            parent.send(("cpu", None))
+            child_cpu0 = await recv()
+            cpu0, start = time.process_time(), time.perf_counter()
+            uuids = [a.node.mailer.submit(recipient, f"burst {i}", text).uuid
+                     for i in range(count)]
+            parent.send(("expect", count + 5))
+            ok, last, child_cpu1 = await recv()
+            cpu1 = time.process_time()
+            done_at = await all_delivered(a.node, uuids, WAIT * 3)
+            cpu2 = time.process_time()
+            parent.send(("cpu", None))
+            child_cpu2 = await recv()
+        finally:
+            await a.stop()
+        parent.send(("stop", None))
+        await asyncio.wait_for(recv(), 20)
+    finally:
+        proc.join(20)
+        if proc.is_alive():
+            proc.kill()
+    return {"keys": label, "count": count, "all_arrived": ok,
+            "mails_per_s_to_inbox": count / (last - start),
+            "mails_per_s_to_receipt": count / (done_at - start) if done_at else None,
+            "sender_cpu_ms_per_mail_to_inbox": 1000 * (cpu1 - cpu0) / count,
+            "recipient_cpu_ms_per_mail_to_inbox": 1000 * (child_cpu1 - child_cpu0) / count,
+            "sender_cpu_ms_per_mail_with_receipts": 1000 * (cpu2 - cpu0) / count,
+            "recipient_cpu_ms_per_mail_with_receipts": 1000 * (child_cpu2 - child_cpu0) / count}
+
+
+# ----- report ---------------------------------------------------------------------------------
+
+
+def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
+    rows = []
+    for run in single:
+        for name, seq in run["sequential"].items():
+            inbox, receipt = seq["to_inbox_ms"], seq["to_receipt_ms"]
+            rows.append([run["keys"], name, seq["count"], seq["lost"], inbox["median"],
+                         inbox["p95"], inbox["max"], receipt["median"], receipt["p95"]])
+    print_table("Sequential mails, submit -> recipient inbox commit (ms); both nodes in one process",
+                ["keys", "body", "n", "lost", "median", "p95", "max", "receipt median",
+                 "receipt p95"], rows)
+    print_table("Burst of 1 KiB mails, both nodes in one process (CPU = both sides together)",
+                ["keys", "n", "all in", "mails/s to inbox", "mails/s to receipt",
+                 "CPU ms/mail to inbox", "CPU ms/mail incl. receipts"],
+                [[r["keys"], b["count"], b["all_arrived"], b["mails_per_s_to_inbox"],
+                  b["mails_per_s_to_receipt"], b["cpu_ms_per_mail_to_inbox_both_sides"],
+                  b["cpu_ms_per_mail_with_receipts_both_sides"]]
+                 for r in single for b in [r["burst"]]])
+    print_table("Burst of 1 KiB mails, recipient in its own process (CPU per side)",
+                ["keys", "n", "all in", "mails/s to inbox", "mails/s to receipt",
+                 "sender ms/mail", "recipient ms/mail", "sender incl. rcpt",
+                 "recipient incl. rcpt"],
+                [[r["keys"], r["count"], r["all_arrived"], r["mails_per_s_to_inbox"],
+                  r["mails_per_s_to_receipt"], r["sender_cpu_ms_per_mail_to_inbox"],
+                  r["recipient_cpu_ms_per_mail_to_inbox"],
+                  r["sender_cpu_ms_per_mail_with_receipts"],
+                  r["recipient_cpu_ms_per_mail_with_receipts"]] for r in split])
+
+
+async def main_async(quick: bool) -> dict[str, Any]:
+    seq_count, burst = (20, 200) if quick else (100, 1000)
+    keypool.ensure_4096()
+    single = [await run_in_process(label, keys, SIZES, seq_count, burst)
+              for label, keys in KEYSETS.items()]
+    split = [await run_split(label, keys, burst) for label, keys in KEYSETS.items()]
+    return {"single_process": single, "split_process": split}
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    quiet_logs()
+    load_before = os.getloadavg()
+    results = asyncio.run(main_async(args.quick))
+    report(results["single_process"], results["split_process"])
+    write_results("delivery", {**results, "loadavg_before": load_before,
+                               "loadavg_after": os.getloadavg(),
+                               "note": "single_process CPU is both nodes together"})
+
+
+if __name__ == "__main__":
+    main()

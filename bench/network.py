@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""A Kademlia network of N in-process nodes on 127.0.0.1 (one event loop, one core).
+
+For each N (50 and 200; --quick: 20):
+- join: nodes start one after another, each bootstrapping from up to 3 random running nodes;
+  join time = start() until the node's join (bootstrap, own-ID lookup, key publication, first
+  fetch) is done; links and routing table sizes after the build;
+- lookups between random pairs on the established network, driven exactly as
+  Overlay.find_node does (same Lookup, same _drive), so the Lookup's RPC count and rounds can
+  be read; success = the target is among the results; run twice over the same pairs: the first
+  pass pays for new links (TLS + handshake), the second finds them open;
+- delivery of mails between random pairs, one after another: submit -> recipient inbox commit;
+  success counted in the inbox and by receipts;
+- memory: VmRSS of this process per node, and separately of 5 server_app.py processes.
+
+Usage: python3 bench/network.py [--quick] [--sizes 50,200]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench import keypool  # noqa: E402
+from bench.lablib import (BenchNode, InboxWatch, PoolProcessNode, fresh_dir, parse_args,  # noqa: E402
+                          print_table, quiet_logs, rss_kib, stop_all, summary_ms,
+                          write_results)
+from fluxchat import messages as m  # noqa: E402
+from fluxchat import peer_net  # noqa: E402
+from fluxchat.ids import format_id  # noqa: E402
+from fluxchat.lookup import Lookup  # noqa: E402
+from fluxchat.node import Node  # noqa: E402
+
+# Background fetches every 2 s (LAB_SETTINGS) from hundreds of nodes would swamp the one core;
+# the network benchmark is about joins, lookups and direct delivery, so use the default 300 s.
+OVERRIDES: dict[str, Any] = {"mail": {"fetch_interval": 300}}
+MAIL_WAIT = 30.0
+JOIN_WAIT = 120.0
+
+
+class Net:
+    """N nodes plus counters of new links (each handshake shows up once on each side)."""
+
+    def __init__(self, directory: Path, count: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.directory, self.count = directory, count
+        self.nodes: list[BenchNode] = []
+        self.links_made = 0
+        self.join_s: list[float] = []
+        self.watches: dict[bytes, InboxWatch] = {}
+
+    def node(self, index: int) -> Node:
+        node = self.nodes[index].node
+        assert node is not None
+        return node
+
+    async def build(self) -> float:
+        start = time.perf_counter()
+        for index in range(self.count):
+            bootstrap = self._pick([n.address for n in self.nodes])
+            self.nodes.append(BenchNode(self.directory, index, bootstrap, OVERRIDES))
+            await self.join(self.nodes[-1])
+            if (index + 1) % 25 == 0:
+                print(f"  {index + 1} nodes up after {time.perf_counter() - start:.1f} s "
+                      f"(last join {self.join_s[-1] * 1000:.0f} ms)", file=sys.stderr, flush=True)
+        return time.perf_counter() - start
+
+    def _pick(self, running: list[str]) -> list[str]:
+        return self.rng.sample(running, min(3, len(running)))
+
+    async def join(self, lab: BenchNode) -> None:
+        """Start one node and wait until its join task is done."""
+        begin, done = time.perf_counter(), asyncio.Event()
+        original = Node._join
+
+        async def timed_join(node: Node) -> None:
+            try:
+                await original(node)
+            finally:
+                done.set()
+
+        Node._join = timed_join  # type: ignore[method-assign]
+        try:
+            node = await lab.start()
+        finally:
+            Node._join = original  # type: ignore[method-assign]
+        await asyncio.wait_for(done.wait(), JOIN_WAIT)
+        self.join_s.append(time.perf_counter() - begin)
+        counted = node.overlay.on_link
+
+        def on_link(link: Any) -> None:
+            self.links_made += 1
+            counted(link)
+
+        node.overlay.on_link = on_link  # type: ignore[method-assign]
+        self.watches[lab.node_id] = InboxWatch(node)
+
+    def pairs(self, count: int) -> list[tuple[int, int]]:
+        size = len(self.nodes)
+        return [tuple(self.rng.sample(range(size), 2)) for _ in range(count)]  # type: ignore[misc]
+
+
+# ----- lookups ---------------------------------------------------------------------------------
+
+
+async def lookup(node: Node, target: bytes) -> tuple[bool, int, int, float]:
+    """(found, rpcs, rounds, seconds) for one FIND_NODE lookup driven like Overlay.find_node."""
+    overlay = node.overlay
+    job = Lookup(target, node.identity.node_id, overlay.table.closest(target, overlay.config.k),
+                 k=overlay.config.k, alpha=overlay.config.alpha)
+    start = time.perf_counter()
+    await overlay._drive(job, lambda rid: m.FindNode(rid, target))
+    elapsed = time.perf_counter() - start
+    found = any(p.node_id == target for p in job.result())
+    return found, job.rpc_count, job.rounds, elapsed
+
+
+async def lookups(net: Net, pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    links_before = net.links_made
+    results = [await lookup(net.node(s), net.nodes[t].node_id) for s, t in pairs]
+    rpcs = [r[1] for r in results]
+    return {"count": len(results), "found": sum(r[0] for r in results),
+            "success": sum(r[0] for r in results) / len(results),
+            "latency_ms": summary_ms([r[3] for r in results]),
+            "rpcs_mean": sum(rpcs) / len(rpcs), "rpcs_max": max(rpcs),
+            "rounds_mean": sum(r[2] for r in results) / len(results),
+            "new_links_per_lookup": (net.links_made - links_before) / 2 / len(results)}
+
+
+# ----- mail --------------------------------------------------------------------------------------
+
+
+async def mails(net: Net, pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    latencies: list[float] = []
+    sent: list[tuple[int, bytes]] = []
+    for number, (s, t) in enumerate(pairs):
+        recipient = net.nodes[t].node_id
+        start = time.perf_counter()
+        mail = net.node(s).mailer.submit(recipient, f"net {number}", "x" * 1024)
+        sent.append((s, mail.uuid))
+        arrived = await net.watches[recipient].wait(mail.uuid, MAIL_WAIT)
+        if arrived is not None:
+            latencies.append(arrived - start)
+    deadline = time.monotonic() + MAIL_WAIT
+    delivered = 0
+    while time.monotonic() < deadline:
+        delivered = sum(net.node(s).store.get_outbox(u).state == "delivered"  # type: ignore
+                        for s, u in sent)
+        if delivered == len(sent):
+            break
+        await asyncio.sleep(0.2)
+    return {"count": len(pairs), "arrived": len(latencies),
+            "success": len(latencies) / len(pairs), "receipts": delivered,
+            "latency_ms": summary_ms(latencies)}
+
+
+# ----- one network size ----------------------------------------------------------------------
+
+
+async def run_size(count: int, lookup_count: int, mail_count: int) -> dict[str, Any]:
+    keypool.ensure_pool(count)
+    net = Net(fresh_dir(f"network-{count}"), count, seed=count)
+    rss_before = rss_kib(os.getpid())
+    try:
+        build_s = await net.build()
+        rss_after = rss_kib(os.getpid())
+        links = [len(net.node(i).net.links) for i in range(count)]
+        tables = [len(net.node(i).overlay.table) for i in range(count)]
+        pairs = net.pairs(lookup_count)
+        first = await lookups(net, pairs)
+        again = await lookups(net, pairs)
+        mail = await mails(net, net.pairs(mail_count))
+        rss_end = rss_kib(os.getpid())
+    finally:
+        await stop_all(net.nodes)
+    return {"nodes": count, "build_s": build_s, "join_ms": summary_ms(net.join_s),
+            "links_per_node_mean": sum(links) / count, "links_per_node_max": max(links),
+            "table_mean": sum(tables) / count, "table_min": min(tables),
+            "lookups_first": first, "lookups_again": again, "mail": mail,
+            "rss_kib_per_node_in_process": (rss_after - rss_before) / count,
+            "rss_kib_process_end": rss_end}
+
+
+# ----- memory of node processes -----------------------------------------------------------------
+
+
+def process_memory(count: int) -> dict[str, Any]:
+    """RSS of `count` server_app.py processes in a chain, after joining and one mail each."""
+    directory = fresh_dir("network-processes")
+    procs: list[PoolProcessNode] = []
+    try:
+        for index in range(count):
+            proc = PoolProcessNode(directory, index, [procs[-1].address] if procs else [])
+            proc.start()
+            procs.append(proc)
+        deadline = time.monotonic() + 30
+        while any(p.call("info")["counts"]["routing"] < count - 1 for p in procs):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for index, proc in enumerate(procs):
+            target = procs[(index + 1) % count]
+            proc.call("mail", {"to": proc_id(target), "subject": "memory", "body": "x" * 1024})
+        deadline = time.monotonic() + 30
+        while any(p.call("info")["counts"]["inbox"] < 1 for p in procs):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        rss = [rss_kib(p.proc.pid) for p in procs if p.proc is not None]
+    finally:
+        for proc in procs:
+            proc.stop()
+    return {"processes": count, "rss_kib": rss, "rss_mib_max": max(rss) / 1024,
+            "rss_mib_mean": sum(rss) / len(rss) / 1024}
+
+
+def proc_id(proc: PoolProcessNode) -> str:
+    return format_id(proc.node_id)
+
+
+# ----- report --------------------------------------------------------------------------------
+
+
+def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
+    print_table("Join (sequential, random bootstrap from up to 3 running nodes)",
+                ["N", "build s", "join median ms", "join p95 ms", "links/node", "max links",
+                 "table mean", "table min"],
+                [[r["nodes"], r["build_s"], r["join_ms"]["median"], r["join_ms"]["p95"],
+                  r["links_per_node_mean"], r["links_per_node_max"], r["table_mean"],
+                  r["table_min"]] for r in sizes])
+    rows = []
+    for r in sizes:
+        for name in ("first", "again"):
+            lk = r[f"lookups_{name}"]
+            rows.append([r["nodes"], name, lk["count"], f"{lk['success']:.1%}",
+                         lk["latency_ms"]["median"], lk["latency_ms"]["p95"], lk["rpcs_mean"],
+                         lk["rpcs_max"], lk["rounds_mean"], lk["new_links_per_lookup"]])
+    print_table("Lookups between random pairs (FIND_NODE, k=20, alpha=3)",
+                ["N", "pass", "n", "success", "median ms", "p95 ms", "RPCs mean", "RPCs max",
+                 "rounds", "new links/lookup"], rows)
+    print_table("Mail between random pairs, one after another (1 KiB)",
+                ["N", "mails", "in inbox", "success", "receipts", "median ms", "p95 ms",
+                 "max ms"],
+                [[r["nodes"], r["mail"]["count"], r["mail"]["arrived"],
+                  f"{r['mail']['success']:.1%}", r["mail"]["receipts"],
+                  r["mail"]["latency_ms"].get("median", 0), r["mail"]["latency_ms"].get("p95", 0),
+                  r["mail"]["latency_ms"].get("max", 0)] for r in sizes])
+    print_table("Resident memory",
+                ["what", "MiB"],
+                [[f"in-process node (RSS growth / N, N={r['nodes']})",
+                  r["rss_kib_per_node_in_process"] / 1024] for r in sizes]
+                + [[f"server_app.py process, mean of {memory['processes']}",
+                    memory["rss_mib_mean"]],
+                   [f"server_app.py process, max of {memory['processes']}",
+                    memory["rss_mib_max"]]])
+
+
+def extra_args(parser: Any) -> None:
+    parser.add_argument("--sizes", help="comma-separated network sizes (default 50,200)")
+    parser.add_argument("--tick", type=float, help="lab-only change: poll interval of idle "
+                        "links in peer_net (code default 0.5 s; see bench/README.md)")
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], extra_args)
+    quiet_logs()
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    else:
+        sizes = [20] if args.quick else [50, 200]
+    lookup_count, mail_count = (50, 50) if args.quick else (200, 500)
+    if args.tick:
+        peer_net.TICK = args.tick
+    results = [asyncio.run(run_size(n, lookup_count, mail_count)) for n in sizes]
+    memory = process_memory(5)
+    report(results, memory)
+    write_results("network", {"sizes": results, "process_memory": memory,
+                              "peer_net_tick_s": peer_net.TICK,
+                              "loadavg_after": os.getloadavg()})
+
+
+if __name__ == "__main__":
+    main()
