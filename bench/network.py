@@ -42,6 +42,13 @@ from fluxchat.node import Node  # noqa: E402
 # Background fetches every 2 s (LAB_SETTINGS) from hundreds of nodes would swamp the one core;
 # the network benchmark is about joins, lookups and direct delivery, so use the default 300 s.
 OVERRIDES: dict[str, Any] = {"mail": {"fetch_interval": 300}}
+# One process may hold 20,000 file descriptors here (hard limit) and every link costs two (both
+# ends live in this process), while links stay open client.idle_timeout (300 s) after use and
+# each open link is polled every peer_net.TICK (0.5 s) even when idle. Both limits are hit near
+# N = 200 in one process, so the big network runs with a lab setting: shorter idle timeout and
+# a slower idle poll (see bench/README.md). None = the code's defaults.
+LAB_SCALE: dict[int, dict[str, float]] = {200: {"tick": 5.0, "idle_timeout": 15.0}}
+CODE_TICK = peer_net.TICK
 MAIL_WAIT = 30.0
 JOIN_WAIT = 120.0
 
@@ -49,8 +56,10 @@ JOIN_WAIT = 120.0
 class Net:
     """N nodes plus counters of new links (each handshake shows up once on each side)."""
 
-    def __init__(self, directory: Path, count: int, seed: int) -> None:
+    def __init__(self, directory: Path, count: int, seed: int,
+                 overrides: dict[str, Any]) -> None:
         self.rng = random.Random(seed)
+        self.overrides = overrides
         self.directory, self.count = directory, count
         self.nodes: list[BenchNode] = []
         self.links_made = 0
@@ -66,12 +75,18 @@ class Net:
         start = time.perf_counter()
         for index in range(self.count):
             bootstrap = self._pick([n.address for n in self.nodes])
-            self.nodes.append(BenchNode(self.directory, index, bootstrap, OVERRIDES))
+            self.nodes.append(BenchNode(self.directory, index, bootstrap, self.overrides))
             await self.join(self.nodes[-1])
             if (index + 1) % 25 == 0:
-                print(f"  {index + 1} nodes up after {time.perf_counter() - start:.1f} s "
-                      f"(last join {self.join_s[-1] * 1000:.0f} ms)", file=sys.stderr, flush=True)
+                self.progress(f"{index + 1} nodes up after {time.perf_counter() - start:.1f} s "
+                              f"(last join {self.join_s[-1] * 1000:.0f} ms)")
         return time.perf_counter() - start
+
+    def progress(self, text: str) -> None:
+        links = sum(len(n.node.net.links) for n in self.nodes if n.node is not None)
+        fds = len(os.listdir("/proc/self/fd"))
+        print(f"  N={self.count}: {text}; {links // 2} links, {fds} fds", file=sys.stderr,
+              flush=True)
 
     def _pick(self, running: list[str]) -> list[str]:
         return self.rng.sample(running, min(3, len(running)))
@@ -165,9 +180,14 @@ async def mails(net: Net, pairs: list[tuple[int, int]]) -> dict[str, Any]:
 # ----- one network size ----------------------------------------------------------------------
 
 
-async def run_size(count: int, lookup_count: int, mail_count: int) -> dict[str, Any]:
+async def run_size(count: int, lookup_count: int, mail_count: int,
+                   scale: dict[str, float]) -> dict[str, Any]:
     keypool.ensure_pool(count)
-    net = Net(fresh_dir(f"network-{count}"), count, seed=count)
+    peer_net.TICK = scale.get("tick", CODE_TICK)
+    overrides = dict(OVERRIDES)
+    if "idle_timeout" in scale:
+        overrides["client"] = {"idle_timeout": scale["idle_timeout"]}
+    net = Net(fresh_dir(f"network-{count}"), count, count, overrides)
     rss_before = rss_kib(os.getpid())
     try:
         build_s = await net.build()
@@ -176,12 +196,15 @@ async def run_size(count: int, lookup_count: int, mail_count: int) -> dict[str, 
         tables = [len(net.node(i).overlay.table) for i in range(count)]
         pairs = net.pairs(lookup_count)
         first = await lookups(net, pairs)
+        net.progress("first lookup pass done")
         again = await lookups(net, pairs)
+        net.progress("second lookup pass done")
         mail = await mails(net, net.pairs(mail_count))
+        net.progress("mail done")
         rss_end = rss_kib(os.getpid())
     finally:
         await stop_all(net.nodes)
-    return {"nodes": count, "build_s": build_s, "join_ms": summary_ms(net.join_s),
+    return {"nodes": count, "lab_scale_settings": scale, "build_s": build_s, "join_ms": summary_ms(net.join_s),
             "links_per_node_mean": sum(links) / count, "links_per_node_max": max(links),
             "table_mean": sum(tables) / count, "table_min": min(tables),
             "lookups_first": first, "lookups_again": again, "mail": mail,
@@ -230,6 +253,10 @@ def proc_id(proc: PoolProcessNode) -> str:
 
 
 def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
+    for r in sizes:
+        if r["lab_scale_settings"]:
+            print(f"\nN={r['nodes']} runs with lab scale settings {r['lab_scale_settings']} "
+                  f"(code: tick {CODE_TICK} s, idle_timeout 300 s)")
     print_table("Join (sequential, random bootstrap from up to 3 running nodes)",
                 ["N", "build s", "join median ms", "join p95 ms", "links/node", "max links",
                  "table mean", "table min"],
@@ -265,8 +292,8 @@ def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
 
 def extra_args(parser: Any) -> None:
     parser.add_argument("--sizes", help="comma-separated network sizes (default 50,200)")
-    parser.add_argument("--tick", type=float, help="lab-only change: poll interval of idle "
-                        "links in peer_net (code default 0.5 s; see bench/README.md)")
+    parser.add_argument("--code-defaults", action="store_true",
+                        help="no lab scale settings, even for N = 200")
 
 
 def main() -> None:
@@ -277,13 +304,13 @@ def main() -> None:
     else:
         sizes = [20] if args.quick else [50, 200]
     lookup_count, mail_count = (50, 50) if args.quick else (200, 500)
-    if args.tick:
-        peer_net.TICK = args.tick
-    results = [asyncio.run(run_size(n, lookup_count, mail_count)) for n in sizes]
+    results = [asyncio.run(run_size(n, lookup_count, mail_count,
+                                    {} if args.code_defaults else LAB_SCALE.get(n, {})))
+               for n in sizes]
     memory = process_memory(5)
     report(results, memory)
     write_results("network", {"sizes": results, "process_memory": memory,
-                              "peer_net_tick_s": peer_net.TICK,
+                              "code_tick_s": CODE_TICK,
                               "loadavg_after": os.getloadavg()})
 
 

@@ -335,6 +335,15 @@ class DaemonKilledDuringBurstTest(LabTest):
         self.assertEqual(sorted(received), sorted(uuid_text(u) for u in uuids))
 
 
+class StopWhileBusyTest(LabTest):
+    async def test_stop_right_as_the_outbox_wakes(self) -> None:
+        """A stop that lands as the outbox worker is woken must still stop the node."""
+        lab = await self.lab(13, [])
+        assert lab.node is not None
+        lab.node.mailer.wake.set()
+        await asyncio.wait_for(lab.stop(), 3)
+
+
 class ReceiptAfterRedeliveryTest(LabTest):
     async def test_mail_arriving_again_sends_a_backed_off_receipt_at_once(self) -> None:
         """The recipient's receipt failed and waits out its backoff; the sender, not knowing,

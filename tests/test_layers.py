@@ -12,9 +12,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
-        "ipc_protocol", "contact", "ratelimit"},
+        "ipc_protocol", "contact", "ratelimit", "discovery"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile"},
+        "logsetup", "pidfile", "lan"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
 }
 PURE = LAYERS[1]

@@ -66,6 +66,7 @@ class DiscoveryConfig:
     enabled: bool = False
     port: int = 26100
     interval: float = 30.0
+    broadcast: str = "255.255.255.255"
 
 
 @dataclass(frozen=True)
@@ -256,5 +257,6 @@ def _discovery(r: _Reader) -> DiscoveryConfig:
     return DiscoveryConfig(
         enabled=r.flag("enabled", d.enabled),
         port=r.integer("port", d.port, 1, 65535),
-        interval=r.number("interval", d.interval, 1, 86400),
+        interval=r.number("interval", d.interval, 0.1, 86400),
+        broadcast=r.text("broadcast", d.broadcast),
     )

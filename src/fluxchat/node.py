@@ -23,6 +23,7 @@ from .identity import Identity
 from .ipc_handlers import IpcHandlers
 from .ipc_protocol import check_bind_address
 from .ipc_server import IpcServer, write_token_file
+from .lan import LanDiscovery
 from .link import Link
 from .mailer import Mailer
 from .mailroom import Mailroom
@@ -71,6 +72,7 @@ class Node:
         self.port = 0
         self.ipc_port = 0
         self.store: Store | None = None
+        self.lan: LanDiscovery | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -80,8 +82,11 @@ class Node:
         try:
             await self._start()
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(coro) for coro in (
-                    self._join(), self.mailer.run_outbox(), self._fetch_loop(), self._upkeep_loop())]
+                jobs = [self._join(), self.mailer.run_outbox(), self._fetch_loop(),
+                        self._upkeep_loop()]
+                if self.lan is not None:
+                    jobs.append(self.lan.run(self.config.discovery.interval))
+                tasks = [group.create_task(job) for job in jobs]
                 self._write_runtime()
                 self.ready.set()
                 await self._stop.wait()
@@ -114,6 +119,10 @@ class Node:
         self._handlers = self._peer_handlers()
         log.info("listening for peers on %s:%d as %s", cfg.address, self.port,
                  self.identity.id_text)
+        if cfg.discovery.enabled:
+            self.lan = LanDiscovery(self.identity.node_id, self.port, cfg.discovery.broadcast,
+                                    cfg.discovery.port, self._on_lan_peer)
+            await self.lan.start()
         if cfg.ipc.enabled:
             check_bind_address(cfg.ipc.address, cfg.ipc.allow_remote)
             token = write_token_file(cfg.data_dir)
@@ -134,6 +143,8 @@ class Node:
     async def _shutdown(self) -> None:
         (self.config.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
         closers = []
+        if self.lan is not None:
+            self.lan.close()
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
         if hasattr(self, "net"):
@@ -225,4 +236,17 @@ class Node:
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
+
+    def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:
+        """A LAN announcement: dial it with the announced ID pinned, unless already linked."""
+        if node_id in self.net.links:
+            return
+
+        async def dial() -> None:
+            try:
+                await self.net.dial(host, port, node_id)
+            except FluxError as exc:
+                log.info("LAN peer %s:%d did not prove its ID: %s", host, port, exc)
+
+        asyncio.ensure_future(dial())
 
