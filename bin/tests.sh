@@ -4,5 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLUXCHAT_SETUP_VENV_ONLY=1 bin/setup.sh
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-.venv/bin/python -m coverage run --branch --source=src -m unittest discover -s tests -t . "$@"
-.venv/bin/python -m coverage report --skip-empty
+rm -f .coverage .coverage.*
+status=0
+.venv/bin/python -m coverage run -m unittest discover -s tests -t . "$@" || status=$?
+.venv/bin/python -m coverage combine --quiet
+.venv/bin/python -m coverage report
+exit "$status"
