@@ -5,10 +5,11 @@ For each N (50 and 200; --quick: 20):
 - join: nodes start one after another, each bootstrapping from up to 3 random running nodes;
   join time = start() until the node's join (bootstrap, own-ID lookup, key publication, first
   fetch) is done; links and routing table sizes after the build;
-- lookups between random pairs on the established network, driven exactly as
-  Overlay.find_node does (same Lookup, same _drive), so the Lookup's RPC count and rounds can
-  be read; success = the target is among the results; run twice over the same pairs: the first
-  pass pays for new links (TLS + handshake), the second finds them open;
+- lookups between random pairs on the established network (after every node's first upkeep,
+  which refreshes all its buckets; skipped with --quick), driven exactly as Overlay.find_node
+  does (same Lookup, same _drive), so the Lookup's RPC count and rounds can be read; success =
+  the target is among the results; each pair twice in a row: cold (pays for new links: TLS +
+  handshake) and warm (links open);
 - delivery of mails between random pairs, one after another: submit -> recipient inbox commit;
   success counted in the inbox and by receipts;
 - memory: VmRSS of this process per node, and separately of 5 server_app.py processes.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,7 @@ from fluxchat import messages as m  # noqa: E402
 from fluxchat import peer_net  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 from fluxchat.lookup import Lookup  # noqa: E402
-from fluxchat.node import Node  # noqa: E402
+from fluxchat.node import UPKEEP_INTERVAL, Node  # noqa: E402
 
 # Background fetches every 2 s (LAB_SETTINGS) from hundreds of nodes would swamp the one core;
 # the network benchmark is about joins, lookups and direct delivery, so use the default 300 s.
@@ -65,6 +67,7 @@ class Net:
         self.links_made = 0
         self.join_s: list[float] = []
         self.watches: dict[bytes, InboxWatch] = {}
+        self.last_start = 0.0
 
     def node(self, index: int) -> Node:
         node = self.nodes[index].node
@@ -82,6 +85,20 @@ class Net:
                               f"(last join {self.join_s[-1] * 1000:.0f} ms)")
         return time.perf_counter() - start
 
+    async def settle(self) -> None:
+        """An established network: every node has run its first upkeep (which refreshes every
+        bucket never looked up, UPKEEP_INTERVAL after start) and lookups have gone quiet."""
+        wait = self.last_start + UPKEEP_INTERVAL + 2 - time.perf_counter()
+        self.progress(f"settling: first upkeep of the last node in {max(0.0, wait):.0f} s")
+        await asyncio.sleep(max(0.0, wait))
+        quiet, last = 0, -1
+        while quiet < 3:
+            total = sum(n.node.overlay.lookups for n in self.nodes if n.node is not None)
+            quiet = quiet + 1 if total == last else 0
+            last = total
+            await asyncio.sleep(1.0)
+        self.progress("settled")
+
     def progress(self, text: str) -> None:
         links = sum(len(n.node.net.links) for n in self.nodes if n.node is not None)
         fds = len(os.listdir("/proc/self/fd"))
@@ -94,6 +111,7 @@ class Net:
     async def join(self, lab: BenchNode) -> None:
         """Start one node and wait until its join task is done."""
         begin, done = time.perf_counter(), asyncio.Event()
+        self.last_start = begin
         original = Node._join
 
         async def timed_join(node: Node) -> None:
@@ -138,16 +156,26 @@ async def lookup(node: Node, target: bytes) -> tuple[bool, int, int, float]:
     return found, job.rpc_count, job.rounds, elapsed
 
 
-async def lookups(net: Net, pairs: list[tuple[int, int]]) -> dict[str, Any]:
-    links_before = net.links_made
-    results = [await lookup(net.node(s), net.nodes[t].node_id) for s, t in pairs]
-    rpcs = [r[1] for r in results]
-    return {"count": len(results), "found": sum(r[0] for r in results),
-            "success": sum(r[0] for r in results) / len(results),
-            "latency_ms": summary_ms([r[3] for r in results]),
+async def lookups(net: Net, pairs: list[tuple[int, int]]) -> dict[str, dict[str, Any]]:
+    """Each pair looked up twice in a row: cold (new links as needed), then warm."""
+    results: dict[str, list[tuple[bool, int, int, float]]] = {"cold": [], "warm": []}
+    new_links = {"cold": 0, "warm": 0}
+    for s, t in pairs:
+        for name in ("cold", "warm"):
+            before = net.links_made
+            results[name].append(await lookup(net.node(s), net.nodes[t].node_id))
+            new_links[name] += net.links_made - before
+    return {name: _lookup_stats(rows, new_links[name] / 2) for name, rows in results.items()}
+
+
+def _lookup_stats(rows: list[tuple[bool, int, int, float]], links: float) -> dict[str, Any]:
+    rpcs = [r[1] for r in rows]
+    return {"count": len(rows), "found": sum(r[0] for r in rows),
+            "success": sum(r[0] for r in rows) / len(rows),
+            "latency_ms": summary_ms([r[3] for r in rows]),
             "rpcs_mean": sum(rpcs) / len(rpcs), "rpcs_max": max(rpcs),
-            "rounds_mean": sum(r[2] for r in results) / len(results),
-            "new_links_per_lookup": (net.links_made - links_before) / 2 / len(results)}
+            "rounds_mean": sum(r[2] for r in rows) / len(rows),
+            "new_links_per_lookup": links / len(rows)}
 
 
 # ----- mail --------------------------------------------------------------------------------------
@@ -181,7 +209,7 @@ async def mails(net: Net, pairs: list[tuple[int, int]]) -> dict[str, Any]:
 
 
 async def run_size(count: int, lookup_count: int, mail_count: int,
-                   scale: dict[str, float]) -> dict[str, Any]:
+                   scale: dict[str, float], settle: bool) -> dict[str, Any]:
     keypool.ensure_pool(count)
     peer_net.TICK = scale.get("tick", CODE_TICK)
     overrides = dict(OVERRIDES)
@@ -194,11 +222,10 @@ async def run_size(count: int, lookup_count: int, mail_count: int,
         rss_after = rss_kib(os.getpid())
         links = [len(net.node(i).net.links) for i in range(count)]
         tables = [len(net.node(i).overlay.table) for i in range(count)]
-        pairs = net.pairs(lookup_count)
-        first = await lookups(net, pairs)
-        net.progress("first lookup pass done")
-        again = await lookups(net, pairs)
-        net.progress("second lookup pass done")
+        if settle:
+            await net.settle()
+        passes = await lookups(net, net.pairs(lookup_count))
+        net.progress("lookups done")
         mail = await mails(net, net.pairs(mail_count))
         net.progress("mail done")
         rss_end = rss_kib(os.getpid())
@@ -207,7 +234,7 @@ async def run_size(count: int, lookup_count: int, mail_count: int,
     return {"nodes": count, "lab_scale_settings": scale, "build_s": build_s, "join_ms": summary_ms(net.join_s),
             "links_per_node_mean": sum(links) / count, "links_per_node_max": max(links),
             "table_mean": sum(tables) / count, "table_min": min(tables),
-            "lookups_first": first, "lookups_again": again, "mail": mail,
+            "lookups_cold": passes["cold"], "lookups_warm": passes["warm"], "mail": mail,
             "rss_kib_per_node_in_process": (rss_after - rss_before) / count,
             "rss_kib_process_end": rss_end}
 
@@ -242,7 +269,16 @@ def process_memory(count: int) -> dict[str, Any]:
         for proc in procs:
             proc.stop()
     return {"processes": count, "rss_kib": rss, "rss_mib_max": max(rss) / 1024,
-            "rss_mib_mean": sum(rss) / len(rss) / 1024}
+            "rss_mib_mean": sum(rss) / len(rss) / 1024, "baseline_mib": baseline_rss() / 1024}
+
+
+def baseline_rss() -> int:
+    """VmRSS (KiB) of a bare interpreter that has only imported what server_app.py imports."""
+    code = (f"import sys; sys.path[:0] = [{str(ROOT / 'src')!r}]; import fluxchat.node, "
+            "fluxchat.logsetup, fluxchat.pidfile, fluxchat.password; "
+            "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
 
 
 def proc_id(proc: PoolProcessNode) -> str:
@@ -265,12 +301,13 @@ def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
                   r["table_min"]] for r in sizes])
     rows = []
     for r in sizes:
-        for name in ("first", "again"):
+        for name in ("cold", "warm"):
             lk = r[f"lookups_{name}"]
             rows.append([r["nodes"], name, lk["count"], f"{lk['success']:.1%}",
                          lk["latency_ms"]["median"], lk["latency_ms"]["p95"], lk["rpcs_mean"],
                          lk["rpcs_max"], lk["rounds_mean"], lk["new_links_per_lookup"]])
-    print_table("Lookups between random pairs (FIND_NODE, k=20, alpha=3)",
+    print_table("Lookups between random pairs (FIND_NODE, k=20, alpha=3); each pair cold, "
+                "then at once again (warm: links open)",
                 ["N", "pass", "n", "success", "median ms", "p95 ms", "RPCs mean", "RPCs max",
                  "rounds", "new links/lookup"], rows)
     print_table("Mail between random pairs, one after another (1 KiB)",
@@ -287,7 +324,9 @@ def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
                 + [[f"server_app.py process, mean of {memory['processes']}",
                     memory["rss_mib_mean"]],
                    [f"server_app.py process, max of {memory['processes']}",
-                    memory["rss_mib_max"]]])
+                    memory["rss_mib_max"]],
+                   ["bare python3 after importing fluxchat.node (no node)",
+                    memory["baseline_mib"]]])
 
 
 def extra_args(parser: Any) -> None:
@@ -305,7 +344,8 @@ def main() -> None:
         sizes = [20] if args.quick else [50, 200]
     lookup_count, mail_count = (50, 50) if args.quick else (200, 500)
     results = [asyncio.run(run_size(n, lookup_count, mail_count,
-                                    {} if args.code_defaults else LAB_SCALE.get(n, {})))
+                                    {} if args.code_defaults else LAB_SCALE.get(n, {}),
+                                    not args.quick))
                for n in sizes]
     memory = process_memory(5)
     report(results, memory)

@@ -278,7 +278,7 @@ def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
     try:
         token = read_token_file(config.data_dir)
     except IpcError as exc:  # the node writes it at each start: most likely not running
-        return _fail(f"{exc.message}; {hint}", EXIT_UNREACHABLE)
+        return _fail(f"cannot reach the node at {where}: {exc.message}; {hint}", EXIT_UNREACHABLE)
     try:
         with IpcClient(config.ipc.address, port, token) as client:
             result = client.call(cmd, args)

@@ -97,12 +97,13 @@ class ServerAppTest(unittest.TestCase):
         deadline = time.monotonic() + 15
         while not runtime.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
+        token = (node.data_dir / "ipc.token").read_text().strip()
         proc.send_signal(signal.SIGINT)
         self.assertEqual(proc.wait(10), 0)
+        self.assertFalse((node.data_dir / "ipc.token").exists())
         log = (self.dir / "node.log").read_text()
         self.assertIn("listening for peers", log)
         self.assertIn("node stopped", log)
-        token = (node.data_dir / "ipc.token").read_text().strip()
         for secret in ("test-password", token, "PRIVATE KEY"):
             self.assertNotIn(secret, log)
         self.assertEqual(os.stat(self.dir / "node.log").st_mode & 0o777, 0o600)

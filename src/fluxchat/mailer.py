@@ -141,9 +141,9 @@ class Mailer:
 
     def _progress(self, mail: OutboxMail, state: str, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
-        # A receipt needs no receipt: once handed over or stored, it is on its way for good.
         if self._overtaken(mail):
             return
+        # A receipt needs no receipt: once handed over or stored, it is on its way for good.
         again = mail.expires_at if mail.kind == "receipt" else self._backoff(mail)
         self.store.set_outbox_state(mail.uuid, state, self.now(), detail, stored_on=stored_on,
                                     next_attempt_at=again, envelope=envelope, attempted=True)

@@ -21,7 +21,7 @@ from .errors import ConfigError, FluxError
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
 from .ipc_handlers import IpcHandlers
-from .ipc_protocol import check_bind_address
+from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
 from .link import Link
@@ -141,7 +141,9 @@ class Node:
         tmp.replace(path)
 
     async def _shutdown(self) -> None:
-        (self.config.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+        # A stopped node has no ports and no API: leave nothing that suggests otherwise.
+        for name in (RUNTIME_FILE, TOKEN_FILE):
+            (self.config.data_dir / name).unlink(missing_ok=True)
         closers = []
         if self.lan is not None:
             self.lan.close()
