@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench import keypool  # noqa: E402
-from bench.lablib import (BenchNode, InboxWatch, fresh_dir, parse_args, print_table,  # noqa: E402
-                          quiet_logs, summary_ms, write_results)
+from bench.lablib import (BenchNode, InboxWatch, ReceiptWatch, fresh_dir, parse_args,  # noqa: E402
+                          print_table, quiet_logs, summary_ms, write_results)
 from fluxchat.node import Node  # noqa: E402
 from tests.keys import KEYS  # noqa: E402
 
@@ -55,25 +55,11 @@ async def linked(sender: Node, recipient_id: bytes) -> None:
         await asyncio.sleep(0.01)
 
 
-async def all_delivered(sender: Node, uuids: list[bytes], timeout: float) -> float | None:
-    """perf_counter time when every uuid is `delivered` (receipt verified), or None."""
-    assert sender.store is not None
-    pending, deadline = set(uuids), time.monotonic() + timeout
-    while pending:
-        pending = {u for u in pending if sender.store.get_outbox(u).state != "delivered"}
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            return None
-        await asyncio.sleep(0.005)
-    return time.perf_counter()
-
-
 # ----- run 1: both nodes in this process -------------------------------------------------
 
 
-async def sequential(sender: Node, recipient: bytes, watch: InboxWatch, size: int, count: int
-                     ) -> dict[str, Any]:
+async def sequential(sender: Node, recipient: bytes, watch: InboxWatch, receipts: ReceiptWatch,
+                     size: int, count: int) -> dict[str, Any]:
     to_inbox: list[float] = []
     to_receipt: list[float] = []
     lost = 0
@@ -82,7 +68,7 @@ async def sequential(sender: Node, recipient: bytes, watch: InboxWatch, size: in
         start = time.perf_counter()
         mail = sender.mailer.submit(recipient, f"seq {i}", text)
         arrived = await watch.wait(mail.uuid, WAIT)
-        done = await all_delivered(sender, [mail.uuid], WAIT)
+        done = await receipts.wait(mail.uuid, WAIT)
         if arrived is None or done is None:
             lost += 1
             continue
@@ -92,8 +78,8 @@ async def sequential(sender: Node, recipient: bytes, watch: InboxWatch, size: in
             "to_receipt_ms": summary_ms(to_receipt)}
 
 
-async def burst_in_process(sender: Node, recipient: bytes, watch: InboxWatch, count: int
-                           ) -> dict[str, Any]:
+async def burst_in_process(sender: Node, recipient: bytes, watch: InboxWatch,
+                           receipts: ReceiptWatch, count: int) -> dict[str, Any]:
     text = body(1024)
     before = len(watch.arrived)
     cpu0, start = time.process_time(), time.perf_counter()
@@ -101,7 +87,7 @@ async def burst_in_process(sender: Node, recipient: bytes, watch: InboxWatch, co
     submitted = time.perf_counter()
     ok = await watch.wait_count(before + count, WAIT * 3)
     inbox_at, cpu_inbox = time.perf_counter(), time.process_time()
-    done_at = await all_delivered(sender, uuids, WAIT * 3)
+    done_at = await receipts.wait_all(uuids, WAIT * 3)
     cpu_done = time.process_time()
     return {"count": count, "all_arrived": ok, "submit_s": submitted - start,
             "inbox_s": inbox_at - start, "mails_per_s_to_inbox": count / (inbox_at - start),
@@ -120,11 +106,11 @@ async def run_in_process(label: str, keys: tuple[Path, Path], sizes: dict[str, i
         await b.start()
         assert a.node is not None and b.node is not None
         await linked(a.node, b.node_id)
-        watch = InboxWatch(b.node)
-        await sequential(a.node, b.node_id, watch, 1024, 5)   # warm-up
-        seq = {name: await sequential(a.node, b.node_id, watch, size, seq_count)
+        watch, receipts = InboxWatch(b.node), ReceiptWatch(a.node)
+        await sequential(a.node, b.node_id, watch, receipts, 1024, 5)   # warm-up
+        seq = {name: await sequential(a.node, b.node_id, watch, receipts, size, seq_count)
                for name, size in sizes.items()}
-        result = await burst_in_process(a.node, b.node_id, watch, burst)
+        result = await burst_in_process(a.node, b.node_id, watch, receipts, burst)
     finally:
         await b.stop()
         await a.stop()
@@ -173,6 +159,7 @@ async def run_split(label: str, keys: tuple[Path, Path], count: int) -> dict[str
         a = BenchNode(directory, keys[0], [address])
         await a.start()
         assert a.node is not None
+        receipts = ReceiptWatch(a.node)
         try:
             recipient = keypool.load(keys[1]).node_id
             await linked(a.node, recipient)
@@ -189,7 +176,7 @@ async def run_split(label: str, keys: tuple[Path, Path], count: int) -> dict[str
             parent.send(("expect", count + 5))
             ok, last, child_cpu1 = await recv()
             cpu1 = time.process_time()
-            done_at = await all_delivered(a.node, uuids, WAIT * 3)
+            done_at = await receipts.wait_all(uuids, WAIT * 3)
             cpu2 = time.process_time()
             parent.send(("cpu", None))
             child_cpu2 = await recv()

@@ -113,12 +113,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # ----- lab nodes -------------------------------------------------------------------------
 
 
@@ -186,31 +180,6 @@ class BenchNode:
                 logging.getLogger("bench").warning("%s stopped with %r", self.name, exc)
         self.node, self._task = None, None
 
-    async def crash(self) -> None:
-        """As close to SIGKILL as one process allows: sockets aborted (no goodbye frame),
-        listener closed, the node's tasks cancelled; committed state stays on disk."""
-        if self.node is None or self._task is None:
-            return
-        net = self.node.net
-        if net._server is not None:
-            net._server.close()
-        for link in list(net.links.values()):
-            transport = link._writer.transport
-            link.mark_closed()
-            transport.abort()
-        await self.stop()
-
-
-async def start_all(nodes: Sequence[BenchNode], parallel: int = 8) -> None:
-    """Start nodes, at most `parallel` at a time."""
-    gate = asyncio.Semaphore(parallel)
-
-    async def one(node: BenchNode) -> None:
-        async with gate:
-            await node.start()
-
-    await asyncio.gather(*(one(n) for n in nodes))
-
 
 async def stop_all(nodes: Sequence[BenchNode]) -> None:
     await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
@@ -258,6 +227,45 @@ class InboxWatch:
                 return False
             await asyncio.sleep(interval)
         return True
+
+
+class ReceiptWatch:
+    """Hooks a node's store so each outbox mail turning `delivered` (its receipt verified)
+    records the time, as InboxWatch does for the inbox."""
+
+    def __init__(self, node: Node) -> None:
+        assert node.store is not None
+        self.delivered: dict[bytes, float] = {}
+        self._waiters: dict[bytes, asyncio.Future[float]] = {}
+        store = node.store
+        original = store.set_outbox_state
+
+        def set_outbox_state(uuid: bytes, state: str, *args: Any, **kwargs: Any) -> None:
+            original(uuid, state, *args, **kwargs)
+            if state == "delivered" and uuid not in self.delivered:
+                self.delivered[uuid] = at = time.perf_counter()
+                waiter = self._waiters.pop(uuid, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(at)
+
+        store.set_outbox_state = set_outbox_state  # type: ignore[method-assign]
+
+    async def wait(self, uuid: bytes, timeout: float) -> float | None:
+        if uuid in self.delivered:
+            return self.delivered[uuid]
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[uuid] = waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._waiters.pop(uuid, None)
+
+    async def wait_all(self, uuids: list[bytes], timeout: float) -> float | None:
+        """Time the last of `uuids` was delivered, or None on timeout."""
+        times = [await self.wait(u, timeout) for u in uuids]
+        return None if None in times else max(t for t in times if t is not None)
 
 
 class PoolProcessNode(ProcessNode):

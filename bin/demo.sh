@@ -3,8 +3,11 @@
 # joined as a chain; the first mails the last, the mail arrives, the receipt comes back.
 # Everything is stopped and tmp/demo/ removed at the end, also when a step fails.
 #
-#   bin/setup.sh       # once: creates .venv (asks for a password only for var/data1)
-#   bin/demo.sh
+#   FLUXCHAT_SETUP_VENV_ONLY=1 bin/setup.sh    # once: creates .venv (plain bin/setup.sh
+#   bin/demo.sh                                 # also sets up your own node in var/)
+#
+# The demo nodes get fresh RSA-2048 keys from bin/setup.sh (password below, cheap key
+# derivation) and the config from config-example.json: 127.0.0.1 only, ports picked free.
 #
 # Environment: FLUXCHAT_DEMO_NODES (default 5), FLUXCHAT_DEMO_PORT (first peer port to try,
 # default 35001; local API ports from FLUXCHAT_DEMO_PORT + 1000), FLUXCHAT_DEMO_TIMEOUT
@@ -46,12 +49,16 @@ stop_nodes() {
         wait "$pid" 2>/dev/null || true
     done
 }
+exec 3>&1 4>&2   # the terminal, for cleanup: a signal may land inside a redirected command
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    exec 1>&3 2>&4
     if [ "$status" != 0 ] && [ -d "$DEMO" ]; then
-        echo "demo: failed (exit $status); the last node log lines:" >&2
-        tail -n 5 "$DEMO"/data*/fluxchat.log "$DEMO"/*.stderr >&2 2>/dev/null || true
+        echo "demo: failed (exit $status); the nodes' last log lines:" >&2
+        for log in "$DEMO"/data*/fluxchat.log "$DEMO"/*.stderr; do
+            [ -s "$log" ] && { echo "--- $log"; tail -n 5 "$log"; } >&2
+        done
     fi
     step "Stopping ${#pids[@]} nodes and cleaning up"
     stop_nodes
@@ -67,12 +74,24 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# nodes_alive: stop the demo at once if a node has exited, showing why.
+nodes_alive() {
+    local i
+    for i in "${!pids[@]}"; do
+        if ! kill -0 "${pids[i]}" 2>/dev/null; then
+            tail -n 20 "$DEMO/node$((i + 1)).stderr" >&2 2>/dev/null || true
+            die "node $((i + 1)) (pid ${pids[i]}) has exited"
+        fi
+    done
+}
+
 # wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND until it succeeds or time runs out.
 wait_for() {
     local seconds=$1 what=$2 deadline
     shift 2
     deadline=$((SECONDS + seconds))
     until "$@" >/dev/null 2>&1; do
+        nodes_alive
         [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${seconds} s waiting for $what"
         sleep 0.2
     done
@@ -108,15 +127,6 @@ cli() {  # cli NODE ARGS...: the command-line client against node NODE
     "$PY" src/ipc_app.py -c "$DEMO/config$node.json" "$@"
 }
 
-node_up() {  # node_up NODE PID: its local API answers; stops the demo if it has exited
-    if ! kill -0 "$2" 2>/dev/null; then
-        cat "$DEMO/node$1.stderr" >&2
-        echo "demo: node $1 exited" >&2
-        kill -TERM $$
-    fi
-    cli "$1" info
-}
-
 json_field() {  # json_field KEY < JSON: print one top-level field
     "$PY" -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
@@ -146,7 +156,7 @@ for i in $(seq 1 "$NODES"); do
     "$PY" src/server_app.py -c "$DEMO/config$i.json" >/dev/null 2>"$DEMO/node$i.stderr" &
     pids+=("$!")
     # Each node must be up before the next one bootstraps from it.
-    wait_for "$TIMEOUT" "node $i to answer on its local API" node_up "$i" "${pids[-1]}"
+    wait_for "$TIMEOUT" "node $i to answer on its local API" cli "$i" info
     echo "  node $i running (pid ${pids[-1]}), log in $DEMO/data$i/fluxchat.log"
 done
 

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(Node(config, identity)))
         log.info("node stopped")
     except FluxError as exc:
-        log.error("%s", exc)
+        if config.log.file is not None and not args.dev:   # else the log is stderr already
+            log.error("%s", exc)
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -40,7 +40,7 @@ NONCE = bytes(range(32))
 KAT = Path(__file__).resolve().parent / "data" / "envelope_kat.json"
 EVENT_TYPES = (WorkNeeded, Established, RequestReceived, NoticeReceived, ResponseReceived,
                RequestFailed, Closed)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DIALER, ACCEPTOR = 0, 1
 
 
@@ -252,8 +252,11 @@ class SessionOracle:
         session = self.session
         for event in events:
             self.test.assertIsInstance(event, EVENT_TYPES)
-            if isinstance(event, RequestReceived):   # answer as the node would
+            # Act as the adapter would: answer requests, hand in the proof of work.
+            if isinstance(event, RequestReceived):
                 session.respond(m.Ok(event.message.rid))  # type: ignore[attr-defined]
+            if isinstance(event, WorkNeeded):
+                session.work_done(transcript().counter)
             if isinstance(event, Closed):
                 self.test.assertIsNone(self.closed, "closed twice")
                 self.closed = event

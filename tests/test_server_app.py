@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,18 @@ class ServerAppTest(unittest.TestCase):
         missing = run_app(self.dir / "nope.json", ENV)
         self.assertEqual(missing.returncode, 2)
         self.assertIn("no such file", missing.stderr)
+
+    def test_port_in_use_is_one_clear_line(self) -> None:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            node = ProcessNode(self.dir, 7, [], {"port": busy.getsockname()[1],
+                                                 "log": {"file": str(self.dir / "7.log")}})
+            result = run_app(node.config_path, ENV)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("cannot listen for peers on 127.0.0.1:", result.stderr)
+        self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+        self.assertFalse((node.data_dir / "server.pid").exists())
 
     def test_logs_go_to_the_log_file_without_secrets(self) -> None:
         node = ProcessNode(self.dir, 6, [], {"log": {"file": str(self.dir / "node.log")}})

@@ -83,13 +83,10 @@ class Mailer:
     async def run_outbox(self) -> None:
         while True:
             self.wake.clear()
-            now = self.now()
-            for expired in self.store.expire_outbox(now):
-                log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
-            for mail in self.store.due_outbox(now, WORKERS):
-                if mail.uuid not in self._busy and len(self._busy) < WORKERS:
-                    self._busy.add(mail.uuid)
-                    asyncio.ensure_future(self._attempt_guarded(mail))
+            try:
+                self._start_due_attempts()
+            except FluxError as exc:   # e.g. the disk is full: say so, try again shortly
+                log.error("outbox: %s", exc)
             # Not wait_for: on 3.11 it swallows a cancel that comes as the wake-up fires,
             # and this loop would then outlive the node's stop.
             try:
@@ -97,6 +94,15 @@ class Mailer:
                     await self.wake.wait()
             except TimeoutError:
                 pass
+
+    def _start_due_attempts(self) -> None:
+        now = self.now()
+        for expired in self.store.expire_outbox(now):
+            log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
+        for mail in self.store.due_outbox(now, WORKERS):
+            if mail.uuid not in self._busy and len(self._busy) < WORKERS:
+                self._busy.add(mail.uuid)
+                asyncio.ensure_future(self._attempt_guarded(mail))
 
     async def _attempt_guarded(self, mail: OutboxMail) -> None:
         try:

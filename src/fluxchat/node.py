@@ -7,6 +7,7 @@ closes links and the API within a deadline and leaves the database consistent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
@@ -110,8 +111,8 @@ class Node:
                            self._on_peer_request, self._on_link, lambda link: None)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
-        self.net.config = SessionConfig(**{**session.__dict__,
-                                           "contact": advertise(cfg.contact, self.port)})
+        self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
+        self._bootstrap = read_bootstrap(cfg)
         self.overlay = Overlay(self.identity, self.net, self.store, cfg.kademlia, self.clock)
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
@@ -167,12 +168,14 @@ class Node:
     async def _join(self) -> None:
         try:
             await self._join_network()
+        except Exception:   # the periodic upkeep tries again; the node stays up
+            log.exception("joining the network failed")
         finally:
             self.joined.set()
 
     async def _join_network(self) -> None:
         known = self.overlay.load()
-        addresses = read_bootstrap(self.config)
+        addresses = self._bootstrap
         linked = await self.overlay.bootstrap(addresses) if addresses or known else 0
         log.info("joined: %d bootstrap links, %d nodes in the routing table", linked,
                  len(self.overlay.table))

@@ -67,7 +67,11 @@ class PeerNet:
     # ----- public interface ---------------------------------------------------------
 
     async def listen(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._accept, host, port)
+        try:
+            self._server = await asyncio.start_server(self._accept, host, port)
+        except OSError as exc:
+            raise FluxError(f"cannot listen for peers on {host}:{port}: "
+                            f"{exc.strerror or exc}") from None
         return self._server.sockets[0].getsockname()[1]
 
     async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
