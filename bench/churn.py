@@ -61,6 +61,11 @@ def outbox_states(node: PoolProcessNode) -> list[str]:
     return [item["state"] for item in node.call("list", {"folder": "outbox", "limit": 1000})["items"]]
 
 
+def published(node: PoolProcessNode) -> bool:
+    """The node logged that its join stored its public key on other nodes."""
+    return "public key stored on" in (node.data_dir / "stderr.log").read_text(errors="replace")
+
+
 class Lab:
     def __init__(self, count: int, recipients: int, seed: int) -> None:
         keypool.ensure_pool(count)
@@ -70,6 +75,7 @@ class Lab:
         self.nodes: list[PoolProcessNode] = []
         self.recipients: list[PoolProcessNode] = []
         self.recipient_count = recipients
+        self.expected: dict[PoolProcessNode, int] = {}   # mails sent to each recipient
 
     def build(self) -> float:
         """Seeds first (a chain), then everyone else at once, each bootstrapping from seeds."""
@@ -104,7 +110,8 @@ class Lab:
 
 def send(lab: Lab, count: int) -> dict[str, Any]:
     """Recipients offline; mails from random senders; wait until all are stored."""
-    time.sleep(1.0)   # the recipients' key publication follows their join
+    if not wait_until(lambda: all(published(n) for n in lab.recipients), 30):
+        raise RuntimeError("a recipient did not publish its key")
     parallel(lambda n: n.stop(), lab.recipients)
     per_sender: dict[PoolProcessNode, int] = {}
     expected: dict[PoolProcessNode, int] = {r: 0 for r in lab.recipients}
@@ -121,7 +128,7 @@ def send(lab: Lab, count: int) -> dict[str, Any]:
 
     stored = wait_until(lambda: all(s == "stored" for s in states()), 60, 0.5)
     final = states()
-    lab.expected = expected  # type: ignore[attr-defined]
+    lab.expected = expected
     return {"mails": count, "senders": len(per_sender), "all_stored": stored,
             "stored": final.count("stored"), "store_s": time.perf_counter() - start,
             "states": {s: final.count(s) for s in set(final)}}
@@ -140,7 +147,7 @@ def churn(lab: Lab) -> dict[str, Any]:
 
 def restart(lab: Lab) -> dict[str, Any]:
     """Start the recipients again; count arrivals at 2 fetch intervals after each is up."""
-    expected: dict[PoolProcessNode, int] = lab.expected  # type: ignore[attr-defined]
+    expected = lab.expected
     launched = time.perf_counter()
     ready: dict[PoolProcessNode, float] = {}
 

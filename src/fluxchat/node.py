@@ -83,7 +83,7 @@ class Node:
         try:
             await self._start()
             async with asyncio.TaskGroup() as group:
-                jobs = [self._join(), self.mailer.run_outbox(), self._fetch_loop(),
+                jobs = [self._join(), self._outbox_after_join(), self._fetch_loop(),
                         self._upkeep_loop()]
                 if self.lan is not None:
                     jobs.append(self.lan.run(self.config.discovery.interval))
@@ -184,6 +184,11 @@ class Node:
             log.info("public key stored on %d nodes", stored)
             await self.mailroom.fetch_all(lookup=True)
             self.overlay.save()
+
+    async def _outbox_after_join(self) -> None:
+        # Mail due at start would only fail and back off before we have any links.
+        await self.joined.wait()
+        await self.mailer.run_outbox()
 
     async def _fetch_loop(self) -> None:
         await self._every(self.config.mail.fetch_interval, self.mailroom.fetch_all)

@@ -195,8 +195,10 @@ class PeerNet:
                     return
                 await writer.drain()
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), TICK)
-                except asyncio.TimeoutError:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel.
+                    async with asyncio.timeout(TICK):
+                        data = await reader.read(READ_CHUNK)
+                except TimeoutError:
                     events = session.tick(time.monotonic())
                     continue
                 if not data:
