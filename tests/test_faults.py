@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import struct
 import tempfile
 import time
@@ -26,6 +25,7 @@ from unittest import mock
 
 from fluxchat import mailer as mailer_module
 from fluxchat import messages as m
+from fluxchat.tls import client_context
 from fluxchat import pow as work
 from fluxchat.envelope import MailContent, seal
 from fluxchat.framing import encode_frame, encode_prologue
@@ -46,15 +46,6 @@ MAX_PAYLOAD = 1 << 21
 
 
 # ----- helpers ------------------------------------------------------------------------------
-
-
-def raw_client_context() -> ssl.SSLContext:
-    """TLS 1.3 without certificate checks, as a FluxChat dialer (it pins by hash instead)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def frame(message: m.Message) -> bytes:
@@ -161,7 +152,7 @@ class RawPeer:
     async def connect(cls, address: str) -> "RawPeer":
         host, port = address.rsplit(":", 1)
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port), ssl=raw_client_context()), 5)
+            asyncio.open_connection(host, int(port), ssl=client_context()), 5)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
