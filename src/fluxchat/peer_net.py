@@ -21,7 +21,7 @@ from .ids import short_id
 from .link import Link, LinkClosed
 from .ratelimit import RateLimiter
 from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
-                      ResponseReceived, Session, SessionConfig, WorkNeeded)
+                      ResponseReceived, Session, SessionConfig, State, WorkNeeded)
 from .tls import client_context, peer_certificate_key
 
 log = logging.getLogger("fluxchat.peer")
@@ -139,18 +139,18 @@ class PeerNet:
             log.info("refusing a connection from %s: %s", host, "busy" if busy else "rate limit")
             writer.close()
             return
+        # Counted from the first byte until the link is open (see _handle), TLS and proof
+        # of work included: that is the span a flood of half-open connections occupies.
         self._handshakes += 1
-        handshaking = True
+        session: Session | None = None
         try:
             await writer.start_tls(self._server_ssl, ssl_handshake_timeout=self.limits.auth_timeout)
             session = Session.acceptor(self.config, os.urandom(32), time.monotonic(), host)
-            handshaking = False
-            self._handshakes -= 1
             await self._run(session, reader, writer, "in", (host, int(peer[1])), None)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, EOFError) as exc:
             log.info("connection from %s ended before a link: %s", host, type(exc).__name__)
         finally:
-            if handshaking:
+            if session is None or session.established is None:
                 self._handshakes -= 1
             writer.close()
 
@@ -189,7 +189,7 @@ class PeerNet:
                 for event in events:
                     link = await self._handle(event, session, writer, direction, address,
                                               link, future)
-                if session.state.value == "closed":
+                if session.state is State.CLOSED:
                     writer.write(session.data_to_send())
                     await writer.drain()
                     return
@@ -223,6 +223,8 @@ class PeerNet:
             session.work_done(counter)
             writer.write(session.data_to_send())
         elif isinstance(event, Established):
+            if direction == "in":
+                self._handshakes -= 1
             link = Link(session, writer, direction, address, event, time.monotonic(),
                         self.limits.request_timeout)
             survivor = self._register(link)
