@@ -74,6 +74,7 @@ class Net:
         self.directory, self.count = directory, count
         self.nodes: list[BenchNode] = []
         self.links_made = 0
+        self.head_pings = 0   # "ping the bucket head before evicting" RPCs
         self.join_s: list[float] = []
         self.watches: dict[bytes, InboxWatch] = {}
         self.last_start = 0.0
@@ -143,6 +144,13 @@ class Net:
             counted(link)
 
         node.overlay.on_link = on_link  # type: ignore[method-assign]
+        ping_head = node.overlay._ping_head
+
+        async def counted_ping(head: Any) -> None:
+            self.head_pings += 1
+            await ping_head(head)
+
+        node.overlay._ping_head = counted_ping  # type: ignore[method-assign]
         self.watches[lab.node_id] = InboxWatch(node)
 
     def pairs(self, count: int) -> list[tuple[int, int]]:
@@ -169,22 +177,26 @@ async def lookups(net: Net, pairs: list[tuple[int, int]]) -> dict[str, dict[str,
     """Each pair looked up twice in a row: cold (new links as needed), then warm."""
     results: dict[str, list[tuple[bool, int, int, float]]] = {"cold": [], "warm": []}
     new_links = {"cold": 0, "warm": 0}
+    pings = {"cold": 0, "warm": 0}
     for s, t in pairs:
         for name in ("cold", "warm"):
-            before = net.links_made
+            links, pinged = net.links_made, net.head_pings
             results[name].append(await lookup(net.node(s), net.nodes[t].node_id))
-            new_links[name] += net.links_made - before
-    return {name: _lookup_stats(rows, new_links[name] / 2) for name, rows in results.items()}
+            new_links[name] += net.links_made - links
+            pings[name] += net.head_pings - pinged
+    return {name: _lookup_stats(rows, new_links[name] / 2, pings[name])
+            for name, rows in results.items()}
 
 
-def _lookup_stats(rows: list[tuple[bool, int, int, float]], links: float) -> dict[str, Any]:
+def _lookup_stats(rows: list[tuple[bool, int, int, float]], links: float, pings: int
+                  ) -> dict[str, Any]:
     rpcs = [r[1] for r in rows]
     return {"count": len(rows), "found": sum(r[0] for r in rows),
             "success": sum(r[0] for r in rows) / len(rows),
             "latency_ms": summary_ms([r[3] for r in rows]),
             "rpcs_mean": sum(rpcs) / len(rpcs), "rpcs_max": max(rpcs),
             "rounds_mean": sum(r[2] for r in rows) / len(rows),
-            "new_links_per_lookup": links / len(rows)}
+            "new_links_per_lookup": links / len(rows), "head_pings_per_lookup": pings / len(rows)}
 
 
 # ----- mail --------------------------------------------------------------------------------------
@@ -318,11 +330,13 @@ def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
             lk = r[f"lookups_{name}"]
             rows.append([r["nodes"], name, lk["count"], f"{lk['success']:.1%}",
                          lk["latency_ms"]["median"], lk["latency_ms"]["p95"], lk["rpcs_mean"],
-                         lk["rpcs_max"], lk["rounds_mean"], lk["new_links_per_lookup"]])
+                         lk["rpcs_max"], lk["rounds_mean"], lk["new_links_per_lookup"],
+                         lk["head_pings_per_lookup"]])
     print_table("Lookups between random pairs (FIND_NODE, k=20, alpha=3); each pair cold, "
-                "then at once again (warm: links open)",
+                "then at once again (warm: links open). Per lookup: RPCs the lookup sent; new "
+                "links and bucket-head pings anywhere in the network while it ran",
                 ["N", "pass", "n", "success", "median ms", "p95 ms", "RPCs mean", "RPCs max",
-                 "rounds", "new links/lookup"], rows)
+                 "rounds", "new links", "head pings"], rows)
     print_table("Mail between random pairs, one after another (1 KiB)",
                 ["N", "mails", "in inbox", "success", "receipts", "median ms", "p95 ms",
                  "max ms"],
