@@ -100,6 +100,17 @@ class MailNetworkTest(NodeTestCase):
         await intruder.request(lambda rid: m.Delete(rid, (envelope_uuid(envelope),)))
         self.assertEqual(s.store.held_stats()[0], 1)
 
+    async def test_held_mail_is_pushed_to_the_recipients_closest_nodes(self) -> None:
+        a, s, *others = await self.chain(4)
+        assert s.store is not None
+        envelope = self._envelope(a, identity(5).node_id, identity(5).public_der)
+        link = await a.net.dial("127.0.0.1", s.port, s.identity.node_id)
+        self.assertIsInstance(await link.request(lambda rid: m.Store(rid, envelope)), m.Ok)
+        # Churn: the closest set changed, or another storer was lost; S pushes its copies.
+        self.assertGreaterEqual(await s.mailroom.replicate_held(), 2)
+        holders = [n for n in (a, *others) if n.store is not None and n.store.held_stats()[0]]
+        self.assertGreaterEqual(len(holders), 2)
+
     async def test_replayed_old_mail_is_refused(self) -> None:
         a, b = await self.chain(2)
         old = MailContent("mail", os.urandom(16), a.identity.node_id, b.identity.node_id,

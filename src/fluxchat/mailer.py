@@ -178,11 +178,14 @@ class Mailer:
             return False
         return isinstance(reply, m.Ok)
 
-    async def replicate(self, envelope: bytes, recipient: bytes) -> int:
-        """STORE the envelope on the mail.replicas closest nodes to the recipient."""
+    async def replicate(self, envelope: bytes, recipient: bytes,
+                        closest: list[Peer] | None = None) -> int:
+        """STORE the envelope on the mail.replicas closest nodes to the recipient
+        (`closest`: a lookup result the caller already has for that recipient)."""
         skip = {self.me.node_id, recipient}
-        peers = [p for p in await self.overlay.find_node(recipient) if p.node_id not in skip]
-        targets = peers[: self.config.replicas]
+        if closest is None:
+            closest = await self.overlay.find_node(recipient)
+        targets = [p for p in closest if p.node_id not in skip][: self.config.replicas]
 
         async def store_on(peer: Peer) -> bool:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,

@@ -211,10 +211,13 @@ class Mailroom:
         """Push held envelopes to the current closest nodes of their recipients."""
         now, pushed, offset = self.now(), 0, 0
         self.store.expire_held(now)
+        closest: dict[bytes, list[Peer]] = {}   # one lookup per recipient, not per envelope
         while True:
             rows = self.store.all_held(100, offset)
             if not rows:
                 return pushed
             offset += len(rows)
             for _uuid, recipient, _expires, envelope in rows:
-                pushed += await self.mailer.replicate(envelope, recipient)
+                if recipient not in closest:
+                    closest[recipient] = await self.overlay.find_node(recipient)
+                pushed += await self.mailer.replicate(envelope, recipient, closest[recipient])
