@@ -39,7 +39,6 @@ from bench.lablib import (BenchNode, InboxWatch, PoolProcessNode, fresh_dir, par
                           print_table, quiet_logs, rss_kib, stop_all, summary_ms,
                           write_results)
 from fluxchat import messages as m  # noqa: E402
-from fluxchat import peer_net  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 from fluxchat.lookup import Lookup  # noqa: E402
 from fluxchat import node as node_module  # noqa: E402
@@ -49,12 +48,10 @@ from fluxchat.node import Node  # noqa: E402
 # the network benchmark is about joins, lookups and direct delivery, so use the default 300 s.
 OVERRIDES: dict[str, Any] = {"mail": {"fetch_interval": 300}}
 # One process may hold 20,000 file descriptors here (hard limit) and every link costs two (both
-# ends live in this process), while links stay open client.idle_timeout (300 s) after use and
-# each open link is polled every peer_net.TICK (0.5 s) even when idle. Both limits are hit near
-# N = 200 in one process, so the big network runs with a lab setting: shorter idle timeout and
-# a slower idle poll (see bench/README.md). None = the code's defaults.
-LAB_SCALE: dict[int, dict[str, float]] = {200: {"tick": 5.0, "idle_timeout": 15.0}}
-CODE_TICK = peer_net.TICK
+# ends live in this process), while links stay open client.idle_timeout (300 s) after use. That
+# limit is hit near N = 200 in one process, so the big network runs with a lab setting: a
+# shorter idle timeout (see bench/README.md).
+LAB_SCALE: dict[int, dict[str, float]] = {200: {"idle_timeout": 15.0}}
 CODE_UPKEEP = node_module.UPKEEP_INTERVAL
 # The first upkeep (refresh of every bucket never looked up) runs UPKEEP_INTERVAL (60 s) after a
 # node starts; the benchmark waits for it on every node, so it runs it after 15 s instead (later
@@ -232,7 +229,6 @@ async def mails(net: Net, pairs: list[tuple[int, int]]) -> dict[str, Any]:
 async def run_size(count: int, lookup_count: int, mail_count: int,
                    scale: dict[str, float], settle: bool) -> dict[str, Any]:
     keypool.ensure_pool(count)
-    peer_net.TICK = scale.get("tick", CODE_TICK)
     overrides = dict(OVERRIDES)
     if "idle_timeout" in scale:
         overrides["client"] = {"idle_timeout": scale["idle_timeout"]}
@@ -317,7 +313,7 @@ def report(sizes: list[dict[str, Any]], memory: dict[str, Any]) -> None:
               if r["settled"] else "measured right after the build"))
         if r["lab_scale_settings"]:
             print(f"\nN={r['nodes']} runs with lab scale settings {r['lab_scale_settings']} "
-                  f"(code: tick {CODE_TICK} s, idle_timeout 300 s)")
+                  f"(code: idle_timeout 300 s)")
     print_table("Join (sequential, random bootstrap from up to 3 running nodes)",
                 ["N", "build s", "join median ms", "join p95 ms", "links/node", "max links",
                  "table mean", "table min"],
@@ -388,7 +384,7 @@ def main() -> None:
     memory = process_memory(5)
     report(results, memory)
     write_results("network", {"sizes": results, "process_memory": memory,
-                              "code_tick_s": CODE_TICK, "code_upkeep_s": CODE_UPKEEP,
+                              "code_upkeep_s": CODE_UPKEEP,
                               "lab_upkeep_s": LAB_UPKEEP,
                               "loadavg_after": os.getloadavg()})
 

@@ -191,6 +191,19 @@ class OpenLinkTest(unittest.TestCase):
         self.dialer.data_to_send()
         self.assertEqual(closed_code(self.dialer.tick(30.2)), E.TIMEOUT)  # never answered
 
+    def test_next_deadline_names_the_next_timer(self) -> None:
+        fresh = Session.acceptor(config(1), NONCE, 100.0)
+        self.assertEqual(fresh.next_deadline(), 105.0)           # handshake_timeout 5
+        self.assertEqual(self.dialer.next_deadline(), 10.0)      # keepalive: ping_interval 10
+        rid = self.dialer.send_request(lambda r: m.Fetch(r, 1), 1.0, 2)
+        self.assertEqual(self.dialer.next_deadline(), 3.0)       # the request's deadline
+        self.dialer.tick(3.0)
+        self.assertNotIn(rid, self.dialer.timers.pending)
+        self.dialer.tick(11.0)                                   # sends the ping at 11
+        self.assertEqual(self.dialer.next_deadline(), 21.0)      # ping deadline
+        self.dialer.close()
+        self.assertEqual(self.dialer.next_deadline(), float("inf"))
+
     def test_notice_and_inflight_limit(self) -> None:
         self.dialer.notify(m.Notify())
         events = self.acceptor.receive_data(self.dialer.data_to_send(), 0.0)

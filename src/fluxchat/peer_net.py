@@ -26,7 +26,6 @@ from .tls import client_context, peer_certificate_key
 
 log = logging.getLogger("fluxchat.peer")
 READ_CHUNK = 65536
-TICK = 0.5
 E = m.ErrorCode
 
 RequestHandler = Callable[[Link, m.Message], Awaitable[m.Message | None]]
@@ -195,8 +194,10 @@ class PeerNet:
                     return
                 await writer.drain()
                 try:
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel.
-                    async with asyncio.timeout(TICK):
+                    # Sleep until data or the session's next timer (the loop clock is
+                    # time.monotonic); an idle link costs no wake-ups in between.
+                    # asyncio.timeout_at, not wait_for: on 3.11 wait_for can lose a cancel.
+                    async with asyncio.timeout_at(_finite(session.next_deadline())):
                         data = await reader.read(READ_CHUNK)
                 except TimeoutError:
                     events = session.tick(time.monotonic())
@@ -275,6 +276,10 @@ class PeerNet:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _finite(deadline: float) -> float | None:
+    return None if deadline == float("inf") else deadline
 
 
 def _is_ip(host: str) -> bool:

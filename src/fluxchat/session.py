@@ -9,6 +9,7 @@ caller off the event loop (`WorkNeeded` → `work_done`).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
@@ -221,6 +222,20 @@ class Session:
         if self.state is State.CLOSED:
             return []
         return self._fail(code, message)
+
+    def next_deadline(self) -> float:
+        """When `tick` next has work to do; the adapter sleeps until then (inf: never)."""
+        if self.state is State.CLOSED:
+            return math.inf
+        if self.state is not State.OPEN:
+            return self.timers.deadline
+        timers = self.timers
+        deadlines = list(timers.pending.values())
+        if not timers.pending:
+            deadlines.append(timers.last_use + self.config.idle_timeout)
+        if timers.ping_rid not in timers.pending:
+            deadlines.append(timers.last_rx + self.config.ping_interval)
+        return min(deadlines)
 
     def tick(self, now: float) -> list[Event]:
         """Timers: handshake deadline, request deadlines, keepalive and idle timeout."""
