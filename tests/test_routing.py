@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluxchat.ids import distance
-from fluxchat.routing import Added, Evicted, PingHead, Peer, Rejected, RoutingTable, Updated, subnet_group
+from fluxchat.routing import (Added, Cached, Evicted, PingHead, Peer, Rejected, RoutingTable,
+                              Updated, subnet_group)
 
 OWN = bytes(32)
 TOP = 1 << 255  # IDs with this bit set sit in the half of the space far from OWN
@@ -282,3 +283,25 @@ class PropertyTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HeadPingTest(unittest.TestCase):
+    """A full bucket pings its head once at a time, and not when the head is fresh."""
+
+    def full_table(self, head_fresh: float) -> RoutingTable:
+        table = RoutingTable(bytes(32), k=2, subnet_limit=2, head_fresh=head_fresh)
+        for i, value in enumerate((TOP | 1, TOP | 2)):
+            table.observe(peer(value), float(i))
+        return table
+
+    def test_one_ping_in_flight_per_head(self) -> None:
+        table = self.full_table(0.0)
+        self.assertIsInstance(table.observe(peer(TOP | 3), 10.0), PingHead)
+        self.assertEqual(table.observe(peer(TOP | 4), 10.0), Cached(peer(TOP | 4)))
+        table.head_alive(peer(TOP | 1).node_id, 11.0)
+        self.assertIsInstance(table.observe(peer(TOP | 5), 12.0), PingHead)
+
+    def test_fresh_head_is_not_pinged(self) -> None:
+        table = self.full_table(60.0)
+        self.assertEqual(table.observe(peer(TOP | 3), 30.0), Cached(peer(TOP | 3)))
+        self.assertIsInstance(table.observe(peer(TOP | 4), 61.0), PingHead)

@@ -27,6 +27,7 @@ from .store import Store
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
 MAX_HELD_KEYS = 100_000
+HEAD_FRESH = 60.0   # seconds: a bucket head seen this recently is not pinged before eviction
 
 
 def to_peer(info: m.NodeInfo) -> Peer:
@@ -42,7 +43,7 @@ class Overlay:
                  clock: Callable[[], float] = time.time) -> None:
         self.me, self.net, self.store, self.config = identity, net, store, config
         self.clock = clock
-        self.table = RoutingTable(identity.node_id, k=config.k)
+        self.table = RoutingTable(identity.node_id, k=config.k, head_fresh=HEAD_FRESH)
         self.lookups = 0
 
     # ----- links coming and going ---------------------------------------------------

@@ -56,7 +56,15 @@ class Rejected:
     reason: str
 
 
-Observation = Added | Updated | PingHead | Rejected
+@dataclass(frozen=True)
+class Cached:
+    """The bucket is full; `candidate` waits in the replacement cache, and no ping is needed
+    because the head's ping is already in flight or the head was seen moments ago."""
+
+    candidate: Peer
+
+
+Observation = Added | Updated | PingHead | Cached | Rejected
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,7 @@ class RoutingTable:
         subnet_limit: int = SUBNET_LIMIT,
         replacement_size: int = REPLACEMENT_SIZE,
         max_failures: int = MAX_FAILURES,
+        head_fresh: float = 0.0,
     ) -> None:
         if len(own_id) != ID_BYTES:
             raise ValueError(f"own_id must have {ID_BYTES} bytes")
@@ -151,6 +160,7 @@ class RoutingTable:
         self.subnet_limit = subnet_limit
         self.replacement_size = replacement_size
         self.max_failures = max_failures
+        self.head_fresh = head_fresh  # a head seen this recently is not pinged again
         self._own = int.from_bytes(own_id, "big")
         self._buckets: list[_Bucket] = [_Bucket(0, _ID_SPACE)]
         self._los: list[int] = [0]  # bucket lower bounds, kept sorted for bisect
@@ -254,15 +264,19 @@ class RoutingTable:
         )
         return same < self.subnet_limit
 
-    def _queue_candidate(self, bucket: _Bucket, peer: Peer, now: float) -> PingHead:
+    def _queue_candidate(self, bucket: _Bucket, peer: Peer, now: float) -> PingHead | Cached:
         cache = bucket.replacements
         cache.pop(peer.node_id, None)
         cache[peer.node_id] = _Entry(peer, now)
         while len(cache) > self.replacement_size:
             cache.popitem(last=False)  # drop the stalest candidate
-        head = next(iter(bucket.entries.values())).peer
-        self._pinged.add(head.node_id)
-        return PingHead(head, peer)
+        head = next(iter(bucket.entries.values()))
+        # One ping per head at a time, and none for a head that just proved itself alive:
+        # in a busy network every lookup would otherwise ping the same heads again.
+        if head.peer.node_id in self._pinged or now - head.last_seen < self.head_fresh:
+            return Cached(peer)
+        self._pinged.add(head.peer.node_id)
+        return PingHead(head.peer, peer)
 
     def _split(self, bucket: _Bucket) -> None:
         mid = bucket.lo + (bucket.hi - bucket.lo) // 2
