@@ -32,6 +32,7 @@ class Peer:
         self.up: list[Link] = []
         self.down: list[Link] = []
         self.requests: list[m.Message] = []
+        self.hold: asyncio.Event | None = None
         config = SessionConfig(identity(index), "public:1", difficulty=4, max_difficulty=10,
                                handshake_timeout=2, idle_timeout=30, ping_interval=10)
         context = server_context(identity(index), key_dir(index))
@@ -40,6 +41,8 @@ class Peer:
 
     async def handle(self, link: Link, message: m.Message) -> m.Message | None:
         self.requests.append(message)
+        if self.hold is not None:
+            await self.hold.wait()
         if isinstance(message, m.FindNode):
             return m.Nodes(message.rid, ())
         return None
@@ -157,14 +160,31 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         reply = await honest.request(lambda rid: m.FindNode(rid, bytes(32)))
         self.assertIsInstance(reply, m.Nodes)
 
-    async def test_caps_refuse_excess_connections(self) -> None:
+    async def test_at_the_link_cap_the_idle_link_makes_room(self) -> None:
         limits = NetLimits(2, 2, max_links=1, max_handshakes=1, connections_per_second=1000)
         a, port_a = await self.start(0, limits=limits)
         b, _ = await self.start(1)
         c, _ = await self.start(2)
-        await b.net.dial("127.0.0.1", port_a)
+        old = await b.net.dial("127.0.0.1", port_a)
+        new = await c.net.dial("127.0.0.1", port_a)
+        self.assertIsInstance(await new.request(lambda rid: m.FindNode(rid, bytes(32))), m.Nodes)
+        self.assertEqual(list(a.net.links), [identity(2).node_id])
+        await asyncio.sleep(0.05)
+        self.assertTrue(old.closed)
+
+    async def test_at_the_link_cap_busy_links_are_kept(self) -> None:
+        limits = NetLimits(2, 2, max_links=1, max_handshakes=1, connections_per_second=1000)
+        a, port_a = await self.start(0, limits=limits)
+        b, _ = await self.start(1)
+        c, _ = await self.start(2)
+        link = await b.net.dial("127.0.0.1", port_a)
+        a.hold = asyncio.Event()          # a's handler now waits: b's request stays in flight
+        pending = asyncio.ensure_future(link.request(lambda rid: m.FindNode(rid, bytes(32))))
+        await asyncio.sleep(0.05)
         with self.assertRaises(DialError):
             await c.net.dial("127.0.0.1", port_a)
+        a.hold.set()
+        self.assertIsInstance(await pending, m.Nodes)
 
     async def test_slow_loris_handshake_times_out(self) -> None:
         _, port_a = await self.start(0)

@@ -51,6 +51,12 @@ class Link:
         finally:
             self._waiting.pop(rid, None)
 
+    def idle_since(self) -> float | None:
+        """When the link was last used, or None while requests are in flight either way."""
+        if self._waiting or self._session.has_work():
+            return None
+        return self._session.timers.last_use
+
     def respond(self, message: m.Message) -> None:
         self._session.respond(message)
         self._flush()

@@ -34,6 +34,7 @@ KEY_ATTEMPTS = 3          # lookups for the recipient's key before the mail fail
 CLOCK_SKEW = 600          # seconds a sender's clock may run ahead of ours
 FETCH_BATCH = 64
 WORKERS = 16              # outbox attempts in flight at once
+EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
 class MailError(FluxError):
@@ -55,6 +56,7 @@ class Mailer:
         self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total)
         self.wake = asyncio.Event()
         self._busy: set[bytes] = set()
+        self._next_expiry = 0
 
     def now(self) -> int:
         return int(self.clock())
@@ -97,8 +99,10 @@ class Mailer:
 
     def _start_due_attempts(self) -> None:
         now = self.now()
-        for expired in self.store.expire_outbox(now):
-            log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
+        if now >= self._next_expiry:   # a scan of the outbox: not at every wake-up
+            self._next_expiry = now + EXPIRY_INTERVAL
+            for expired in self.store.expire_outbox(now):
+                log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
         for mail in self.store.due_outbox(now, WORKERS):
             if mail.uuid not in self._busy and len(self._busy) < WORKERS:
                 self._busy.add(mail.uuid)

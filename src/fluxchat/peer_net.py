@@ -132,6 +132,8 @@ class PeerNet:
                            writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
+        if len(self.links) + self._handshakes >= self.limits.max_links:
+            self._evict_idle_link()
         busy = (len(self.links) + self._handshakes >= self.limits.max_links
                 or self._handshakes >= self.limits.max_handshakes)
         if busy or not self._rate.allow(host, time.monotonic()):
@@ -211,9 +213,7 @@ class PeerNet:
         finally:
             if link is not None:
                 link.mark_closed()
-                if self.links.get(link.peer_id) is link:
-                    del self.links[link.peer_id]
-                    self._on_unlink(link)
+                self._forget(link)
 
     async def _handle(self, event: object, session: Session, writer: asyncio.StreamWriter,
                       direction: str, address: tuple[str, int], link: Link | None,
@@ -258,6 +258,21 @@ class PeerNet:
         log.info("link %s up (%s, %s:%d)", short_id(link.peer_id), link.direction, *link.address)
         self._on_link(link)
         return link
+
+    def _evict_idle_link(self) -> None:
+        """At the link cap, close the link unused the longest (none with requests in flight),
+        so a node in a large network keeps answering newcomers instead of refusing them."""
+        idle = [link for link in self.links.values() if link.idle_since() is not None]
+        if idle:
+            oldest = min(idle, key=lambda link: link.idle_since() or 0.0)
+            log.info("link cap reached: closing the idle link to %s", short_id(oldest.peer_id))
+            oldest.close(E.SHUTDOWN, "making room for another link")
+            self._forget(oldest)
+
+    def _forget(self, link: Link) -> None:
+        if self.links.get(link.peer_id) is link:
+            del self.links[link.peer_id]
+            self._on_unlink(link)
 
     def _dialer_of(self, link: Link) -> bytes:
         return self.own_id if link.direction == "out" else link.peer_id

@@ -223,6 +223,11 @@ class Session:
             return []
         return self._fail(code, message)
 
+    def has_work(self) -> bool:
+        """Requests in flight in either direction (our keepalive ping does not count)."""
+        ours = [rid for rid in self.timers.pending if rid != self.timers.ping_rid]
+        return bool(ours or self._inbound)
+
     def next_deadline(self) -> float:
         """When `tick` next has work to do; the adapter sleeps until then (inf: never)."""
         if self.state is State.CLOSED:
