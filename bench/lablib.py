@@ -185,32 +185,24 @@ async def stop_all(nodes: Sequence[BenchNode]) -> None:
     await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
 
 
-class InboxWatch:
-    """Hooks a node's store so each committed inbox mail records its arrival time
-    (time.perf_counter, right after the commit) and wakes whoever waits for it."""
+class _Stamps:
+    """uuid -> time.perf_counter() of an event, with waiters woken when it happens."""
 
-    def __init__(self, node: Node) -> None:
-        assert node.store is not None
-        self.arrived: dict[bytes, float] = {}
+    def __init__(self) -> None:
+        self.stamps: dict[bytes, float] = {}
         self._waiters: dict[bytes, asyncio.Future[float]] = {}
-        store = node.store
-        original = store.add_inbox
 
-        def add_inbox(mail: Any) -> bool:
-            added = original(mail)
-            if added:
-                at = time.perf_counter()
-                self.arrived[mail.uuid] = at
-                waiter = self._waiters.pop(mail.uuid, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(at)
-            return added
-
-        store.add_inbox = add_inbox  # type: ignore[method-assign]
+    def record(self, uuid: bytes) -> None:
+        if uuid in self.stamps:
+            return
+        self.stamps[uuid] = at = time.perf_counter()
+        waiter = self._waiters.pop(uuid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(at)
 
     async def wait(self, uuid: bytes, timeout: float) -> float | None:
-        if uuid in self.arrived:
-            return self.arrived[uuid]
+        if uuid in self.stamps:
+            return self.stamps[uuid]
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[uuid] = waiter
         try:
@@ -219,6 +211,26 @@ class InboxWatch:
             return None
         finally:
             self._waiters.pop(uuid, None)
+
+
+class InboxWatch(_Stamps):
+    """Hooks a node's store so each committed inbox mail records its arrival time
+    (time.perf_counter, right after the commit) and wakes whoever waits for it."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        assert node.store is not None
+        self.arrived = self.stamps
+        store = node.store
+        original = store.add_inbox
+
+        def add_inbox(mail: Any) -> bool:
+            added = original(mail)
+            if added:
+                self.record(mail.uuid)
+            return added
+
+        store.add_inbox = add_inbox  # type: ignore[method-assign]
 
     async def wait_count(self, count: int, timeout: float, interval: float = 0.005) -> bool:
         deadline = time.monotonic() + timeout
@@ -229,38 +241,23 @@ class InboxWatch:
         return True
 
 
-class ReceiptWatch:
+class ReceiptWatch(_Stamps):
     """Hooks a node's store so each outbox mail turning `delivered` (its receipt verified)
     records the time, as InboxWatch does for the inbox."""
 
     def __init__(self, node: Node) -> None:
+        super().__init__()
         assert node.store is not None
-        self.delivered: dict[bytes, float] = {}
-        self._waiters: dict[bytes, asyncio.Future[float]] = {}
+        self.delivered = self.stamps
         store = node.store
         original = store.set_outbox_state
 
         def set_outbox_state(uuid: bytes, state: str, *args: Any, **kwargs: Any) -> None:
             original(uuid, state, *args, **kwargs)
-            if state == "delivered" and uuid not in self.delivered:
-                self.delivered[uuid] = at = time.perf_counter()
-                waiter = self._waiters.pop(uuid, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(at)
+            if state == "delivered":
+                self.record(uuid)
 
         store.set_outbox_state = set_outbox_state  # type: ignore[method-assign]
-
-    async def wait(self, uuid: bytes, timeout: float) -> float | None:
-        if uuid in self.delivered:
-            return self.delivered[uuid]
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters[uuid] = waiter
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            self._waiters.pop(uuid, None)
 
     async def wait_all(self, uuids: list[bytes], timeout: float) -> float | None:
         """Time the last of `uuids` was delivered, or None on timeout."""

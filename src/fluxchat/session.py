@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable
 
 from . import messages as m
 from . import pow as work
@@ -20,6 +20,8 @@ from .framing import (DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
                       FrameDecoder, Prologue, encode_frame, encode_prologue)
 from .identity import Identity, load_public_key, verify_signature
 from .ids import id_from_spki
+from .session_events import (Closed, Established, Event, NoticeReceived, RequestFailed,
+                             RequestReceived, ResponseReceived, WorkNeeded)
 
 AUTH_DOMAIN = b"fluxchat-auth-v1\x00"
 E = m.ErrorCode
@@ -53,55 +55,6 @@ class SessionConfig:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_inflight: int = 64     # peer requests we have not answered yet
 
-
-@dataclass(frozen=True)
-class WorkNeeded:
-    nonce: bytes
-    difficulty: int
-    dialer_id: bytes
-    acceptor_id: bytes
-
-
-@dataclass(frozen=True)
-class Established:
-    peer_id: bytes
-    peer_key: bytes       # the peer's SPKI DER, already checked against peer_id
-    contact: str          # what the peer advertises (`public`, `HOST:PORT`, …)
-    observed_host: str    # how the acceptor sees the dialer (empty on the acceptor side)
-    version: int
-
-
-@dataclass(frozen=True)
-class RequestReceived:
-    message: m.Message
-
-
-@dataclass(frozen=True)
-class NoticeReceived:
-    message: m.Message
-
-
-@dataclass(frozen=True)
-class ResponseReceived:
-    rid: int
-    message: m.Message
-
-
-@dataclass(frozen=True)
-class RequestFailed:
-    rid: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Closed:
-    code: int
-    message: str
-    by_peer: bool
-
-
-Event = Union[WorkNeeded, Established, RequestReceived, NoticeReceived, ResponseReceived,
-              RequestFailed, Closed]
 
 
 @dataclass
