@@ -24,6 +24,7 @@ from .ids import short_id
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
+from .tasks import Background
 from .store import InboxMail, OutboxMail, Quotas, Store
 
 log = logging.getLogger("fluxchat.mail")
@@ -56,6 +57,7 @@ class Mailer:
         self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total)
         self.wake = asyncio.Event()
         self._busy: set[bytes] = set()
+        self.tasks = Background()
         self._next_expiry = 0
 
     def now(self) -> int:
@@ -106,7 +108,7 @@ class Mailer:
         for mail in self.store.due_outbox(now, WORKERS):
             if mail.uuid not in self._busy and len(self._busy) < WORKERS:
                 self._busy.add(mail.uuid)
-                asyncio.ensure_future(self._attempt_guarded(mail))
+                self.tasks.spawn(self._attempt_guarded(mail))
 
     async def _attempt_guarded(self, mail: OutboxMail) -> None:
         try:

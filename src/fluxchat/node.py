@@ -150,6 +150,8 @@ class Node:
             self.lan.close()
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
+        if hasattr(self, "mailroom"):   # built last in _start: everything below exists
+            closers += [self.mailer.tasks.close(), self.overlay.tasks.close()]
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
@@ -258,5 +260,5 @@ class Node:
             except FluxError as exc:
                 log.info("LAN peer %s:%d did not prove its ID: %s", host, port, exc)
 
-        asyncio.ensure_future(dial())
+        self.overlay.tasks.spawn(dial())
 

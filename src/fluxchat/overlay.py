@@ -23,6 +23,7 @@ from .lookup import Lookup
 from .peer_net import PeerNet
 from .routing import Peer, PingHead, RoutingTable
 from .store import Store
+from .tasks import Background
 
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
@@ -43,6 +44,7 @@ class Overlay:
                  clock: Callable[[], float] = time.time) -> None:
         self.me, self.net, self.store, self.config = identity, net, store, config
         self.clock = clock
+        self.tasks = Background()
         self.table = RoutingTable(identity.node_id, k=config.k, head_fresh=HEAD_FRESH)
         self.lookups = 0
 
@@ -64,7 +66,7 @@ class Overlay:
     def observe(self, peer: Peer) -> None:
         decision = self.table.observe(peer, self.clock())
         if isinstance(decision, PingHead):
-            asyncio.ensure_future(self._ping_head(decision.head))
+            self.tasks.spawn(self._ping_head(decision.head))
 
     async def _ping_head(self, head: Peer) -> None:
         try:

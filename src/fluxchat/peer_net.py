@@ -12,7 +12,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from . import messages as m
 from . import pow as work
@@ -20,6 +20,7 @@ from .errors import FluxError, IdentityError
 from .ids import short_id
 from .link import Link, LinkClosed
 from .ratelimit import RateLimiter
+from .tasks import Background
 from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
                       ResponseReceived, Session, SessionConfig, State, WorkNeeded)
 from .tls import client_context, peer_certificate_key
@@ -59,7 +60,7 @@ class PeerNet:
         self._handshakes = 0
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background()
         self._dials: dict[tuple[str, int], asyncio.Future[Link]] = {}
         self._server: asyncio.Server | None = None
 
@@ -83,7 +84,7 @@ class PeerNet:
         if key not in self._dials:
             future = asyncio.get_running_loop().create_future()
             self._dials[key] = future
-            self._spawn(self._dial(host, port, expected_id, future))
+            self._tasks.spawn(self._dial(host, port, expected_id, future))
         return await asyncio.shield(self._dials[key])
 
     async def request(self, host: str, port: int, node_id: bytes,
@@ -107,9 +108,7 @@ class PeerNet:
             self._server.close()
         for link in list(self.links.values()):
             link.close(E.SHUTDOWN, "node stopping")
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -118,15 +117,12 @@ class PeerNet:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)
+            self._tasks.adopt(task)
         try:
             await self._accept_link(reader, writer)
         except asyncio.CancelledError:
             # asyncio reports a cancelled connection task as an error; we cancel on close.
             writer.close()
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
 
     async def _accept_link(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
@@ -232,9 +228,9 @@ class PeerNet:
             if future is not None and not future.done():
                 future.set_result(survivor)
         elif isinstance(event, RequestReceived) and link is not None:
-            self._spawn(self._serve(link, event.message))
+            self._tasks.spawn(self._serve(link, event.message))
         elif isinstance(event, NoticeReceived) and link is not None:
-            self._spawn(self._serve(link, event.message))
+            self._tasks.spawn(self._serve(link, event.message))
         elif isinstance(event, (ResponseReceived, RequestFailed)) and link is not None:
             link.resolve(event)
         elif isinstance(event, Closed):
@@ -286,11 +282,6 @@ class PeerNet:
             answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
         if answer is not None:
             link.respond(answer)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _finite(deadline: float) -> float | None:
