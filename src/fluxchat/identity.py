@@ -11,12 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
+from .asn1 import Asn1Error, pem_certificate_to_der, spki_from_certificate
 from .errors import IdentityError
 from .ids import format_id, id_from_spki
 from .pkcs8 import encrypt_pkcs8
@@ -89,6 +88,10 @@ def generate_identity(bits: int) -> Identity:
 
 def make_certificate(identity: Identity, now: datetime.datetime) -> bytes:
     """A self-signed TLS certificate whose CN is the node ID; returns PEM."""
+    # Imported here: only setup makes certificates, and the module costs a node ~8 MiB.
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.id_text)])
     cert = (
         x509.CertificateBuilder()
@@ -166,9 +169,9 @@ def load_identity(data_dir: Path, password: str) -> Identity:
     identity = Identity.from_private_key(key)
     cert_path = data_dir / CERTIFICATE_FILE
     try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except (OSError, ValueError) as exc:
+        cert_key = spki_from_certificate(pem_certificate_to_der(cert_path.read_bytes()))
+    except (OSError, Asn1Error) as exc:
         raise IdentityError(f"{cert_path}: missing or not a PEM certificate") from exc
-    if spki_der(cert.public_key()) != identity.public_der:  # type: ignore[arg-type]
+    if id_from_spki(cert_key) != identity.node_id:
         raise IdentityError(f"{cert_path}: certificate does not belong to the private key")
     return identity

@@ -11,11 +11,11 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .errors import IdentityError
-from .identity import CERTIFICATE_FILE, Identity, spki_der
+from .asn1 import Asn1Error, spki_from_certificate
+from .identity import CERTIFICATE_FILE, Identity, load_public_key, spki_der
 
 
 def server_context(identity: Identity, data_dir: Path) -> ssl.SSLContext:
@@ -55,7 +55,7 @@ def peer_certificate_key(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> by
     if not der:
         raise IdentityError("peer sent no certificate")
     try:
-        cert = x509.load_der_x509_certificate(der)
-        return spki_der(cert.public_key())  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
+        spki = spki_from_certificate(der)
+    except Asn1Error as exc:
         raise IdentityError("peer certificate is malformed") from exc
+    return spki_der(load_public_key(spki))   # re-encoded: one canonical form to hash
