@@ -348,13 +348,13 @@ class ReceiptAfterRedeliveryTest(LabTest):
                               "again", "and again", b"")
         envelope = seal(content, sender, identity(12).public_der, now + 3600, os.urandom(32),
                         os.urandom(12))
-        recipient.node.mailroom.accept(envelope)
+        await recipient.node.mailroom.accept(envelope)
         # Nobody can reach the sender: the receipt's first attempt fails and backs off.
         receipt = await eventually(lambda: (r := store.get_outbox(receipt_uuid(content.uuid)))
                                    is not None and r.attempts >= 1 and r, 5)
         self.assertGreater(receipt.next_attempt_at, int(time.time()))
 
-        recipient.node.mailroom.accept(envelope)    # the sender's retry
+        await recipient.node.mailroom.accept(envelope)    # the sender's retry
         again = store.get_outbox(receipt_uuid(content.uuid))
         assert again is not None
         self.assertEqual((again.state, again.next_attempt_at), ("queued", 0))

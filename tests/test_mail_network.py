@@ -118,7 +118,7 @@ class MailNetworkTest(NodeTestCase):
         envelope = seal(old, a.identity, b.identity.public_der, 2**40, os.urandom(32),
                         os.urandom(12))
         with self.assertRaises(EnvelopeError):
-            b.mailroom.accept(envelope)
+            await b.mailroom.accept(envelope)
         link = await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         reply = await link.request(lambda rid: m.Deliver(rid, envelope))
         self.assertIsInstance(reply, m.Fail)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from . import messages as m
 from .config import MailConfig
@@ -38,8 +38,17 @@ WORKERS = 16              # outbox attempts in flight at once
 EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
+T = TypeVar("T")
+
+
 class MailError(FluxError):
     """A mail the user asked to send is not acceptable (size, subject, recipient)."""
+
+
+async def off_loop(work: Callable[..., T], *args: Any) -> T:
+    """Run RSA private-key work in a worker thread: `cryptography` releases the GIL there,
+    so the event loop keeps serving links and several cores share the signing."""
+    return await asyncio.get_running_loop().run_in_executor(None, work, *args)
 
 
 def receipt_uuid(mail_uuid: bytes) -> bytes:
@@ -173,7 +182,8 @@ class Mailer:
             return None
         content = MailContent("mail", mail.uuid, self.me.node_id, mail.recipient,
                               mail.created_at, mail.subject, mail.body, b"")
-        return seal(content, self.me, key, mail.expires_at, os.urandom(32), os.urandom(12))
+        return await off_loop(seal, content, self.me, key, mail.expires_at, os.urandom(32),
+                              os.urandom(12))
 
     async def _deliver_direct(self, peer: Peer, envelope: bytes) -> bool:
         try:

@@ -18,7 +18,7 @@ from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
 from .link import Link
-from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, receipt_uuid
+from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
@@ -45,9 +45,9 @@ class Mailroom:
 
     # ----- accepting mail addressed to us ------------------------------------------------
 
-    def accept(self, envelope: bytes) -> None:
+    async def accept(self, envelope: bytes) -> None:
         """Open, verify and commit an envelope for us; raises EnvelopeError when it is not."""
-        content, sender_key = open_envelope_with_key(envelope, self.me)
+        content, sender_key = await off_loop(open_envelope_with_key, envelope, self.me)
         now = self.now()
         # A replay of an old envelope is refused even after its uuid was forgotten.
         if content.created_at > now + CLOCK_SKEW or \
@@ -57,36 +57,39 @@ class Mailroom:
         if content.kind == "receipt":
             self._accept_receipt(content, now)
         else:
-            self._accept_mail(content, sender_key, now)
+            await self._accept_mail(content, sender_key, now)
 
-    def _accept_mail(self, content: MailContent, sender_key: bytes, now: int) -> None:
+    async def _accept_mail(self, content: MailContent, sender_key: bytes, now: int) -> None:
         mail = InboxMail(content.uuid, content.sender, content.recipient, content.subject,
                          content.body, content.created_at, now)
         if self.store.add_inbox(mail):
             log.info("mail %s from %s received", uuidlib.UUID(bytes=content.uuid),
                      short_id(content.sender))
-        self._queue_receipt(content, sender_key, now)
+        await self._queue_receipt(content, sender_key, now)
 
-    def _queue_receipt(self, content: MailContent, sender_key: bytes, now: int) -> None:
+    async def _queue_receipt(self, content: MailContent, sender_key: bytes, now: int) -> None:
         """Sealed at once, so retries resend the same bytes; a second copy of a mail
-        (the sender did not see our receipt yet) puts the same receipt back in the queue."""
+        (the sender did not see our receipt yet) puts the same receipt back in the queue.
+        Should we crash before the receipt is queued, the sender's retry brings it back."""
         if content.sender == self.me.node_id:
             return
         rid = receipt_uuid(content.uuid)
+        if self.store.get_outbox(rid) is None:
+            expires = now + self.mailer.retention
+            receipt = MailContent("receipt", rid, self.me.node_id, content.sender, now, "", "",
+                                  content.uuid)
+            envelope = await off_loop(seal, receipt, self.me, sender_key, expires,
+                                      os.urandom(32), os.urandom(12))
+            if self.store.get_outbox(rid) is None:   # a second copy may have raced us here
+                self.store.add_outbox(OutboxMail(rid, content.sender, "", "", now, expires,
+                                                 envelope=envelope, kind="receipt"), now)
+                self.mailer.wake.set()
+                return
         existing = self.store.get_outbox(rid)
-        if existing is not None:
-            # The sender just reached us, so a receipt waiting out a retry backoff goes now.
-            if existing.state != "queued" or existing.next_attempt_at > now:
-                self.store.set_outbox_state(rid, "queued", now, "mail arrived again",
-                                            next_attempt_at=0)
-            self.mailer.wake.set()
-            return
-        expires = now + self.mailer.retention
-        receipt = MailContent("receipt", rid, self.me.node_id, content.sender, now, "", "",
-                              content.uuid)
-        envelope = seal(receipt, self.me, sender_key, expires, os.urandom(32), os.urandom(12))
-        self.store.add_outbox(OutboxMail(rid, content.sender, "", "", now, expires,
-                                         envelope=envelope, kind="receipt"), now)
+        # The sender just reached us, so a receipt waiting out a retry backoff goes now.
+        if existing is not None and (existing.state != "queued" or existing.next_attempt_at > now):
+            self.store.set_outbox_state(rid, "queued", now, "mail arrived again",
+                                        next_attempt_at=0)
         self.mailer.wake.set()
 
     def _accept_receipt(self, content: MailContent, now: int) -> None:
@@ -108,7 +111,7 @@ class Mailroom:
             header = self.header(request.envelope)
             if header.recipient != self.me.node_id:
                 return m.Fail(request.rid, int(E.FORBIDDEN), "not addressed to this node")
-            self.accept(request.envelope)
+            await self.accept(request.envelope)
         except EnvelopeError:
             return m.Fail(request.rid, int(E.INVALID), "envelope rejected")
         return m.Ok(request.rid)
@@ -185,7 +188,8 @@ class Mailroom:
                                            lambda rid: m.Fetch(rid, FETCH_BATCH))
             if not isinstance(reply, m.MailBatch) or not reply.envelopes:
                 return total
-            done = [uuid for uuid in map(self._take, reply.envelopes) if uuid is not None]
+            taken = [await self._take(envelope) for envelope in reply.envelopes]
+            done = [uuid for uuid in taken if uuid is not None]
             if done:   # deleted at the storer only after our commit
                 await self.net.request(peer.host, peer.port, peer.node_id,
                                        lambda rid: m.Delete(rid, tuple(done)))
@@ -193,14 +197,14 @@ class Mailroom:
             if not reply.more or not done:
                 return total
 
-    def _take(self, envelope: bytes) -> bytes | None:
+    async def _take(self, envelope: bytes) -> bytes | None:
         """Commit one fetched envelope; returns its uuid for deletion (also for bad ones)."""
         try:
             header = self.header(envelope)
         except EnvelopeError:
             return None
         try:
-            self.accept(envelope)
+            await self.accept(envelope)
         except EnvelopeError:
             log.info("dropping a stored envelope that does not verify")
         return header.uuid

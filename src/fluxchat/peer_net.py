@@ -22,7 +22,8 @@ from .link import Link, LinkClosed
 from .ratelimit import RateLimiter
 from .tasks import Background
 from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
-                      ResponseReceived, Session, SessionConfig, State, WorkNeeded)
+                      ResponseReceived, Session, SessionConfig, State, WorkNeeded,
+                      auth_payload)
 from .tls import client_context, peer_certificate_key
 
 log = logging.getLogger("fluxchat.peer")
@@ -215,9 +216,10 @@ class PeerNet:
                       direction: str, address: tuple[str, int], link: Link | None,
                       future: asyncio.Future[Link] | None) -> Link | None:
         if isinstance(event, WorkNeeded):
-            counter = await asyncio.get_running_loop().run_in_executor(
-                None, work.solve, event.nonce, event.dialer_id, event.acceptor_id, event.difficulty)
-            session.work_done(counter)
+            # Hashing and an RSA signature: both in a worker thread, off the event loop.
+            counter, signature = await asyncio.get_running_loop().run_in_executor(
+                None, self._prove, event)
+            session.work_done(counter, signature)
             writer.write(session.data_to_send())
         elif isinstance(event, Established):
             if direction == "in":
@@ -264,6 +266,11 @@ class PeerNet:
             log.info("link cap reached: closing the idle link to %s", short_id(oldest.peer_id))
             oldest.close(E.SHUTDOWN, "making room for another link")
             self._forget(oldest)
+
+    def _prove(self, need: WorkNeeded) -> tuple[int, bytes]:
+        counter = work.solve(need.nonce, need.dialer_id, need.acceptor_id, need.difficulty)
+        payload = auth_payload(need.nonce, need.dialer_id, need.acceptor_id)
+        return counter, self.config.identity.sign(payload)
 
     def _forget(self, link: Link) -> None:
         if self.links.get(link.peer_id) is link:

@@ -140,12 +140,14 @@ class Session:
             events.extend(self._fail(exc.code, exc.message))
         return events
 
-    def work_done(self, counter: int) -> list[Event]:
-        """The dialer's proof of work is ready: prove our identity."""
+    def work_done(self, counter: int, signature: bytes | None = None) -> list[Event]:
+        """The dialer's proof of work is ready: prove our identity. The adapter may pass
+        the signature over `auth_payload(...)`, made off its event loop with the work."""
         if self.state is not State.SOLVING:
             return []
         me = self.config.identity
-        signature = me.sign(auth_payload(self.hs.nonce, me.node_id, self.hs.peer_id))
+        if signature is None:
+            signature = me.sign(auth_payload(self.hs.nonce, me.node_id, self.hs.peer_id))
         self._send(m.Auth(me.public_der, counter, signature))
         self.state = State.AWAIT_WELCOME
         return []
