@@ -84,6 +84,8 @@ class PeerNet:
         key = (host, port)
         if key not in self._dials:
             future = asyncio.get_running_loop().create_future()
+            # Every waiter may be gone (cancelled lookups); the outcome is still consumed.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._dials[key] = future
             self._tasks.spawn(self._dial(host, port, expected_id, future))
         return await asyncio.shield(self._dials[key])
