@@ -111,6 +111,19 @@ class MailNetworkTest(NodeTestCase):
         holders = [n for n in (a, *others) if n.store is not None and n.store.held_stats()[0]]
         self.assertGreaterEqual(len(holders), 2)
 
+    async def test_upkeep_forgets_old_uuids_expires_held_mail_and_saves_the_table(self) -> None:
+        a, b = await self.chain(2)
+        assert b.store is not None
+        now = int(b.clock())
+        old, recent = os.urandom(16), os.urandom(16)
+        b.store.remember_seen(old, now, now - 3 * b.mailer.retention)
+        b.store.remember_seen(recent, now, now - b.mailer.retention)
+        b.store.save_routing([])
+        await b.upkeep()
+        self.assertFalse(b.store.is_seen(old))
+        self.assertTrue(b.store.is_seen(recent))
+        self.assertEqual([row[0] for row in b.store.load_routing()], [a.identity.node_id])
+
     async def test_replayed_old_mail_is_refused(self) -> None:
         a, b = await self.chain(2)
         old = MailContent("mail", os.urandom(16), a.identity.node_id, b.identity.node_id,

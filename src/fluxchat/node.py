@@ -26,7 +26,7 @@ from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
 from .link import Link
-from .mailer import Mailer
+from .mailer import CLOCK_SKEW, Mailer
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
@@ -74,6 +74,7 @@ class Node:
         self.ipc_port = 0
         self.store: Store | None = None
         self.lan: LanDiscovery | None = None
+        self._last_publish = self.started_at   # _join publishes first
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -196,20 +197,24 @@ class Node:
         await self._every(self.config.mail.fetch_interval, self.mailroom.fetch_all)
 
     async def _upkeep_loop(self) -> None:
-        last_publish = self.clock()
+        await self._every(min(UPKEEP_INTERVAL, self.config.kademlia.refresh_interval),
+                          self.upkeep)
 
-        async def upkeep() -> None:
-            nonlocal last_publish
-            assert self.store is not None
-            self.store.expire_held(int(self.clock()))
-            await self.overlay.refresh()
-            self.overlay.save()
-            if self.clock() - last_publish >= self.config.kademlia.republish_interval:
-                last_publish = self.clock()
-                await self.overlay.publish_key()
-                await self.mailroom.replicate_held()
-
-        await self._every(min(UPKEEP_INTERVAL, self.config.kademlia.refresh_interval), upkeep)
+    async def upkeep(self) -> None:
+        """Expire what has expired, refresh stale buckets, save the routing table, and
+        now and then republish our key and the mail we hold for others."""
+        assert self.store is not None
+        now = int(self.clock())
+        self.store.expire_held(now)
+        # Mail older than the retention window is refused by its date anyway; its uuid is
+        # kept twice that long, then forgotten, so the table does not grow forever.
+        self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        await self.overlay.refresh()
+        self.overlay.save()
+        if now - self._last_publish >= self.config.kademlia.republish_interval:
+            self._last_publish = now
+            await self.overlay.publish_key()
+            await self.mailroom.replicate_held()
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:
