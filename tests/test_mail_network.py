@@ -8,7 +8,7 @@ import unittest
 from fluxchat import messages as m
 from fluxchat.envelope import MailContent, seal
 from fluxchat.errors import EnvelopeError
-from fluxchat.node import Node
+from fluxchat.node import REREPLICATE_MIN, Node
 from tests.keys import identity
 from tests.lab import NodeTestCase, eventually
 
@@ -110,6 +110,19 @@ class MailNetworkTest(NodeTestCase):
         self.assertGreaterEqual(await s.mailroom.replicate_held(), 2)
         holders = [n for n in (a, *others) if n.store is not None and n.store.held_stats()[0]]
         self.assertGreaterEqual(len(holders), 2)
+
+    async def test_upkeep_pushes_held_mail_after_the_routing_table_changed(self) -> None:
+        a, s, *others = await self.chain(4)
+        envelope = self._envelope(a, identity(5).node_id, identity(5).public_der)
+        link = await a.net.dial("127.0.0.1", s.port, s.identity.node_id)
+        self.assertIsInstance(await link.request(lambda rid: m.Store(rid, envelope)), m.Ok)
+        await s.upkeep()      # the table changed at join, but a push waits REREPLICATE_MIN
+        self.assertEqual(sum(n.store.held_stats()[0] for n in (a, *others) if n.store), 0)
+        s._last_replication -= REREPLICATE_MIN   # noqa: SLF001 - time passes
+        self.assertTrue(s.overlay.membership_changed)
+        await s.upkeep()
+        self.assertGreaterEqual(sum(n.store.held_stats()[0] for n in (a, *others) if n.store), 2)
+        self.assertFalse(s.overlay.membership_changed)
 
     async def test_upkeep_forgets_old_uuids_expires_held_mail_and_saves_the_table(self) -> None:
         a, b = await self.chain(2)

@@ -39,6 +39,7 @@ DB_FILE = "fluxchat.db"
 RUNTIME_FILE = "runtime.json"
 STOP_DEADLINE = 1.5
 UPKEEP_INTERVAL = 60.0
+REREPLICATE_MIN = 300.0   # seconds between pushes of held mail after routing changes
 
 
 def read_bootstrap(config: Config) -> list[tuple[str, int]]:
@@ -75,6 +76,7 @@ class Node:
         self.store: Store | None = None
         self.lan: LanDiscovery | None = None
         self._last_publish = self.started_at   # _join publishes first
+        self._last_replication = self.started_at
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -204,17 +206,29 @@ class Node:
         """Expire what has expired, refresh stale buckets, save the routing table, and
         now and then republish our key and the mail we hold for others."""
         assert self.store is not None
-        now = int(self.clock())
+        moment = self.clock()
+        now = int(moment)
         self.store.expire_held(now)
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
         await self.overlay.refresh()
         self.overlay.save()
-        if now - self._last_publish >= self.config.kademlia.republish_interval:
-            self._last_publish = now
+        if moment - self._last_publish >= self.config.kademlia.republish_interval:
+            self._last_publish = moment
             await self.overlay.publish_key()
-            await self.mailroom.replicate_held()
+            await self._replicate_held(moment)
+        elif self.overlay.membership_changed and \
+                moment - self._last_replication >= REREPLICATE_MIN:
+            # Nodes came or went: copies of held mail may now belong on other nodes.
+            await self._replicate_held(moment)
+
+    async def _replicate_held(self, moment: float) -> None:
+        self.overlay.membership_changed = False
+        self._last_replication = moment
+        if self.store is not None and self.store.held_stats()[0]:
+            pushed = await self.mailroom.replicate_held()
+            log.info("held mail pushed to %d storing nodes", pushed)
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:

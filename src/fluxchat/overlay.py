@@ -21,7 +21,7 @@ from .ids import id_from_spki, short_id
 from .link import Link
 from .lookup import Lookup
 from .peer_net import PeerNet
-from .routing import Peer, PingHead, RoutingTable
+from .routing import Added, Peer, PingHead, RoutingTable
 from .store import Store
 from .tasks import Background
 
@@ -47,6 +47,8 @@ class Overlay:
         self.tasks = Background()
         self.table = RoutingTable(identity.node_id, k=config.k, head_fresh=HEAD_FRESH)
         self.lookups = 0
+        # Nodes joined or left the table: the closest set of some ID may have changed.
+        self.membership_changed = False
 
     # ----- links coming and going ---------------------------------------------------
 
@@ -67,12 +69,18 @@ class Overlay:
         decision = self.table.observe(peer, self.clock())
         if isinstance(decision, PingHead):
             self.tasks.spawn(self._ping_head(decision.head))
+        elif isinstance(decision, Added):
+            self.membership_changed = True
+
+    def _failed(self, node_id: bytes) -> None:
+        if self.table.failed(node_id, self.clock()) is not None:
+            self.membership_changed = True
 
     async def _ping_head(self, head: Peer) -> None:
         try:
             await self.net.request(head.host, head.port, head.node_id, m.Ping)
         except FluxError:
-            self.table.failed(head.node_id, self.clock())
+            self._failed(head.node_id)
         else:
             self.table.head_alive(head.node_id, self.clock())
 
@@ -178,7 +186,7 @@ class Overlay:
             lookup.on_reply(peer.node_id, found)
             return
         lookup.on_failure(peer.node_id)
-        self.table.failed(peer.node_id, self.clock())
+        self._failed(peer.node_id)
 
     # ----- joining and upkeep -------------------------------------------------------
 
