@@ -11,7 +11,7 @@ from .errors import IpcError
 from .ids import IdError, fingerprint, format_id, parse_id
 from .ipc_protocol import check_body_size
 from .mailer import MailError
-from .store import InboxMail, OutboxMail
+from .store import InboxMail, OutboxMail, Store
 
 if TYPE_CHECKING:
     from .node import Node
@@ -37,7 +37,7 @@ class IpcHandlers:
         }
 
     @property
-    def store(self):  # type: ignore[no-untyped-def]
+    def store(self) -> Store:
         assert self.node.store is not None
         return self.node.store
 

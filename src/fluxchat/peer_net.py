@@ -7,6 +7,7 @@ returns. A misbehaving peer ends its own link with an error code and nothing els
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import ssl
@@ -20,10 +21,10 @@ from .errors import FluxError, IdentityError
 from .ids import short_id
 from .link import Link, LinkClosed
 from .ratelimit import RateLimiter
-from .tasks import Background
 from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
                       ResponseReceived, Session, SessionConfig, State, WorkNeeded,
                       auth_payload)
+from .tasks import Background
 from .tls import client_context, peer_certificate_key
 
 log = logging.getLogger("fluxchat.peer")
@@ -298,7 +299,6 @@ def _finite(deadline: float) -> float | None:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
     try:
         ipaddress.ip_address(host)
     except ValueError:
