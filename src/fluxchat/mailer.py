@@ -13,7 +13,8 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import messages as m
 from .config import MailConfig
@@ -23,9 +24,10 @@ from .identity import Identity
 from .ids import short_id
 from .overlay import Overlay
 from .peer_net import PeerNet
+from .placement import replica_targets
 from .routing import Peer
-from .tasks import Background
 from .store import InboxMail, OutboxMail, Quotas, Store
+from .tasks import Background
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -201,7 +203,7 @@ class Mailer:
         skip = {self.me.node_id, recipient}
         if closest is None:
             closest = await self.overlay.find_node(recipient)
-        targets = [p for p in closest if p.node_id not in skip][: self.config.replicas]
+        targets = replica_targets(closest, skip, self.config.replicas)
 
         async def store_on(peer: Peer) -> bool:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
