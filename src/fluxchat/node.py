@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import messages as m
 from .config import Config
@@ -160,7 +161,7 @@ class Node:
         try:
             await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True),
                                    STOP_DEADLINE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("shutdown deadline passed; closing anyway")
         if self.store is not None:
             if hasattr(self, "overlay"):
@@ -212,6 +213,7 @@ class Node:
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        self.overlay.expire_keys()
         await self.overlay.refresh()
         self.overlay.save()
         if moment - self._last_publish >= self.config.kademlia.republish_interval:
@@ -263,7 +265,8 @@ class Node:
         answer = handler(link, message)
         if inspect.isawaitable(answer):
             answer = await answer
-        return answer
+        reply: m.Message | None = answer
+        return reply
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)

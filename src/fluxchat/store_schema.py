@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import StorageError
+from .held import MIGRATION as _HELD_TOTALS
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -97,7 +98,7 @@ _V1: tuple[str, ...] = (
         last_seen INTEGER NOT NULL)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
