@@ -201,9 +201,8 @@ class Behaviour:
         def count_and_go() -> None:
             then(sum(1 for p in targets if self._holds(p, numbers[0])))
 
-        for _ in numbers[1:]:   # each envelope is its own STORE; the first goes below
-            for peer in targets:
-                net.count(node, net.size["store_mail"], net.size["ok"])
+        extra = (len(numbers) - 1) * len(targets)   # one STORE per envelope; the first below
+        net.count(node, extra * net.size["store_mail"], extra * net.size["ok"])
         self._each(node, targets, net.size["store_mail"], hold, count_and_go)
 
     def _holds(self, peer: Peer, number: int) -> bool:
