@@ -26,16 +26,16 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench.lablib import (BenchNode, ReceiptWatch, fresh_dir, print_table,  # noqa: E402
-                          quiet_logs, rss_kib, write_results)
+from bench.lablib import BenchNode, ReceiptWatch, fresh_dir, print_table, quiet_logs, rss_kib, write_results  # noqa: E402
 from fluxchat import messages as m  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.link import Link  # noqa: E402
@@ -71,7 +71,7 @@ class Target:
 
     async def each_source(self, work: Callable[[str, int], Awaitable[None]]) -> None:
         """Run `work(source, identity index)` for every attacker address at once."""
-        await asyncio.gather(*(work(s, k) for s, k in zip(self.sources, ATTACKER_KEYS)))
+        await asyncio.gather(*(work(s, k) for s, k in zip(self.sources, ATTACKER_KEYS, strict=False)))
 
 
 Scenario = Callable[[Target], Awaitable[dict[str, int]]]

@@ -188,7 +188,7 @@ class HandshakeSlotTest(PeerAttackCase):
         link = await (await self.honest(1)).dial("127.0.0.1", port)
         stalled = [await Attacker.connect("127.0.0.1", port, ATTACKER, source=source,
                                           stage=stage)
-                   for source, stage in zip(ATTACK_SOURCES, ("tcp", "tls", "hello"))]
+                   for source, stage in zip(ATTACK_SOURCES, ("tcp", "tls", "hello"), strict=False)]
         self.attackers += stalled
         await asyncio.gather(*(a.closed_by_victim() for a in stalled[2:]))
         self.assertEqual(list(victim.net.links), [identity(1).node_id])

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import messages as m
-from .wire_fields import ErrorCode
 from .errors import FluxError
 from .session import Session
 from .session_events import Established, RequestFailed, ResponseReceived
+from .wire_fields import ErrorCode
 
 E = ErrorCode
 

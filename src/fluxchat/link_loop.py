@@ -14,13 +14,12 @@ import asyncio
 import math
 import ssl
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-from . import messages as m
-from .wire_fields import ErrorCode
 from .link import OutputLimits, drained, flush, shut
 from .session import Session, State
 from .session_events import Established, Event
+from .wire_fields import ErrorCode
 
 READ_CHUNK = 65536
 E = ErrorCode

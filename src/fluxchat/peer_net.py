@@ -19,11 +19,10 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from . import messages as m
-from .wire_fields import ErrorCode
 from . import pow as work
 from .admission import Admission, AdmissionLimits, prefix_of
 from .errors import FluxError, IdentityError
@@ -32,10 +31,10 @@ from .link import Link, LinkClosed, OutputLimits, RequestTimeout, shut
 from .link_loop import LinkLoop
 from .ratelimit import RateLimiter
 from .session import Session, SessionConfig, auth_payload
-from .session_events import (Closed, Event, NoticeReceived, RequestFailed, RequestReceived,
-                             ResponseReceived, WorkNeeded)
+from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived, WorkNeeded
 from .tasks import Background
 from .tls import client_context, peer_certificate_key
+from .wire_fields import ErrorCode
 
 log = logging.getLogger("fluxchat.peer")
 E = ErrorCode
