@@ -75,8 +75,8 @@ class SessionConfig:
     # Every frame the peer sends, notices and pings included, spends from this budget
     # (one token, plus one per FRAME_BYTES_PER_TOKEN of payload); a peer that overdraws
     # it loses the link. Honest traffic stays far below: requests are bounded in flight.
-    frame_rate: float = 200.0
-    frame_burst: float = 1000.0
+    frame_rate: float = 1000.0
+    frame_burst: float = 4000.0
 
 
 @dataclass
