@@ -214,6 +214,7 @@ class Node:
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        self.overlay.expire_keys()
         await self.overlay.refresh()
         self.overlay.save()
         if moment - self._last_publish >= self.config.kademlia.republish_interval:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StorageError
+from .held import MIGRATION as _HELD_TOTALS
 from .outbox_states import OutboxState
 
 BUSY_TIMEOUT_MS = 5000
@@ -144,10 +145,10 @@ def _outbox_tables(states: str) -> tuple[str, ...]:
 
 
 # The outbox state machine gains `waiting_for_key` (outbox_states.py); frozen like _V1.
-_V2 = _outbox_tables(", ".join(f"'{s}'" for s in (
+_WAITING_FOR_KEY = _outbox_tables(", ".join(f"'{s}'" for s in (
     "queued", "waiting_for_key", "stored", "handed_over", "delivered", "expired", "failed")))
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
