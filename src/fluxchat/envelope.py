@@ -231,7 +231,7 @@ def _decode_inner(inner: bytes) -> tuple[int, MailContent, bytes]:
     if not isinstance(fields, list) or len(fields) != 10:
         raise EnvelopeError()
     version, *middle, sender_der = fields
-    content = MailContent(*middle)  # type: ignore[arg-type]  # types checked just below
+    content = MailContent(*middle)  # types checked just below
     if not _is_int(version) or _content_problem(content) is not None \
             or not isinstance(sender_der, bytes):
         raise EnvelopeError()
