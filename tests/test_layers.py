@@ -16,7 +16,7 @@ LAYERS = {
         "mailkeys", "envelope2"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives import hpke
 
@@ -25,9 +24,20 @@ from .identity import Identity
 from .ids import short_id
 from .link import Link
 from .mailkeys import (
-    SECRET_BYTES, WRAP_NONCE_BYTES, MailKeyError, MailKeyRecord, MailKeySecrets, RecordCache,
-    Schedule, accept_for_directory, decode_record, make_record, refresh_wanted, unwrap_secrets,
-    wrap_secrets, wrapping_key,
+    SECRET_BYTES,
+    WRAP_NONCE_BYTES,
+    MailKeyError,
+    MailKeyRecord,
+    MailKeySecrets,
+    RecordCache,
+    Schedule,
+    accept_for_directory,
+    decode_record,
+    make_record,
+    refresh_wanted,
+    unwrap_secrets,
+    wrap_secrets,
+    wrapping_key,
 )
 from .overlay import Overlay
 from .store import Store
@@ -123,7 +133,8 @@ class MailKeyring:
         self.store.put_mail_key(node_id, record.created_at, record.expires_at, data, now)
         return record
 
-    def _held(self, node_id: bytes, identity_der: bytes) -> MailKeyRecord | None:
+    def held(self, node_id: bytes, identity_der: bytes) -> MailKeyRecord | None:
+        """The record of `node_id` we hold, if it still verifies (expiry not checked)."""
         data = self.store.get_mail_key(node_id)
         if not data:
             return None
@@ -135,7 +146,7 @@ class MailKeyring:
     async def record_for(self, node_id: bytes, identity_der: bytes) -> MailKeyRecord | None:
         """A record of `node_id` to seal to now, or None: then the mail goes as v1."""
         now = self.now()
-        held = self._held(node_id, identity_der)
+        held = self.held(node_id, identity_der)
         if held is not None and held.valid_at(now) and not refresh_wanted(held, now):
             return held
         if now - self._looked_up.get(node_id, -LOOKUP_GAP) >= LOOKUP_GAP:

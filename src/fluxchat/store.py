@@ -373,7 +373,9 @@ class Store:
                 (node_id, created_at, expires_at, record, now)).rowcount > 0
 
     def get_mail_key(self, node_id: bytes) -> bytes | None:
-        return self._value("SELECT record FROM mail_keys WHERE node_id = ?", (node_id,))
+        record: bytes | None = self._value("SELECT record FROM mail_keys WHERE node_id = ?",
+                                           (node_id,))
+        return record
 
     def count_mail_keys(self) -> int:
         return int(self._value("SELECT count(*) FROM mail_keys"))

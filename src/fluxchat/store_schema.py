@@ -100,7 +100,7 @@ _V1: tuple[str, ...] = (
 # Mail key records (mailkeys.py): our own, with their secrets wrapped (AES-256-GCM under a key
 # derived from the identity key) until erase_at; and other nodes' records (cache and directory).
 _MAIL_KEYS: tuple[str, ...] = (
-    f"""CREATE TABLE own_mail_keys (
+    """CREATE TABLE own_mail_keys (
         prekey_id BLOB PRIMARY KEY CHECK (typeof(prekey_id) = 'blob' AND length(prekey_id) = 16),
         created_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL,
