@@ -169,6 +169,9 @@ class Mailer:
     def _progress(self, mail: OutboxMail, state: str, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
         if self._overtaken(mail):
+            # The receipt beat our own bookkeeping: still keep what was sent (`status` shows
+            # its protection).
+            self.store.keep_outbox_envelope(mail.uuid, envelope)
             return
         # A receipt needs no receipt: once handed over or stored, it is on its way for good.
         again = mail.expires_at if mail.kind == "receipt" else self._backoff(mail)

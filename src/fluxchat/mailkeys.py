@@ -18,6 +18,7 @@ Pure: no I/O, no clock; the caller passes `now` and the secret seeds (os.urandom
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -104,6 +105,11 @@ class MailKeySecrets:
         return sign_key, kem + dh
 
 
+@functools.lru_cache(maxsize=256)
+def sign_key_public(sign_key: bytes) -> ed25519.Ed25519PublicKey:
+    return ed25519.Ed25519PublicKey.from_public_bytes(sign_key)
+
+
 def prekey_id(prekey: bytes) -> bytes:
     return hashlib.sha256(prekey).digest()[:PREKEY_ID_BYTES]
 
@@ -171,7 +177,7 @@ def check_record(data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRec
         rsa_key = load_public_key(identity_der)
         signed = verify_signature(rsa_key, record.signature, signed_bytes(record))
         # Both public halves must load, or nobody can use the record.
-        ed25519.Ed25519PublicKey.from_public_bytes(record.sign_key)
+        sign_key_public(record.sign_key)
         prekey_public(record.prekey)
     except _FAILURES:
         raise MailKeyError("mail key record does not verify") from None
@@ -192,7 +198,9 @@ def accept_for_directory(record: MailKeyRecord, held: MailKeyRecord | None,
         raise MailKeyError("a newer mail key record is already held")
 
 
+@functools.lru_cache(maxsize=256)
 def prekey_public(prekey: bytes) -> hpke.MLKEM768X25519PublicKey:
+    """The HPKE public key of a record's prekey (cached: loading costs as much as half a seal)."""
     if len(prekey) != PREKEY_BYTES:
         raise ValueError("prekey has the wrong size")
     return hpke.MLKEM768X25519PublicKey(

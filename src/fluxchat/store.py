@@ -216,6 +216,12 @@ class Store:
                 raise StorageError(f"no outbox mail with uuid {uuid.hex()}")
             self._history(db, uuid, now, state, detail)
 
+    def keep_outbox_envelope(self, uuid: bytes, envelope: bytes) -> None:
+        """Record the sealed envelope of a mail that has none yet, leaving its state alone."""
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET envelope = ? WHERE uuid = ? AND envelope IS NULL",
+                       (envelope, uuid))
+
     def due_outbox(self, now: int, limit: int) -> list[OutboxMail]:
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
         awaiting a receipt), not yet past its expiry; most overdue first."""
