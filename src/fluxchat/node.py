@@ -221,6 +221,7 @@ class Node:
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        self.overlay.expire_keys()
         fresh_record = self.keyring.upkeep() is not None
         await self.overlay.refresh()
         self.overlay.save()

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StorageError
+from .held import MIGRATION as _HELD_TOTALS
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -118,7 +119,7 @@ _MAIL_KEYS: tuple[str, ...] = (
     "ALTER TABLE inbox ADD COLUMN envelope_version INTEGER NOT NULL DEFAULT 1",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _MAIL_KEYS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _MAIL_KEYS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
