@@ -18,7 +18,7 @@ LAYERS = {
         "placement"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",
