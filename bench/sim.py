@@ -59,7 +59,7 @@ def run_lookups(params: Params, seed: int, size: int, stale: float, count: int) 
         source, target = net.random_live(), net.random_live()
         while target is source:
             target = net.random_live()
-        net.loop.at(i * 0.5, net.find_node, source, target.node_id, record(target.node_id))
+        net.loop.at(i * 0.5, net.find_node, source, target.node_id, record(target.node_id), True)
     net.loop.run()
     latencies = [o.latency for o, _ in rows]
     return {
@@ -164,7 +164,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="lookups,churn: experiments to leave out")
     for field in dataclasses.fields(Params):
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action="store_true", default=field.default)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.lookups, args.churn_nodes, args.hours, args.mails = "300", 100, 200, 3, 50
