@@ -417,9 +417,9 @@ class Network:
                 self.rpc(src, peer, self.size["find_node"], respond,
                          lambda reply, peer=peer: settle(peer, reply),
                          timeout=self.p.query_timeout)
-            # Overlay._drive waits for the queries in flight; with stop_at_target it returns
-            # as soon as the lookup is done and cancels them.
-            if running[0] == 0 or (stop and lookup.done):
+            # Overlay._drive waits for the queries in flight unless a value was found: then
+            # it returns at once and cancels them.
+            if running[0] == 0 or lookup.found:
                 finished = True
                 if src.table is not None:
                     src.table.touch_bucket(target, self.loop.now)
