@@ -165,7 +165,8 @@ def parse() -> argparse.Namespace:
     for field in dataclasses.fields(Params):
         flag = "--" + field.name.replace("_", "-")
         if isinstance(field.default, bool):
-            parser.add_argument(flag, action="store_true", default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=field.default)
         else:
             parser.add_argument(flag, type=type(field.default), default=field.default)
     args = parser.parse_args()

@@ -64,7 +64,7 @@ class Params:
     loss: float = 0.01              # per packet; costs a retransmission timeout
     timeout: float = 10.0           # other requests: client.request_timeout / auth_timeout
     query_timeout: float = QUERY_TIMEOUT   # one lookup query, dial included
-    stop_at_target: bool = False    # a contact lookup ends when the target itself answers
+    stop_at_target: bool = True     # Overlay.locate: ends when the target itself answers
     handshake_rtts: int = 4         # TCP, TLS 1.3, Hello/Challenge, Auth/Welcome
     handshake_cpu: float = 0.08     # proof of work + RSA-4096 signature and verification
     idle_timeout: float = 300.0     # client.idle_timeout: links close after this long unused

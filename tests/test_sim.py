@@ -58,7 +58,9 @@ class ChurnSimulationTest(unittest.TestCase):
 
     def test_params_mirror_the_node_defaults(self) -> None:
         from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
+        from fluxchat import overlay
         from fluxchat.node import REREPLICATE_MIN, UPKEEP_INTERVAL
+        from fluxchat.overlay import Overlay
         p = dataclasses.asdict(Params())
         self.assertEqual(p["timeout"], ClientConfig().request_timeout)
         self.assertEqual(p["idle_timeout"], ClientConfig().idle_timeout)
@@ -67,6 +69,9 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertEqual(p["refresh_interval"], KademliaConfig().refresh_interval)
         self.assertEqual((p["replicas"], p["fetch_interval"]),
                          (MailConfig().replicas, MailConfig().fetch_interval))
+        self.assertTrue(hasattr(Overlay, "locate") and p["stop_at_target"])
+        self.assertEqual(p["query_timeout"], getattr(overlay, "QUERY_TIMEOUT", 10.0))
+        self.assertEqual(p["head_fresh"], overlay.HEAD_FRESH)
         self.assertEqual((p["upkeep_interval"], p["rereplicate_min"]),
                          (UPKEEP_INTERVAL, REREPLICATE_MIN))
 
