@@ -57,8 +57,8 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertGreater(max(draws), 50 * min(draws))   # the long tail
 
     def test_params_mirror_the_node_defaults(self) -> None:
-        from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
         from fluxchat import overlay
+        from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
         from fluxchat.node import REREPLICATE_MIN, UPKEEP_INTERVAL
         from fluxchat.overlay import Overlay
         p = dataclasses.asdict(Params())
