@@ -161,6 +161,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--churn", type=float, default=0.3, help="fraction replaced per hour")
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--mails", type=int, default=200)
+    parser.add_argument("--name", default="sim", help="results go to bench/results/NAME.json")
     parser.add_argument("--skip", default="", help="lookups,churn: experiments to leave out")
     for field in dataclasses.fields(Params):
         flag = "--" + field.name.replace("_", "-")
@@ -206,7 +207,7 @@ def main() -> None:
                       churn["upkeep_lookups_per_node_hour"], churn["replaced"], churn["cpu_s"],
                       churn["max_rss_mib"]]])
         print(f"calls: {churn['calls']}; stored on {churn['stored_on_mean']:.2f} nodes per mail")
-    write_results("sim", results)
+    write_results(args.name, results)
 
 
 if __name__ == "__main__":
