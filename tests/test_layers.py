@@ -13,7 +13,7 @@ LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "mail_limits"},
+        "mailkeys", "envelope2", "mail_limits", "addresses"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "held"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
