@@ -19,6 +19,7 @@ from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
 from .link import Link
+from .logsetup import about_peer
 from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
 from .overlay import Overlay
@@ -224,7 +225,8 @@ class Mailroom:
         try:
             return await self._drain(peer)
         except FluxError as exc:
-            log.info("fetch from %s failed: %s", short_id(peer.node_id), exc)
+            log.info("fetch from %s failed: %s", short_id(peer.node_id), exc,
+                     extra=about_peer(peer.node_id))
             return 0
         finally:
             self._fetching.discard(peer.node_id)
@@ -268,7 +270,8 @@ class Mailroom:
         try:
             return header.uuid, await self.accept(envelope, peer)
         except EnvelopeError:
-            log.info("dropping a stored envelope that does not verify")
+            log.info("dropping a stored envelope from %s that does not verify", short_id(peer),
+                     extra=about_peer(peer))
             return header.uuid, False
 
     # ----- keeping held mail alive under churn --------------------------------------------

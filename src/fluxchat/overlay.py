@@ -20,6 +20,7 @@ from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki, short_id
 from .link import Link
+from .logsetup import about_peer
 from .lookup import Lookup
 from .peer_net import PeerNet
 from .routing import Added, Peer, PingHead, RoutingTable
@@ -195,7 +196,8 @@ class Overlay:
             if id_from_spki(reply.public_key) == lookup.target:
                 lookup.on_value(peer.node_id, reply.public_key)
             else:
-                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id))
+                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id),
+                         extra=about_peer(peer.node_id))
                 lookup.on_failure(peer.node_id)
             return
         if isinstance(reply, (m.Nodes, m.KeyReply)):

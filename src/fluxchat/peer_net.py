@@ -20,6 +20,7 @@ from . import pow as work
 from .errors import FluxError, IdentityError
 from .ids import short_id
 from .link import Link, LinkClosed
+from .logsetup import about_peer
 from .ratelimit import RateLimiter
 from .session import (
     Closed,
@@ -168,7 +169,8 @@ class PeerNet:
         busy = (len(self.links) + self._handshakes >= self.limits.max_links
                 or self._handshakes >= self.limits.max_handshakes)
         if busy or not self._rate.allow(host, time.monotonic()):
-            log.info("refusing a connection from %s: %s", host, "busy" if busy else "rate limit")
+            log.info("refusing a connection from %s: %s", host, "busy" if busy else "rate limit",
+                     extra=about_peer(host))
             writer.close()
             return
         # Counted from the first byte until the link is open (see _handle), TLS and proof
@@ -180,7 +182,8 @@ class PeerNet:
             session = Session.acceptor(self.config, os.urandom(32), time.monotonic(), host)
             await self._run(session, reader, writer, "in", (host, int(peer[1])), None)
         except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
-            log.info("connection from %s ended before a link: %s", host, type(exc).__name__)
+            log.info("connection from %s ended before a link: %s", host, type(exc).__name__,
+                     extra=about_peer(host))
         finally:
             if session is None or session.established is None:
                 self._handshakes -= 1
@@ -272,7 +275,8 @@ class PeerNet:
             level = logging.INFO if event.by_peer or event.code == E.SHUTDOWN else logging.WARNING
             who = short_id(link.peer_id) if link else f"{address[0]}:{address[1]}"
             log.log(level, "link %s closed (%s, code %d): %s", who,
-                    "by peer" if event.by_peer else "by us", event.code, event.message)
+                    "by peer" if event.by_peer else "by us", event.code, event.message,
+                    extra=about_peer(link.peer_id if link else address[0]))
         return link
 
     def _register(self, link: Link) -> Link:
@@ -317,7 +321,8 @@ class PeerNet:
         try:
             answer = await self._on_request(link, message)
         except Exception:  # a bug in one handler must not take the link down with it
-            log.exception("handler for %s failed", type(message).__name__)
+            log.exception("handler for %s failed", type(message).__name__,
+                          extra=about_peer(link.peer_id))
             rid = getattr(message, "rid", None)
             answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
         if answer is not None:
