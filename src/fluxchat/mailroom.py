@@ -62,8 +62,7 @@ class Mailroom:
         which costs no private-key work. Raises EnvelopeError when it does not verify, and
         WorkRefused when `peer` (None: our own caller) has spent its budget."""
         header = self.header(envelope)
-        if self.store.is_seen(header.uuid):
-            self._spend(peer)
+        if self.store.is_seen(header.uuid):   # no private-key work for a copy
             self._resend_receipt(header.uuid, self.now())
             return False
         self._spend(peer)
