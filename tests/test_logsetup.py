@@ -13,8 +13,16 @@ import time
 import unittest
 from pathlib import Path
 
-from fluxchat.logsetup import (FORMAT, PEER_LINES_BURST, PEER_LINES_PER_SECOND, PeerLineLimit,
-                               SafeFormatter, about_peer, escape, setup_logging)
+from fluxchat.logsetup import (
+    FORMAT,
+    PEER_LINES_BURST,
+    PEER_LINES_PER_SECOND,
+    PeerLineLimit,
+    SafeFormatter,
+    about_peer,
+    escape,
+    setup_logging,
+)
 from tests.lab import NodeTestCase
 
 
