@@ -183,8 +183,11 @@ def main() -> None:
     results: dict[str, Any] = {"params": dataclasses.asdict(params), "seed": args.seed}
     if "lookups" not in args.skip:
         sizes = [int(s) for s in args.sizes.split(",")]
-        results["lookups"] = [in_child(run_lookups, params, args.seed, size, args.stale,
-                                       args.lookups) for size in sizes]
+        results["lookups"] = []
+        for size in sizes:
+            row = in_child(run_lookups, params, args.seed, size, args.stale, args.lookups)
+            print(f"N = {size}: {row}", flush=True)
+            results["lookups"].append(row)
         print_table(f"lookups ({args.stale:.0%} stale entries, timeout {params.timeout} s, "
                     f"alpha {params.alpha})",
                     ["nodes", "success", "RPCs", "max", "rounds", "timeouts", "median s", "p95 s",
