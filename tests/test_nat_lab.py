@@ -1,0 +1,108 @@
+"""The NAT lab itself: homes reach out, nothing reaches in; real nodes run inside it.
+
+Needs root, `ip netns` and `nft` (CI has them); elsewhere every test here skips and says why.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.natlab import INTERNET_PUBLIC, Lab, LabNode
+
+REASON = Lab.unavailable()
+
+ECHO_SERVER = ("import socket\ns = socket.create_server(('0.0.0.0', 7000))\nwhile True:\n"
+               "    c, a = s.accept(); c.sendall(repr(a).encode()); c.close()\n")
+
+
+def dial(host: str, timeout: float) -> str:
+    return ("import socket\n"
+            f"c = socket.create_connection(('{host}', 7000), {timeout})\n"
+            "print(c.recv(100).decode())\n")
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.1)
+
+
+@unittest.skipIf(REASON is not None, REASON or "")
+class LabTestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.lab = Lab()
+        self.addCleanup(self.lab.close)
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = Path(tmp.name)
+
+
+class NatLabTest(LabTestCase):
+    def test_homes_reach_out_but_nothing_reaches_in(self) -> None:
+        public = self.lab.public_host()
+        cone, symmetric = self.lab.home("cone"), self.lab.home("symmetric")
+        public.popen([sys.executable, "-c", ECHO_SERVER])
+        for home in (cone, symmetric):
+            seen = wait_for(lambda h=home: h.host.run(  # type: ignore[misc]
+                [sys.executable, "-c", dial(public.address, 2)]).stdout, 5, "outbound dial")
+            # The public side sees the gateway's address, never the home's own.
+            self.assertIn(f"'{home.wan_address}'", seen)
+        cone.host.popen([sys.executable, "-c", ECHO_SERVER])
+        time.sleep(0.3)
+        inbound = public.run([sys.executable, "-c", dial(cone.wan_address, 1)])
+        self.assertNotEqual(inbound.returncode, 0)
+        self.assertIn("timed out", inbound.stderr)   # dropped silently, not refused
+
+    def test_every_namespace_is_gone_after_close(self) -> None:
+        lab = Lab()
+        lab.home("cone").host.popen(["sleep", "60"])
+        names = list(lab.namespaces)
+        lab.close()
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for name in names:
+            self.assertNotIn(name, listed)
+
+    def test_symmetric_gateway_changes_the_outside_port(self) -> None:
+        public = self.lab.public_host()
+        home = self.lab.home("symmetric")
+        public.popen([sys.executable, "-c", ECHO_SERVER])
+        script = ("import socket\nfor _ in range(2):\n"
+                  "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                  "    s.bind(('0.0.0.0', 40000)); s.settimeout(2)\n"
+                  f"    s.connect(('{public.address}', 7000)); print(s.recv(100).decode()); s.close()\n")
+        wait_for(lambda: home.host.run([sys.executable, "-c", dial(public.address, 2)]).stdout,
+                 5, "public echo server")
+        lines = home.host.run([sys.executable, "-c", script]).stdout.split()
+        self.assertTrue(all("40000" not in line for line in lines), lines)
+
+
+class NodesInLabTest(LabTestCase):
+    def test_home_nodes_join_through_their_gateways(self) -> None:
+        public = LabNode(self.lab.public_host(), self.dir, 0, [])
+        public.start()
+        self.addCleanup(public.stop)
+        homes = []
+        for index in (1, 2):
+            node = LabNode(self.lab.home().host, self.dir, index, [public.address])
+            node.start()
+            self.addCleanup(node.stop)
+            homes.append(node)
+        for node in homes:
+            wait_for(lambda n=node: any(link["id"] == public.id_text  # type: ignore[misc]
+                                        for link in n.cli("peers")["links"]), 20, "join")
+        self.assertTrue(public.address.startswith(INTERNET_PUBLIC))
+
+
+if __name__ == "__main__":
+    unittest.main()
