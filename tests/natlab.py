@@ -41,7 +41,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _in(ns: str, *args: str, stdin: str | None = None) -> None:
-    result = subprocess.run(["ip", "netns", "exec", ns, *args], input=stdin,
+    result = subprocess.run(["ip", "netns", "exec", ns, *args], check=False, input=stdin,
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{ns}: {' '.join(args)}: {result.stderr.strip()}")
@@ -80,7 +80,7 @@ class Host:
         return proc
 
     def run(self, args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(args), capture_output=True, text=True,
+        return subprocess.run(self.command(args), check=False, capture_output=True, text=True,
                               timeout=timeout)
 
 
@@ -129,7 +129,7 @@ class Lab:
         _ip("netns", "del", probe, check=False)
         return None
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -256,7 +256,7 @@ class LabNode:
         runtime = self.data_dir / "runtime.json"
         runtime.unlink(missing_ok=True)
         env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=TEST_PASSWORD, PYTHONPATH=str(ROOT / "src"))
-        self.log = open(self.data_dir / "stderr.log", "ab")
+        self.log = open(self.data_dir / "stderr.log", "ab")  # noqa: SIM115 (lives with the process)
         self.proc = self.host.popen([sys.executable, str(ROOT / "src" / "server_app.py"), "-c",
                                      str(self.config_path), "--dev"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=self.log)
