@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.keys import TEST_PASSWORD, identity, install_identity
 
@@ -129,7 +129,7 @@ class Lab:
         _ip("netns", "del", probe, check=False)
         return None
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,8 +10,8 @@ import sys
 import tempfile
 import time
 import unittest
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.natlab import INTERNET_PUBLIC, Lab, LabNode
