@@ -12,10 +12,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
-        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events"},
+        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
+        "reachability"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
+        "logsetup", "pidfile", "lan", "tasks", "probe"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "reach"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",

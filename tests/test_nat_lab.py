@@ -107,3 +107,37 @@ class NodesInLabTest(LabTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReachabilityInLabTest(LabTestCase):
+    def test_home_learns_it_is_unreachable_and_is_kept_out_of_routing_tables(self) -> None:
+        publics = []
+        for index in (0, 1):
+            node = LabNode(self.lab.public_host(), self.dir, index,
+                           [publics[0].address] if publics else [])
+            node.start()
+            self.addCleanup(node.stop)
+            publics.append(node)
+        gateway = self.lab.home()
+        home = LabNode(gateway.host, self.dir, 2, [p.address for p in publics])
+        started = time.monotonic()
+        home.start()
+        self.addCleanup(home.stop)
+        verdict = wait_for(lambda: (home.cli("info")["reachability"]
+                                    if home.cli("info")["reachability"]["status"] != "unknown"
+                                    else None), 15, "home reachability verdict")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertEqual(verdict["status"], "unreachable")
+        self.assertEqual(verdict["address"], f"{gateway.wan_address}:25001")
+        self.assertEqual(verdict["contact"], "private")
+        for node in publics:
+            seen = wait_for(lambda n=node: n.cli("info")["reachability"]  # type: ignore[misc]
+                            if n.cli("info")["reachability"]["status"] != "unknown" else None,
+                            15, "public reachability verdict")
+            self.assertEqual(seen["status"], "reachable")
+        # The home linked to both publics, yet neither keeps its contact.
+        for node in publics:
+            links = node.cli("peers")["links"]
+            self.assertIn(home.id_text, [link["id"] for link in links])
+            table = node.cli("peers")
+            self.assertEqual(table["routing_table_size"], 1, table)

@@ -226,12 +226,36 @@ class Fail(Message):
     ROLE = Role.RESPONSE
 
 
+# ----- reachability (see reach.py) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialBack(Message):
+    """"Dial me back": the receiver dials the requester's observed address at `port`,
+    pinned to the requester's ID, and tells whether that worked."""
+
+    rid: int
+    port: int
+    FIELDS = (RID, ("port", PORT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class DialBackReply(Message):
+    rid: int
+    reachable: bool
+    host: str          # the address that was dialed (the requester's, as observed)
+    FIELDS = (RID, ("reachable", BOOL), ("host", HOST))
+    ROLE = Role.RESPONSE
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
     0x30: Ok, 0x31: Fail,
+    0x40: DialBack, 0x41: DialBackReply,
 }
 TYPE_CODES: dict[type[Message], int] = {cls: code for code, cls in MESSAGE_TYPES.items()}
 

@@ -30,6 +30,7 @@ from .mailer import CLOCK_SKEW, Mailer
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
+from .reach import Reach
 from .session import SessionConfig
 from .store import Store
 from .tls import server_context
@@ -87,7 +88,7 @@ class Node:
             await self._start()
             async with asyncio.TaskGroup() as group:
                 jobs = [self._join(), self._outbox_after_join(), self._fetch_loop(),
-                        self._upkeep_loop()]
+                        self._upkeep_loop(), self.reach.run()]
                 if self.lan is not None:
                     jobs.append(self.lan.run(self.config.discovery.interval))
                 tasks = [group.create_task(job) for job in jobs]
@@ -120,6 +121,8 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
+        self.overlay.admit = self.reach.admit
         self._handlers = self._peer_handlers()
         log.info("listening for peers on %s:%d as %s", cfg.address, self.port,
                  self.identity.id_text)
@@ -154,7 +157,8 @@ class Node:
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
-            closers += [self.mailer.tasks.close(), self.overlay.tasks.close()]
+            closers += [self.mailer.tasks.close(), self.overlay.tasks.close(),
+                        self.reach.tasks.close()]
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
@@ -253,6 +257,7 @@ class Node:
             m.Fetch: self.mailroom.on_fetch,
             m.Delete: self.mailroom.on_delete,
             m.Notify: lambda link, _msg: self.mailroom.on_notify(link),
+            m.DialBack: self.reach.on_dial_back,
         }
 
     async def _on_peer_request(self, link: Link, message: m.Message) -> m.Message | None:
@@ -267,6 +272,7 @@ class Node:
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
+        self.reach.on_link(link)
 
     def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:
         """A LAN announcement: dial it with the announced ID pinned, unless already linked."""

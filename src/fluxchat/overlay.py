@@ -20,7 +20,8 @@ from .identity import Identity, load_public_key
 from .ids import id_from_spki, short_id
 from .link import Link
 from .lookup import Lookup
-from .peer_net import PeerNet
+from .peer_net import DialError, PeerNet
+from .reachability import AddressBook
 from .routing import Added, Peer, PingHead, RoutingTable
 from .store import Store
 from .tasks import Background
@@ -29,6 +30,7 @@ log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
 MAX_HELD_KEYS = 100_000
 HEAD_FRESH = 60.0   # seconds: a bucket head seen this recently is not pinged before eviction
+QUERY_TIMEOUT = 4.0  # seconds one lookup query may take (dial included) before we move on
 
 
 def to_peer(info: m.NodeInfo) -> Peer:
@@ -49,6 +51,10 @@ class Overlay:
         self.lookups = 0
         # Nodes joined or left the table: the closest set of some ID may have changed.
         self.membership_changed = False
+        # reach.py: verifies an inbound link's contact before it enters the table, and
+        # remembers failed addresses so lookups do not dial them again at once.
+        self.admit: Callable[[Link, Peer], None] | None = None
+        self.book = AddressBook()
 
     # ----- links coming and going ---------------------------------------------------
 
@@ -62,7 +68,11 @@ class Overlay:
         # The handshake proved the key, so it is as good as a key directory answer.
         self.store.put_key(link.peer_id, link.peer_key, int(self.clock()))
         address = self.address_of(link)
-        if address is not None:
+        if address is None:
+            return
+        if link.direction == "in" and self.admit is not None:
+            self.admit(link, Peer(link.peer_id, *address))
+        else:
             self.observe(Peer(link.peer_id, *address))
 
     def observe(self, peer: Peer) -> None:
@@ -168,7 +178,19 @@ class Overlay:
         self.table.touch_bucket(lookup.target, self.clock())
 
     async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:
-        return await self.net.request(peer.host, peer.port, peer.node_id, build)
+        linked = peer.node_id in self.net.links
+        if not linked and not self.book.dial_allowed(peer.host, peer.port, self.clock()):
+            raise DialError(f"{peer.host}:{peer.port}: failed recently, backing off")
+        try:
+            # A dead address must not hold the lookup for the whole handshake timeout.
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                reply = await self.net.request(peer.host, peer.port, peer.node_id, build)
+        except (FluxError, TimeoutError):
+            if not linked:
+                self.book.failed(peer.host, peer.port, self.clock())
+            raise
+        self.book.succeeded(None, peer.host, peer.port, self.clock())
+        return reply
 
     def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
         error = task.exception()
