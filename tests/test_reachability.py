@@ -6,8 +6,16 @@ import unittest
 
 from fluxchat import messages as m
 from fluxchat.probe import probe
-from fluxchat.reachability import (BACKOFF_BASE, MAX_PROBES, AddressBook, DialBackGuard,
-                                   Status, judge, network_of, pick_helpers)
+from fluxchat.reachability import (
+    BACKOFF_BASE,
+    MAX_PROBES,
+    AddressBook,
+    DialBackGuard,
+    Status,
+    judge,
+    network_of,
+    pick_helpers,
+)
 from fluxchat.wire_fields import ErrorCode
 from tests.lab import NodeTestCase, eventually
 
