@@ -197,6 +197,9 @@ class Lab:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
         for ns in reversed(self.namespaces):
             # Anything still running in there (a child of a child) goes too.
             pids = _ip("netns", "pids", ns, check=False).stdout.split()
@@ -290,3 +293,54 @@ class LabNode:
         if self.proc is not None:
             self.log.close()
         self.proc = None
+
+    def bridge(self) -> Bridge:
+        """A persistent local-API connection inside the namespace (see tests/ns_ipc.py)."""
+        proc = self.host.popen([sys.executable, str(ROOT / "tests" / "ns_ipc.py"),
+                                str(self.data_dir), str(IPC_PORT)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+        return Bridge(proc)
+
+
+class Bridge:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def send(self, cmd: str, args: dict[str, Any] | None = None) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("local-API bridge ended")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise RuntimeError(answer["error"])
+        return answer["result"]
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        self.send(cmd, args)
+        return self.receive()
+
+
+def start_world(lab: Lab, directory: Path, publics: int, homes: list[str],
+                overrides: dict[str, Any] | None = None) -> tuple[list[LabNode], list[LabNode]]:
+    """`publics` public nodes (each bootstrapping from the first) and one node per NAT kind
+    in `homes`, each behind its own gateway, bootstrapping from every public node.
+    Identities: publics 0.., homes after them. Nodes stop when the lab closes."""
+    public_nodes: list[LabNode] = []
+    for index in range(publics):
+        node = LabNode(lab.public_host(), directory, index,
+                       [public_nodes[0].address] if public_nodes else [], overrides)
+        node.start()
+        public_nodes.append(node)
+    home_nodes = []
+    for offset, kind in enumerate(homes):
+        node = LabNode(lab.home(kind).host, directory, publics + offset,
+                       [p.address for p in public_nodes], overrides)
+        node.start()
+        home_nodes.append(node)
+    return public_nodes, home_nodes

@@ -13,10 +13,10 @@ LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "reachability"},
+        "reachability", "relaying"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "probe"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "reach"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "reach", "relay"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",

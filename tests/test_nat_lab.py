@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.natlab import INTERNET_PUBLIC, Lab, LabNode
+from tests.natlab import INTERNET_PUBLIC, Lab, LabNode, start_world
 
 REASON = Lab.unavailable()
 
@@ -141,3 +141,38 @@ class ReachabilityInLabTest(LabTestCase):
             self.assertIn(home.id_text, [link["id"] for link in links])
             table = node.cli("peers")
             self.assertEqual(table["routing_table_size"], 1, table)
+
+
+def settled(node: LabNode, relays: int = 0) -> dict[str, Any] | None:
+    """The node's reachability once known (and, for a home, once it has `relays` relays)."""
+    reach = node.cli("info")["reachability"]
+    if reach["status"] == "unknown" or len(reach["relays"]) < relays:
+        return None
+    return dict(reach)
+
+
+class RelayInLabTest(LabTestCase):
+    def test_mail_between_two_homes_goes_through_relays(self) -> None:
+        publics, homes = start_world(self.lab, self.dir, 2, ["cone", "symmetric"])
+        for node in publics + homes:
+            self.addCleanup(node.stop)
+        for home in homes:
+            reach = wait_for(lambda h=home: settled(h, 2), 20, "home relays")  # type: ignore[misc]
+            self.assertEqual(reach["status"], "unreachable")
+            self.assertEqual(len(reach["relays"]), 2)   # every reachable node there is
+        for node in publics:
+            self.assertEqual(wait_for(lambda n=node: settled(n), 20, "public")["status"],  # type: ignore[misc]
+                             "reachable")
+        first, second = homes
+        sender, receiver = first.bridge(), second.bridge()
+        receiver.send("_wait_inbox", {"subject": "through the relays", "timeout": 10})
+        sent = sender.call("mail", {"to": second.id_text, "subject": "through the relays",
+                                    "body": "hello from home"})
+        self.assertIsNotNone(receiver.receive()["seen_at"])
+        def delivered() -> dict[str, Any] | None:
+            status: dict[str, Any] = sender.call("status", {"uuid": sent["uuid"]})
+            return status if status["state"] == "delivered" else None
+
+        status = wait_for(delivered, 10, "receipt")
+        details = " ".join(h["detail"] or "" for h in status["history"])
+        self.assertIn("through relay", details)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from . import messages as m
 from .config import MailConfig
@@ -68,6 +68,9 @@ class Mailer:
         self._busy: set[bytes] = set()
         self.tasks = Background()
         self._next_expiry = 0
+        # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
+        # returns ("forwarded" | "held", relay ID) or None.
+        self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
 
     def now(self) -> int:
         return int(self.clock())
@@ -153,6 +156,14 @@ class Mailer:
         if peer is not None and await self._deliver_direct(peer, envelope):
             self._progress(mail, "handed_over", f"handed over to {short_id(mail.recipient)}",
                            envelope)
+            return
+        relayed = await self.relay(envelope, mail.recipient) if self.relay else None
+        if relayed is not None:
+            how, relay = relayed
+            state, detail = ("handed_over", "handed over") if how == "forwarded" else \
+                ("stored", "held")
+            self._progress(mail, state, f"{detail} through relay {short_id(relay)}", envelope,
+                           None if how == "forwarded" else 1)
             return
         stored = await self.replicate(envelope, mail.recipient)
         if stored:

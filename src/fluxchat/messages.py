@@ -249,13 +249,77 @@ class DialBackReply(Message):
     ROLE = Role.RESPONSE
 
 
+# ----- relays (see relay.py, relaying.py) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reserve(Message):
+    """An unreachable node asks the receiver to relay for it (or renews the reservation)."""
+
+    rid: int
+    FIELDS = (RID,)
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Reserved(Message):
+    rid: int
+    lifetime: int      # seconds the reservation lasts unless renewed
+    FIELDS = (RID, ("lifetime", UINT))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class StoreRelay(Message):
+    rid: int
+    record: bytes      # a signed relay record (relaying.RelayRecord)
+    FIELDS = (RID, ("record", BLOB))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class FindRelay(Message):
+    rid: int
+    node_id: bytes
+    FIELDS = (RID, ("node_id", ID))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class RelayReply(Message):
+    rid: int
+    record: bytes      # empty: not held here, see `nodes`
+    nodes: tuple[NodeInfo, ...]
+    FIELDS = (RID, ("record", BLOB), ("nodes", NODES))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class Relay(Message):
+    """Hand an envelope to the recipient's relay, which forwards it over its open link."""
+
+    rid: int
+    envelope: bytes
+    FIELDS = (RID, ("envelope", BLOB))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Relayed(Message):
+    rid: int
+    held: bool         # False: the recipient took it; True: the relay holds it for later
+    FIELDS = (RID, ("held", BOOL))
+    ROLE = Role.RESPONSE
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
     0x30: Ok, 0x31: Fail,
-    0x40: DialBack, 0x41: DialBackReply,
+    0x40: DialBack, 0x41: DialBackReply, 0x42: Reserve, 0x43: Reserved, 0x44: StoreRelay,
+    0x45: FindRelay, 0x46: RelayReply, 0x47: Relay, 0x48: Relayed,
 }
 TYPE_CODES: dict[type[Message], int] = {cls: code for code, cls in MESSAGE_TYPES.items()}
 

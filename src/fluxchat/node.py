@@ -31,6 +31,7 @@ from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
 from .reach import Reach
+from .relay import Relays
 from .session import SessionConfig
 from .store import Store
 from .tls import server_context
@@ -88,7 +89,7 @@ class Node:
             await self._start()
             async with asyncio.TaskGroup() as group:
                 jobs = [self._join(), self._outbox_after_join(), self._fetch_loop(),
-                        self._upkeep_loop(), self.reach.run()]
+                        self._upkeep_loop(), self.reach.run(), self.relays.run()]
                 if self.lan is not None:
                     jobs.append(self.lan.run(self.config.discovery.interval))
                 tasks = [group.create_task(job) for job in jobs]
@@ -112,7 +113,7 @@ class Node:
         limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
                            client.max_handshakes, client.connections_per_second)
         self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
-                           self._on_peer_request, self._on_link, lambda link: None)
+                           self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
         self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
@@ -123,6 +124,9 @@ class Node:
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
         self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
         self.overlay.admit = self.reach.admit
+        self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
+                             self.reach, client.idle_timeout, self.clock)
+        self.mailer.relay = self.relays.send
         self._handlers = self._peer_handlers()
         log.info("listening for peers on %s:%d as %s", cfg.address, self.port,
                  self.identity.id_text)
@@ -158,7 +162,7 @@ class Node:
             closers.append(self.ipc.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
             closers += [self.mailer.tasks.close(), self.overlay.tasks.close(),
-                        self.reach.tasks.close()]
+                        self.reach.tasks.close(), self.relays.tasks.close()]
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
@@ -258,6 +262,10 @@ class Node:
             m.Delete: self.mailroom.on_delete,
             m.Notify: lambda link, _msg: self.mailroom.on_notify(link),
             m.DialBack: self.reach.on_dial_back,
+            m.Reserve: self.relays.on_reserve,
+            m.StoreRelay: self.relays.on_store_relay,
+            m.FindRelay: self.relays.on_find_relay,
+            m.Relay: self.relays.on_relay,
         }
 
     async def _on_peer_request(self, link: Link, message: m.Message) -> m.Message | None:
@@ -273,6 +281,11 @@ class Node:
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
         self.reach.on_link(link)
+        self.relays.on_link(link)
+
+    def _on_unlink(self, link: Link) -> None:
+        if hasattr(self, "relays"):
+            self.relays.on_unlink(link)
 
     def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:
         """A LAN announcement: dial it with the announced ID pinned, unless already linked."""

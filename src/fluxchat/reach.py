@@ -41,6 +41,7 @@ log = logging.getLogger("fluxchat.reach")
 PROBE_TIMEOUT = 3.0      # a silent NAT drops our SYN: this long is "nobody answers"
 HELPERS = 3              # dial-backs asked per check (at least two networks when we can)
 RECHECK_INTERVAL = 600.0
+UNKNOWN_RETRY = 5.0      # nobody answered yet: ask again this soon
 START_WAIT = 8.0         # seconds after start to wait for links before checking anyway
 MAX_PENDING_CHECKS = 256  # inbound contacts waiting for verification
 
@@ -129,14 +130,18 @@ class Reach:
             except FluxError as exc:
                 log.warning("reachability check failed: %s", exc)
             self._recheck.clear()
+            unknown = self.verdict.status is Status.UNKNOWN
             try:
-                async with asyncio.timeout(RECHECK_INTERVAL):
+                async with asyncio.timeout(UNKNOWN_RETRY if unknown else RECHECK_INTERVAL):
                     await self._recheck.wait()
             except TimeoutError:
                 pass
 
     def on_link(self, link: Link) -> None:
         """An outbound link tells us the address we are seen at; a new one means a new check."""
+        if self.verdict.status is Status.UNKNOWN and not self.private:
+            self._recheck.set()   # someone new to ask
+            return
         seen = link.observed_host
         if link.direction == "out" and seen and self.verdict.address and \
                 not self.verdict.address.startswith(f"{seen}:"):
