@@ -188,6 +188,7 @@ class Relays:
         wanted = choose_relays(list(self.relays), [p.node_id for p in closest],
                                set(self._failed))
         results = await asyncio.gather(*(self._reserve(by_id[n]) for n in wanted))
+        log.debug("reservations held at %d of %d relays asked", sum(results), len(wanted))
         before = set(self.relays)
         self.relays = {p.node_id: p for p, ok in zip((by_id[n] for n in wanted), results) if ok}
         changed = set(self.relays) != before
