@@ -176,3 +176,18 @@ class RelayInLabTest(LabTestCase):
         status = wait_for(delivered, 10, "receipt")
         details = " ".join(h["detail"] or "" for h in status["history"])
         self.assertIn("through relay", details)
+
+    def test_relay_links_outlive_the_idle_timeout(self) -> None:
+        publics, homes = start_world(self.lab, self.dir, 1, ["cone"],
+                                     {"client": {"idle_timeout": 6}})
+        public, home = publics[0], homes[0]
+        wait_for(lambda: settled(home, 1), 20, "home relay")
+        time.sleep(9)   # half again the idle timeout: an unused link would be gone
+        links = [link["id"] for link in home.cli("peers")["links"]]
+        self.assertIn(public.id_text, links)
+        self.assertEqual(len(home.cli("info")["reachability"]["relays"]), 1)
+        receiver = home.bridge()
+        receiver.send("_wait_inbox", {"subject": "after idling", "timeout": 10})
+        public.bridge().call("mail", {"to": home.id_text, "subject": "after idling",
+                                      "body": "still there"})
+        self.assertIsNotNone(receiver.receive()["seen_at"])
