@@ -99,7 +99,7 @@ def phase(name: str, nodes: dict[str, LabNode], bridges: dict[str, Bridge], mail
                      **summary_ms(latencies)})
         sent.append((source, uuids))
     time.sleep(1)   # the sender records how a mail left just after the recipient has it
-    for row, (source, uuids) in zip(rows, sent):
+    for row, (source, uuids) in zip(rows, sent, strict=True):
         row.update(routes(bridges[source], uuids))
     return rows
 

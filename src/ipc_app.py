@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,7 +57,7 @@ def who(node_id: Any, alias: Any) -> str:
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
@@ -103,7 +104,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--limit", type=int, default=50, help="at most this many rows (1..1000, default 50)")
     p.add_argument("--offset", type=int, default=0, help="skip this many rows (default 0)")
     for name, summary in (("read", "show one mail and mark it read"), ("delete", "delete one mail"),
-                          ("status", "delivery state and history of a sent mail")):
+                          ("status", "delivery state and history of a sent mail"),
+                          ("resend", "send a failed or expired mail again")):
         subs[name] = _sub(sub, common, name, summary, f"{PROG} {name} -u 123e4567-e89b-…")
         _add_uuid(subs[name])
     _contacts(sub, common, subs)
@@ -153,7 +155,7 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
-    if cmd in ("read", "delete", "status"):
+    if cmd in ("read", "delete", "status", "resend"):
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
         action = ns.action or "list"
@@ -256,7 +258,8 @@ def show_info(result: dict[str, Any], args: dict[str, Any]) -> str:
 
 SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "mail": show_mail, "list": show_list, "read": show_read, "delete": lambda r, a: f"Deleted {clean(r.get('uuid'))}.",
-    "status": show_status, "contacts": show_contacts, "peers": show_peers, "info": show_info,
+    "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
+    "contacts": show_contacts, "peers": show_peers, "info": show_info,
     "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
 }
 
@@ -316,10 +319,32 @@ def main(argv: list[str] | None = None) -> int:
     return run(ns, cmd, args)
 
 
-if __name__ == "__main__":
+def _tool(name: str) -> Callable[[list[str]], int] | None:
+    """The entry point behind `fluxchat NAME`, for the names that are not local API commands."""
+    if name == "node":
+        import server_app
+        return server_app.main
+    if name == "node-id":
+        import gen_id
+        return gen_id.main
+    if name == "keygen":
+        import gen_rsa
+        return gen_rsa.main
+    return None
+
+
+def console() -> None:
+    """The `fluxchat` command (pyproject.toml): `fluxchat node ...` runs a node (server_app.py), `fluxchat node-id
+    ...` prints a key's ID (gen_id.py), `fluxchat keygen ...` makes an identity (gen_rsa.py); the rest is this CLI."""
+    argv = sys.argv[1:]
+    tool = _tool(argv[0]) if argv else None
     try:
-        sys.exit(main())
+        sys.exit(tool(argv[1:]) if tool else main(argv))
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
+
+
+if __name__ == "__main__":
+    console()

@@ -10,12 +10,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 
 LAYERS = {
-    0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
+    0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1", "outbox_states",
+        "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "reachability", "relaying"},
+        "mailkeys", "envelope2", "mail_limits", "reachability", "relaying"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "probe"},
+        "logsetup", "pidfile", "lan", "tasks", "held", "probe"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "reach", "relay"},
 }
 PURE = LAYERS[1]

@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import messages as m
 from .config import Config
@@ -21,6 +22,7 @@ from .contact import advertise, resolve
 from .errors import ConfigError, FluxError
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
+from .ids import id_from_spki
 from .ipc_handlers import IpcHandlers
 from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
@@ -168,7 +170,7 @@ class Node:
         try:
             await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True),
                                    STOP_DEADLINE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("shutdown deadline passed; closing anyway")
         if self.store is not None:
             if hasattr(self, "overlay"):
@@ -220,6 +222,7 @@ class Node:
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        self.overlay.expire_keys()
         await self.overlay.refresh()
         self.overlay.save()
         if moment - self._last_publish >= self.config.kademlia.republish_interval:
@@ -255,7 +258,7 @@ class Node:
         return {
             m.FindNode: self.overlay.on_find_node,
             m.FindKey: self.overlay.on_find_key,
-            m.StoreKey: self.overlay.on_store_key,
+            m.StoreKey: self._on_store_key,
             m.Deliver: self.mailroom.on_deliver,
             m.Store: self.mailroom.on_store,
             m.Fetch: self.mailroom.on_fetch,
@@ -276,16 +279,24 @@ class Node:
         answer = handler(link, message)
         if inspect.isawaitable(answer):
             answer = await answer
-        return answer
+        reply: m.Message | None = answer
+        return reply
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
         self.reach.on_link(link)
         self.relays.on_link(link)
+        self.mailer.link_opened(link.peer_id, len(self.net.links))
 
     def _on_unlink(self, link: Link) -> None:
         if hasattr(self, "relays"):
             self.relays.on_unlink(link)
+
+    def _on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
+        reply = self.overlay.on_store_key(link, request)
+        if isinstance(reply, m.Ok):   # a key was (re)published: mail waiting for it may go now
+            self.mailer.key_appeared(id_from_spki(request.public_key))
+        return reply
 
     def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:
         """A LAN announcement: dial it with the announced ID pinned, unless already linked."""

@@ -190,7 +190,7 @@ class Relays:
         results = await asyncio.gather(*(self._reserve(by_id[n]) for n in wanted))
         log.debug("reservations held at %d of %d relays asked", sum(results), len(wanted))
         before = set(self.relays)
-        self.relays = {p.node_id: p for p, ok in zip((by_id[n] for n in wanted), results) if ok}
+        self.relays = {p.node_id: p for p, ok in zip((by_id[n] for n in wanted), results, strict=True) if ok}
         changed = set(self.relays) != before
         if changed:
             log.info("relays: %s", ", ".join(self.describe()) or "none")

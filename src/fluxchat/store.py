@@ -11,22 +11,23 @@ commit in the WAL file and survives the process being killed the next instant.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import StorageError
-from .store_schema import OUTBOX_STATES, connect, fail, transaction
+from .held import Held, QuotaExceeded, Quotas, hold, usage
+from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state
+from .store_schema import connect, fail, transaction
 
-_PENDING = ("queued", "stored", "handed_over")  # outbox states that still need work
-_DONE = ("delivered", "expired", "failed")
+__all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store"]
+
+_PENDING = tuple(sorted(PENDING))  # outbox states that still need work
+_IN_PENDING = ", ".join("?" * len(_PENDING))
 
 RoutingEntry = tuple[bytes, str, int, int]  # (node_id, host, port, last_seen)
-
-
-class QuotaExceeded(StorageError):
-    """A held envelope was refused because it would pass one of the storage quotas."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,6 @@ class OutboxMail:
     kind: str = "mail"  # "receipt": our signed receipt on its way back; hidden from listings
 
 
-@dataclass(frozen=True)
-class Quotas:
-    per_recipient_bytes: int
-    per_peer_bytes: int
-    total_bytes: int
-
-
 # Inbox counts too: forget_seen_before may drop a uuid whose mail is still in the inbox.
 _SEEN_SQL = "SELECT EXISTS (SELECT 1 FROM seen WHERE uuid = ?) OR EXISTS (SELECT 1 FROM inbox WHERE uuid = ?)"
 _INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new"
@@ -76,7 +70,8 @@ _OUTBOX_COLS = (
 
 
 def _inbox(row: Sequence[Any]) -> InboxMail:
-    return InboxMail(*row[:7], is_new=bool(row[7]))
+    uuid, sender, recipient, subject, body, created_at, received_at, is_new = row[:8]
+    return InboxMail(uuid, sender, recipient, subject, body, created_at, received_at, bool(is_new))
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMail:
@@ -193,26 +188,57 @@ class Store:
         self, uuid: bytes, state: str, now: int, detail: str = "", reason: str | None = None,
         stored_on: int | None = None, next_attempt_at: int | None = None,
         envelope: bytes | None = None, attempted: bool = False,
-    ) -> None:
-        """Move a mail to `state` and append a history row. None keeps a field's current value;
-        `attempted` adds one to `attempts`."""
+    ) -> bool:
+        """Move a mail to `state` and append a history row, if outbox_states allows the move from the
+        state the mail is in; False (nothing written) when it does not, e.g. a receipt marked the
+        mail delivered or the user deleted it while a delivery attempt was under way. None keeps a
+        field's current value; `attempted` adds one to `attempts`."""
         _check_state(state)
         with self._tx() as db:
-            changed = db.execute(
+            row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
+            if row is None or not allowed(row[0], state):
+                return False
+            db.execute(
                 "UPDATE outbox SET state = ?, updated_at = ?, reason = coalesce(?, reason), "
                 "stored_on = coalesce(?, stored_on), next_attempt_at = coalesce(?, next_attempt_at), "
                 "envelope = coalesce(?, envelope), attempts = attempts + ? WHERE uuid = ?",
                 (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted), uuid),
-            ).rowcount
-            if not changed:
-                raise StorageError(f"no outbox mail with uuid {uuid.hex()}")
+            )
             self._history(db, uuid, now, state, detail)
+            return True
+
+    def hurry_outbox(self, recipient: bytes | None = None,
+                     states: frozenset[OutboxState] = PENDING) -> int:
+        """Make pending mail (to `recipient`, or all) due at once; returns how many rows changed."""
+        wanted = tuple(sorted(states & PENDING))
+        if not wanted:
+            return 0
+        where = f"state IN ({', '.join('?' * len(wanted))}) AND next_attempt_at > 0"
+        params: tuple[Any, ...] = wanted
+        if recipient is not None:
+            where, params = where + " AND recipient = ?", (*wanted, recipient)
+        with self._tx() as db:
+            return db.execute(f"UPDATE outbox SET next_attempt_at = 0 WHERE {where}", params).rowcount
+
+    def resend_outbox(self, uuid: bytes, now: int, expires_at: int) -> bool:
+        """Queue a failed or expired mail again, dated `now` (an old date would be refused as a replay)
+        and sealed afresh; False if there is no such mail or it is not in a resendable state."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM outbox WHERE uuid = ? AND kind = 'mail'", (uuid,)).fetchone()
+            if row is None or row[0] not in RESENDABLE:
+                return False
+            db.execute(
+                "UPDATE outbox SET state = 'queued', reason = NULL, envelope = NULL, attempts = 0, "
+                "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
+                "WHERE uuid = ?", (now, expires_at, now, uuid))
+            self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
+            return True
 
     def due_outbox(self, now: int, limit: int) -> list[OutboxMail]:
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
         awaiting a receipt), not yet past its expiry; most overdue first."""
         rows = self._rows(
-            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state IN (?, ?, ?) AND next_attempt_at <= ? "
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state IN ({_IN_PENDING}) AND next_attempt_at <= ? "
             "AND expires_at > ? ORDER BY next_attempt_at, created_at LIMIT ?",
             (*_PENDING, now, now, limit),
         )
@@ -240,14 +266,14 @@ class Store:
             return db.execute("DELETE FROM outbox WHERE uuid = ?", (uuid,)).rowcount > 0
 
     def count_outbox(self) -> dict[str, int]:
-        counts = dict.fromkeys(OUTBOX_STATES, 0)
+        counts = dict.fromkeys([str(state) for state in OutboxState], 0)
         counts.update(self._rows("SELECT state, count(*) FROM outbox WHERE kind = 'mail' GROUP BY state"))
         return counts
 
     def expire_outbox(self, now: int) -> list[bytes]:
         with self._tx() as db:
             uuids = [r[0] for r in db.execute(
-                "SELECT uuid FROM outbox WHERE state NOT IN (?, ?, ?) AND expires_at <= ?", (*_DONE, now))]
+                f"SELECT uuid FROM outbox WHERE state IN ({_IN_PENDING}) AND expires_at <= ?", (*_PENDING, now))]
             for uuid in uuids:
                 db.execute("UPDATE outbox SET state = 'expired', updated_at = ? WHERE uuid = ?", (now, uuid))
                 self._history(db, uuid, now, "expired", "retention time ended")
@@ -264,21 +290,10 @@ class Store:
         self, uuid: bytes, recipient: bytes, sender_peer: bytes, expires_at: int,
         envelope: bytes, now: int, quotas: Quotas,
     ) -> str:
-        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded."""
-        size = len(envelope)
+        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded
+        (fair eviction and running totals: see held.py)."""
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM held WHERE uuid = ?", (uuid,)).fetchone():
-                return "duplicate"
-            # Expired envelopes must not count against anyone's quota.
-            db.execute("DELETE FROM held WHERE expires_at <= ?", (now,))
-            _check_quota(db, "per recipient bytes", "WHERE recipient = ?", (recipient,),
-                          size, quotas.per_recipient_bytes)
-            _check_quota(db, "per sender peer bytes", "WHERE sender_peer = ?", (sender_peer,),
-                          size, quotas.per_peer_bytes)
-            _check_quota(db, "total bytes", "", (), size, quotas.total_bytes)
-            db.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (uuid, recipient, sender_peer, expires_at, size, envelope, now))
-            return "stored"
+            return hold(db, Held(uuid, recipient, sender_peer, expires_at, envelope), now, quotas)
 
     def held_for(self, recipient: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         rows = self._rows(
@@ -298,13 +313,23 @@ class Store:
             return db.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount
 
     def held_stats(self) -> tuple[int, int]:
-        row = self._rows("SELECT count(*), coalesce(sum(size), 0) FROM held")[0]
-        return int(row[0]), int(row[1])
+        """(envelopes, bytes) held for others, from running totals (no scan)."""
+        try:
+            return usage(self._db)
+        except sqlite3.Error as exc:
+            raise fail(exc) from exc
 
-    def all_held(self, limit: int, offset: int) -> list[tuple[bytes, bytes, int, bytes]]:
-        rows = self._rows("SELECT uuid, recipient, expires_at, envelope FROM held ORDER BY stored_at, rowid "
-                          "LIMIT ? OFFSET ?", (limit, offset))
-        return [(u, r, int(x), e) for u, r, x, e in rows]
+    def held_page(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(rowid, uuid, recipient) of held envelopes after rowid `after`, without their bytes:
+        keyset paging stays right when rows come and go between pages."""
+        rows = self._rows("SELECT rowid, uuid, recipient FROM held WHERE rowid > ? ORDER BY rowid "
+                          "LIMIT ?", (after, limit))
+        return [(int(i), u, r) for i, u, r in rows]
+
+    def held_envelope(self, uuid: bytes) -> bytes | None:
+        """One held envelope, or None once it was fetched, evicted or expired."""
+        envelope = self._value("SELECT envelope FROM held WHERE uuid = ?", (uuid,))
+        return None if envelope is None else bytes(envelope)
 
     # --- contacts ------------------------------------------------------------------------------
 
@@ -320,10 +345,13 @@ class Store:
         return [(a, n) for a, n in self._rows("SELECT alias, node_id FROM contacts ORDER BY alias")]
 
     def resolve_alias(self, alias: str) -> bytes | None:
-        return self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+        node_id: bytes | None = self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+        return node_id
 
     def alias_of(self, node_id: bytes) -> str | None:
-        return self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1", (node_id,))
+        alias: str | None = self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1",
+                                        (node_id,))
+        return alias
 
     # --- public keys (cache and key directory) -------------------------------------------------
 
@@ -338,14 +366,21 @@ class Store:
             )
 
     def get_key(self, node_id: bytes) -> bytes | None:
-        return self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+        der: bytes | None = self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+        return der
 
     def count_keys(self) -> int:
         return int(self._value("SELECT count(*) FROM keys"))
 
     def expire_keys(self, cutoff: int) -> int:
+        """Forget keys not refreshed since `cutoff`, except those of our contacts and of the
+        recipients of mail still on its way (those we need, and a lookup finds them again)."""
         with self._tx() as db:
-            return db.execute("DELETE FROM keys WHERE stored_at < ?", (cutoff,)).rowcount
+            return db.execute(
+                "DELETE FROM keys WHERE stored_at < ? "
+                "AND node_id NOT IN (SELECT node_id FROM contacts) "
+                f"AND node_id NOT IN (SELECT recipient FROM outbox WHERE state IN ({_IN_PENDING}))",
+                (cutoff, *_PENDING)).rowcount
 
     # --- routing table -------------------------------------------------------------------------
 
@@ -361,13 +396,7 @@ class Store:
 
 
 def _check_state(state: str) -> None:
-    if state not in OUTBOX_STATES:
-        raise StorageError(f"unknown outbox state {state!r}")
-
-
-def _check_quota(db: sqlite3.Connection, name: str, where: str, params: tuple[Any, ...],
-                 size: int, limit: int) -> None:
-    used = int(db.execute(f"SELECT coalesce(sum(size), 0) FROM held {where}", params).fetchone()[0])
-    if used + size > limit:
-        raise QuotaExceeded(
-            f"storage quota exceeded ({name}): {used} bytes held + {size} would pass the limit of {limit}")
+    try:
+        parse_state(state)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None
