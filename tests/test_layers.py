@@ -14,9 +14,9 @@ LAYERS = {
         "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "mail_limits", "reachability", "relaying"},
+        "mailkeys", "envelope2", "admission", "mail_limits", "reachability", "relaying"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "held", "probe"},
+        "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "reach", "relay"},
 }
 PURE = LAYERS[1]
