@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from . import messages as m
-from .envelope2 import parse_header   # either envelope version
+from .envelope2 import parse_header  # either envelope version
 from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
