@@ -80,12 +80,15 @@ class Overlay:
         # The handshake proved the key, so it is as good as a key directory answer.
         self.store.put_key(link.peer_id, link.peer_key, int(self.clock()))
         address = self.address_of(link)
-        if address is None:
-            return
-        if link.direction == "in" and self.admit is not None:
-            self.admit(link, Peer(link.peer_id, *address))
+        if address is not None:
+            self._learn(link, Peer(link.peer_id, *address))
+
+    def _learn(self, link: Link | None, peer: Peer) -> None:
+        """A contact read from a link the peer dialed is verified first (reach.py)."""
+        if link is not None and link.direction == "in" and self.admit is not None:
+            self.admit(link, peer)
         else:
-            self.observe(Peer(link.peer_id, *address))
+            self.observe(peer)
 
     def observe(self, peer: Peer) -> None:
         if not routable(peer.host):   # IP literals only: names would dodge the subnet limit
@@ -239,9 +242,9 @@ class Overlay:
             return
         if isinstance(reply, (m.Nodes, m.KeyReply, m.MailKeyReply)):
             reached = self._reached_at(peer.node_id)
-            if reached is not None:
-                self.observe(reached)
             link = self.net.links.get(peer.node_id)
+            if reached is not None:
+                self._learn(link, reached)
             source = link.address[0] if link is not None else peer.host
             found = [to_peer(n) for n in reply.nodes
                      if n.node_id != self.me.node_id and reported_ok(n.host, source)]
