@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -99,6 +100,7 @@ class Lab:
         self.tag = f"fc{os.getpid()}x{next(_runs)}"
         self.namespaces: list[str] = []
         self.hosts: list[Host] = []
+        self.closers: list[Callable[[], None]] = []   # run first by close()
         self._public = itertools.count(10)
         self._wan = itertools.count(1)
         try:
@@ -187,6 +189,9 @@ class Lab:
 
     def close(self) -> None:
         """Stop every process we started, then delete every namespace (and its veths)."""
+        for closer in reversed(self.closers):
+            closer()
+        self.closers.clear()
         for host in self.hosts:
             for proc in host.procs:
                 if proc.poll() is None:
@@ -335,12 +340,14 @@ def start_world(lab: Lab, directory: Path, publics: int, homes: list[str],
     for index in range(publics):
         node = LabNode(lab.public_host(), directory, index,
                        [public_nodes[0].address] if public_nodes else [], overrides)
+        lab.closers.append(node.stop)
         node.start()
         public_nodes.append(node)
     home_nodes = []
     for offset, kind in enumerate(homes):
         node = LabNode(lab.home(kind).host, directory, publics + offset,
                        [p.address for p in public_nodes], overrides)
+        lab.closers.append(node.stop)
         node.start()
         home_nodes.append(node)
     return public_nodes, home_nodes

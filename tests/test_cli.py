@@ -440,7 +440,7 @@ class CliTest(unittest.TestCase):
                                  "reachability": dict})
         self.assertEqual(set(info["reachability"]), {"status", "address", "checked_at",
                                                      "dial_backs", "succeeded", "contact",
-                                                     "relays"})
+                                                     "relays", "punch"})
         self.assertEqual(set(info["counts"]), {"inbox", "new", "outbox", "held", "links", "routing"})
         self.assertTrue(all(isinstance(v, int) for v in info["counts"].values()))
         self.assertTrue(all(isinstance(a, str) for a in info["listen"]))

@@ -58,6 +58,10 @@ GOLDEN: list[tuple[m.Message, int, str]] = [
     (m.RelayReply(14, b"", (NODE,)), 0x46, "83" + "0e" + "40" + "81" + HNODE),
     (m.Relay(15, b"env"), 0x47, "82" + "0f" + "43656e76"),
     (m.Relayed(15, False), 0x48, "82" + "0f" + "f4"),
+    (m.Punch(16, B, 40000), 0x49, "83" + "10" + HB + "199c40"),
+    (m.PunchOffer(17, A, "1.2.3.4", 40001), 0x4A, "84" + "11" + HA + "67312e322e332e34"
+     + "199c41"),
+    (m.PunchReady(17, "", 40001), 0x4B, "83" + "11" + "60" + "199c41"),
 ]
 
 
@@ -191,10 +195,12 @@ class RoleTest(unittest.TestCase):
         self.assertEqual(m.REQUEST_TYPES, {m.Ping, m.FindNode, m.FindKey, m.StoreKey, m.Deliver,
                                            m.Store, m.Fetch, m.Delete, m.FindMailKey,
                                            m.StoreMailKey, m.DialBack, m.Reserve,
-                                           m.StoreRelay, m.FindRelay, m.Relay})
+                                           m.StoreRelay, m.FindRelay, m.Relay, m.Punch,
+                                           m.PunchOffer})
         self.assertEqual(m.RESPONSE_TYPES, {m.Pong, m.Nodes, m.KeyReply, m.Ok, m.Fail,
                                             m.MailBatch, m.MailKeyReply, m.DialBackReply,
-                                            m.Reserved, m.RelayReply, m.Relayed})
+                                            m.Reserved, m.RelayReply, m.Relayed,
+                                            m.PunchReady})
         self.assertEqual(m.NOTICE_TYPES, {m.Notify})
         self.assertEqual(m.HANDSHAKE_TYPES, {m.Hello, m.Challenge, m.Auth, m.Welcome, m.Error})
         self.assertTrue(m.Ping(1).is_request and m.Ok(1).is_response)

@@ -191,3 +191,32 @@ class RelayInLabTest(LabTestCase):
         public.bridge().call("mail", {"to": home.id_text, "subject": "after idling",
                                       "body": "still there"})
         self.assertIsNotNone(receiver.receive()["seen_at"])
+
+
+class PunchInLabTest(LabTestCase):
+    def direct_after_relayed_mail(self, kinds: list[str]) -> tuple[bool, dict[str, Any]]:
+        _, homes = start_world(self.lab, self.dir, 1, kinds)
+        for home in homes:
+            wait_for(lambda h=home: settled(h, 1), 20, "home relay")  # type: ignore[misc]
+        first, second = homes
+        receiver = second.bridge()
+        receiver.send("_wait_inbox", {"subject": "knock knock", "timeout": 10})
+        first.bridge().call("mail", {"to": second.id_text, "subject": "knock knock",
+                                     "body": "who is there"})
+        self.assertIsNotNone(receiver.receive()["seen_at"])
+        wait_for(lambda: first.cli("info")["reachability"]["punch"]["attempts"], 10,
+                 "a punch attempt")
+        time.sleep(4)   # the attempt's window (3 s) and the TLS handshake
+        punch = first.cli("info")["reachability"]["punch"]
+        linked = second.id_text in [link["id"] for link in first.cli("peers")["links"]]
+        return linked, punch
+
+    def test_two_cone_nats_get_a_direct_link(self) -> None:
+        linked, punch = self.direct_after_relayed_mail(["cone", "cone"])
+        self.assertTrue(linked)
+        self.assertEqual(punch["direct"], 1)
+
+    def test_a_symmetric_nat_defeats_it_and_mail_still_flows(self) -> None:
+        linked, punch = self.direct_after_relayed_mail(["cone", "symmetric"])
+        self.assertFalse(linked)
+        self.assertEqual((punch["attempts"], punch["direct"]), (1, 0))

@@ -365,6 +365,44 @@ class Relayed(Message):
     ROLE = Role.RESPONSE
 
 
+# ----- coordinated simultaneous open (see punch.py) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Punch(Message):
+    """To a relay of `node_id`: "I will connect from `port`; tell it, and tell me its port"."""
+
+    rid: int
+    node_id: bytes
+    port: int
+    FIELDS = (RID, ("node_id", ID), ("port", PORT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class PunchOffer(Message):
+    """From a relay: node `node_id`, seen at `host`, connects to you from `port` now."""
+
+    rid: int
+    node_id: bytes
+    host: str
+    port: int
+    FIELDS = (RID, ("node_id", ID), ("host", HOST), ("port", PORT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class PunchReady(Message):
+    """The other side connects from `port`; `host` is where its relay sees it (empty in the
+    answer to PunchOffer: the relay fills it in)."""
+
+    rid: int
+    host: str
+    port: int
+    FIELDS = (RID, ("host", TEXT), ("port", PORT))
+    ROLE = Role.RESPONSE
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
@@ -373,7 +411,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
     0x30: Ok, 0x31: Fail,
     0x40: DialBack, 0x41: DialBackReply, 0x42: Reserve, 0x43: Reserved, 0x44: StoreRelay,
-    0x45: FindRelay, 0x46: RelayReply, 0x47: Relay, 0x48: Relayed,
+    0x45: FindRelay, 0x46: RelayReply, 0x47: Relay, 0x48: Relayed, 0x49: Punch,
+    0x4A: PunchOffer, 0x4B: PunchReady,
 }
 TYPE_CODES: dict[type[Message], int] = {cls: code for code, cls in MESSAGE_TYPES.items()}
 

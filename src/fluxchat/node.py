@@ -33,6 +33,7 @@ from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
+from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
 from .session import SessionConfig
@@ -130,6 +131,8 @@ class Node:
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
                              self.reach, client.idle_timeout, self.clock)
         self.mailer.relay = self.relays.send
+        self.puncher = Puncher(self.net, self.relays)
+        self.relays.on_relayed = self.puncher.after_relayed
         self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
                                    self.mailer.retention, self.clock)
         self.keyring.load()
@@ -170,7 +173,8 @@ class Node:
             closers.append(self.ipc.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
             closers += [self.mailer.tasks.close(), self.overlay.tasks.close(),
-                        self.reach.tasks.close(), self.relays.tasks.close()]
+                        self.reach.tasks.close(), self.relays.tasks.close(),
+                        self.puncher.tasks.close()]
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
@@ -283,6 +287,8 @@ class Node:
             m.StoreRelay: self.relays.on_store_relay,
             m.FindRelay: self.relays.on_find_relay,
             m.Relay: self.relays.on_relay,
+            m.Punch: self.puncher.on_punch,
+            m.PunchOffer: self.puncher.on_punch_offer,
         }
 
     async def _on_peer_request(self, link: Link, message: m.Message) -> m.Message | None:

@@ -68,6 +68,8 @@ class Relays:
         self._wake = asyncio.Event()
         self._known: dict[bytes, RelayRecord] = {}  # records of recipients we sent to
         self._retry = 0.5
+        # punch.py: told when mail went through a relay, to try for a direct link.
+        self.on_relayed: Callable[[bytes, bytes], None] | None = None
 
     def now(self) -> int:
         return int(self.clock())
@@ -292,6 +294,8 @@ class Relays:
                 log.info("relay %s for %s: %s", short_id(info.node_id), short_id(recipient), exc)
                 continue
             if isinstance(reply, m.Relayed):
+                if not reply.held and self.on_relayed is not None:
+                    self.on_relayed(recipient, info.node_id)
                 return ("held" if reply.held else "forwarded"), info.node_id
             if isinstance(reply, m.Fail):
                 log.info("relay %s refused mail for %s: %s", short_id(info.node_id),
