@@ -10,8 +10,11 @@ Figures:
   inbox (both read over the local API; the lab's processes share one clock), for
   home→home (both ways), home→public, public→home and public→public: median, p95, max, lost;
   right after joining, and again after an idle period;
-- how many mails went over a direct link and how many through a relay (no hole punching yet:
-  between two homes every mail goes through a relay).
+- how many mails went over a direct link and how many through a relay (home A is behind a
+  cone NAT, home B behind a symmetric one, so between them mail stays on the relay);
+- how often a coordinated simultaneous open gives two homes a direct link, per pair of NAT
+  kinds (a fresh world per trial: one public relay, two homes, one relayed mail), and the
+  latency of the next mail between them.
 Idle: the issue asks for 10 minutes with the default `client.idle_timeout` (300 s).
 `--idle 600` does exactly that. The default here is a shortened, equivalent run: the idle
 timeout is set to 20 s (relay renewals scale with it: every third of it) and the nodes idle
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench.lablib import fresh_dir, parse_args, print_table, summary_ms, write_results  # noqa: E402
-from tests.natlab import Bridge, Lab, LabNode  # noqa: E402
+from tests.natlab import Bridge, Lab, LabNode, start_world  # noqa: E402
 
 PUBLICS = 3
 DEFAULT_IDLE_TIMEOUT = 300
@@ -42,6 +45,7 @@ def extra(parser: Any) -> None:
     parser.add_argument("--mails", type=int, default=20, help="mails per direction and phase")
     parser.add_argument("--idle", type=float, default=30.0,
                         help="seconds of idling; >= 600 keeps the default idle timeout")
+    parser.add_argument("--trials", type=int, default=5, help="punch trials per NAT pair")
     parser.add_argument("--log", choices=("debug", "info"), help="node log level "
                         "(logs in tmp/benchlab/nat/nodeNN/stderr.log)")
 
@@ -104,6 +108,39 @@ def phase(name: str, nodes: dict[str, LabNode], bridges: dict[str, Bridge], mail
     return rows
 
 
+def punch_trial(kinds: tuple[str, str], directory: Path) -> dict[str, Any]:
+    with Lab() as lab:
+        _, (first, second) = start_world(lab, directory, 1, list(kinds))
+        sender, receiver = first.bridge(), second.bridge()
+        for bridge in (sender, receiver):
+            time_until(bridge, time.time(), lambda r: len(r["relays"]) >= 1)
+        send_many(sender, receiver, second.id_text, "knock", 1)
+        deadline = time.monotonic() + 10
+        punch = sender.call("info")["reachability"]["punch"]
+        while time.monotonic() < deadline and punch["attempts"] == 0:
+            time.sleep(0.1)
+            punch = sender.call("info")["reachability"]["punch"]
+        linked = False
+        while time.monotonic() < deadline and not linked:
+            time.sleep(0.1)
+            linked = any(link["id"] == second.id_text for link in sender.call("peers")["links"])
+        latencies, _, _ = send_many(sender, receiver, second.id_text, "after", 1) \
+            if linked else ([], 0, [])
+        return {"linked": linked, "next_mail_s": latencies[0] if latencies else None}
+
+
+def punch_rates(trials: int) -> list[dict[str, Any]]:
+    rows = []
+    for kinds in (("cone", "cone"), ("cone", "symmetric"), ("symmetric", "symmetric")):
+        results = [punch_trial(kinds, fresh_dir(f"nat-punch-{i}")) for i in range(trials)]
+        direct = [r["next_mail_s"] for r in results if r["linked"]]
+        rows.append({"nats": " - ".join(kinds), "trials": trials,
+                     "direct": sum(1 for r in results if r["linked"]),
+                     "rate": sum(1 for r in results if r["linked"]) / trials,
+                     "next_mail_ms": 1000 * sorted(direct)[len(direct) // 2] if direct else None})
+    return rows
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra)
     reason = Lab.unavailable()
@@ -155,7 +192,11 @@ def main() -> None:
         print_table("Mail latency, mail command → recipient's inbox (ms)", headers,
                     [[r.get(h, "-") for h in headers] for r in rows])
         print(f"\nlinks per node after idling: {links}")
-    write_results("nat", {"joins": joins, "latency": rows, "idle_s": idle,
+    punches = punch_rates(1 if args.quick else args.trials)
+    print_table("Coordinated simultaneous open between two homes (after one relayed mail)",
+                ["nats", "trials", "direct", "rate", "next_mail_ms"],
+                [list(r.values()) for r in punches])
+    write_results("nat", {"joins": joins, "latency": rows, "punch": punches, "idle_s": idle,
                           "idle_timeout_s": idle_timeout, "links_after_idle": links,
                           "mails_per_direction": mails})
 
