@@ -14,9 +14,9 @@ LAYERS = {
         "contact", "runtime_env", "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "mail_limits"},
+        "mailkeys", "envelope2", "admission", "mail_limits"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "held"},
+        "logsetup", "pidfile", "lan", "tasks", "link_loop", "held"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
 }
 PURE = LAYERS[1]
