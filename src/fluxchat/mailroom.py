@@ -75,6 +75,7 @@ class Mailroom:
         header = self.header(envelope)
         if self.store.is_seen(header.uuid):
             self._spend(peer)
+            await self._rewrite_lost_receipt(header.uuid, self.now())
             self._resend_receipt(header.uuid, self.now())
             return False
         self._spend(peer)
@@ -104,27 +105,39 @@ class Mailroom:
         if self.store.add_inbox(mail):
             log.info("mail %s from %s received", uuidlib.UUID(bytes=content.uuid),
                      short_id(content.sender))
-        await self._queue_receipt(content, sender_key, now)
+        await self._queue_receipt(content.uuid, content.sender, sender_key, now)
 
-    async def _queue_receipt(self, content: MailContent, sender_key: bytes, now: int) -> None:
+    async def _queue_receipt(self, mail_uuid: bytes, sender: bytes, sender_key: bytes, now: int) -> None:
         """Sealed at once, so retries resend the same bytes; a second copy of a mail
         (the sender did not see our receipt yet) puts the same receipt back in the queue.
-        Should we crash before the receipt is queued, the sender's retry brings it back."""
-        if content.sender == self.me.node_id:
+        Should we crash before the receipt is queued, the sender's next copy brings it back
+        (see _rewrite_lost_receipt)."""
+        if sender == self.me.node_id:
             return
-        rid = receipt_uuid(content.uuid)
+        rid = receipt_uuid(mail_uuid)
         if self.store.get_outbox(rid) is None:
             expires = now + self.mailer.retention
-            receipt = MailContent("receipt", rid, self.me.node_id, content.sender, now, "", "",
-                                  content.uuid)
+            receipt = MailContent("receipt", rid, self.me.node_id, sender, now, "", "", mail_uuid)
             envelope = await off_loop(seal, receipt, self.me, sender_key, expires,
                                       os.urandom(32), os.urandom(12))
             if self.store.get_outbox(rid) is None:   # a second copy may have raced us here
-                self.store.add_outbox(OutboxMail(rid, content.sender, "", "", now, expires,
+                self.store.add_outbox(OutboxMail(rid, sender, "", "", now, expires,
                                                  envelope=envelope, kind="receipt"), now)
                 self.mailer.wake.set()
                 return
-        self._resend_receipt(content.uuid, now)
+        self._resend_receipt(mail_uuid, now)
+
+    async def _rewrite_lost_receipt(self, mail_uuid: bytes, now: int) -> None:
+        """A crash between the inbox commit and the receipt's leaves a mail we hold with no receipt,
+        and the sender would retry until it expires: write the receipt when a copy comes, from
+        the inbox row and the sender's key cached when we opened the mail (once per mail)."""
+        if self.store.get_outbox(receipt_uuid(mail_uuid)) is not None:
+            return
+        mail = self.store.read_inbox(mail_uuid)
+        key = None if mail is None else self.store.get_key(mail.sender)
+        if mail is not None and key is not None:
+            log.info("mail %s had no receipt (a crash?); writing it now", uuidlib.UUID(bytes=mail_uuid))
+            await self._queue_receipt(mail_uuid, mail.sender, key, now)
 
     def _resend_receipt(self, mail_uuid: bytes, now: int) -> None:
         """The sender just reached us again, so our receipt for that mail, if it waits out a
