@@ -324,8 +324,12 @@ def _tool(name: str) -> Callable[[list[str]], int] | None:
 def console() -> None:
     """The `fluxchat` command (pyproject.toml): `fluxchat node ...` runs a node (server_app.py), `fluxchat node-id
     ...` prints a key's ID (gen_id.py), `fluxchat keygen ...` makes an identity (gen_rsa.py); the rest is this CLI."""
+    global PROG
     argv = sys.argv[1:]
     tool = _tool(argv[0]) if argv else None
+    if tool is not None:
+        sys.argv[0] = f"fluxchat {argv[0]}"   # argparse names the program after it
+    PROG = "fluxchat"
     try:
         sys.exit(tool(argv[1:]) if tool else main(argv))
     except KeyboardInterrupt:
