@@ -61,6 +61,13 @@ class MailConfig:
 
 
 @dataclass(frozen=True)
+class MailKeysConfig:
+    """Mail key records (mailkeys.py): on by default; off means v1 (RSA) envelopes only."""
+    enabled: bool = True
+    rotation_interval: float = 24.0   # hours between new records
+
+
+@dataclass(frozen=True)
 class IpcConfig:
     enabled: bool = True
     address: str = "127.0.0.1"
@@ -80,6 +87,8 @@ class DiscoveryConfig:
 class LogConfig:
     level: str = "info"
     file: Path | None = None
+    max_bytes: int = 10 * 1024 * 1024   # rotate the file at this size; 0: never
+    backups: int = 3                    # rotated files kept (file.1 … file.N)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class Config:
     ipc: IpcConfig
     discovery: DiscoveryConfig
     log: LogConfig
+    mail_keys: MailKeysConfig = MailKeysConfig()
 
 
 class _Reader:
@@ -228,7 +238,10 @@ def _build(root: _Reader) -> Config:
         log=LogConfig(
             level=log.get("level", "info", lambda v: v in LOG_LEVELS, " or ".join(LOG_LEVELS)),
             file=None if log_file is None else Path(log_file),
+            max_bytes=log.integer("max_bytes", LogConfig.max_bytes, 0, 2**40),
+            backups=log.integer("backups", LogConfig.backups, 1, 100),
         ),
+        mail_keys=_mail_keys(root.section("mail_keys")),
     )
 
 
@@ -267,6 +280,14 @@ def _mail(r: _Reader) -> MailConfig:
         quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),
         quota_per_sender_recipient=r.integer("quota_per_sender_recipient",
                                              d.quota_per_sender_recipient, 0, 2**40),
+    )
+
+
+def _mail_keys(r: _Reader) -> MailKeysConfig:
+    d = MailKeysConfig
+    return MailKeysConfig(
+        enabled=r.flag("enabled", d.enabled),
+        rotation_interval=r.number("rotation_interval", d.rotation_interval, 0.01, 24 * 14),
     )
 
 
