@@ -195,6 +195,25 @@ class HandshakeSlotTest(PeerAttackCase):
         self.assertFalse(link.closed)
 
 
+class ReplayTest(PeerAttackCase):
+    """A recorded handshake replayed on a new connection proves nothing: fresh nonce."""
+
+    async def test_replayed_handshake_is_refused(self) -> None:
+        victim, port = await self.victim(limits())
+        recorded = await Attacker.connect("127.0.0.1", port, ATTACKER)
+        self.attackers.append(recorded)
+        replay = await Attacker.connect("127.0.0.1", port, ATTACKER, stage="tls",
+                                        source=ATTACK_SOURCES[0])
+        self.attackers.append(replay)
+        replay.send_raw(bytes(recorded.sent))
+        code = await replay.closed_by_victim()
+        await eventually(lambda: victim.net.admission.in_flight == 0)
+        self.assertEqual(list(victim.net.links), [identity(ATTACKER).node_id])
+        # The old proof of work is for another nonce (or, by a 1-in-16 chance at this
+        # difficulty, it passes and the signature over the old nonce fails).
+        self.assertIn(code, (E.WORK_INSUFFICIENT, E.AUTH_FAILED))
+
+
 class OutputTest(PeerAttackCase):
     """Issue 10.4: a peer that pipelines requests and never reads cannot grow our memory."""
 
