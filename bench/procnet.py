@@ -109,7 +109,12 @@ class Net:
     def start(self, index: int, bootstrap: list[str]) -> PoolProcessNode:
         node = PoolProcessNode(self.directory, index, bootstrap, OVERRIDES)
         self.started[node] = time.monotonic()
-        node.start(timeout=120)
+        try:
+            node.start(timeout=120)
+        finally:   # whoever must clean up after a crash of this script finds every pid here
+            if node.proc is not None:
+                with open(self.directory / "pids", "a") as pids:
+                    pids.write(f"{node.proc.pid}\n")
         return node
 
     def build(self) -> float:
@@ -237,6 +242,8 @@ def extra_args(parser: Any) -> None:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra_args)
     quiet_logs()
+    # SIGTERM (e.g. from `timeout`) unwinds through the finally below, which stops every node.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.processes, args.pairs, args.recipients, args.mails = 20, 20, 3, 20
     net = Net(args.processes, args.seed, args.wave, args.min_free)
