@@ -208,7 +208,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         c = str(self.config)
         self.assertEqual(await self.app("mail", "-c", c, "-s", "Test", "-b", "Hello World", "-t", PEER),
                          (0, UUID + "\n", ""))
-        self.assertEqual(self.node.calls[-1], ("mail", {"to": PEER, "subject": "Test", "body": "Hello World"}))
+        self.assertEqual(self.node.calls[-1], ("mail", {"to": [PEER], "subject": "Test", "body": "Hello World"}))
         code, out, _ = await self.app("--json", "-c", c, "mail", "-t", "bob", "-b", "-", stdin=b"from stdin\n")
         self.assertEqual((code, json.loads(out)), (0, {"uuid": UUID, "state": "queued"}))
         self.assertEqual(self.node.calls[-1][1]["body"], "from stdin\n")

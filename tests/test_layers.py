@@ -14,8 +14,8 @@ LAYERS = {
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
+        "logsetup", "pidfile", "lan", "tasks", "events"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "chat_api"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",

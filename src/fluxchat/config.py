@@ -51,6 +51,7 @@ class MailConfig:
     quota_per_recipient: int = 64 * 1024 * 1024
     quota_per_peer: int = 64 * 1024 * 1024
     quota_total: int = 1024 * 1024 * 1024
+    display_name: str = ""  # signed into our mail as a hint to the reader; never an identity
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,9 @@ def _mail(r: _Reader) -> MailConfig:
         quota_per_recipient=r.integer("quota_per_recipient", d.quota_per_recipient, 0, 2**40),
         quota_per_peer=r.integer("quota_per_peer", d.quota_per_peer, 0, 2**40),
         quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),
+        display_name=r.get("display_name", d.display_name,
+                           lambda v: isinstance(v, str) and len(v) <= 64 and v.isprintable(),
+                           "printable text of at most 64 characters"),
     )
 
 

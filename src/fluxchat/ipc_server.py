@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from .errors import IpcError
+from .events import Subscription
 from .ids import IdError
 from .ipc_protocol import (
     MAX_LINE, TOKEN_FILE, LineSplitter, RequestError, check_bind_address, check_token, error_response,
-    ok_response, parse_envelope, validate_request,
+    event_line, ok_response, parse_envelope, validate_request,
 )
 
 __all__ = ["IpcServer", "Dispatch", "write_token_file", "check_bind_address"]
@@ -99,6 +100,7 @@ class IpcServer:
         # Our own splitter rather than readline(): after an overlong line it really resyncs
         # at the next newline instead of treating the line's tail as a new request.
         splitter = LineSplitter(self.max_line)
+        keep: bool | Subscription
         while data := await reader.read(_READ_CHUNK):
             for line in splitter.feed(data):
                 if line is None:
@@ -108,12 +110,17 @@ class IpcServer:
                     continue  # blank lines are harmless (e.g. typed by hand)
                 else:
                     reply, keep = await self._answer(line, _peer_name(writer))
+                if isinstance(keep, Subscription):   # `watch`: this connection becomes a stream
+                    await _send(writer, reply)
+                    await _stream(keep, reader, writer)
+                    return
                 await _send(writer, reply)
                 if not keep:
                     return
 
-    async def _answer(self, line: bytes, peer: str) -> tuple[bytes, bool]:
-        """The reply to one line, and whether the connection stays open."""
+    async def _answer(self, line: bytes, peer: str) -> tuple[bytes, bool | Subscription]:
+        """The reply to one line, and whether the connection stays open (or the event
+        subscription it turns into)."""
         try:
             envelope = parse_envelope(line, self.max_line)
         except RequestError as exc:
@@ -127,6 +134,8 @@ class IpcServer:
         try:
             request = validate_request(envelope)
             result = await self.dispatch(request.cmd, request.args)
+            if isinstance(result, Subscription):
+                return ok_response(request.id, {"watching": True}), result
             return ok_response(request.id, result), True
         except IpcError as exc:
             return error_response(envelope.id, exc.code, exc.message), True
@@ -136,6 +145,21 @@ class IpcServer:
             # Never log args or results: they hold mail text.
             log.error("ipc: command %r failed with %s", envelope.cmd[:40], type(exc).__name__, exc_info=True)
             return error_response(envelope.id, "internal", "internal error; see the node's log"), True
+
+
+async def _stream(subscription: Subscription, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+    """Event lines until the node stops, the client sends anything or hangs up, or the
+    client reads too slowly: then its queue overflows and the connection is dropped."""
+    subscription.on_overflow = writer.transport.abort
+    ended = asyncio.ensure_future(reader.read(1))
+    ended.add_done_callback(lambda _: subscription.close())
+    try:
+        async for event in subscription:
+            await _send(writer, event_line(event))
+    finally:
+        subscription.close()
+        ended.cancel()
 
 
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:

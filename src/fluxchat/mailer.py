@@ -74,7 +74,9 @@ class Mailer:
 
     # ----- the user's side -------------------------------------------------------------
 
-    def submit(self, recipient: bytes, subject: str, body: str) -> OutboxMail:
+    def submit(self, recipient: bytes, subject: str, body: str,
+               ref: bytes | None = None) -> OutboxMail:
+        """Queue a mail; `ref` is the uuid of the mail it replies to (signed with the content)."""
         if len(subject) > 255:
             raise MailError(f"subject has {len(subject)} characters; at most 255 are allowed")
         size = len(body.encode("utf-8"))
@@ -83,10 +85,11 @@ class Mailer:
                             f"{self.config.max_body_bytes}")
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
-                          body=body, created_at=now, expires_at=now + self.retention)
+                          body=body, created_at=now, expires_at=now + self.retention, ref=ref)
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
-            self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now))
+            self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
+                                           ref=ref, sender_name=self.config.display_name))
             self.store.set_outbox_state(mail.uuid, "delivered", now, "to ourselves")
         self.wake.set()
         return self.store.get_outbox(mail.uuid) or mail
@@ -181,7 +184,8 @@ class Mailer:
                 self._retry(mail, "looking for the recipient's key")
             return None
         content = MailContent("mail", mail.uuid, self.me.node_id, mail.recipient,
-                              mail.created_at, mail.subject, mail.body, b"")
+                              mail.created_at, mail.subject, mail.body, mail.ref or b"",
+                              self.config.display_name)
         return await off_loop(seal, content, self.me, key, mail.expires_at, os.urandom(32),
                               os.urandom(12))
 

@@ -21,7 +21,8 @@ from .contact import advertise, resolve
 from .errors import ConfigError, FluxError
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
-from .ipc_handlers import IpcHandlers
+from .events import EventHub
+from .ipc_handlers import NodeApi
 from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
@@ -77,12 +78,15 @@ class Node:
         self.lan: LanDiscovery | None = None
         self._last_publish = self.started_at   # _join publishes first
         self._last_replication = self.started_at
+        # The one narrow interface the local API, the event stream and the web app use.
+        self.api = NodeApi(self, EventHub())
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         self.store = Store.open(self.config.data_dir / DB_FILE)
+        self.store.observers.append(self.api.on_store_change)
         try:
             await self._start()
             async with asyncio.TaskGroup() as group:
@@ -111,7 +115,7 @@ class Node:
         limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
                            client.max_handshakes, client.connections_per_second)
         self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
-                           self._on_peer_request, self._on_link, lambda link: None)
+                           self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
         self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
@@ -131,7 +135,7 @@ class Node:
             check_bind_address(cfg.ipc.address, cfg.ipc.allow_remote)
             token = write_token_file(cfg.data_dir)
             self.ipc = IpcServer(cfg.ipc.address, cfg.ipc.port, token,
-                                 IpcHandlers(self).dispatch)
+                                 self.api.dispatch)
             await self.ipc.start()
             self.ipc_port = self.ipc.port
             log.info("local API on %s:%d", cfg.ipc.address, self.ipc_port)
@@ -149,6 +153,7 @@ class Node:
         for name in (RUNTIME_FILE, TOKEN_FILE):
             (self.config.data_dir / name).unlink(missing_ok=True)
         closers = []
+        self.api.events.close()
         if self.lan is not None:
             self.lan.close()
         if hasattr(self, "ipc"):
@@ -267,6 +272,10 @@ class Node:
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
+        self.api.on_link(link, True)
+
+    def _on_unlink(self, link: Link) -> None:
+        self.api.on_link(link, False)
 
     def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:
         """A LAN announcement: dial it with the announced ID pinned, unless already linked."""

@@ -97,7 +97,18 @@ _V1: tuple[str, ...] = (
         last_seen INTEGER NOT NULL)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Conversations: the mail a message replies to, the sender's display name (a hint), and
+# indexes that list the mail exchanged with one peer without scanning the mailbox.
+_V2: tuple[str, ...] = (
+    "ALTER TABLE inbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
+    "ALTER TABLE inbox ADD COLUMN sender_name TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE outbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
+    "CREATE INDEX inbox_sender ON inbox (sender, received_at)",
+    "CREATE INDEX inbox_new ON inbox (is_new, sender)",
+    "CREATE INDEX outbox_recipient ON outbox (recipient, created_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
