@@ -63,7 +63,7 @@ class PeerNet:
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
-        self._dials: dict[tuple[str, int], asyncio.Future[Link]] = {}
+        self._dials: dict[tuple[str, int, bytes | None], asyncio.Future[Link]] = {}
         self._server: asyncio.Server | None = None
 
     # ----- public interface ---------------------------------------------------------
@@ -77,19 +77,38 @@ class PeerNet:
         return self._server.sockets[0].getsockname()[1]
 
     async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
-        """A link to the node at host:port (pinned to expected_id when given)."""
-        if expected_id is not None and expected_id in self.links:
-            return self.links[expected_id]
+        """A link to the node at host:port, authenticated as expected_id when given.
+
+        Dials in flight are shared only by callers expecting the same ID at the same
+        address, and every result is checked again: a link is never handed to a caller
+        who expects another node, whatever shares its address."""
         if expected_id == self.own_id:
             raise DialError("refusing to dial ourselves")
-        key = (host, port)
-        if key not in self._dials:
+        if expected_id is not None:
+            existing = self.links.get(expected_id)
+            if existing is not None and not existing.closed:
+                return existing
+        key = (host, port, expected_id)
+        future = self._dials.get(key)
+        if future is None:
             future = asyncio.get_running_loop().create_future()
             # Every waiter may be gone (cancelled lookups); the outcome is still consumed.
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            future.add_done_callback(lambda done: self._forget_dial(key, done))
             self._dials[key] = future
             self._tasks.spawn(self._dial(host, port, expected_id, future))
-        return await asyncio.shield(self._dials[key])
+        link = await asyncio.shield(future)
+        if expected_id is not None and link.peer_id != expected_id:
+            raise DialError(f"{host}:{port} is node {short_id(link.peer_id)}, "
+                            f"not {short_id(expected_id)}")
+        return link
+
+    def _forget_dial(self, key: tuple[str, int, bytes | None],
+                     done: asyncio.Future[Link]) -> None:
+        # Once settled, a dial is not shared any more: later callers go through the
+        # pinned link registry (or dial afresh), never through an old address match.
+        if self._dials.get(key) is done:
+            del self._dials[key]
 
     async def request(self, host: str, port: int, node_id: bytes,
                       build: Callable[[int], m.Message]) -> m.Message:
@@ -171,7 +190,6 @@ class PeerNet:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
         finally:
-            self._dials.pop((host, port), None)
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: link closed during handshake"))
             if writer is not None:
