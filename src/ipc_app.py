@@ -190,6 +190,8 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
         action = ns.action or "list"
+        if action == "add" and (ns.id is None) == (ns.from_uuid is None):
+            parser.error("contacts add needs the node ID or --from UUID (one of them)")
         args = {"action": action, "alias": getattr(ns, "alias", None), "id": getattr(ns, "id", None),
                 "from": getattr(ns, "from_uuid", None), "force": getattr(ns, "force", None) or None}
         return cmd, {k: v for k, v in args.items() if v is not None}

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from fluxchat.errors import IpcError
-from fluxchat.events import EventHub
+from fluxchat.events import EventHub, TooManySubscribers
 from fluxchat.ipc_protocol import TOKEN_FILE, make_request
 from fluxchat.node import Node
 from fluxchat.store import InboxMail
@@ -181,7 +181,7 @@ class HubTest(NodeTestCase):
     async def test_queue_bound_and_subscriber_cap(self) -> None:
         hub = EventHub(queue_limit=2, max_subscribers=2)
         fast, slow = hub.subscribe(), hub.subscribe()
-        with self.assertRaises(Exception):
+        with self.assertRaises(TooManySubscribers):
             hub.subscribe()
         hub.publish({"type": "a"})
         self.assertEqual((await fast.next() or {})["seq"], 1)

@@ -217,7 +217,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         self.assertIn("FC_", out)
         self.assertIn("Hi\\x1b[31m there", out)
         self.assertNotIn("\x1b", out)
-        self.assertEqual(out.splitlines()[1].split()[:2], ["*", UUID])
+        self.assertEqual(out.splitlines()[1].split()[:3], ["1", "*", UUID])
         self.assertEqual(await self.app("list", "--outbox", "-c", c), (0, "No mail in outbox.\n", ""))
         code, out, _ = await self.app("-c", c, "read", "--uuid", UUID)
         self.assertEqual(code, 0)
