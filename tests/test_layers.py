@@ -12,9 +12,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
-        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events"},
+        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
+        "mailkeys", "envelope2", "mail_limits"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "events"},
+        "logsetup", "pidfile", "lan", "tasks", "held", "events"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "chat_api"},
 }
 PURE = LAYERS[1]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from .errors import FluxError, IpcError
 from .ipc_protocol import TOKEN_FILE, make_request, parse_response
@@ -60,7 +61,7 @@ class IpcClient:
         self._file: BinaryIO | None = None
         self._next_id = 0
 
-    def __enter__(self) -> "IpcClient":
+    def __enter__(self) -> IpcClient:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,

@@ -12,8 +12,9 @@ import hmac
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, TypeGuard
 
 from .errors import IpcError
 from .ids import ID_PREFIX, IdError, parse_id
@@ -32,7 +33,7 @@ MIN_UUID_PREFIX = 6      # hex digits: short handles for people typing uuids
 MAX_RECIPIENTS = 32
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_HEX_RE = re.compile(r"[0-9a-f]{%d,32}" % MIN_UUID_PREFIX)
+_HEX_RE = re.compile(rf"[0-9a-f]{{{MIN_UUID_PREFIX},32}}")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_ID_CHARS = 64  # FC_ + at most 44 base58 digits
 
@@ -142,7 +143,7 @@ def _bad(arg: Arg, expected: str, value: Any) -> IpcError:
     return IpcError("bad_argument", f"{arg.name}: expected {expected}, got {shown}")
 
 
-def _is_text(value: Any) -> bool:
+def _is_text(value: Any) -> TypeGuard[str]:
     """A str that is valid Unicode: JSON may smuggle in lone surrogates like "\\ud800"."""
     if not isinstance(value, str):
         return False
@@ -205,7 +206,8 @@ def _check_node_id(arg: Arg, value: Any) -> str:
         parse_id(value)
     except IdError as exc:
         raise IpcError("invalid_id", f"{arg.name}: {exc}") from None
-    return value
+    text: str = value  # parse_id accepted it, so it is a str
+    return text
 
 
 def _check_alias(arg: Arg, value: Any) -> str:

@@ -13,7 +13,8 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import messages as m
 from .config import MailConfig
@@ -24,8 +25,8 @@ from .ids import short_id
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
-from .tasks import Background
 from .store import InboxMail, OutboxMail, Quotas, Store
+from .tasks import Background
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -63,7 +64,8 @@ class Mailer:
         self.me, self.store, self.overlay, self.net = identity, store, overlay, net
         self.config, self.max_payload, self.clock = config, max_payload, clock
         self.retention = int(config.retention_time * 3600)
-        self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total)
+        self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total,
+                             config.quota_per_sender_recipient)
         self.wake = asyncio.Event()
         self._busy: set[bytes] = set()
         self.tasks = Background()

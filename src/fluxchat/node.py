@@ -13,15 +13,16 @@ import json
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import messages as m
 from .config import Config
 from .contact import advertise, resolve
 from .errors import ConfigError, FluxError
+from .events import EventHub
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
-from .events import EventHub
 from .ipc_handlers import NodeApi
 from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
@@ -165,7 +166,7 @@ class Node:
         try:
             await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True),
                                    STOP_DEADLINE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("shutdown deadline passed; closing anyway")
         if self.store is not None:
             if hasattr(self, "overlay"):
@@ -217,6 +218,7 @@ class Node:
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        self.overlay.expire_keys()
         await self.overlay.refresh()
         self.overlay.save()
         if moment - self._last_publish >= self.config.kademlia.republish_interval:
@@ -268,7 +270,8 @@ class Node:
         answer = handler(link, message)
         if inspect.isawaitable(answer):
             answer = await answer
-        return answer
+        reply: m.Message | None = answer
+        return reply
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)

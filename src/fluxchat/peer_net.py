@@ -12,8 +12,8 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from . import messages as m
 from . import pow as work
@@ -21,9 +21,20 @@ from .errors import FluxError, IdentityError
 from .ids import short_id
 from .link import Link, LinkClosed
 from .ratelimit import RateLimiter
-from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
-                      ResponseReceived, Session, SessionConfig, State, WorkNeeded,
-                      auth_payload)
+from .session import (
+    Closed,
+    Established,
+    Event,
+    NoticeReceived,
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    Session,
+    SessionConfig,
+    State,
+    WorkNeeded,
+    auth_payload,
+)
 from .tasks import Background
 from .tls import client_context, peer_certificate_key
 
@@ -74,7 +85,8 @@ class PeerNet:
         except OSError as exc:
             raise FluxError(f"cannot listen for peers on {host}:{port}: "
                             f"{exc.strerror or exc}") from None
-        return self._server.sockets[0].getsockname()[1]
+        port_bound: int = self._server.sockets[0].getsockname()[1]
+        return port_bound
 
     async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
         """A link to the node at host:port, authenticated as expected_id when given.
@@ -167,7 +179,7 @@ class PeerNet:
             await writer.start_tls(self._server_ssl, ssl_handshake_timeout=self.limits.auth_timeout)
             session = Session.acceptor(self.config, os.urandom(32), time.monotonic(), host)
             await self._run(session, reader, writer, "in", (host, int(peer[1])), None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, EOFError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
             log.info("connection from %s ended before a link: %s", host, type(exc).__name__)
         finally:
             if session is None or session.established is None:
@@ -186,7 +198,7 @@ class PeerNet:
             key = peer_certificate_key(writer.get_extra_info("ssl_object"))
             session = Session.dialer(self.config, key, time.monotonic(), expected_id)
             await self._run(session, reader, writer, "out", (host, port), future)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, IdentityError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, IdentityError) as exc:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
         finally:
@@ -201,7 +213,7 @@ class PeerNet:
                    writer: asyncio.StreamWriter, direction: str, address: tuple[str, int],
                    future: asyncio.Future[Link] | None) -> None:
         link: Link | None = None
-        events = []
+        events: list[Event] = []
         try:
             while True:
                 writer.write(session.data_to_send())

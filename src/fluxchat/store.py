@@ -11,22 +11,23 @@ commit in the WAL file and survives the process being killed the next instant.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import StorageError
+from .held import Held, QuotaExceeded, Quotas, hold, usage
 from .store_schema import OUTBOX_STATES, connect, fail, transaction
+
+__all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store"]
 
 _PENDING = ("queued", "stored", "handed_over")  # outbox states that still need work
 _DONE = ("delivered", "expired", "failed")
+_QMARKS = ", ".join("?" * len(_PENDING))
 
 RoutingEntry = tuple[bytes, str, int, int]  # (node_id, host, port, last_seen)
-
-
-class QuotaExceeded(StorageError):
-    """A held envelope was refused because it would pass one of the storage quotas."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,6 @@ class OutboxMail:
     updated_at: int = 0
     kind: str = "mail"  # "receipt": our signed receipt on its way back; hidden from listings
     ref: bytes | None = None  # the uuid of the mail this one replies to
-
-
-@dataclass(frozen=True)
-class Quotas:
-    per_recipient_bytes: int
-    per_peer_bytes: int
-    total_bytes: int
 
 
 # Inbox counts too: forget_seen_before may drop a uuid whose mail is still in the inbox.
@@ -344,21 +338,10 @@ class Store:
         self, uuid: bytes, recipient: bytes, sender_peer: bytes, expires_at: int,
         envelope: bytes, now: int, quotas: Quotas,
     ) -> str:
-        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded."""
-        size = len(envelope)
+        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded
+        (fair eviction and running totals: see held.py)."""
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM held WHERE uuid = ?", (uuid,)).fetchone():
-                return "duplicate"
-            # Expired envelopes must not count against anyone's quota.
-            db.execute("DELETE FROM held WHERE expires_at <= ?", (now,))
-            _check_quota(db, "per recipient bytes", "WHERE recipient = ?", (recipient,),
-                          size, quotas.per_recipient_bytes)
-            _check_quota(db, "per sender peer bytes", "WHERE sender_peer = ?", (sender_peer,),
-                          size, quotas.per_peer_bytes)
-            _check_quota(db, "total bytes", "", (), size, quotas.total_bytes)
-            db.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (uuid, recipient, sender_peer, expires_at, size, envelope, now))
-            return "stored"
+            return hold(db, Held(uuid, recipient, sender_peer, expires_at, envelope), now, quotas)
 
     def held_for(self, recipient: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         rows = self._rows(
@@ -378,13 +361,23 @@ class Store:
             return db.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount
 
     def held_stats(self) -> tuple[int, int]:
-        row = self._rows("SELECT count(*), coalesce(sum(size), 0) FROM held")[0]
-        return int(row[0]), int(row[1])
+        """(envelopes, bytes) held for others, from running totals (no scan)."""
+        try:
+            return usage(self._db)
+        except sqlite3.Error as exc:
+            raise fail(exc) from exc
 
-    def all_held(self, limit: int, offset: int) -> list[tuple[bytes, bytes, int, bytes]]:
-        rows = self._rows("SELECT uuid, recipient, expires_at, envelope FROM held ORDER BY stored_at, rowid "
-                          "LIMIT ? OFFSET ?", (limit, offset))
-        return [(u, r, int(x), e) for u, r, x, e in rows]
+    def held_page(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(rowid, uuid, recipient) of held envelopes after rowid `after`, without their bytes:
+        keyset paging stays right when rows come and go between pages."""
+        rows = self._rows("SELECT rowid, uuid, recipient FROM held WHERE rowid > ? ORDER BY rowid "
+                          "LIMIT ?", (after, limit))
+        return [(int(i), u, r) for i, u, r in rows]
+
+    def held_envelope(self, uuid: bytes) -> bytes | None:
+        """One held envelope, or None once it was fetched, evicted or expired."""
+        envelope = self._value("SELECT envelope FROM held WHERE uuid = ?", (uuid,))
+        return None if envelope is None else bytes(envelope)
 
     # --- contacts ------------------------------------------------------------------------------
 
@@ -400,10 +393,13 @@ class Store:
         return [(a, n) for a, n in self._rows("SELECT alias, node_id FROM contacts ORDER BY alias")]
 
     def resolve_alias(self, alias: str) -> bytes | None:
-        return self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+        node_id: bytes | None = self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+        return node_id
 
     def alias_of(self, node_id: bytes) -> str | None:
-        return self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1", (node_id,))
+        alias: str | None = self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1",
+                                        (node_id,))
+        return alias
 
     # --- public keys (cache and key directory) -------------------------------------------------
 
@@ -418,14 +414,21 @@ class Store:
             )
 
     def get_key(self, node_id: bytes) -> bytes | None:
-        return self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+        der: bytes | None = self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+        return der
 
     def count_keys(self) -> int:
         return int(self._value("SELECT count(*) FROM keys"))
 
     def expire_keys(self, cutoff: int) -> int:
+        """Forget keys not refreshed since `cutoff`, except those of our contacts and of the
+        recipients of mail still on its way (those we need, and a lookup finds them again)."""
         with self._tx() as db:
-            return db.execute("DELETE FROM keys WHERE stored_at < ?", (cutoff,)).rowcount
+            return db.execute(
+                "DELETE FROM keys WHERE stored_at < ? "
+                "AND node_id NOT IN (SELECT node_id FROM contacts) "
+                f"AND node_id NOT IN (SELECT recipient FROM outbox WHERE state IN ({_QMARKS}))",
+                (cutoff, *_PENDING)).rowcount
 
     # --- routing table -------------------------------------------------------------------------
 
@@ -443,11 +446,3 @@ class Store:
 def _check_state(state: str) -> None:
     if state not in OUTBOX_STATES:
         raise StorageError(f"unknown outbox state {state!r}")
-
-
-def _check_quota(db: sqlite3.Connection, name: str, where: str, params: tuple[Any, ...],
-                 size: int, limit: int) -> None:
-    used = int(db.execute(f"SELECT coalesce(sum(size), 0) FROM held {where}", params).fetchone()[0])
-    if used + size > limit:
-        raise QuotaExceeded(
-            f"storage quota exceeded ({name}): {used} bytes held + {size} would pass the limit of {limit}")

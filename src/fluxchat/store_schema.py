@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import StorageError
+from .held import MIGRATION as _HELD_TOTALS
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -99,7 +100,7 @@ _V1: tuple[str, ...] = (
 
 # Conversations: the mail a message replies to, the sender's display name (a hint), and
 # indexes that list the mail exchanged with one peer without scanning the mailbox.
-_V2: tuple[str, ...] = (
+_CONVERSATIONS: tuple[str, ...] = (
     "ALTER TABLE inbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
     "ALTER TABLE inbox ADD COLUMN sender_name TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE outbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
@@ -108,7 +109,7 @@ _V2: tuple[str, ...] = (
     "CREATE INDEX outbox_recipient ON outbox (recipient, created_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _CONVERSATIONS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
