@@ -115,6 +115,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--offset", type=int, default=0, help="skip this many rows (default 0)")
     for name, summary in (("read", "show one mail (received or sent) and mark it read"),
                           ("delete", "delete one mail"), ("status", "delivery state and history of a sent mail"),
+                          ("resend", "send a failed or expired mail again"),
                           ("mark", "mark a received mail read (or --unread)")):
         subs[name] = _sub(sub, common, name, summary, f"{PROG} {name} 123e45")
         _add_uuid(subs[name])
@@ -187,7 +188,7 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
-    if cmd in ("read", "delete", "status"):
+    if cmd in ("read", "delete", "status", "resend"):
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
         action = ns.action or "list"
@@ -336,7 +337,8 @@ def show_info(result: dict[str, Any], args: dict[str, Any]) -> str:
 
 SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "mail": show_mail, "list": show_list, "read": show_read, "delete": lambda r, a: f"Deleted {clean(r.get('uuid'))}.",
-    "status": show_status, "contacts": show_contacts, "peers": show_peers, "info": show_info,
+    "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
+    "contacts": show_contacts, "peers": show_peers, "info": show_info,
     "reply": lambda r, a: clean(r.get("uuid")), "conversation": show_conversation,
     "conversations": show_conversations,
     "mark": lambda r, a: f"Marked {clean(r.get('uuid'))} {'unread' if r.get('new') else 'read'}.",

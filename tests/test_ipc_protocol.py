@@ -38,6 +38,7 @@ GOOD: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "watch": ({}, {}),
     "delete": ({"uuid": UUID}, {"uuid": UUID}),
     "status": ({"uuid": UUID}, {"uuid": UUID}),
+    "resend": ({"uuid": UUID}, {"uuid": UUID}),
     "contacts": ({}, {"action": "list", "alias": None, "id": None, "from": None, "force": False}),
     "peers": ({}, {}),
     "info": ({}, {}),
@@ -136,7 +137,7 @@ class RequestTest(unittest.TestCase):
         self.assertEqual(args, {"folder": "inbox", "new_only": True, "limit": 1, "offset": 3})
 
     def test_uuid_arguments(self) -> None:
-        for cmd in ("read", "delete", "status"):
+        for cmd in ("read", "delete", "status", "resend"):
             self.assertIn("uuid", self.bad(cmd, {}))
             for value in ("nope", UUID + "0", "12345", "123e4-", "zzzzzz", "-" * 40, 12):
                 self.bad(cmd, {"uuid": value})

@@ -37,9 +37,9 @@ from .cbor import dumps, loads
 from .errors import EnvelopeError, FluxError
 from .identity import MAX_KEY_BITS, MIN_KEY_BITS, Identity, load_public_key, verify_signature
 from .ids import ID_BYTES, id_from_spki
+from .mail_rules import MAX_SUBJECT_CHARS as MAX_SUBJECT_CHARS
 
 ENVELOPE_VERSION = 1
-MAX_SUBJECT_CHARS = 255
 MAX_NAME_CHARS = 64  # the sender's display name: a hint shown to people, never an identity
 KIND_MAIL = "mail"
 KIND_RECEIPT = "receipt"

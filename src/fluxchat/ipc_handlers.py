@@ -54,7 +54,7 @@ class NodeApi(ChatCommands):
         self.events = events or EventHub()
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
             "mail": self.mail, "reply": self.reply, "list": self.list, "read": self.read,
-            "mark": self.mark, "delete": self.delete, "status": self.status,
+            "mark": self.mark, "delete": self.delete, "status": self.status, "resend": self.resend,
             "conversations": self.conversations, "conversation": self.conversation,
             "contacts": self.contacts, "peers": self.peers, "info": self.info,
             "watch": self.watch, "save": self.save, "stop": self.stop,
@@ -167,6 +167,16 @@ class NodeApi(ChatCommands):
                 "alias": self.alias(mail.recipient), "state": mail.state, "reason": mail.reason,
                 "stored_on": mail.stored_on, "created_at": mail.created_at,
                 "expires_at": mail.expires_at, "history": history}
+
+    def resend(self, args: Args) -> Args:
+        uuid = self.resolve_uuid(args["uuid"])
+        mail = self.store.get_outbox(uuid)
+        if mail is None or mail.kind != "mail":
+            raise IpcError("not_found", f"no mail {args['uuid']} in the outbox")
+        if not self.node.mailer.resend(uuid):
+            raise IpcError("bad_state", f"mail {args['uuid']} is {mail.state}; only failed or expired mail "
+                                        "can be resent")
+        return {"uuid": uuid_text(uuid), "state": "queued"}
 
     def contacts(self, args: Args) -> Args:
         action = args["action"]
