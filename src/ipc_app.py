@@ -127,6 +127,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p = subs["conversations"] = _sub(sub, common, "conversations", "everyone you exchanged mail with, "
                                      "latest first, with unread counts", f"{PROG} conversations")
     p.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    p = subs["web"] = _sub(sub, common, "web", "a one-time sign-in link to the node's web app "
+                           "(needs web.enabled)", f"{PROG} web --open")
+    p.add_argument("--open", action="store_true", help="open the link in your web browser")
     subs["watch"] = _sub(sub, common, "watch", "print events as they happen (mail arrived, delivery "
                          "states, links) until interrupted", f"{PROG} watch --json")
     _contacts(sub, common, subs)
@@ -185,6 +188,8 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
         return "conversation", {"peer": ns.peer, "limit": ns.limit}
     if cmd == "conversations":
         return cmd, {"limit": ns.limit}
+    if cmd == "web":
+        return "web_link", {}
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
@@ -340,7 +345,7 @@ SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
     "contacts": show_contacts, "peers": show_peers, "info": show_info,
     "reply": lambda r, a: clean(r.get("uuid")), "conversation": show_conversation,
-    "conversations": show_conversations,
+    "conversations": show_conversations, "web_link": lambda r, a: clean(r.get("url")),
     "mark": lambda r, a: f"Marked {clean(r.get('uuid'))} {'unread' if r.get('new') else 'read'}.",
     "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
 }
@@ -383,6 +388,9 @@ def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
             result = client.call(cmd, args)
             if cmd == "watch":
                 return watch(client, bool(getattr(ns, "json", False)))
+            if cmd == "web_link" and getattr(ns, "open", False) and isinstance(result, dict):
+                import webbrowser
+                webbrowser.open(str(result.get("url")))
     except NodeUnreachable:
         return _fail(f"cannot reach the node at {where}; {hint}", EXIT_UNREACHABLE)
     except IpcError as exc:

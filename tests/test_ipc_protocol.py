@@ -36,6 +36,7 @@ GOOD: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "conversations": ({}, {"limit": 50}),
     "conversation": ({"peer": "bob"}, {"peer": "bob", "limit": 50, "mark_read": True}),
     "watch": ({}, {}),
+    "web_link": ({}, {}),
     "delete": ({"uuid": UUID}, {"uuid": UUID}),
     "status": ({"uuid": UUID}, {"uuid": UUID}),
     "resend": ({"uuid": UUID}, {"uuid": UUID}),

@@ -68,6 +68,14 @@ class IpcConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The local web app (fluxchat/web): off by default, loopback only, signs in with the IPC token."""
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 26080
+
+
+@dataclass(frozen=True)
 class DiscoveryConfig:
     enabled: bool = False
     port: int = 26100
@@ -97,6 +105,7 @@ class Config:
     ipc: IpcConfig
     discovery: DiscoveryConfig
     log: LogConfig
+    web: WebConfig = WebConfig()
 
 
 class _Reader:
@@ -194,6 +203,10 @@ def load_config(path: Path | str) -> Config:
     if log_file is not None and not (isinstance(log_file, str) and log_file):
         raise log.fail("file", "a file name or null", log_file)
     data_dir = Path(root.text("data_dir", "var/data1"))
+    ipc, web = _ipc(root.section("ipc")), _web(root.section("web"))
+    if web.enabled and not ipc.enabled:
+        raise ConfigError(f"{path}: web.enabled: the web app signs in with the local API's token; "
+                          "set ipc.enabled to true as well")
     return Config(
         path=path,
         id=_node_id(root),
@@ -206,7 +219,8 @@ def load_config(path: Path | str) -> Config:
         client=_client(root.section("client")),
         kademlia=_kademlia(root.section("kademlia")),
         mail=_mail(root.section("mail")),
-        ipc=_ipc(root.section("ipc")),
+        ipc=ipc,
+        web=web,
         discovery=_discovery(root.section("discovery")),
         log=LogConfig(
             level=log.get("level", "info", lambda v: v in LOG_LEVELS, " or ".join(LOG_LEVELS)),
@@ -263,6 +277,19 @@ def _ipc(r: _Reader) -> IpcConfig:
         address=r.text("address", d.address),
         port=r.integer("port", d.port, 0, 65535),
         allow_remote=r.flag("allow_remote", d.allow_remote),
+    )
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _web(r: _Reader) -> WebConfig:
+    d = WebConfig
+    return WebConfig(
+        enabled=r.flag("enabled", d.enabled),
+        # Never anything but loopback: the web app trusts whoever holds the session cookie.
+        address=r.get("address", d.address, lambda v: v in _LOOPBACK, " or ".join(_LOOPBACK)),
+        port=r.integer("port", d.port, 0, 65535),
     )
 
 

@@ -52,12 +52,14 @@ class NodeApi(ChatCommands):
     def __init__(self, node: NodeParts, events: EventHub | None = None) -> None:
         self.node = node
         self.events = events or EventHub()
+        # Set by the node when the web app runs: makes a one-time sign-in link.
+        self.web_login: Callable[[], str] | None = None
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
             "mail": self.mail, "reply": self.reply, "list": self.list, "read": self.read,
             "mark": self.mark, "delete": self.delete, "status": self.status, "resend": self.resend,
             "conversations": self.conversations, "conversation": self.conversation,
             "contacts": self.contacts, "peers": self.peers, "info": self.info,
-            "watch": self.watch, "save": self.save, "stop": self.stop,
+            "watch": self.watch, "web_link": self.web_link, "save": self.save, "stop": self.stop,
         }
 
     @property
@@ -229,6 +231,11 @@ class NodeApi(ChatCommands):
     def watch(self, args: Args) -> Subscription:
         """The IPC server turns this connection into a stream of event lines."""
         return self.subscribe()
+
+    def web_link(self, args: Args) -> Args:
+        if self.web_login is None:
+            raise IpcError("unavailable", "the web app is off; set web.enabled to true in the node's config")
+        return {"url": self.web_login()}
 
     def save(self, args: Args) -> Args:
         self.node.overlay.save()   # mail is committed as it happens; this persists the table

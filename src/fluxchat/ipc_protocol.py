@@ -123,6 +123,7 @@ _TABLE = (
                              Arg("limit", "int", default=50, low=1, high=1000),
                              Arg("mark_read", "bool", default=True))),
     Command("watch"),
+    Command("web_link"),
     Command("delete", (_uuid_arg(),)),
     Command("status", (_uuid_arg(),)),
     Command("resend", (_uuid_arg(),)),

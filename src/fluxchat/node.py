@@ -76,6 +76,7 @@ class Node:
         self._stop = asyncio.Event()
         self.port = 0
         self.ipc_port = 0
+        self.web_port = 0
         self.store: Store | None = None
         self.lan: LanDiscovery | None = None
         self._last_publish = self.started_at   # _join publishes first
@@ -141,13 +142,28 @@ class Node:
             await self.ipc.start()
             self.ipc_port = self.ipc.port
             log.info("local API on %s:%d", cfg.ipc.address, self.ipc_port)
+            if cfg.web.enabled:
+                await self._start_web(token)
+
+    async def _start_web(self, token: str) -> None:
+        """aiohttp is imported only here, so a node without the web app never loads it."""
+        from .web.app import WebApp
+        from .web.auth import WebAuth
+
+        auth = WebAuth(token)
+        self.web = WebApp(self.api, auth, self.config.web.address, self.config.web.port, self.clock)
+        await self.web.start()
+        self.web_port = self.web.port
+        self.api.web_login = lambda: f"{self.web.url}/login?code={auth.issue_code(self.clock())}"
+        log.info("web app on %s", self.web.url)
 
     def _write_runtime(self) -> None:
         """data_dir/runtime.json tells scripts and tests the ports we really bound."""
         path = self.config.data_dir / RUNTIME_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "id": self.identity.id_text,
-                                   "port": self.port, "ipc_port": self.ipc_port}) + "\n")
+                                   "port": self.port, "ipc_port": self.ipc_port,
+                                   "web_port": self.web_port}) + "\n")
         tmp.replace(path)
 
     async def _shutdown(self) -> None:
@@ -160,6 +176,8 @@ class Node:
             self.lan.close()
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
+        if hasattr(self, "web"):
+            closers.append(self.web.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
             closers += [self.mailer.tasks.close(), self.overlay.tasks.close()]
         if hasattr(self, "net"):
