@@ -14,10 +14,11 @@ LAYERS = {
         "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "admission", "mail_limits"},
+        "mailkeys", "envelope2", "admission", "mail_limits",
+        "placement"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "events"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "chat_api"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "chat_api"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",

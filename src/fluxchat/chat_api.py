@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
-from .errors import IpcError
+from .envelope2 import PROTECTION, version_of
+from .errors import EnvelopeError, IpcError
 from .ids import format_id
 from .ipc_protocol import MAX_SUBJECT
 from .store import InboxMail, OutboxMail, Store
@@ -18,6 +19,16 @@ Mail = InboxMail | OutboxMail
 
 def uuid_text(raw: bytes) -> str:
     return str(uuidlib.UUID(bytes=raw))
+
+
+def protection_of_sent(envelope: bytes | None) -> str | None:
+    """How a sealed outgoing mail is protected; None before it is sealed."""
+    if envelope is None:
+        return None
+    try:
+        return PROTECTION[version_of(envelope, len(envelope))]
+    except EnvelopeError:
+        return None
 
 
 class _Api:
@@ -122,6 +133,9 @@ class ChatCommands(_Api):
                 self.store.mark_read(uuid)
             # Only mail whose signature and key hash checked out ever reaches the inbox.
             item["verified"] = True
+            item["protection"] = PROTECTION.get(self.store.inbox_envelope_version(uuid) or 1)
+        else:
+            item["protection"] = protection_of_sent(mail.envelope)
         return item
 
     def mark(self, args: Args) -> Args:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
-from .chat_api import ChatCommands, mail_item, uuid_text
+from .chat_api import ChatCommands, mail_item, protection_of_sent, uuid_text
 from .config import Config
 from .errors import IpcError
 from .events import EventHub, Subscription, TooManySubscribers
@@ -168,7 +168,8 @@ class NodeApi(ChatCommands):
         return {"uuid": uuid_text(uuid), "to": format_id(mail.recipient),
                 "alias": self.alias(mail.recipient), "state": mail.state, "reason": mail.reason,
                 "stored_on": mail.stored_on, "created_at": mail.created_at,
-                "expires_at": mail.expires_at, "history": history}
+                "expires_at": mail.expires_at, "history": history,
+                "protection": protection_of_sent(mail.envelope)}
 
     def resend(self, args: Args) -> Args:
         uuid = self.resolve_uuid(args["uuid"])
