@@ -18,7 +18,8 @@ LAYERS = {
         "placement"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "events"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "chat_api"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "chat_api",
+        "web"},   # web: the web app package (aiohttp), given the node API; see test_web_auth
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",
