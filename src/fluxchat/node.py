@@ -152,12 +152,12 @@ class Node:
                 await self._start_web(token)
 
     async def _start_web(self, token: str) -> None:
-        """aiohttp is imported only here, so a node without the web app never loads it."""
-        from .web.app import WebApp
+        """Binds the web app's port; aiohttp loads on the first connection (see web/front.py)."""
         from .web.auth import WebAuth
+        from .web.front import WebFront
 
         auth = WebAuth(token)
-        self.web = WebApp(self.api, auth, self.config.web.address, self.config.web.port, self.clock)
+        self.web = WebFront(self.api, auth, self.config.web.address, self.config.web.port, self.clock)
         await self.web.start()
         self.web_port = self.web.port
         self.api.web_login = lambda: f"{self.web.url}/login?code={auth.issue_code(self.clock())}"

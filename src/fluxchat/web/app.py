@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,17 +62,19 @@ def _see(location: str) -> web.Response:
 
 
 class WebApp:
+    """Serves on a socket web/front.py already bound (to `address`:`port`)."""
+
     def __init__(self, api: Api, auth: WebAuth, address: str, port: int, clock: Callable[[], float]) -> None:
         self.api, self.auth, self.address, self.clock = api, auth, address, clock
-        self._requested_port = port
-        self.port = 0
-        self._hosts: frozenset[str] = frozenset()
+        self.port = port
+        # What the Host header may say: our own address, by any of loopback's names.
+        self._hosts = frozenset(f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]"))
         self._static = {name: (path.read_bytes(), kind) for name, (path, kind) in STATIC.items()}
         self._runner: web.AppRunner | None = None
 
     # ----- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def serve(self, sock: socket.socket) -> None:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_REQUEST)
         app.on_response_prepare.append(self._headers)
         get, post = web.get, web.post
@@ -85,28 +88,12 @@ class WebApp:
         ])
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self._requested_port, shutdown_timeout=1.0)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise IpcError("unavailable", f"cannot listen on {self.address}:{self._requested_port} "
-                                          f"for the web app: {exc.strerror or exc}") from None
-        server = site._server  # aiohttp keeps the bound socket here; port 0 picks one
-        assert isinstance(server, asyncio.Server)
-        self.port = int(server.sockets[0].getsockname()[1])
-        names = ("127.0.0.1", "localhost", "[::1]")
-        self._hosts = frozenset(f"{name}:{self.port}" for name in names)
+        await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
 
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    @property
-    def url(self) -> str:
-        host = "[::1]" if self.address == "::1" else self.address
-        return f"http://{host}:{self.port}"
 
     # ----- the checks every request passes ---------------------------------------------------
 
