@@ -93,6 +93,7 @@ class WebAppTest(unittest.TestCase):
         cls.addClassCleanup(stop_node, cls.b)
         poll(lambda: cls.a.call("peers")["links"], "B linked to A")
         SHOTS.mkdir(parents=True, exist_ok=True)
+        _expect.set_options(timeout=15_000)   # the machine may be busy: delivery takes what it takes
         cls.pw = sync_playwright().start()
         cls.addClassCleanup(cls.pw.stop)
         cls.browser: Browser = cls.pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -102,7 +103,7 @@ class WebAppTest(unittest.TestCase):
         context = self.browser.new_context(viewport={"width": 1000, "height": 700})
         self.addCleanup(context.close)
         page = context.new_page()
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(15_000)
         return page
 
     @staticmethod

@@ -4,16 +4,18 @@
 
 (function () {
   const peer = document.body.dataset.peer;
-  const thread = document.getElementById("thread");
+  let thread = document.getElementById("thread");
 
   async function appendMail(uuid) {
     if (thread.querySelector(`[data-uuid="${CSS.escape(uuid)}"]`)) return;
     // The server renders (and escapes) the mail; reading it marks it read.
     const response = await fetch(`/m/${encodeURIComponent(uuid)}`, {credentials: "same-origin"});
     if (!response.ok) return;
+    const html = await response.text();
+    if (thread.querySelector(`[data-uuid="${CSS.escape(uuid)}"]`)) return;   // a catch-up drew it meanwhile
     const empty = thread.querySelector(".empty");
     if (empty) empty.remove();
-    thread.insertAdjacentHTML("beforeend", await response.text());
+    thread.insertAdjacentHTML("beforeend", html);
     const reply = document.querySelector("#reply input[name=ref]");
     if (reply) reply.value = uuid;
     thread.lastElementChild.scrollIntoView({block: "end"});
@@ -43,6 +45,23 @@
     }
   }
 
+  // Whatever changed between drawing the page and subscribing (or while the stream was down)
+  // is caught up by redrawing the live parts of the page; forms are left alone.
+  async function catchUp() {
+    const response = await fetch(window.location.pathname, {credentials: "same-origin"});
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const selector of ["#thread", "#conversations", "table.list", "#link-count"]) {
+      const old = document.querySelector(selector), now = fresh.querySelector(selector);
+      if (old && now) old.replaceWith(document.adoptNode(now));
+    }
+    thread = document.getElementById("thread");
+    const last = thread && thread.lastElementChild;
+    const reply = document.querySelector("#reply input[name=ref]");
+    if (reply && last && last.dataset.uuid) reply.value = last.dataset.uuid;
+  }
+
   const source = new EventSource("/events");
+  source.onopen = () => catchUp();
   source.onmessage = (message) => handle(JSON.parse(message.data));
 })();
