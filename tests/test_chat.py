@@ -12,6 +12,7 @@ from fluxchat.errors import IpcError
 from fluxchat.events import EventHub, TooManySubscribers
 from fluxchat.ipc_protocol import TOKEN_FILE, make_request
 from fluxchat.node import Node
+from fluxchat.reachability import Status, Verdict
 from fluxchat.store import InboxMail
 from tests.lab import NodeTestCase, eventually
 
@@ -156,6 +157,17 @@ class WatchTest(NodeTestCase):
         # Sending anything ends the stream and frees the subscription.
         writer.write(b"\n")
         await eventually(lambda: len(a.api.events) == 0)
+
+    async def test_reachability_changes_are_events(self) -> None:
+        (a,) = await self.chain(1)
+        subscription = a.api.subscribe()
+        self.addCleanup(subscription.close)
+        before = a.reach.verdict.status
+        after = Status.REACHABLE if before is not Status.REACHABLE else Status.UNREACHABLE
+        a.reach._apply(Verdict(after, "127.0.0.1:1", 1.0, 3, 3))   # as a round of dial-backs would
+        event = await asyncio.wait_for(subscription.next(), 5)
+        assert event is not None
+        self.assertEqual((event["type"], event["status"]), ("reachability", after.value))
 
     async def test_slow_reader_is_cut_off_and_the_node_carries_on(self) -> None:
         (a,) = await self.chain(1)

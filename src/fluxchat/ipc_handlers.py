@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .link import Link
     from .overlay import Overlay
     from .peer_net import PeerNet
+    from .punch import Puncher
+    from .reach import Reach
+    from .relay import Relays
 
 Args = dict[str, Any]
 
@@ -40,6 +43,9 @@ class NodeParts(Protocol):
     mailer: Mailer
     net: PeerNet
     overlay: Overlay
+    reach: Reach
+    relays: Relays
+    puncher: Puncher
     port: int
     ipc_port: int
     started_at: float
@@ -100,6 +106,9 @@ class NodeApi(ChatCommands):
         if sent is not None and sent.kind == "mail":
             self.events.publish({"type": "state", "uuid": uuid_text(uuid), "peer": format_id(sent.recipient),
                                  "state": sent.state, "at": sent.updated_at})
+
+    def on_reachability(self) -> None:
+        self.events.publish({"type": "reachability", **self.node.reach.describe()})
 
     def on_link(self, link: Link, up: bool) -> None:
         self.events.publish({"type": "link", "peer": format_id(link.peer_id), "up": up,
@@ -223,6 +232,8 @@ class NodeApi(ChatCommands):
             "name": cfg.mail.display_name,
             "version": __version__, "uptime": round(node.clock() - node.started_at, 1),
             "listen": [f"{cfg.address}:{node.port}"], "ipc": f"{cfg.ipc.address}:{node.ipc_port}",
+            "reachability": {**node.reach.describe(), "relays": node.relays.describe(),
+                             "punch": node.puncher.describe()},
             "counts": {"inbox": total, "new": new, "outbox": sum(self.store.count_outbox().values()),
                        "held": held, "links": len(node.net.links),
                        "routing": len(node.overlay.table)},

@@ -34,6 +34,9 @@ from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
+from .punch import Puncher
+from .reach import Reach
+from .relay import Relays
 from .session import SessionConfig
 from .store import Store
 from .tls import server_context
@@ -95,7 +98,7 @@ class Node:
             await self._start()
             async with asyncio.TaskGroup() as group:
                 jobs = [self._join(), self._outbox_after_join(), self._fetch_loop(),
-                        self._upkeep_loop()]
+                        self._upkeep_loop(), self.reach.run(), self.relays.run()]
                 if self.lan is not None:
                     jobs.append(self.lan.run(self.config.discovery.interval))
                 tasks = [group.create_task(job) for job in jobs]
@@ -128,6 +131,14 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
+        self.overlay.admit = self.reach.admit
+        self.reach.observers.append(self.api.on_reachability)
+        self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
+                             self.reach, client.idle_timeout, self.clock)
+        self.mailer.relay = self.relays.send
+        self.puncher = Puncher(self.net, self.relays)
+        self.relays.on_relayed = self.puncher.after_relayed
         self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
                                    self.mailer.retention, self.clock)
         self.keyring.load()
@@ -185,7 +196,9 @@ class Node:
         if hasattr(self, "web"):
             closers.append(self.web.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
-            closers += [self.mailer.tasks.close(), self.overlay.tasks.close()]
+            closers += [self.mailer.tasks.close(), self.overlay.tasks.close(),
+                        self.reach.tasks.close(), self.relays.tasks.close(),
+                        self.puncher.tasks.close()]
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
@@ -293,6 +306,13 @@ class Node:
             m.Fetch: self.mailroom.on_fetch,
             m.Delete: self.mailroom.on_delete,
             m.Notify: lambda link, _msg: self.mailroom.on_notify(link),
+            m.DialBack: self.reach.on_dial_back,
+            m.Reserve: self.relays.on_reserve,
+            m.StoreRelay: self.relays.on_store_relay,
+            m.FindRelay: self.relays.on_find_relay,
+            m.Relay: self.relays.on_relay,
+            m.Punch: self.puncher.on_punch,
+            m.PunchOffer: self.puncher.on_punch_offer,
         }
 
     async def _on_peer_request(self, link: Link, message: m.Message) -> m.Message | None:
@@ -308,10 +328,14 @@ class Node:
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
+        self.reach.on_link(link)
+        self.relays.on_link(link)
         self.mailer.link_opened(link.peer_id, len(self.net.links))
         self.api.on_link(link, True)
 
     def _on_unlink(self, link: Link) -> None:
+        if hasattr(self, "relays"):
+            self.relays.on_unlink(link)
         self.api.on_link(link, False)
 
     def _on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
