@@ -15,6 +15,7 @@ from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
 from .ipc_protocol import check_body_size
 from .mailer import Mailer, MailError
+from .outbox_states import OutboxState
 from .store import InboxMail, OutboxMail, Store
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ class IpcHandlers:
         if not self.node.mailer.resend(uuid):
             raise IpcError("bad_state", f"mail {args['uuid']} is {mail.state}; only failed or expired mail "
                                         "can be resent")
-        return {"uuid": args["uuid"], "state": "queued"}
+        return {"uuid": args["uuid"], "state": str(OutboxState.QUEUED)}
 
     def contacts(self, args: Args) -> dict[str, Any]:
         action = args["action"]
