@@ -21,6 +21,9 @@ from .store import InboxMail, OutboxMail, Store
 if TYPE_CHECKING:
     from .overlay import Overlay
     from .peer_net import PeerNet
+    from .punch import Puncher
+    from .reach import Reach
+    from .relay import Relays
 
 Args = dict[str, Any]
 
@@ -34,6 +37,9 @@ class NodeParts(Protocol):
     mailer: Mailer
     net: PeerNet
     overlay: Overlay
+    reach: Reach
+    relays: Relays
+    puncher: Puncher
     port: int
     ipc_port: int
     started_at: float
