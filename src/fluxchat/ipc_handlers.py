@@ -21,6 +21,7 @@ from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
 from .ipc_protocol import check_body_size, validate_args
 from .mailer import Mailer, MailError
+from .outbox_states import OutboxState
 from .store import Store
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ class NodeApi(ChatCommands):
         if not self.node.mailer.resend(uuid):
             raise IpcError("bad_state", f"mail {args['uuid']} is {mail.state}; only failed or expired mail "
                                         "can be resent")
-        return {"uuid": uuid_text(uuid), "state": "queued"}
+        return {"uuid": uuid_text(uuid), "state": str(OutboxState.QUEUED)}
 
     def contacts(self, args: Args) -> Args:
         action = args["action"]
