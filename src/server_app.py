@@ -18,9 +18,12 @@ from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.identity import Identity, load_identity  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 from fluxchat.logsetup import setup_logging  # noqa: E402
-from fluxchat.node import Node  # noqa: E402
+from fluxchat.node import DB_FILE, Node  # noqa: E402
 from fluxchat.password import read_password  # noqa: E402
 from fluxchat.pidfile import PidFile  # noqa: E402
+from fluxchat.vault import params_from_env  # noqa: E402
+from fluxchat.vault_format import DEFAULT_KDF  # noqa: E402
+from fluxchat.vault_migrate import unlock_storage  # noqa: E402
 
 log = logging.getLogger("fluxchat.server")
 
@@ -38,13 +41,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load(args: argparse.Namespace) -> tuple[Config, Identity]:
+def load(args: argparse.Namespace) -> tuple[Config, Identity, str]:
     config = load_config(args.config)
-    identity = load_identity(config.data_dir, read_password())
+    password = read_password()
+    identity = load_identity(config.data_dir, password)
     if config.id is not None and config.id != identity.node_id:
         raise FluxError(f"{args.config}: id is {format_id(config.id)} but the key in "
                         f"{config.data_dir} belongs to {identity.id_text}")
-    return config, identity
+    return config, identity, password
 
 
 async def serve(node: Node) -> None:
@@ -57,7 +61,7 @@ async def serve(node: Node) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config, identity = load(args)
+        config, identity, password = load(args)
     except FluxError as exc:
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 2
@@ -70,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup_logging(args.log_level or config.log.level, config.log.file, args.dev)
         log.info("node %s starting (pid %d)", identity.id_text, os.getpid())
-        asyncio.run(serve(Node(config, identity)))
+        # Under the pid file: a second process must not migrate the database at the same time.
+        storage_key = unlock_storage(config.data_dir, config.data_dir / DB_FILE, password,
+                                     params_from_env(DEFAULT_KDF))
+        del password
+        asyncio.run(serve(Node(config, identity, storage_key=storage_key)))
         log.info("node stopped")
     except FluxError as exc:
         if config.log.file is not None and not args.dev:   # else the log is stderr already

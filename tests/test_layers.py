@@ -12,13 +12,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
-        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events"},
+        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
+        "vault_format"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks"},
+        "logsetup", "pidfile", "lan", "tasks", "sqldb", "vault", "vault_migrate"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
 }
 PURE = LAYERS[1]
-IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",
+IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
 
 

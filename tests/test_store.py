@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from fluxchat.errors import StorageError
 from fluxchat.store import InboxMail, OutboxMail, QuotaExceeded, Quotas, Store
+from fluxchat.sqldb import open_database
 from fluxchat.store_schema import SCHEMA_VERSION
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -52,7 +52,7 @@ class OpenTest(StoreCase):
         self.assertEqual(stat.S_IMODE(self.path.stat().st_mode), 0o600)
         wal = self.path.with_name("node.db-wal")
         self.assertEqual(stat.S_IMODE(wal.stat().st_mode), 0o600)
-        with closing(sqlite3.connect(self.path)) as raw:
+        with closing(open_database(self.path, None)) as raw:
             self.assertEqual(raw.execute("PRAGMA journal_mode").fetchone()[0], "wal")
             self.assertEqual(raw.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
 
@@ -65,7 +65,7 @@ class OpenTest(StoreCase):
 
     def test_future_schema_refused(self) -> None:
         self.store.close()
-        raw = sqlite3.connect(self.path)
+        raw = open_database(self.path, None)
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         raw.close()
         with self.assertRaisesRegex(StorageError, "newer"):

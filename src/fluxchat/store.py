@@ -1,6 +1,6 @@
 """The node's SQLite database: inbox, outbox, envelopes held for others, seen uuids, contacts, keys, routing.
 
-An adapter: it does sqlite3 I/O but reads no clock; callers pass `now` (unix seconds). Every sqlite3.Error
+An adapter: it does SQLite I/O but reads no clock; callers pass `now` (unix seconds). Every dbapi.Error
 becomes a StorageError here. Every state change runs in one `BEGIN IMMEDIATE … COMMIT` transaction, so a
 crash never leaves half a change behind.
 
@@ -10,13 +10,13 @@ commit in the WAL file and survives the process being killed the next instant.
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import StorageError
+from .sqldb import dbapi
 from .store_schema import OUTBOX_STATES, connect, fail, transaction
 
 _PENDING = ("queued", "stored", "handed_over")  # outbox states that still need work
@@ -86,29 +86,42 @@ def _outbox(row: Sequence[Any]) -> OutboxMail:
 class Store:
     """One SQLite database per node. Not thread-safe: use it from the event loop thread only."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: dbapi.Connection) -> None:
         self._db = db
+        self._closed = False
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating it 0600 if needed) and migrate the database at `path`."""
-        return cls(connect(Path(path)))
+    def open(cls, path: Path, key: bytes | None = None) -> Store:
+        """Open (creating it 0600 if needed) and migrate the database at `path`, encrypted with the
+        32-byte storage `key` (see vault.py); without one the file is plain SQLite (tests only)."""
+        return cls(connect(Path(path), key))
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and empty it, so pages that deleted rows
+        left in the log do not linger (secure_delete then has zeroed them in the database)."""
+        self._rows("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self._db.close()
-        except sqlite3.Error as exc:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[dbapi.Connection]:
         return transaction(self._db)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -173,7 +186,7 @@ class Store:
             return db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,)).rowcount
 
     @staticmethod
-    def _seen_in(db: sqlite3.Connection, uuid: bytes) -> bool:
+    def _seen_in(db: dbapi.Connection, uuid: bytes) -> bool:
         return bool(db.execute(_SEEN_SQL, (uuid, uuid)).fetchone()[0])
 
     # --- outbox --------------------------------------------------------------------------------
@@ -254,7 +267,7 @@ class Store:
             return uuids
 
     @staticmethod
-    def _history(db: sqlite3.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
+    def _history(db: dbapi.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
         db.execute("INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, ?, ?, ?)",
                    (uuid, now, state, detail))
 
@@ -365,7 +378,7 @@ def _check_state(state: str) -> None:
         raise StorageError(f"unknown outbox state {state!r}")
 
 
-def _check_quota(db: sqlite3.Connection, name: str, where: str, params: tuple[Any, ...],
+def _check_quota(db: dbapi.Connection, name: str, where: str, params: tuple[Any, ...],
                  size: int, limit: int) -> None:
     used = int(db.execute(f"SELECT coalesce(sum(size), 0) FROM held {where}", params).fetchone()[0])
     if used + size > limit:
