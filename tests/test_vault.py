@@ -11,7 +11,7 @@ import unittest
 from pathlib import Path
 
 from fluxchat.errors import IdentityError, StorageError
-from fluxchat.sqldb import is_plaintext, open_database
+from fluxchat.sqldb import is_plaintext
 from fluxchat.store import InboxMail, Store
 from fluxchat.vault import VAULT_COPY, VAULT_FILE, create, unlock
 from fluxchat.vault_format import KdfParams, WrongPassword, parse, seal, unseal

@@ -122,8 +122,7 @@ def _wipe_old_plaintext(db_path: Path) -> None:
         size = old.stat().st_size
         with open(old, "r+b") as file:
             chunk = b"\0" * 65536
-            for _ in range(0, size, len(chunk)):
-                file.write(chunk)
+            file.writelines(chunk for _ in range(0, size, len(chunk)))
             file.flush()
             os.fsync(file.fileno())
     old.unlink()
