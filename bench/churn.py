@@ -21,16 +21,16 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench import keypool  # noqa: E402
-from bench.lablib import (PoolProcessNode, fresh_dir, parse_args, print_table,  # noqa: E402
-                          quiet_logs, write_results)
+from bench.lablib import PoolProcessNode, fresh_dir, parse_args, print_table, quiet_logs, write_results  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 
 FETCH_INTERVAL = 2.0      # seconds; pinned here, whatever tests/lab.py uses

@@ -18,15 +18,17 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+
 from bench import keypool  # noqa: E402
-from bench.lablib import (parse_args, print_table, quiet_logs, summary_ms,  # noqa: E402
-                          write_results)
+from bench.lablib import parse_args, print_table, quiet_logs, summary_ms, write_results  # noqa: E402
 from fluxchat import messages as m  # noqa: E402
 from fluxchat import pow as work  # noqa: E402
 from fluxchat.envelope import OAEP, MailContent, open_envelope, seal  # noqa: E402
@@ -35,7 +37,6 @@ from fluxchat.peer_net import NetLimits, PeerNet  # noqa: E402
 from fluxchat.session import Established, Session, SessionConfig, WorkNeeded  # noqa: E402
 from fluxchat.tls import server_context  # noqa: E402
 from tests.keys import KEYS, identity, identity_4096  # noqa: E402
-from cryptography.hazmat.primitives import hashes  # noqa: E402
 
 BODY = "x" * 1024
 DEFAULT_DIFFICULTY = 16   # config challenge.min default

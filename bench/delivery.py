@@ -30,8 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench import keypool  # noqa: E402
-from bench.lablib import (BenchNode, InboxWatch, ReceiptWatch, fresh_dir, parse_args,  # noqa: E402
-                          print_table, quiet_logs, summary_ms, write_results)
+from bench.lablib import (  # noqa: E402
+    BenchNode,
+    InboxWatch,
+    ReceiptWatch,
+    fresh_dir,
+    parse_args,
+    print_table,
+    quiet_logs,
+    summary_ms,
+    write_results,
+)
 from fluxchat.node import Node  # noqa: E402
 from tests.keys import KEYS  # noqa: E402
 

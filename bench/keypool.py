@@ -37,7 +37,7 @@ def _make(target: Path, bits: int) -> str:
         return ""
     identity = generate_identity(bits)
     tmp = target.with_name(target.name + ".tmp")
-    write_identity(identity, tmp, PASSWORD, ITERATIONS, datetime.datetime.now(datetime.timezone.utc))
+    write_identity(identity, tmp, PASSWORD, ITERATIONS, datetime.datetime.now(datetime.UTC))
     tmp.rename(target)   # a pool entry is complete or absent, even if interrupted
     return identity.id_text
 
@@ -64,7 +64,7 @@ def ensure_4096() -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(path: Path) -> Identity:
     return load_identity(path, PASSWORD)
 

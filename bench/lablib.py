@@ -15,20 +15,20 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (str(ROOT / "src"), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from bench import keypool  # noqa: E402
 from fluxchat.config import load_config  # noqa: E402
 from fluxchat.identity import Identity  # noqa: E402
 from fluxchat.node import Node  # noqa: E402
 from tests.lab import LAB_SETTINGS, ProcessNode, _merge  # noqa: E402
-
-from bench import keypool  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 LAB_DIR = ROOT / "tmp" / "benchlab"
@@ -74,11 +74,11 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     print(f"\n{title}")
-    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                        enumerate(zip(row, widths))))
+                        enumerate(zip(row, widths, strict=False))))
 
 
 def _cell(value: Any) -> str:
@@ -207,7 +207,7 @@ class _Stamps:
         self._waiters[uuid] = waiter
         try:
             return await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self._waiters.pop(uuid, None)

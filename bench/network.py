@@ -6,8 +6,8 @@ For each N (50 and 200; --quick: 30):
   join time = start() until the node's join (bootstrap, own-ID lookup, key publication, first
   fetch) is done; links and routing table sizes after the build;
 - lookups between random pairs on the established network (after every node's first upkeep,
-  which refreshes all its buckets; the lab runs it 15 s after start instead of 60 s), driven exactly as Overlay.find_node
-  does (same Lookup, same _drive), so the Lookup's RPC count and rounds can be read; success =
+  which refreshes all its buckets; the lab runs it 15 s after start instead of 60 s), driven exactly as
+  Overlay.find_node does (same Lookup, same _drive), so the Lookup's RPC count and rounds can be read; success =
   the target is among the results; each pair twice in a row: cold (pays for new links: TLS +
   handshake) and warm (links open);
 - delivery of mails between random pairs, one after another: submit -> recipient inbox commit;
@@ -21,8 +21,8 @@ Usage: python3 bench/network.py [--quick] [--sizes 50,200]
 from __future__ import annotations
 
 import asyncio
-import os
 import multiprocessing
+import os
 import random
 import subprocess
 import sys
@@ -35,13 +35,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench import keypool  # noqa: E402
-from bench.lablib import (BenchNode, InboxWatch, PoolProcessNode, fresh_dir, parse_args,  # noqa: E402
-                          print_table, quiet_logs, rss_kib, stop_all, summary_ms,
-                          write_results)
+from bench.lablib import (  # noqa: E402
+    BenchNode,
+    InboxWatch,
+    PoolProcessNode,
+    fresh_dir,
+    parse_args,
+    print_table,
+    quiet_logs,
+    rss_kib,
+    stop_all,
+    summary_ms,
+    write_results,
+)
 from fluxchat import messages as m  # noqa: E402
+from fluxchat import node as node_module  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 from fluxchat.lookup import Lookup  # noqa: E402
-from fluxchat import node as node_module  # noqa: E402
 from fluxchat.node import Node  # noqa: E402
 
 # Background fetches every 2 s (LAB_SETTINGS) from hundreds of nodes would swamp the one core;

@@ -12,8 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fluxchat.errors import FluxError  # noqa: E402
-from fluxchat.identity import (  # noqa: E402
-    CERTIFICATE_FILE, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_identity, write_identity)
+from fluxchat.identity import CERTIFICATE_FILE, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_identity, write_identity  # noqa: E402
 from fluxchat.password import read_password  # noqa: E402
 
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         identity = generate_identity(bits)
         print(f"encrypting it with {iterations} PBKDF2 rounds…", file=sys.stderr)
         write_identity(identity, args.data_dir, password, iterations,
-                       datetime.datetime.now(datetime.timezone.utc))
+                       datetime.datetime.now(datetime.UTC))
     except FluxError as exc:
         print(f"gen_rsa.py: {exc}", file=sys.stderr)
         return 2

@@ -11,8 +11,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,7 +57,7 @@ def who(node_id: Any, alias: Any) -> str:
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
@@ -302,10 +303,32 @@ def main(argv: list[str] | None = None) -> int:
     return run(ns, cmd, args)
 
 
-if __name__ == "__main__":
+def _tool(name: str) -> Callable[[list[str]], int] | None:
+    """The entry point behind `fluxchat NAME`, for the names that are not local API commands."""
+    if name == "node":
+        import server_app
+        return server_app.main
+    if name == "node-id":
+        import gen_id
+        return gen_id.main
+    if name == "keygen":
+        import gen_rsa
+        return gen_rsa.main
+    return None
+
+
+def console() -> None:
+    """The `fluxchat` command (pyproject.toml): `fluxchat node ...` runs a node (server_app.py), `fluxchat node-id
+    ...` prints a key's ID (gen_id.py), `fluxchat keygen ...` makes an identity (gen_rsa.py); the rest is this CLI."""
+    argv = sys.argv[1:]
+    tool = _tool(argv[0]) if argv else None
     try:
-        sys.exit(main())
+        sys.exit(tool(argv[1:]) if tool else main(argv))
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
+
+
+if __name__ == "__main__":
+    console()

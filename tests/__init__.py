@@ -7,8 +7,8 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-import logging
-import os
+import logging  # noqa: E402 -- after the path set-up on purpose
+import os  # noqa: E402
 
 # Tests provoke bad peers on purpose; keep their log lines out of the test report
 # unless FLUXCHAT_TEST_LOG=debug|info|… asks for them.

@@ -17,13 +17,13 @@ def key_dir(index: int) -> Path:
     return KEYS / f"node{index:02d}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def identity(index: int) -> Identity:
     """Test node `index` (RSA-2048); cached, since decrypting costs a PBKDF2 run."""
     return load_identity(key_dir(index), TEST_PASSWORD)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def identity_4096() -> Identity:
     return load_identity(KEYS / "rsa4096", TEST_PASSWORD)
 

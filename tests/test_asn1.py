@@ -6,7 +6,8 @@ import unittest
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluxchat.asn1 import Asn1Error, pem_certificate_to_der, read_tlv, spki_from_certificate
 from tests.keys import KEYS, NODE_COUNT, key_dir

@@ -18,9 +18,10 @@ import tempfile
 import time
 import unittest
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fluxchat.ipc_protocol import MAX_LINE, make_request
 from tests.keys import identity
@@ -336,7 +337,7 @@ class CliTest(unittest.TestCase):
             (("mail", "-c", self.ca, "-t", "no such!", "-b", "x"), 1, "error: invalid_id: to: expected a node ID"),
             (("mail", "-c", self.ca, "-t", "nobody", "-b", "x"), 1, "error: not_found: no contact named 'nobody'"),
         ]
-        for (argv, code, start), run in zip(cases, self.apps(*(argv for argv, _, _ in cases))):
+        for (argv, code, start), run in zip(cases, self.apps(*(argv for argv, _, _ in cases)), strict=True):
             self.assertEqual((run.code, run.out), (code, ""), argv)
             self.assertTrue(run.err.startswith(start), (argv, run.err))
             if code == 1:  # an error reply is one clear line

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import unittest
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluxchat.discovery import SIZE, decode_announcement, encode_announcement
 from tests.keys import identity

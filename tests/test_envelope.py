@@ -13,8 +13,18 @@ from hypothesis import strategies as st
 
 from fluxchat.cbor import dumps, loads
 from fluxchat.envelope import (
-    ENVELOPE_VERSION, MAX_SUBJECT_CHARS, OAEP, SIGNATURE_CONTEXT, MailContent, OuterHeader,
-    encode_header, encode_inner, open_envelope, open_envelope_with_key, parse_header, seal,
+    ENVELOPE_VERSION,
+    MAX_SUBJECT_CHARS,
+    OAEP,
+    SIGNATURE_CONTEXT,
+    MailContent,
+    OuterHeader,
+    encode_header,
+    encode_inner,
+    open_envelope,
+    open_envelope_with_key,
+    parse_header,
+    seal,
 )
 from fluxchat.errors import EnvelopeError
 from fluxchat.identity import Identity, load_public_key, verify_signature

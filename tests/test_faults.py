@@ -25,14 +25,13 @@ from unittest import mock
 
 from fluxchat import mailer as mailer_module
 from fluxchat import messages as m
-from fluxchat.tls import client_context
 from fluxchat import pow as work
 from fluxchat.envelope import MailContent, seal
 from fluxchat.framing import encode_frame, encode_prologue
 from fluxchat.ids import format_id
 from fluxchat.mailer import receipt_uuid
 from fluxchat.session import Established, Session, SessionConfig, WorkNeeded
-from fluxchat.tls import peer_certificate_key
+from fluxchat.tls import client_context, peer_certificate_key
 from tests.keys import identity
 from tests.lab import LabNode, ProcessNode, eventually, write_config
 
@@ -147,7 +146,7 @@ class RawPeer:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, address: str) -> "RawPeer":
+    async def connect(cls, address: str) -> RawPeer:
         host, port = address.rsplit(":", 1)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, int(port), ssl=client_context()), 5)
@@ -260,7 +259,7 @@ class StorerKilledTest(LabTest):
                                   and o.state == "stored" and o, 10)
         self.assertGreaterEqual(stored.stored_on, 2)
         held = [(await ipc(s, "info"))["counts"]["held"] for s in storers]
-        holders = [s for s, count in zip(storers, held) if count == 1]
+        holders = [s for s, count in zip(storers, held, strict=True) if count == 1]
         self.assertEqual(len(holders), stored.stored_on, held)
 
         await asyncio.to_thread(holders[0].kill)       # crashes after acknowledging

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import unittest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluxchat.errors import ProtocolError
-from fluxchat.framing import (DEFAULT_MAX_PAYLOAD, HEADER_SIZE, PROLOGUE_MAGIC, PROLOGUE_SIZE,
-                              PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame, FrameDecoder, Prologue, encode_frame,
-                              encode_prologue)
+from fluxchat.framing import (
+    DEFAULT_MAX_PAYLOAD,
+    HEADER_SIZE,
+    PROLOGUE_MAGIC,
+    PROLOGUE_SIZE,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Frame,
+    FrameDecoder,
+    Prologue,
+    encode_frame,
+    encode_prologue,
+)
 from fluxchat.messages import ErrorCode
 
 PROLOGUE = encode_prologue()
@@ -123,7 +134,7 @@ frames = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_si
 def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class PropertyTest(unittest.TestCase):

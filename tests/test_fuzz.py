@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 import json
 import unittest
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -24,15 +24,24 @@ from hypothesis import strategies as st
 from fluxchat import cbor
 from fluxchat import messages as m
 from fluxchat import pow as work
-from fluxchat.errors import EnvelopeError, IpcError, ProtocolError
 from fluxchat.envelope import open_envelope, parse_header
-from fluxchat.framing import (HEADER_SIZE, Frame, FrameDecoder, Prologue, encode_frame,
-                              encode_prologue)
+from fluxchat.errors import EnvelopeError, IpcError, ProtocolError
+from fluxchat.framing import HEADER_SIZE, Frame, FrameDecoder, Prologue, encode_frame, encode_prologue
 from fluxchat.ids import format_id
 from fluxchat.ipc_protocol import COMMANDS, MAX_LINE, LineSplitter, make_request, parse_request
-from fluxchat.session import (Closed, Established, Event, NoticeReceived, RequestFailed,
-                              RequestReceived, ResponseReceived, Session, SessionConfig, State,
-                              WorkNeeded)
+from fluxchat.session import (
+    Closed,
+    Established,
+    Event,
+    NoticeReceived,
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    Session,
+    SessionConfig,
+    State,
+    WorkNeeded,
+)
 from tests.keys import identity
 
 MAX_PAYLOAD = 4096      # small, so inputs larger than the limit are easy to generate

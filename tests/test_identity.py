@@ -16,10 +16,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from fluxchat.errors import IdentityError
-from fluxchat.identity import (Identity, load_identity, load_public_key, verify_signature,
-                               write_identity)
-from fluxchat.ids import (IdError, b58decode, b58encode, distance, fingerprint, format_id,
-                          parse_id)
+from fluxchat.identity import Identity, load_identity, load_public_key, verify_signature, write_identity
+from fluxchat.ids import IdError, b58decode, b58encode, distance, fingerprint, format_id, parse_id
 from tests.keys import KEYS, TEST_PASSWORD, identity, key_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +63,7 @@ class IdentityFilesTest(unittest.TestCase):
 
     def test_written_files_are_private_and_certificate_names_the_id(self) -> None:
         me = identity(1)
-        now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+        now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp) / "data"
             write_identity(me, data_dir, "pw", 1000, now)

@@ -9,8 +9,17 @@ from typing import Any
 from fluxchat.errors import IpcError
 from fluxchat.ids import format_id
 from fluxchat.ipc_protocol import (
-    COMMANDS, MAX_LINE, LineSplitter, check_bind_address, check_body_size, check_token, error_response,
-    make_request, ok_response, parse_request, parse_response,
+    COMMANDS,
+    MAX_LINE,
+    LineSplitter,
+    check_bind_address,
+    check_body_size,
+    check_token,
+    error_response,
+    make_request,
+    ok_response,
+    parse_request,
+    parse_response,
 )
 
 ID = format_id(bytes(range(32)))

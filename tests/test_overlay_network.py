@@ -21,9 +21,9 @@ class OverlayNetworkTest(NodeTestCase):
         for node in nodes:
             targets = [other.identity.node_id for other in nodes if other is not node]
             found = await asyncio.gather(*(node.overlay.find_contact(t) for t in targets))
-            missing = [t.hex()[:8] for t, peer in zip(targets, found) if peer is None]
+            missing = [t.hex()[:8] for t, peer in zip(targets, found, strict=True) if peer is None]
             self.assertEqual(missing, [], f"node {node.identity.id_text[:10]} missed some")
-            for target, peer in zip(targets, found):
+            for target, peer in zip(targets, found, strict=True):
                 assert peer is not None
                 self.assertEqual(peer.node_id, target)
         # Keys through the key directory: forget the cache first, then ask the network.

@@ -71,7 +71,7 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         self.assertTrue(all(isinstance(r, m.Nodes) for r in replies))
         self.assertEqual(len({r.rid for r in replies}), 5)
         await asyncio.sleep(0.05)
-        self.assertEqual([l.peer_id for l in b.up], [identity(0).node_id])
+        self.assertEqual([link.peer_id for link in b.up], [identity(0).node_id])
         self.assertEqual(b.up[0].peer_key, identity(0).public_der)
         self.assertEqual(b.up[0].contact, "public:1")
         # A second dial reuses the link: one link per peer.
@@ -91,8 +91,8 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         await asyncio.gather(a.net.dial("127.0.0.1", port_b), b.net.dial("127.0.0.1", port_a),
                              return_exceptions=True)
         await asyncio.sleep(0.3)
-        live_a = [l for l in a.net.links.values() if not l.closed]
-        live_b = [l for l in b.net.links.values() if not l.closed]
+        live_a = [link for link in a.net.links.values() if not link.closed]
+        live_b = [link for link in b.net.links.values() if not link.closed]
         self.assertEqual(len(live_a), 1)
         self.assertEqual(len(live_b), 1)
         reply = await live_a[0].request(lambda rid: m.FindNode(rid, bytes(32)))

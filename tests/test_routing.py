@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import unittest
 from collections import Counter
 
@@ -8,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluxchat.ids import distance
-from fluxchat.routing import (Added, Cached, Evicted, PingHead, Peer, Rejected, RoutingTable,
-                              Updated, subnet_group)
+from fluxchat.routing import Added, Cached, Evicted, Peer, PingHead, Rejected, RoutingTable, Updated, subnet_group
 
 OWN = bytes(32)
 TOP = 1 << 255  # IDs with this bit set sit in the half of the space far from OWN
@@ -187,7 +187,7 @@ class QueryTest(unittest.TestCase):
         targets = table.stale_buckets(200, 3600, seed)
         self.assertEqual(len(targets), len(buckets) - 1)
         stale = [b for b in buckets if not b.lo <= 1 < b.hi]
-        for bucket, target in zip(stale, targets):
+        for bucket, target in zip(stale, targets, strict=True):
             self.assertTrue(bucket.lo <= int.from_bytes(target, "big") < bucket.hi)
         self.assertEqual(targets, table.stale_buckets(200, 3600, seed))
         self.assertNotEqual(targets, table.stale_buckets(200, 3600, b"t" * 32))
@@ -230,7 +230,7 @@ class PropertyTest(unittest.TestCase):
         self.assertEqual(buckets[0].lo, 0)
         self.assertEqual(buckets[-1].hi, 1 << 256)
         seen: set[bytes] = set()
-        for left, right in zip(buckets, buckets[1:]):
+        for left, right in itertools.pairwise(buckets):
             self.assertEqual(left.hi, right.lo)
         for bucket in buckets:
             size = bucket.hi - bucket.lo

@@ -7,9 +7,19 @@ import unittest
 from fluxchat import messages as m
 from fluxchat import pow as work
 from fluxchat.framing import encode_frame, encode_prologue
-from fluxchat.session import (Closed, Established, NoticeReceived, RequestFailed,
-                              RequestReceived, ResponseReceived, Session, SessionConfig,
-                              State, WorkNeeded, auth_payload)
+from fluxchat.session import (
+    Closed,
+    Established,
+    NoticeReceived,
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    Session,
+    SessionConfig,
+    State,
+    WorkNeeded,
+    auth_payload,
+)
 from tests.keys import identity
 
 E = m.ErrorCode

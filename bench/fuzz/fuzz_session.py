@@ -34,13 +34,12 @@ from tests.keys import identity  # noqa: E402  (loads cryptography uninstrumente
 with atheris.instrument_imports(include=["fluxchat"]):
     from fluxchat import cbor
     from fluxchat import messages as m
+    from fluxchat import pow as work
     from fluxchat.envelope import parse_header
     from fluxchat.errors import EnvelopeError, IpcError, ProtocolError
     from fluxchat.framing import HEADER_SIZE, Frame, FrameDecoder, Prologue, encode_frame
     from fluxchat.ipc_protocol import make_request, parse_request
     from fluxchat.session import Closed, RequestReceived, Session, SessionConfig, WorkNeeded
-
-    from fluxchat import pow as work
 
 MAX_PAYLOAD = 4096
 NONCE = bytes(range(32))
@@ -57,7 +56,7 @@ class CachedSigner:
         self.node_id = self._identity.node_id
         self.public_der = self._identity.public_der
 
-    @functools.lru_cache(maxsize=4)
+    @functools.lru_cache(maxsize=4)  # noqa: B019 -- a handful of long-lived objects per run
     def sign(self, data: bytes) -> bytes:
         return self._identity.sign(data)
 

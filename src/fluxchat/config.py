@@ -7,9 +7,10 @@ Every message names the file and the key, e.g. `var/config1.json: ipc.port: expe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ConfigError
 from .ids import IdError, parse_id
@@ -102,7 +103,7 @@ class _Reader:
     def fail(self, key: str, expected: str, value: Any) -> ConfigError:
         return ConfigError(f"{self.path}: {self.prefix}{key}: expected {expected}, got {json.dumps(value)}")
 
-    def section(self, key: str) -> "_Reader":
+    def section(self, key: str) -> _Reader:
         value = self.data.get(key, {})
         if not isinstance(value, dict):
             raise self.fail(key, "an object", value)
@@ -117,7 +118,8 @@ class _Reader:
     def integer(self, key: str, default: int, low: int, high: int) -> int:
         def ok(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-        return self.get(key, default, ok, f"{low}..{high}")
+        value: int = self.get(key, default, ok, f"{low}..{high}")
+        return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
         def ok(v: Any) -> bool:
@@ -125,10 +127,12 @@ class _Reader:
         return float(self.get(key, default, ok, f"a number in {low:g}..{high:g}"))
 
     def text(self, key: str, default: str) -> str:
-        return self.get(key, default, lambda v: isinstance(v, str) and v != "", "a non-empty string")
+        value: str = self.get(key, default, lambda v: isinstance(v, str) and v != "", "a non-empty string")
+        return value
 
     def flag(self, key: str, default: bool) -> bool:
-        return self.get(key, default, lambda v: isinstance(v, bool), "true or false")
+        value: bool = self.get(key, default, lambda v: isinstance(v, bool), "true or false")
+        return value
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -13,7 +13,8 @@ recipient needs it to verify, and it is self-certifying (it must hash to `sender
 Byte layout (all canonical CBOR, see cbor.py):
     envelope  = [header, wrapped_key, nonce, ciphertext]
     header    = [version, recipient, uuid, expires_at]          (also the GCM AAD)
-    plaintext = [inner, signature]
+    plaintext = [inner, signature, padding]   (padding: zero bytes up to a size bucket;
+                                                old senders omit it)
     inner     = [version, kind, uuid, sender, recipient, created_at,
                  subject, body, ref, sender_public_der]
     signature = RSA-PSS-SHA256(SIGNATURE_CONTEXT + inner)
@@ -48,6 +49,10 @@ TAG_BYTES = 16
 SIGNATURE_CONTEXT = b"fluxchat-mail-v1\x00"
 # Timestamps are stored in SQLite INTEGER columns, which are signed 64-bit.
 MAX_TIMESTAMP = 2**63 - 1
+# Plaintexts are padded so an envelope's size tells only a bucket: powers of two from
+# MIN_BUCKET up to POW2_LIMIT, then Padmé (at most 12% more, leaking O(log log n) bits).
+MIN_BUCKET = 512
+POW2_LIMIT = 64 * 1024
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 # Errors that opening hostile bytes may raise; all become one detail-free EnvelopeError.
@@ -92,6 +97,29 @@ def encode_inner(content: MailContent, sender_public_der: bytes) -> bytes:
     return dumps([ENVELOPE_VERSION, content.kind, content.uuid, content.sender,
                   content.recipient, content.created_at, content.subject, content.body,
                   content.ref, sender_public_der])
+
+
+def bucket_size(size: int) -> int:
+    """The padded size for a plaintext of `size` bytes."""
+    if size <= POW2_LIMIT:
+        return max(MIN_BUCKET, 1 << (size - 1).bit_length())
+    exponent = size.bit_length() - 1
+    mask = (1 << (exponent - exponent.bit_length())) - 1   # Padmé: keep the top bits
+    return (size + mask) & ~mask
+
+
+def padded(parts: list[bytes]) -> bytes:
+    """CBOR `parts + [zero padding]`, exactly bucket_size long where the padding's own
+    length head allows, else a byte or two more (never less)."""
+    base = len(dumps([*parts, b""]))
+    target = bucket_size(base)
+    for extra_head in (0, 1, 2, 4, 8):   # a longer padding string needs a longer head
+        length = target - base - extra_head
+        if length >= 0:
+            encoded = dumps([*parts, bytes(length)])
+            if len(encoded) == target:
+                return encoded
+    return dumps([*parts, bytes(target - base)])
 
 
 # ----- sealing (our own input: mistakes are ValueError) ------------------------------
@@ -151,7 +179,7 @@ def seal(content: MailContent, sender: Identity, recipient_public_der: bytes,
     inner = encode_inner(content, sender.public_der)
     signature = sender.sign(SIGNATURE_CONTEXT + inner)
     header = OuterHeader(ENVELOPE_VERSION, content.recipient, content.uuid, expires_at)
-    ciphertext = AESGCM(content_key).encrypt(nonce, dumps([inner, signature]),
+    ciphertext = AESGCM(content_key).encrypt(nonce, padded([inner, signature]),
                                              encode_header(header))
     wrapped_key = recipient_key.encrypt(content_key, OAEP)
     return dumps([_header_array(header), wrapped_key, nonce, ciphertext])
@@ -203,7 +231,7 @@ def _decode_inner(inner: bytes) -> tuple[int, MailContent, bytes]:
     if not isinstance(fields, list) or len(fields) != 10:
         raise EnvelopeError()
     version, *middle, sender_der = fields
-    content = MailContent(*middle)  # type: ignore[arg-type]  # types checked just below
+    content = MailContent(*middle)  # types checked just below
     if not _is_int(version) or _content_problem(content) is not None \
             or not isinstance(sender_der, bytes):
         raise EnvelopeError()
@@ -219,8 +247,8 @@ def _decrypt(envelope: bytes, me: Identity) -> tuple[OuterHeader, bytes, bytes]:
     if len(content_key) != CONTENT_KEY_BYTES:
         raise EnvelopeError()
     plaintext = AESGCM(content_key).decrypt(nonce, ciphertext, encode_header(header))
-    parts = loads(plaintext, max_depth=1, max_items=3)
-    if not isinstance(parts, list) or len(parts) != 2 \
+    parts = loads(plaintext, max_depth=1, max_items=4)
+    if not isinstance(parts, list) or len(parts) not in (2, 3) \
             or not all(isinstance(part, bytes) for part in parts):
         raise EnvelopeError()
     return header, parts[0], parts[1]

@@ -44,7 +44,7 @@ class Identity:
     node_id: bytes
 
     @classmethod
-    def from_private_key(cls, key: rsa.RSAPrivateKey) -> "Identity":
+    def from_private_key(cls, key: rsa.RSAPrivateKey) -> Identity:
         der = spki_der(key.public_key())
         return cls(key, der, id_from_spki(der))
 

@@ -59,7 +59,7 @@ class IpcClient:
         self._file: BinaryIO | None = None
         self._next_id = 0
 
-    def __enter__(self) -> "IpcClient":
+    def __enter__(self) -> IpcClient:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import IpcError
@@ -28,7 +29,7 @@ def _uuid_text(raw: bytes) -> str:
 
 
 class IpcHandlers:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
             "mail": self.mail, "list": self.list, "read": self.read, "delete": self.delete,

@@ -12,8 +12,9 @@ import hmac
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, TypeGuard
 
 from .errors import IpcError
 from .ids import ID_PREFIX, IdError, parse_id
@@ -124,7 +125,7 @@ def _bad(arg: Arg, expected: str, value: Any) -> IpcError:
     return IpcError("bad_argument", f"{arg.name}: expected {expected}, got {shown}")
 
 
-def _is_text(value: Any) -> bool:
+def _is_text(value: Any) -> TypeGuard[str]:
     """A str that is valid Unicode: JSON may smuggle in lone surrogates like "\\ud800"."""
     if not isinstance(value, str):
         return False
@@ -179,7 +180,8 @@ def _check_node_id(arg: Arg, value: Any) -> str:
         parse_id(value)
     except IdError as exc:
         raise IpcError("invalid_id", f"{arg.name}: {exc}") from None
-    return value
+    text: str = value  # parse_id accepted it, so it is a str
+    return text
 
 
 def _check_alias(arg: Arg, value: Any) -> str:

@@ -12,14 +12,23 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .errors import IpcError
 from .ids import IdError
 from .ipc_protocol import (
-    MAX_LINE, TOKEN_FILE, LineSplitter, RequestError, check_bind_address, check_token, error_response,
-    ok_response, parse_envelope, validate_request,
+    MAX_LINE,
+    TOKEN_FILE,
+    LineSplitter,
+    RequestError,
+    check_bind_address,
+    check_token,
+    error_response,
+    ok_response,
+    parse_envelope,
+    validate_request,
 )
 
 __all__ = ["IpcServer", "Dispatch", "write_token_file", "check_bind_address"]

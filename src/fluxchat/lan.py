@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .discovery import decode_announcement, encode_announcement
 from .ratelimit import RateLimiter
@@ -48,7 +48,7 @@ class LanDiscovery(asyncio.DatagramProtocol):
             self.announce()
             await asyncio.sleep(interval)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         announcement = decode_announcement(data)
         if announcement is None or announcement.node_id == self.own_id:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import messages as m
 from .errors import FluxError
@@ -46,7 +46,7 @@ class Link:
         self._flush()
         try:
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestTimeout(f"no answer within {timeout:g} s") from None
         finally:
             self._waiting.pop(rid, None)

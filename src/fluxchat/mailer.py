@@ -13,7 +13,8 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import messages as m
 from .config import MailConfig
@@ -24,8 +25,8 @@ from .ids import short_id
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
-from .tasks import Background
 from .store import InboxMail, OutboxMail, Quotas, Store
+from .tasks import Background
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode

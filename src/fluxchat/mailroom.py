@@ -192,7 +192,7 @@ class Mailroom:
             done = [uuid for uuid in taken if uuid is not None]
             if done:   # deleted at the storer only after our commit
                 await self.net.request(peer.host, peer.port, peer.node_id,
-                                       lambda rid: m.Delete(rid, tuple(done)))
+                                       lambda rid: m.Delete(rid, tuple(done)))  # noqa: B023 -- awaited here
             total += len(done)
             if not reply.more or not done:
                 return total

@@ -18,10 +18,32 @@ from typing import ClassVar
 
 from . import cbor
 from .errors import ProtocolError
-from .wire_fields import (BLOB, BOOL, HOST, ID, ID_OR_EMPTY, MAX_ENVELOPES, MAX_NODES,
-                          MAX_UUIDS, NONCE, PORT, PUBLIC_KEY, SIGNATURE, TEXT, UINT, UUID,
-                          ErrorCode, Kind, ListOf, Record, decode_record, encode_record)
-from .wire_fields import MAX_PUBLIC_KEY, MAX_SIGNATURE, MAX_TEXT  # noqa: F401 (re-exported)
+from .wire_fields import (  # noqa: F401 (re-exported)
+    BLOB,
+    BOOL,
+    HOST,
+    ID,
+    ID_OR_EMPTY,
+    MAX_ENVELOPES,
+    MAX_NODES,
+    MAX_PUBLIC_KEY,
+    MAX_SIGNATURE,
+    MAX_TEXT,
+    MAX_UUIDS,
+    NONCE,
+    PORT,
+    PUBLIC_KEY,
+    SIGNATURE,
+    TEXT,
+    UINT,
+    UUID,
+    ErrorCode,
+    Kind,
+    ListOf,
+    Record,
+    decode_record,
+    encode_record,
+)
 
 
 class Role(enum.Enum):
@@ -249,8 +271,8 @@ HANDSHAKE_TYPES = _role_set(Role.HANDSHAKE)
 def _check_schemas() -> None:
     """A schema that disagrees with its dataclass would corrupt the wire silently: fail at import."""
     for cls in (*MESSAGE_TYPES.values(), NodeInfo):
-        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-        if names != tuple(name for name, _ in cls.FIELDS):
+        names = tuple(f.name for f in fields(cls))
+        if names != tuple(name for name, _ in cls.FIELDS):  # type: ignore[attr-defined]
             raise AssertionError(f"{cls.__name__}.FIELDS does not match its fields {names}")
 
 

@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import messages as m
 from .config import Config
@@ -162,7 +163,7 @@ class Node:
         try:
             await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True),
                                    STOP_DEADLINE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("shutdown deadline passed; closing anyway")
         if self.store is not None:
             if hasattr(self, "overlay"):
@@ -266,7 +267,8 @@ class Node:
         answer = handler(link, message)
         if inspect.isawaitable(answer):
             answer = await answer
-        return answer
+        reply: m.Message | None = answer
+        return reply
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)

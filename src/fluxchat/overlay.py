@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import messages as m
 from .config import KademliaConfig
@@ -194,7 +194,7 @@ class Overlay:
         """Dial every bootstrap address, then look up our own ID; returns the links made."""
         results = await asyncio.gather(*(self.net.dial(h, p) for h, p in addresses),
                                        return_exceptions=True)
-        for (host, port), result in zip(addresses, results):
+        for (host, port), result in zip(addresses, results, strict=True):
             if isinstance(result, BaseException):
                 log.info("bootstrap %s:%d: %s", host, port, result)
         linked = sum(1 for r in results if not isinstance(r, BaseException))

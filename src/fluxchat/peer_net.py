@@ -12,8 +12,8 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from . import messages as m
 from . import pow as work
@@ -21,9 +21,20 @@ from .errors import FluxError, IdentityError
 from .ids import short_id
 from .link import Link, LinkClosed
 from .ratelimit import RateLimiter
-from .session import (Closed, Established, NoticeReceived, RequestFailed, RequestReceived,
-                      ResponseReceived, Session, SessionConfig, State, WorkNeeded,
-                      auth_payload)
+from .session import (
+    Closed,
+    Established,
+    Event,
+    NoticeReceived,
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    Session,
+    SessionConfig,
+    State,
+    WorkNeeded,
+    auth_payload,
+)
 from .tasks import Background
 from .tls import client_context, peer_certificate_key
 
@@ -63,7 +74,7 @@ class PeerNet:
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
-        self._dials: dict[tuple[str, int], asyncio.Future[Link]] = {}
+        self._dials: dict[tuple[str, int, bytes | None], asyncio.Future[Link]] = {}
         self._server: asyncio.Server | None = None
 
     # ----- public interface ---------------------------------------------------------
@@ -74,22 +85,42 @@ class PeerNet:
         except OSError as exc:
             raise FluxError(f"cannot listen for peers on {host}:{port}: "
                             f"{exc.strerror or exc}") from None
-        return self._server.sockets[0].getsockname()[1]
+        port_bound: int = self._server.sockets[0].getsockname()[1]
+        return port_bound
 
     async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
-        """A link to the node at host:port (pinned to expected_id when given)."""
-        if expected_id is not None and expected_id in self.links:
-            return self.links[expected_id]
+        """A link to the node at host:port, authenticated as expected_id when given.
+
+        Dials in flight are shared only by callers expecting the same ID at the same
+        address, and every result is checked again: a link is never handed to a caller
+        who expects another node, whatever shares its address."""
         if expected_id == self.own_id:
             raise DialError("refusing to dial ourselves")
-        key = (host, port)
-        if key not in self._dials:
+        if expected_id is not None:
+            existing = self.links.get(expected_id)
+            if existing is not None and not existing.closed:
+                return existing
+        key = (host, port, expected_id)
+        future = self._dials.get(key)
+        if future is None:
             future = asyncio.get_running_loop().create_future()
             # Every waiter may be gone (cancelled lookups); the outcome is still consumed.
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            future.add_done_callback(lambda done: self._forget_dial(key, done))
             self._dials[key] = future
             self._tasks.spawn(self._dial(host, port, expected_id, future))
-        return await asyncio.shield(self._dials[key])
+        link = await asyncio.shield(future)
+        if expected_id is not None and link.peer_id != expected_id:
+            raise DialError(f"{host}:{port} is node {short_id(link.peer_id)}, "
+                            f"not {short_id(expected_id)}")
+        return link
+
+    def _forget_dial(self, key: tuple[str, int, bytes | None],
+                     done: asyncio.Future[Link]) -> None:
+        # Once settled, a dial is not shared any more: later callers go through the
+        # pinned link registry (or dial afresh), never through an old address match.
+        if self._dials.get(key) is done:
+            del self._dials[key]
 
     async def request(self, host: str, port: int, node_id: bytes,
                       build: Callable[[int], m.Message]) -> m.Message:
@@ -148,7 +179,7 @@ class PeerNet:
             await writer.start_tls(self._server_ssl, ssl_handshake_timeout=self.limits.auth_timeout)
             session = Session.acceptor(self.config, os.urandom(32), time.monotonic(), host)
             await self._run(session, reader, writer, "in", (host, int(peer[1])), None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, EOFError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
             log.info("connection from %s ended before a link: %s", host, type(exc).__name__)
         finally:
             if session is None or session.established is None:
@@ -167,11 +198,10 @@ class PeerNet:
             key = peer_certificate_key(writer.get_extra_info("ssl_object"))
             session = Session.dialer(self.config, key, time.monotonic(), expected_id)
             await self._run(session, reader, writer, "out", (host, port), future)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, IdentityError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, IdentityError) as exc:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
         finally:
-            self._dials.pop((host, port), None)
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: link closed during handshake"))
             if writer is not None:
@@ -183,7 +213,7 @@ class PeerNet:
                    writer: asyncio.StreamWriter, direction: str, address: tuple[str, int],
                    future: asyncio.Future[Link] | None) -> None:
         link: Link | None = None
-        events = []
+        events: list[Event] = []
         try:
             while True:
                 writer.write(session.data_to_send())

@@ -20,7 +20,7 @@ def _check_difficulty(difficulty: int) -> None:
         raise ValueError(f"difficulty must be 0..{MAX_DIFFICULTY} bits, got {difficulty}")
 
 
-def _prefix(nonce: bytes, dialer_id: bytes, acceptor_id: bytes) -> "hashlib._Hash":
+def _prefix(nonce: bytes, dialer_id: bytes, acceptor_id: bytes) -> hashlib._Hash:
     return hashlib.sha256(DOMAIN + nonce + dialer_id + acceptor_id)
 
 

@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import messages as m
 from . import pow as work
 from .errors import IdentityError, ProtocolError
-from .framing import (DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Frame,
-                      FrameDecoder, Prologue, encode_frame, encode_prologue)
+from .framing import (
+    DEFAULT_MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Frame,
+    FrameDecoder,
+    Prologue,
+    encode_frame,
+    encode_prologue,
+)
 from .identity import Identity, load_public_key, verify_signature
 from .ids import id_from_spki
-from .session_events import (Closed, Established, Event, NoticeReceived, RequestFailed,
-                             RequestReceived, ResponseReceived, WorkNeeded)
+from .session_events import (
+    Closed,
+    Established,
+    Event,
+    NoticeReceived,
+    RequestFailed,
+    RequestReceived,
+    ResponseReceived,
+    WorkNeeded,
+)
 
 AUTH_DOMAIN = b"fluxchat-auth-v1\x00"
 E = m.ErrorCode
@@ -95,7 +111,7 @@ class Session:
 
     @classmethod
     def dialer(cls, config: SessionConfig, acceptor_key: bytes, now: float,
-               expected_id: bytes | None = None) -> "Session":
+               expected_id: bytes | None = None) -> Session:
         """`acceptor_key` is the SPKI DER from the TLS certificate the acceptor proved."""
         session = cls(config, True, now)
         session.hs.peer_key = acceptor_key
@@ -108,7 +124,7 @@ class Session:
 
     @classmethod
     def acceptor(cls, config: SessionConfig, nonce: bytes, now: float,
-                 peer_host: str = "") -> "Session":
+                 peer_host: str = "") -> Session:
         """`peer_host` is the dialer's address as we see it; we tell the dialer in Welcome."""
         session = cls(config, False, now)
         session.hs.nonce = nonce
@@ -134,7 +150,7 @@ class Session:
         try:
             for item in self._decoder.feed(data):
                 events.extend(self._dispatch(item))
-                if self.state is State.CLOSED:
+                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]  # _dispatch may close
                     break
         except ProtocolError as exc:
             events.extend(self._fail(exc.code, exc.message))

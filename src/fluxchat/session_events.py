@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from . import messages as m
 
@@ -54,5 +53,5 @@ class Closed:
     by_peer: bool
 
 
-Event = Union[WorkNeeded, Established, RequestReceived, NoticeReceived, ResponseReceived,
-              RequestFailed, Closed]
+Event = (WorkNeeded | Established | RequestReceived | NoticeReceived | ResponseReceived
+         | RequestFailed | Closed)

@@ -10,10 +10,11 @@ commit in the WAL file and survives the process being killed the next instant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import StorageError
 from .sqldb import dbapi
@@ -76,7 +77,8 @@ _OUTBOX_COLS = (
 
 
 def _inbox(row: Sequence[Any]) -> InboxMail:
-    return InboxMail(*row[:7], is_new=bool(row[7]))
+    uuid, sender, recipient, subject, body, created_at, received_at, is_new = row[:8]
+    return InboxMail(uuid, sender, recipient, subject, body, created_at, received_at, bool(is_new))
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMail:
@@ -333,10 +335,13 @@ class Store:
         return [(a, n) for a, n in self._rows("SELECT alias, node_id FROM contacts ORDER BY alias")]
 
     def resolve_alias(self, alias: str) -> bytes | None:
-        return self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+        node_id: bytes | None = self._value("SELECT node_id FROM contacts WHERE alias = ?", (alias,))
+        return node_id
 
     def alias_of(self, node_id: bytes) -> str | None:
-        return self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1", (node_id,))
+        alias: str | None = self._value("SELECT alias FROM contacts WHERE node_id = ? ORDER BY alias LIMIT 1",
+                                        (node_id,))
+        return alias
 
     # --- public keys (cache and key directory) -------------------------------------------------
 
@@ -351,7 +356,8 @@ class Store:
             )
 
     def get_key(self, node_id: bytes) -> bytes | None:
-        return self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+        der: bytes | None = self._value("SELECT public_der FROM keys WHERE node_id = ?", (node_id,))
+        return der
 
     def count_keys(self) -> int:
         return int(self._value("SELECT count(*) FROM keys"))

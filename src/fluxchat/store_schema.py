@@ -14,9 +14,9 @@ caller slips, since a bad uuid in `seen` would silently break duplicate detectio
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import StorageError
 from .sqldb import dbapi, open_database

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from .errors import IdentityError
 from .asn1 import Asn1Error, spki_from_certificate
+from .errors import IdentityError
 from .identity import CERTIFICATE_FILE, Identity, load_public_key, spki_der
 
 

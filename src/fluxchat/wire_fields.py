@@ -153,10 +153,10 @@ BOOL = Bool()
 
 
 def decode_record(cls: type, raw: Any, where: str) -> Any:
-    schema = cls.FIELDS
+    schema: tuple[tuple[str, Kind], ...] = cls.FIELDS  # type: ignore[attr-defined]  # every record class has one
     if not isinstance(raw, list) or len(raw) != len(schema):
         raise _malformed(f"{where}: expected an array of {len(schema)} fields")
-    values = [kind.decode(item, f"{where}.{name}") for (name, kind), item in zip(schema, raw)]
+    values = [kind.decode(item, f"{where}.{name}") for (name, kind), item in zip(schema, raw, strict=True)]
     return cls(*values)
 
 

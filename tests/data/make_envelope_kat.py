@@ -13,7 +13,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "src"))
 
 from fluxchat.envelope import (  # noqa: E402
-    ENVELOPE_VERSION, MailContent, OuterHeader, encode_header, encode_inner, seal,
+    ENVELOPE_VERSION,
+    MailContent,
+    OuterHeader,
+    encode_header,
+    encode_inner,
+    seal,
 )
 from fluxchat.identity import load_identity  # noqa: E402
 

@@ -20,7 +20,7 @@ COUNT_2048 = 24
 
 
 def main() -> None:
-    now = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 11, 25, tzinfo=datetime.UTC)
     plan = [(f"node{i:02d}", 2048) for i in range(COUNT_2048)] + [("rsa4096", 4096)]
     for name, bits in plan:
         target = HERE / "keys" / name

@@ -1,0 +1,230 @@
+"""Envelope v2: HPKE-sealed to the recipient's current prekey, signed with the sender's
+Ed25519 mail key, recipient-bound like v1; and the version dispatch for clear headers.
+
+Sign-then-encrypt as in v1 (Davis): the signed bytes name the recipient and include the
+clear outer header, so neither a recipient re-sealing a mail to someone else nor a relay
+editing the header can go unnoticed. The sender's RSA public key and its mail key record
+travel inside the encryption: the recipient checks the record under the key that hashes to
+the sender's ID, then the Ed25519 signature under the record's key, with no lookup.
+
+Byte layout (canonical CBOR):
+    envelope  = [header, sealed]
+    header    = [version=2, recipient bstr32, uuid bstr16, expires_at uint, prekey_id bstr16]
+    sealed    = HPKE base mode (MLKEM768_X25519, HKDF-SHA256, AES-256-GCM) to the prekey,
+                info = SEAL_CONTEXT ‖ CBOR(header): enc (1120 bytes) ‖ ciphertext
+    plaintext = [inner, signature, padding]
+    inner     = [version=2, kind, uuid, sender, recipient, created_at, subject, body, ref,
+                 sender_public_der, sender_record]
+    signature = Ed25519(MAIL_CONTEXT ‖ CBOR(header) ‖ inner)
+
+Pure apart from one thing: HPKE draws its ephemeral key inside `cryptography`, whose API
+takes no randomness; everything else is a function of the arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from . import envelope as v1
+from .cbor import dumps, loads
+from .envelope import MailContent, OuterHeader, padded
+from .errors import EnvelopeError
+from .identity import Identity
+from .ids import ID_BYTES, id_from_spki
+from .mailkeys import PREKEY_ID_BYTES, MailKeyRecord, RecordCache, prekey_public
+
+VERSION = 2
+MAIL_CONTEXT = b"fluxchat-mail-v2\x00"
+SEAL_CONTEXT = b"fluxchat-seal-v2\x00"
+SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+ENC_BYTES = 1088 + 32   # ML-KEM-768 ciphertext ‖ X25519 ephemeral key
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+PROTECTION = {1: "rsa", 2: "forward-secret-pq"}   # what `status` and `read` show
+
+
+@dataclass(frozen=True)
+class Header2:
+    recipient: bytes
+    uuid: bytes
+    expires_at: int
+    prekey_id: bytes
+
+    def encode(self) -> bytes:
+        return dumps(self.fields())
+
+    def fields(self) -> list[object]:
+        return [VERSION, self.recipient, self.uuid, self.expires_at, self.prekey_id]
+
+    def outer(self) -> OuterHeader:
+        return OuterHeader(VERSION, self.recipient, self.uuid, self.expires_at)
+
+
+@dataclass(frozen=True)
+class MailSigner:
+    """What a sender needs: its RSA public key, its current record and that record's key."""
+    identity_der: bytes
+    node_id: bytes
+    record: bytes
+    signing_key: ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Opened:
+    content: MailContent
+    sender_der: bytes
+    sender_record: MailKeyRecord
+
+
+def encode_inner(content: MailContent, sender_der: bytes, sender_record: bytes) -> bytes:
+    return dumps([VERSION, content.kind, content.uuid, content.sender, content.recipient,
+                  content.created_at, content.subject, content.body, content.ref,
+                  sender_der, sender_record])
+
+
+# ----- sealing (our own input: mistakes are ValueError) --------------------------------
+
+
+def seal(content: MailContent, signer: MailSigner, recipient: MailKeyRecord,
+         expires_at: int) -> bytes:
+    """Sign `content` with the sender's mail key and seal it to `recipient`'s prekey.
+    `recipient` must be a record the caller checked (mailkeys.check_record)."""
+    problem = v1._content_problem(content)
+    if problem is not None:
+        raise ValueError(problem)
+    if content.sender != signer.node_id:
+        raise ValueError("content.sender is not the signer")
+    if recipient.node_id != content.recipient:
+        raise ValueError("the record is not the recipient's")
+    if not v1._is_int(expires_at) or not 0 <= expires_at <= v1.MAX_TIMESTAMP:
+        raise ValueError("expires_at must be a non-negative unix time")
+    header = Header2(content.recipient, content.uuid, expires_at, recipient.prekey_id)
+    header_bytes = header.encode()
+    inner = encode_inner(content, signer.identity_der, signer.record)
+    signature = signer.signing_key.sign(MAIL_CONTEXT + header_bytes + inner)
+    sealed = SUITE.encrypt(padded([inner, signature]), prekey_public(recipient.prekey),
+                           info=SEAL_CONTEXT + header_bytes)
+    return dumps([header.fields(), sealed])
+
+
+# ----- parsing (hostile input: every failure is EnvelopeError) ---------------------------
+
+
+def split(envelope: bytes, max_size: int) -> tuple[Header2, bytes]:
+    if len(envelope) > max_size:
+        raise EnvelopeError()
+    outer = loads(envelope, max_depth=2, max_items=16)
+    if not isinstance(outer, list) or len(outer) != 2 or not isinstance(outer[0], list) \
+            or len(outer[0]) != 5:
+        raise EnvelopeError()
+    (version, recipient, uuid, expires_at, key_id), sealed = outer
+    ok = (v1._is_int(version) and version == VERSION
+          and isinstance(recipient, bytes) and len(recipient) == ID_BYTES
+          and isinstance(uuid, bytes) and len(uuid) == v1.UUID_BYTES
+          and v1._is_int(expires_at) and 0 <= expires_at <= v1.MAX_TIMESTAMP
+          and isinstance(key_id, bytes) and len(key_id) == PREKEY_ID_BYTES
+          and isinstance(sealed, bytes) and len(sealed) >= ENC_BYTES + TAG_BYTES)
+    if not ok:
+        raise EnvelopeError()
+    return Header2(recipient, uuid, expires_at, key_id), sealed
+
+
+def version_of(envelope: bytes, max_size: int) -> int:
+    """1 or 2, from the first header field; EnvelopeError for anything else."""
+    try:
+        if len(envelope) > max_size:
+            raise EnvelopeError()
+        outer = loads(envelope, max_depth=2, max_items=16)
+        version = outer[0][0] if isinstance(outer, list) and outer \
+            and isinstance(outer[0], list) and outer[0] else None
+    except v1._OPEN_FAILURES:
+        raise EnvelopeError() from None
+    if version not in PROTECTION or type(version) is not int:
+        raise EnvelopeError()
+    return version
+
+
+def parse_header(envelope: bytes, max_size: int) -> OuterHeader:
+    """The clear header of a v1 or v2 envelope, for relays and storers."""
+    if version_of(envelope, max_size) == 1:
+        return v1.parse_header(envelope, max_size)
+    try:
+        return split(envelope, max_size)[0].outer()
+    except v1._OPEN_FAILURES:
+        raise EnvelopeError() from None
+
+
+def prekey_id_of(envelope: bytes, max_size: int) -> bytes:
+    """Which of our prekeys a v2 envelope needs (public data)."""
+    try:
+        return split(envelope, max_size)[0].prekey_id
+    except v1._OPEN_FAILURES:
+        raise EnvelopeError() from None
+
+
+def _decode_inner(inner: bytes) -> tuple[MailContent, bytes, bytes]:
+    fields = loads(inner, max_depth=1, max_items=16)
+    if not isinstance(fields, list) or len(fields) != 11 or fields[0] != VERSION \
+            or not v1._is_int(fields[0]):
+        raise EnvelopeError()
+    content = MailContent(*fields[1:9])
+    sender_der, sender_record = fields[9], fields[10]
+    if v1._content_problem(content) is not None or not isinstance(sender_der, bytes) \
+            or not isinstance(sender_record, bytes):
+        raise EnvelopeError()
+    return content, sender_der, sender_record
+
+
+def _open(envelope: bytes, me: bytes, prekeys: Mapping[bytes, hpke.MLKEM768X25519PrivateKey],
+          records: RecordCache) -> Opened:
+    header, sealed = split(envelope, len(envelope))
+    private = prekeys.get(header.prekey_id)
+    if header.recipient != me or private is None:   # public data: no work for others' mail
+        raise EnvelopeError()
+    header_bytes = header.encode()
+    plaintext = SUITE.decrypt(sealed, private, info=SEAL_CONTEXT + header_bytes)
+    parts = loads(plaintext, max_depth=1, max_items=4)
+    if not isinstance(parts, list) or len(parts) != 3 \
+            or not all(isinstance(part, bytes) for part in parts):
+        raise EnvelopeError()
+    inner, signature = parts[0], parts[1]
+    content, sender_der, record_bytes = _decode_inner(inner)
+    # The record must be the sender's (signed by the key hashing to `sender`) and the mail
+    # made while it was valid; only then does its Ed25519 key speak for the sender.
+    if id_from_spki(sender_der) != content.sender:
+        raise EnvelopeError()
+    record = records.check(record_bytes, content.sender, sender_der)
+    if content.created_at >= record.expires_at or len(signature) != SIGNATURE_BYTES:
+        raise EnvelopeError()
+    ed25519.Ed25519PublicKey.from_public_bytes(record.sign_key).verify(
+        signature, MAIL_CONTEXT + header_bytes + inner)
+    if content.recipient != me or content.uuid != header.uuid:
+        raise EnvelopeError()
+    return Opened(content, sender_der, record)
+
+
+def open_v2(envelope: bytes, me: bytes,
+            prekeys: Mapping[bytes, hpke.MLKEM768X25519PrivateKey],
+            records: RecordCache) -> Opened:
+    """Decrypt and verify a v2 envelope for node `me` holding `prekeys` (by prekey id);
+    any failure is EnvelopeError() with no detail."""
+    try:
+        return _open(envelope, me, prekeys, records)
+    except (*v1._OPEN_FAILURES, InvalidSignature):
+        raise EnvelopeError() from None
+
+
+def open_any(envelope: bytes, me: Identity,
+             prekeys: Mapping[bytes, hpke.MLKEM768X25519PrivateKey],
+             records: RecordCache) -> tuple[int, MailContent, bytes, MailKeyRecord | None]:
+    """(version, content, sender RSA key, sender record or None) for v1 and v2 alike."""
+    if version_of(envelope, len(envelope)) == 1:
+        content, sender_der = v1.open_envelope_with_key(envelope, me)
+        return 1, content, sender_der, None
+    opened = open_v2(envelope, me.node_id, prekeys, records)
+    return VERSION, opened.content, opened.sender_der, opened.sender_record

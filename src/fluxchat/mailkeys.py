@@ -1,0 +1,219 @@
+"""Mail key records: the node's rotating mail keys, certified by its RSA identity.
+
+A record holds an Ed25519 signing key (envelope v2 signatures) and an HPKE prekey
+(`MLKEM768_X25519`: ML-KEM-768 and X25519 combined, so mail stays secret unless both break),
+with the times it is valid. The RSA identity signs it, so a record is worth exactly as much
+as the key that hashes to the node ID. Erasing a prekey's private half after the mail sealed
+to it can no longer arrive gives forward secrecy: a later theft of the RSA key and password
+opens nothing sealed to an erased prekey.
+
+Byte layout (canonical CBOR, see cbor.py):
+    record    = [version=1, node_id bstr32, created_at uint, expires_at uint,
+                 sign_key bstr32 (Ed25519), prekey bstr1216 (ML-KEM-768 ‖ X25519), signature]
+    signature = RSA-PSS-SHA256(RECORD_CONTEXT ‖ CBOR(record without its signature))
+    prekey_id = SHA-256(prekey)[:16]          (names the prekey in envelope v2 headers)
+
+Pure: no I/O, no clock; the caller passes `now` and the secret seeds (os.urandom).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+
+from .cbor import dumps, loads
+from .errors import FluxError
+from .identity import Identity, load_public_key, verify_signature
+from .ids import ID_BYTES, id_from_spki
+
+RECORD_VERSION = 1
+# Domain separation: a record signature is neither a mail nor a handshake signature.
+RECORD_CONTEXT = b"fluxchat-mailkey-v1\x00"
+SIGN_KEY_BYTES = 32
+MLKEM_PUBLIC_BYTES = 1184
+X25519_BYTES = 32
+PREKEY_BYTES = MLKEM_PUBLIC_BYTES + X25519_BYTES
+MLKEM_SEED_BYTES = 64
+SECRET_BYTES = SIGN_KEY_BYTES + MLKEM_SEED_BYTES + X25519_BYTES   # what a record's owner keeps
+PREKEY_ID_BYTES = 16
+MAX_RECORD_BYTES = 2048
+MAX_LIFETIME = 31 * 86400   # a record may not claim validity beyond this
+CLOCK_SKEW = 600            # a record may be dated this far ahead of our clock
+_MAX_TIME = 2**63 - 1
+_FAILURES = (FluxError, ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
+
+
+class MailKeyError(FluxError):
+    """A mail key record is malformed, not signed by its node, expired, or out of date."""
+
+
+@dataclass(frozen=True)
+class MailKeyRecord:
+    node_id: bytes
+    created_at: int
+    expires_at: int
+    sign_key: bytes
+    prekey: bytes
+    signature: bytes
+
+    @property
+    def prekey_id(self) -> bytes:
+        return prekey_id(self.prekey)
+
+    def encode(self) -> bytes:
+        return dumps([*_signed_fields(self.node_id, self.created_at, self.expires_at,
+                                      self.sign_key, self.prekey), self.signature])
+
+    def valid_at(self, moment: int) -> bool:
+        """Whether the owner may have used this record at `moment` (skew allowed)."""
+        return self.created_at - CLOCK_SKEW <= moment < self.expires_at
+
+
+@dataclass(frozen=True)
+class MailKeySecrets:
+    """The private halves of one record: the Ed25519 seed and the prekey seeds."""
+    raw: bytes   # SECRET_BYTES: sign seed ‖ ML-KEM seed ‖ X25519 private
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != SECRET_BYTES:
+            raise ValueError(f"mail key secrets must be {SECRET_BYTES} bytes")
+
+    def signing_key(self) -> ed25519.Ed25519PrivateKey:
+        return ed25519.Ed25519PrivateKey.from_private_bytes(self.raw[:SIGN_KEY_BYTES])
+
+    def prekey_private(self) -> hpke.MLKEM768X25519PrivateKey:
+        seed = self.raw[SIGN_KEY_BYTES:SIGN_KEY_BYTES + MLKEM_SEED_BYTES]
+        dh = self.raw[SIGN_KEY_BYTES + MLKEM_SEED_BYTES:]
+        return hpke.MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed),
+                                             x25519.X25519PrivateKey.from_private_bytes(dh))
+
+    def public_halves(self) -> tuple[bytes, bytes]:
+        """(Ed25519 public key, prekey public bytes) as a record carries them."""
+        sign_key = self.signing_key().public_key().public_bytes_raw()
+        seed = self.raw[SIGN_KEY_BYTES:SIGN_KEY_BYTES + MLKEM_SEED_BYTES]
+        kem = mlkem.MLKEM768PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw()
+        dh = x25519.X25519PrivateKey.from_private_bytes(
+            self.raw[SIGN_KEY_BYTES + MLKEM_SEED_BYTES:]).public_key().public_bytes_raw()
+        return sign_key, kem + dh
+
+
+def prekey_id(prekey: bytes) -> bytes:
+    return hashlib.sha256(prekey).digest()[:PREKEY_ID_BYTES]
+
+
+def _signed_fields(node_id: bytes, created_at: int, expires_at: int, sign_key: bytes,
+                   prekey: bytes) -> list[object]:
+    return [RECORD_VERSION, node_id, created_at, expires_at, sign_key, prekey]
+
+
+def signed_bytes(record: MailKeyRecord) -> bytes:
+    """What the RSA identity signs."""
+    return RECORD_CONTEXT + dumps(_signed_fields(record.node_id, record.created_at,
+                                                 record.expires_at, record.sign_key,
+                                                 record.prekey))
+
+
+def make_record(identity: Identity, secrets: MailKeySecrets, created_at: int,
+                expires_at: int) -> MailKeyRecord:
+    """Certify the public halves of `secrets` with the node's RSA key."""
+    if not 0 <= created_at < expires_at <= created_at + MAX_LIFETIME:
+        raise ValueError(f"a record lives 1 s .. {MAX_LIFETIME} s from its creation")
+    sign_key, prekey = secrets.public_halves()
+    unsigned = MailKeyRecord(identity.node_id, created_at, expires_at, sign_key, prekey, b"")
+    return MailKeyRecord(identity.node_id, created_at, expires_at, sign_key, prekey,
+                         identity.sign(signed_bytes(unsigned)))
+
+
+# ----- parsing and checking (hostile input: every failure is MailKeyError) ---------------
+
+
+def _is_time(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_TIME
+
+
+def decode_record(data: bytes) -> MailKeyRecord:
+    """The record's fields, shape-checked; the signature is NOT checked here."""
+    try:
+        if len(data) > MAX_RECORD_BYTES:
+            raise MailKeyError("mail key record too large")
+        fields = loads(data, max_depth=1, max_items=8)
+    except FluxError:
+        raise MailKeyError("malformed mail key record") from None
+    if not isinstance(fields, list) or len(fields) != 7:
+        raise MailKeyError("malformed mail key record")
+    version, node_id, created_at, expires_at, sign_key, prekey, signature = fields
+    ok = (type(version) is int and version == RECORD_VERSION
+          and isinstance(node_id, bytes) and len(node_id) == ID_BYTES
+          and _is_time(created_at) and _is_time(expires_at)
+          and created_at < expires_at <= created_at + MAX_LIFETIME
+          and isinstance(sign_key, bytes) and len(sign_key) == SIGN_KEY_BYTES
+          and isinstance(prekey, bytes) and len(prekey) == PREKEY_BYTES
+          and isinstance(signature, bytes) and 0 < len(signature) <= 1024)
+    if not ok:
+        raise MailKeyError("malformed mail key record")
+    return MailKeyRecord(node_id, created_at, expires_at, sign_key, prekey, signature)
+
+
+def check_record(data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRecord:
+    """A record of `node_id` whose signature verifies under the key hashing to it.
+    Time is the caller's concern (see `valid_at`, `accept_for_directory`)."""
+    record = decode_record(data)
+    if record.node_id != node_id or id_from_spki(identity_der) != node_id:
+        raise MailKeyError("mail key record belongs to another node")
+    try:
+        rsa_key = load_public_key(identity_der)
+        signed = verify_signature(rsa_key, record.signature, signed_bytes(record))
+        # Both public halves must load, or nobody can use the record.
+        ed25519.Ed25519PublicKey.from_public_bytes(record.sign_key)
+        prekey_public(record.prekey)
+    except _FAILURES:
+        raise MailKeyError("mail key record does not verify") from None
+    if not signed:
+        raise MailKeyError("mail key record does not verify")
+    return record
+
+
+def accept_for_directory(record: MailKeyRecord, held: MailKeyRecord | None,
+                         now: int) -> None:
+    """Whether a storer (or a sender's cache) should take `record` over the one it `held`:
+    not expired, not dated in the future, and not older than what it holds (no replays)."""
+    if record.expires_at <= now:
+        raise MailKeyError("mail key record expired")
+    if record.created_at > now + CLOCK_SKEW:
+        raise MailKeyError("mail key record dated in the future")
+    if held is not None and record.created_at < held.created_at:
+        raise MailKeyError("a newer mail key record is already held")
+
+
+def prekey_public(prekey: bytes) -> hpke.MLKEM768X25519PublicKey:
+    if len(prekey) != PREKEY_BYTES:
+        raise ValueError("prekey has the wrong size")
+    return hpke.MLKEM768X25519PublicKey(
+        mlkem.MLKEM768PublicKey.from_public_bytes(prekey[:MLKEM_PUBLIC_BYTES]),
+        x25519.X25519PublicKey.from_public_bytes(prekey[MLKEM_PUBLIC_BYTES:]))
+
+
+class RecordCache:
+    """Records whose RSA signature we already verified, keyed by their exact bytes, so each
+    costs one RSA verification however many envelopes carry it. Bounded (LRU)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._seen: OrderedDict[bytes, MailKeyRecord] = OrderedDict()
+
+    def check(self, data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRecord:
+        key = hashlib.sha256(data + identity_der).digest()
+        record = self._seen.get(key)
+        if record is None or record.node_id != node_id:
+            record = check_record(data, node_id, identity_der)
+            self._seen[key] = record
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(key)
+        return record
