@@ -13,8 +13,8 @@ from contextlib import closing
 from pathlib import Path
 
 from fluxchat.errors import StorageError
-from fluxchat.store import InboxMail, OutboxMail, QuotaExceeded, Quotas, Store
 from fluxchat.sqldb import open_database
+from fluxchat.store import InboxMail, OutboxMail, QuotaExceeded, Quotas, Store
 from fluxchat.store_schema import SCHEMA_VERSION
 
 SRC = Path(__file__).resolve().parent.parent / "src"
