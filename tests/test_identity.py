@@ -83,6 +83,10 @@ class IdentityFilesTest(unittest.TestCase):
     def test_public_key_checks(self) -> None:
         with self.assertRaises(IdentityError):
             load_public_key(b"not a key")
+        # An SPKI naming an algorithm `cryptography` does not know is our error, not its own.
+        rsa_oid, unknown_oid = bytes.fromhex("2a864886f70d010101"), bytes.fromhex("2a864886f70d010163")
+        with self.assertRaises(IdentityError):
+            load_public_key(identity(0).public_der.replace(rsa_oid, unknown_oid))
         self.assertIsInstance(load_public_key(identity(0).public_der).key_size, int)
 
 

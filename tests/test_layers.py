@@ -13,9 +13,9 @@ LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "vault_format"},
+        "mailkeys", "envelope2", "mail_limits", "vault_format"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "sqldb", "vault", "vault_migrate"},
+        "logsetup", "pidfile", "lan", "tasks", "held", "sqldb", "vault", "vault_migrate"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
 }
 PURE = LAYERS[1]

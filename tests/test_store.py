@@ -196,8 +196,12 @@ class HeldTest(StoreCase):
                          [(uid(1), b"\x01" * 10), (uid(2), b"\x02" * 10)])
         self.assertEqual(self.store.held_for(nid(2), limit=1), [(uid(1), b"\x01" * 10)])
         self.assertEqual(self.store.held_stats(), (3, 30))
-        self.assertEqual([row[0] for row in self.store.all_held(limit=2, offset=1)], [uid(2), uid(3)])
-        self.assertEqual(self.store.all_held(1, 0), [(uid(1), nid(2), 1000, b"\x01" * 10)])
+        page = self.store.held_page(after=0, limit=2)
+        self.assertEqual([(u, r) for _, u, r in page], [(uid(1), nid(2)), (uid(2), nid(2))])
+        self.store.delete_held(nid(2), [uid(2)])   # rows going away between pages skip nothing
+        self.assertEqual([u for _, u, _ in self.store.held_page(after=page[-1][0], limit=2)], [uid(3)])
+        self.assertEqual(self.store.held_envelope(uid(1)), b"\x01" * 10)
+        self.assertIsNone(self.store.held_envelope(uid(2)))
 
     def test_quotas(self) -> None:
         cases = [
@@ -211,6 +215,75 @@ class HeldTest(StoreCase):
                 self.hold(n, quotas=quotas, **{"recipient": 2, "peer": 3, **who})
         self.assertEqual(self.hold(20, quotas=Quotas(20, 20, 20)), "stored")  # exactly at the limit
         self.assertEqual(self.store.held_stats(), (2, 20))
+
+    def test_one_sender_cannot_fill_a_recipient_quota(self) -> None:
+        quotas = Quotas(per_recipient_bytes=100, per_peer_bytes=1000, total_bytes=1000,
+                        per_pair_bytes=40)
+        for n in range(1, 5):
+            self.hold(n, peer=3, quotas=quotas)
+        with self.assertRaisesRegex(QuotaExceeded, "per sender and recipient bytes"):
+            self.hold(5, peer=3, quotas=quotas)
+        self.assertEqual(self.store.held_stats(), (4, 40))
+
+    def test_full_recipient_quota_evicts_the_heaviest_sender_fairly(self) -> None:
+        quotas = Quotas(per_recipient_bytes=100, per_peer_bytes=1000, total_bytes=1000,
+                        per_pair_bytes=40)
+        n = 0
+        for peer in (5, 6):              # two attacker identities at their pair cap
+            for _ in range(4):
+                n += 1
+                self.hold(n, peer=peer, quotas=quotas)
+        self.hold(20, peer=7, size=20, quotas=quotas)   # 100 of 100 bytes now
+        # An honest sender gets in by pushing out the oldest envelope of the heaviest peer.
+        self.assertEqual(self.hold(30, peer=8, quotas=quotas), "stored")
+        self.assertIsNone(self.store.held_envelope(uid(1)))
+        self.assertEqual(self.store.held_stats(), (9, 100))
+        # Peer 7 would then hold 30, and 5 and 6 hold 30 and 40: 6 still gives way.
+        self.assertEqual(self.hold(31, peer=7, quotas=quotas), "stored")
+        self.assertIsNone(self.store.held_envelope(uid(5)))
+        # Nobody may push out a sender holding no more than it would itself.
+        with self.assertRaisesRegex(QuotaExceeded, "per recipient bytes"):
+            self.hold(32, peer=7, quotas=quotas)
+        self.assertEqual(self.store.held_stats()[1], 100)
+
+    def test_full_total_quota_evicts_the_heaviest_peer(self) -> None:
+        quotas = Quotas(per_recipient_bytes=1000, per_peer_bytes=1000, total_bytes=50)
+        for n in range(1, 6):
+            self.hold(n, recipient=n + 10, peer=3, quotas=quotas)
+        self.assertEqual(self.hold(9, recipient=30, peer=4, quotas=quotas), "stored")
+        self.assertEqual(self.store.held_stats(), (5, 50))
+        self.assertIsNone(self.store.held_envelope(uid(1)))
+
+    def test_running_totals_follow_every_change(self) -> None:
+        for n in range(1, 30):
+            self.hold(n, recipient=n % 3, peer=n % 4, size=n, expires_at=100 + n * 10, now=50)
+        self.store.delete_held(nid(1), [uid(n) for n in range(0, 30, 2)])
+        self.store.expire_held(now=250)
+        with closing(sqlite3.connect(self.path)) as db:
+            expected = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM held").fetchone()
+            by_pair = db.execute("SELECT recipient, sender_peer, sum(size) FROM held "
+                                 "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+            pairs = db.execute("SELECT * FROM held_pair ORDER BY 1, 2").fetchall()
+        self.assertEqual(self.store.held_stats(), tuple(expected))
+        self.assertEqual(pairs, by_pair)
+
+    def test_migration_to_running_totals_counts_what_is_held(self) -> None:
+        from fluxchat.store_schema import MIGRATIONS, _apply
+        path = self.path.with_name("v1.db")
+        with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+            for statement in MIGRATIONS[0]:
+                raw.execute(statement)
+            raw.execute("PRAGMA user_version = 1")
+            raw.execute("INSERT INTO held VALUES (?, ?, ?, 1000, 7, ?, 1)", (uid(1), nid(2), nid(3), b"x" * 7))
+            raw.execute("INSERT INTO held VALUES (?, ?, ?, 1000, 5, ?, 2)", (uid(2), nid(2), nid(4), b"y" * 5))
+            _apply(raw, 2)
+        store = Store.open(path)
+        self.addCleanup(store.close)
+        self.assertEqual(store.held_stats(), (2, 12))
+        quotas = Quotas(per_recipient_bytes=22, per_peer_bytes=100, total_bytes=100)
+        self.assertEqual(store.hold(uid(3), nid(2), nid(5), 1000, b"z" * 10, 50, quotas), "stored")
+        with self.assertRaises(QuotaExceeded):
+            store.hold(uid(4), nid(2), nid(5), 1000, b"z", 50, quotas)
 
     def test_expired_envelopes_free_quota(self) -> None:
         self.hold(1, expires_at=150)
@@ -249,6 +322,15 @@ class DirectoryTest(StoreCase):
         self.assertEqual(self.store.count_keys(), 2)
         self.assertEqual(self.store.expire_keys(cutoff=200), 1)
         self.assertIsNone(self.store.get_key(nid(2)))
+
+    def test_keys_of_contacts_and_pending_recipients_do_not_expire(self) -> None:
+        self.store.put_key(nid(1), b"der1", now=100)
+        self.store.put_key(nid(2), b"der2", now=100)
+        self.store.put_key(nid(3), b"der3", now=100)
+        self.store.add_contact("ann", nid(1))
+        self.store.add_outbox(outbox_mail(1), now=100)   # to nid(2), queued
+        self.assertEqual(self.store.expire_keys(cutoff=200), 1)
+        self.assertEqual(self.store.count_keys(), 2)
 
     def test_routing_replaced_atomically(self) -> None:
         old = [(nid(1), "10.0.0.1", 4000, 50), (nid(2), "10.0.0.2", 4001, 20)]

@@ -52,6 +52,9 @@ class MailConfig:
     quota_per_recipient: int = 64 * 1024 * 1024
     quota_per_peer: int = 64 * 1024 * 1024
     quota_total: int = 1024 * 1024 * 1024
+    # One storing peer for one recipient: well below quota_per_recipient, so no single
+    # sender can fill a recipient's share (see held.py for the fair eviction).
+    quota_per_sender_recipient: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,8 @@ def _mail(r: _Reader) -> MailConfig:
         quota_per_recipient=r.integer("quota_per_recipient", d.quota_per_recipient, 0, 2**40),
         quota_per_peer=r.integer("quota_per_peer", d.quota_per_peer, 0, 2**40),
         quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),
+        quota_per_sender_recipient=r.integer("quota_per_sender_recipient",
+                                             d.quota_per_sender_recipient, 0, 2**40),
     )
 
 

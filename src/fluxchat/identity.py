@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -61,7 +61,7 @@ def load_public_key(der: bytes) -> rsa.RSAPublicKey:
     """Parse a peer's SPKI DER; only RSA keys of sane size with e = 65537 pass."""
     try:
         key = serialization.load_der_public_key(der)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:   # e.g. an unknown key OID
         raise IdentityError("malformed public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise IdentityError("public key is not RSA")

@@ -64,7 +64,8 @@ class Mailer:
         self.me, self.store, self.overlay, self.net = identity, store, overlay, net
         self.config, self.max_payload, self.clock = config, max_payload, clock
         self.retention = int(config.retention_time * 3600)
-        self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total)
+        self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total,
+                             config.quota_per_sender_recipient)
         self.wake = asyncio.Event()
         self._busy: set[bytes] = set()
         self.tasks = Background()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid as uuidlib
 
 from . import messages as m
@@ -18,15 +19,22 @@ from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
 from .link import Link
+from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
 from .overlay import Overlay
 from .peer_net import PeerNet
+from .ratelimit import RateLimiter
 from .routing import Peer
 from .store import InboxMail, OutboxMail, QuotaExceeded, Store
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
 BATCH_BYTES_SHARE = 0.75   # of the frame limit, so a batch always fits in one frame
+REPLICATION_PAGE = 256     # held envelopes listed per page (uuid and recipient only)
+
+
+class WorkRefused(FluxError):
+    """A peer has spent its budget of private-key operations for now (see mail_limits)."""
 
 
 class Mailroom:
@@ -36,6 +44,9 @@ class Mailroom:
             identity, store, overlay, net, mailer)
         self.config: MailConfig = mailer.config
         self._fetching: set[bytes] = set()
+        self._notices = NoticeGate()
+        self._private_ops = RateLimiter(PRIVATE_OPS_RATE, PRIVATE_OPS_BURST)
+        self.private_ops = 0   # envelopes opened for peers since start (for tests, benchmarks)
 
     def now(self) -> int:
         return self.mailer.now()
@@ -45,8 +56,17 @@ class Mailroom:
 
     # ----- accepting mail addressed to us ------------------------------------------------
 
-    async def accept(self, envelope: bytes) -> None:
-        """Open, verify and commit an envelope for us; raises EnvelopeError when it is not."""
+    async def accept(self, envelope: bytes, peer: bytes | None = None) -> bool:
+        """Open, verify and commit an envelope for us; False for a copy of one already seen,
+        which costs no private-key work. Raises EnvelopeError when it does not verify, and
+        WorkRefused when `peer` (None: our own caller) has spent its budget."""
+        header = self.header(envelope)
+        if self.store.is_seen(header.uuid):
+            self._spend(peer)
+            self._resend_receipt(header.uuid, self.now())
+            return False
+        self._spend(peer)
+        self.private_ops += 1
         content, sender_key = await off_loop(open_envelope_with_key, envelope, self.me)
         now = self.now()
         # A replay of an old envelope is refused even after its uuid was forgotten.
@@ -58,6 +78,13 @@ class Mailroom:
             self._accept_receipt(content, now)
         else:
             await self._accept_mail(content, sender_key, now)
+        return True
+
+    def _spend(self, peer: bytes | None) -> None:
+        if peer is None:
+            return
+        if not self._private_ops.allow(peer.hex(), time.monotonic()):
+            raise WorkRefused("too much mail work for this peer; try again later")
 
     async def _accept_mail(self, content: MailContent, sender_key: bytes, now: int) -> None:
         mail = InboxMail(content.uuid, content.sender, content.recipient, content.subject,
@@ -85,8 +112,13 @@ class Mailroom:
                                                  envelope=envelope, kind="receipt"), now)
                 self.mailer.wake.set()
                 return
+        self._resend_receipt(content.uuid, now)
+
+    def _resend_receipt(self, mail_uuid: bytes, now: int) -> None:
+        """The sender just reached us again, so our receipt for that mail, if it waits out a
+        retry backoff, goes now (a receipt we never wrote, or one of a receipt: nothing)."""
+        rid = receipt_uuid(mail_uuid)
         existing = self.store.get_outbox(rid)
-        # The sender just reached us, so a receipt waiting out a retry backoff goes now.
         if existing is not None and (existing.state != "queued" or existing.next_attempt_at > now):
             self.store.set_outbox_state(rid, "queued", now, "mail arrived again",
                                         next_attempt_at=0)
@@ -111,9 +143,11 @@ class Mailroom:
             header = self.header(request.envelope)
             if header.recipient != self.me.node_id:
                 return m.Fail(request.rid, int(E.FORBIDDEN), "not addressed to this node")
-            await self.accept(request.envelope)
+            await self.accept(request.envelope, link.peer_id)
         except EnvelopeError:
             return m.Fail(request.rid, int(E.INVALID), "envelope rejected")
+        except WorkRefused as exc:
+            return m.Fail(request.rid, int(E.RATE_LIMITED), str(exc))
         return m.Ok(request.rid)
 
     async def on_store(self, link: Link, request: m.Store) -> m.Message:
@@ -154,8 +188,22 @@ class Mailroom:
         self.store.delete_held(link.peer_id, list(request.uuids))
         return m.Ok(request.rid)
 
-    async def on_notify(self, link: Link) -> None:
-        await self.fetch_from(Peer(link.peer_id, *link.address))
+    def on_notify(self, link: Link) -> None:
+        """A notice costs a flag: one fetch worker per peer, at most one fetch per interval."""
+        if self._notices.notice(link.peer_id):
+            self.mailer.tasks.spawn(self._fetch_notified(Peer(link.peer_id, *link.address)))
+
+    async def _fetch_notified(self, peer: Peer) -> None:
+        again = True
+        try:
+            while again:
+                await asyncio.sleep(self._notices.delay(peer.node_id, time.monotonic()))
+                self._notices.started(peer.node_id, time.monotonic())
+                await self.fetch_from(peer)
+                again = self._notices.finished(peer.node_id)
+        finally:
+            if again:   # cancelled mid-way
+                self._notices.abandoned(peer.node_id)
 
     # ----- fetching what others hold for us ---------------------------------------------
 
@@ -182,46 +230,61 @@ class Mailroom:
             self._fetching.discard(peer.node_id)
 
     async def _drain(self, peer: Peer) -> int:
-        total = 0
+        """Fetch batches until one brings no new valid mail, within the budgets of Drain."""
+        drain, total = Drain(FETCH_BATCH), 0
         while True:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.Fetch(rid, FETCH_BATCH))
             if not isinstance(reply, m.MailBatch) or not reply.envelopes:
                 return total
-            taken = [await self._take(envelope) for envelope in reply.envelopes]
-            done = [uuid for uuid in taken if uuid is not None]
+            done: list[bytes] = []   # uuids to delete at the storer: taken or worthless
+            new, complete = 0, True
+            for envelope in drain.admit(reply.envelopes):
+                try:
+                    uuid, fresh = await self._take(envelope, peer.node_id)
+                except WorkRefused:
+                    complete = False   # the rest stays at the storer for a later fetch
+                    break
+                new += fresh
+                if uuid is not None:
+                    done.append(uuid)
             if done:   # deleted at the storer only after our commit
-                await self.net.request(peer.host, peer.port, peer.node_id,
-                                       lambda rid: m.Delete(rid, tuple(done)))  # noqa: B023 -- awaited here
-            total += len(done)
-            if not reply.more or not done:
+                await self._delete_at(peer, tuple(done))
+            total += new
+            if not drain.go_on(reply.more, new, complete):
                 return total
 
-    async def _take(self, envelope: bytes) -> bytes | None:
-        """Commit one fetched envelope; returns its uuid for deletion (also for bad ones)."""
+    async def _delete_at(self, peer: Peer, uuids: tuple[bytes, ...]) -> None:
+        await self.net.request(peer.host, peer.port, peer.node_id,
+                               lambda rid: m.Delete(rid, uuids))
+
+    async def _take(self, envelope: bytes, peer: bytes) -> tuple[bytes | None, bool]:
+        """Commit one fetched envelope: (its uuid for deletion, also for bad ones; whether
+        it was new valid mail)."""
         try:
             header = self.header(envelope)
         except EnvelopeError:
-            return None
+            return None, False
         try:
-            await self.accept(envelope)
+            return header.uuid, await self.accept(envelope, peer)
         except EnvelopeError:
             log.info("dropping a stored envelope that does not verify")
-        return header.uuid
+            return header.uuid, False
 
     # ----- keeping held mail alive under churn --------------------------------------------
 
     async def replicate_held(self) -> int:
-        """Push held envelopes to the current closest nodes of their recipients."""
-        now, pushed, offset = self.now(), 0, 0
+        """Push held envelopes to the current closest nodes of their recipients: paged by
+        rowid (no OFFSET that shifts while we await), one envelope in memory at a time."""
+        now, pushed, after = self.now(), 0, 0
         self.store.expire_held(now)
         closest: dict[bytes, list[Peer]] = {}   # one lookup per recipient, not per envelope
-        while True:
-            rows = self.store.all_held(100, offset)
-            if not rows:
-                return pushed
-            offset += len(rows)
-            for _uuid, recipient, _expires, envelope in rows:
+        while page := self.store.held_page(after, REPLICATION_PAGE):
+            after = page[-1][0]
+            for _rowid, uuid, recipient in page:
                 if recipient not in closest:
                     closest[recipient] = await self.overlay.find_node(recipient)
-                pushed += await self.mailer.replicate(envelope, recipient, closest[recipient])
+                envelope = self.store.held_envelope(uuid)   # gone meanwhile: fetched or expired
+                if envelope is not None:
+                    pushed += await self.mailer.replicate(envelope, recipient, closest[recipient])
+        return pushed

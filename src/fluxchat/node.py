@@ -216,6 +216,7 @@ class Node:
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
         self.store.checkpoint()   # deleted rows leave the write-ahead log too
+        self.overlay.expire_keys()
         await self.overlay.refresh()
         self.overlay.save()
         if moment - self._last_publish >= self.config.kademlia.republish_interval:

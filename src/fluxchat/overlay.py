@@ -15,8 +15,8 @@ from collections.abc import Callable
 from . import messages as m
 from .config import KademliaConfig
 from .contact import resolve
-from .errors import FluxError, IdentityError
-from .identity import Identity, load_public_key
+from .errors import FluxError
+from .identity import Identity
 from .ids import id_from_spki, short_id
 from .link import Link
 from .lookup import Lookup
@@ -28,6 +28,7 @@ from .tasks import Background
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
 MAX_HELD_KEYS = 100_000
+KEY_TTL_INTERVALS = 3   # an owner republishes every interval; three missed and the row goes
 HEAD_FRESH = 60.0   # seconds: a bucket head seen this recently is not pinged before eviction
 
 
@@ -102,16 +103,23 @@ class Overlay:
         return m.KeyReply(request.rid, key, nodes)
 
     def on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
-        try:
-            load_public_key(request.public_key)
-        except IdentityError as exc:
-            return m.Fail(request.rid, int(E.INVALID), str(exc))
+        """Only a node's own key, over a link authenticated as that node: the handshake
+        signature proved it holds the private key, so every row is a real key and costs
+        its owner a handshake (proof of work included)."""
+        if request.public_key != link.peer_key:
+            return m.Fail(request.rid, int(E.FORBIDDEN),
+                          "only the key of the node at the other end of the link is stored")
         if self.store.count_keys() >= MAX_HELD_KEYS:
             return m.Fail(request.rid, int(E.REFUSED), "key directory full")
-        owner = id_from_spki(request.public_key)
-        self.store.put_key(owner, request.public_key, int(self.clock()),
-                           published_by_owner=owner == link.peer_id)
+        self.store.put_key(link.peer_id, request.public_key, int(self.clock()),
+                           published_by_owner=True)
         return m.Ok(request.rid)
+
+    def expire_keys(self) -> int:
+        """Forget keys not republished (or seen on a link) for KEY_TTL_INTERVALS republish
+        intervals; those of contacts and of pending mail stay (see Store.expire_keys)."""
+        ttl = KEY_TTL_INTERVALS * self.config.republish_interval
+        return self.store.expire_keys(int(self.clock() - ttl))
 
     # ----- lookups --------------------------------------------------------------------
 

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StorageError
+from .held import Held, QuotaExceeded, Quotas, hold, usage
 from .sqldb import dbapi
 from .store_schema import OUTBOX_STATES, connect, fail, transaction
 
+__all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store"]
+
 _PENDING = ("queued", "stored", "handed_over")  # outbox states that still need work
 _DONE = ("delivered", "expired", "failed")
+_QMARKS = ", ".join("?" * len(_PENDING))
 
 RoutingEntry = tuple[bytes, str, int, int]  # (node_id, host, port, last_seen)
-
-
-class QuotaExceeded(StorageError):
-    """A held envelope was refused because it would pass one of the storage quotas."""
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,6 @@ class OutboxMail:
     stored_on: int = 0  # how many storing nodes accepted the envelope
     updated_at: int = 0
     kind: str = "mail"  # "receipt": our signed receipt on its way back; hidden from listings
-
-
-@dataclass(frozen=True)
-class Quotas:
-    per_recipient_bytes: int
-    per_peer_bytes: int
-    total_bytes: int
 
 
 # Inbox counts too: forget_seen_before may drop a uuid whose mail is still in the inbox.
@@ -279,21 +272,10 @@ class Store:
         self, uuid: bytes, recipient: bytes, sender_peer: bytes, expires_at: int,
         envelope: bytes, now: int, quotas: Quotas,
     ) -> str:
-        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded."""
-        size = len(envelope)
+        """Keep an envelope for `recipient`: "stored", "duplicate", or QuotaExceeded
+        (fair eviction and running totals: see held.py)."""
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM held WHERE uuid = ?", (uuid,)).fetchone():
-                return "duplicate"
-            # Expired envelopes must not count against anyone's quota.
-            db.execute("DELETE FROM held WHERE expires_at <= ?", (now,))
-            _check_quota(db, "per recipient bytes", "WHERE recipient = ?", (recipient,),
-                          size, quotas.per_recipient_bytes)
-            _check_quota(db, "per sender peer bytes", "WHERE sender_peer = ?", (sender_peer,),
-                          size, quotas.per_peer_bytes)
-            _check_quota(db, "total bytes", "", (), size, quotas.total_bytes)
-            db.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (uuid, recipient, sender_peer, expires_at, size, envelope, now))
-            return "stored"
+            return hold(db, Held(uuid, recipient, sender_peer, expires_at, envelope), now, quotas)
 
     def held_for(self, recipient: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         rows = self._rows(
@@ -313,13 +295,23 @@ class Store:
             return db.execute("DELETE FROM held WHERE expires_at <= ?", (now,)).rowcount
 
     def held_stats(self) -> tuple[int, int]:
-        row = self._rows("SELECT count(*), coalesce(sum(size), 0) FROM held")[0]
-        return int(row[0]), int(row[1])
+        """(envelopes, bytes) held for others, from running totals (no scan)."""
+        try:
+            return usage(self._db)
+        except dbapi.Error as exc:
+            raise fail(exc) from exc
 
-    def all_held(self, limit: int, offset: int) -> list[tuple[bytes, bytes, int, bytes]]:
-        rows = self._rows("SELECT uuid, recipient, expires_at, envelope FROM held ORDER BY stored_at, rowid "
-                          "LIMIT ? OFFSET ?", (limit, offset))
-        return [(u, r, int(x), e) for u, r, x, e in rows]
+    def held_page(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
+        """(rowid, uuid, recipient) of held envelopes after rowid `after`, without their bytes:
+        keyset paging stays right when rows come and go between pages."""
+        rows = self._rows("SELECT rowid, uuid, recipient FROM held WHERE rowid > ? ORDER BY rowid "
+                          "LIMIT ?", (after, limit))
+        return [(int(i), u, r) for i, u, r in rows]
+
+    def held_envelope(self, uuid: bytes) -> bytes | None:
+        """One held envelope, or None once it was fetched, evicted or expired."""
+        envelope = self._value("SELECT envelope FROM held WHERE uuid = ?", (uuid,))
+        return None if envelope is None else bytes(envelope)
 
     # --- contacts ------------------------------------------------------------------------------
 
@@ -363,8 +355,14 @@ class Store:
         return int(self._value("SELECT count(*) FROM keys"))
 
     def expire_keys(self, cutoff: int) -> int:
+        """Forget keys not refreshed since `cutoff`, except those of our contacts and of the
+        recipients of mail still on its way (those we need, and a lookup finds them again)."""
         with self._tx() as db:
-            return db.execute("DELETE FROM keys WHERE stored_at < ?", (cutoff,)).rowcount
+            return db.execute(
+                "DELETE FROM keys WHERE stored_at < ? "
+                "AND node_id NOT IN (SELECT node_id FROM contacts) "
+                f"AND node_id NOT IN (SELECT recipient FROM outbox WHERE state IN ({_QMARKS}))",
+                (cutoff, *_PENDING)).rowcount
 
     # --- routing table -------------------------------------------------------------------------
 
@@ -382,11 +380,3 @@ class Store:
 def _check_state(state: str) -> None:
     if state not in OUTBOX_STATES:
         raise StorageError(f"unknown outbox state {state!r}")
-
-
-def _check_quota(db: dbapi.Connection, name: str, where: str, params: tuple[Any, ...],
-                 size: int, limit: int) -> None:
-    used = int(db.execute(f"SELECT coalesce(sum(size), 0) FROM held {where}", params).fetchone()[0])
-    if used + size > limit:
-        raise QuotaExceeded(
-            f"storage quota exceeded ({name}): {used} bytes held + {size} would pass the limit of {limit}")

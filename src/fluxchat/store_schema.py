@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StorageError
+from .held import MIGRATION as _HELD_TOTALS
 from .sqldb import dbapi, open_database
 
 BUSY_TIMEOUT_MS = 5000
@@ -97,7 +98,7 @@ _V1: tuple[str, ...] = (
         last_seen INTEGER NOT NULL)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

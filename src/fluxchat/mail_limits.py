@@ -1,0 +1,103 @@
+"""How much work a peer can make our mail handling do: pure decisions, the caller passes `now`.
+
+Opening an envelope costs an RSA private-key operation, so everything a peer can make us
+open is bounded: a drain of one storer takes at most `FETCH_ROUNDS` batches and
+`FETCH_BYTES` bytes and stops after a batch without new valid mail; Notify frames coalesce
+into at most one fetch per peer per `NOTICE_INTERVAL`; and each peer has a budget of
+private-key operations (`PRIVATE_OPS_RATE` per second, bursts of `PRIVATE_OPS_BURST`),
+shared by its Deliver requests and the mail we fetch from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FETCH_ROUNDS = 8                   # Fetch requests in one drain of one storer
+FETCH_BYTES = 32 * 1024 * 1024     # envelope bytes taken in one drain
+NOTICE_INTERVAL = 5.0              # seconds between Notify-triggered fetches from one peer
+PRIVATE_OPS_RATE = 4.0             # private-key operations per second one peer may cause
+PRIVATE_OPS_BURST = 64.0           # ... in a burst: one full batch of fetched mail
+MAX_REMEMBERED = 4096              # peers whose last notice time we keep
+
+
+@dataclass
+class Drain:
+    """One drain of the mail a storer holds for us."""
+
+    limit: int                      # envelopes asked for per Fetch
+    max_rounds: int = FETCH_ROUNDS
+    max_bytes: int = FETCH_BYTES
+    rounds: int = 0
+    taken_bytes: int = 0
+    out_of_bytes: bool = False
+
+    def admit(self, envelopes: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """The envelopes of one batch we will look at: never more than we asked for, and
+        none past the byte budget."""
+        self.rounds += 1
+        taken: list[bytes] = []
+        for envelope in envelopes[: self.limit]:
+            if self.taken_bytes + len(envelope) > self.max_bytes:
+                self.out_of_bytes = True
+                break
+            self.taken_bytes += len(envelope)
+            taken.append(envelope)
+        return tuple(taken)
+
+    def go_on(self, more: bool, new_mail: int, complete: bool) -> bool:
+        """Whether to ask for another batch: the storer says there is more, this batch
+        brought new valid mail and was handled completely, and the budgets allow it."""
+        return (more and new_mail > 0 and complete and self.rounds < self.max_rounds
+                and not self.out_of_bytes)
+
+
+@dataclass
+class NoticeGate:
+    """Coalesces Notify frames per peer into at most one fetch per `interval`.
+
+    `notice` says whether the caller must start a fetch worker for the peer; while one is
+    waiting, notices add nothing; one arriving while it fetches asks for exactly one more
+    round (`finished` returns True), so no notice is lost and none costs more than a flag.
+    """
+
+    interval: float = NOTICE_INTERVAL
+    _last: dict[bytes, float] = field(default_factory=dict)
+    _waiting: set[bytes] = field(default_factory=set)
+    _fetching: set[bytes] = field(default_factory=set)
+    _again: set[bytes] = field(default_factory=set)
+
+    def notice(self, peer: bytes) -> bool:
+        if peer in self._waiting:
+            return False
+        if peer in self._fetching:
+            self._again.add(peer)
+            return False
+        self._waiting.add(peer)
+        return True
+
+    def delay(self, peer: bytes, now: float) -> float:
+        """Seconds the worker waits before its fetch."""
+        last = self._last.get(peer)
+        return 0.0 if last is None else max(0.0, last + self.interval - now)
+
+    def started(self, peer: bytes, now: float) -> None:
+        self._waiting.discard(peer)
+        self._fetching.add(peer)
+        self._last[peer] = now
+        if len(self._last) > MAX_REMEMBERED:
+            self._last = {p: t for p, t in self._last.items() if now - t < self.interval}
+
+    def finished(self, peer: bytes) -> bool:
+        """True when a notice came during the fetch: the worker goes round once more."""
+        self._fetching.discard(peer)
+        if peer in self._again:
+            self._again.discard(peer)
+            self._waiting.add(peer)
+            return True
+        return False
+
+    def abandoned(self, peer: bytes) -> None:
+        """The worker ended early (cancelled): forget that it was active."""
+        self._waiting.discard(peer)
+        self._fetching.discard(peer)
+        self._again.discard(peer)
