@@ -259,7 +259,7 @@ class HeldTest(StoreCase):
             self.hold(n, recipient=n % 3, peer=n % 4, size=n, expires_at=100 + n * 10, now=50)
         self.store.delete_held(nid(1), [uid(n) for n in range(0, 30, 2)])
         self.store.expire_held(now=250)
-        with closing(sqlite3.connect(self.path)) as db:
+        with closing(open_database(self.path, None)) as db:
             expected = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM held").fetchone()
             by_pair = db.execute("SELECT recipient, sender_peer, sum(size) FROM held "
                                  "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
@@ -270,7 +270,7 @@ class HeldTest(StoreCase):
     def test_migration_to_running_totals_counts_what_is_held(self) -> None:
         from fluxchat.store_schema import MIGRATIONS, _apply
         path = self.path.with_name("v1.db")
-        with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        with closing(open_database(path, None)) as raw:
             for statement in MIGRATIONS[0]:
                 raw.execute(statement)
             raw.execute("PRAGMA user_version = 1")

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import unittest
+from collections.abc import Callable
 from pathlib import Path
 
 from fluxchat.errors import StorageError
@@ -24,10 +25,11 @@ from fluxchat.vault_format import KdfParams
 CHEAP = KdfParams(memory_kib=8192, iterations=1)
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROWS = 20_000
-DELAYS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0)
+KILLS = 10   # kill moments, spread over the measured length of an uninterrupted run
 
 MIGRATE = """
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from fluxchat.vault_format import KdfParams
 from fluxchat.vault_migrate import unlock_storage
@@ -36,6 +38,15 @@ print("go", flush=True)
 unlock_storage(data, data / "fluxchat.db", "pw", KdfParams(8192, 1))
 print("done", flush=True)
 """
+
+
+def kill_moments(run_once: Callable[[], None]) -> list[float]:
+    """KILLS moments from 0 to 1.2 times the length of one full run (timed here: the machine
+    is shared, so a fixed list would miss the end of the work on a busy day)."""
+    start = time.monotonic()
+    run_once()
+    span = (time.monotonic() - start) * 1.2
+    return [span * i / (KILLS - 1) for i in range(KILLS)]
 
 
 def run_child(script: str, args: list[str], kill_after: float | None) -> bool:
@@ -98,13 +109,18 @@ class MigrationKillTest(unittest.TestCase):
         self.assertEqual(inbox_rows(db, key), ROWS)
         return "encrypted"
 
+    def fresh(self, name: str) -> Path:
+        data = self.root / name
+        data.mkdir()
+        shutil.copy(self.fixture, data / "fluxchat.db")
+        return data
+
     def test_sigkill_during_migration_loses_nothing(self) -> None:
+        timed = self.fresh("timed")
         seen = set()
-        for delay in DELAYS:
+        for delay in kill_moments(lambda: run_child(MIGRATE, [str(timed)], kill_after=None)):
             with self.subTest(delay=delay):
-                data = self.root / f"d{delay}"
-                data.mkdir()
-                shutil.copy(self.fixture, data / "fluxchat.db")
+                data = self.fresh(f"d{delay}")
                 finished = run_child(MIGRATE, [str(data)], kill_after=delay)
                 seen.add((self.check(data), finished))
                 self.assertTrue(run_child(MIGRATE, [str(data)], kill_after=None))
