@@ -104,7 +104,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--limit", type=int, default=50, help="at most this many rows (1..1000, default 50)")
     p.add_argument("--offset", type=int, default=0, help="skip this many rows (default 0)")
     for name, summary in (("read", "show one mail and mark it read"), ("delete", "delete one mail"),
-                          ("status", "delivery state and history of a sent mail")):
+                          ("status", "delivery state and history of a sent mail"),
+                          ("resend", "send a failed or expired mail again")):
         subs[name] = _sub(sub, common, name, summary, f"{PROG} {name} -u 123e4567-e89b-…")
         _add_uuid(subs[name])
     _contacts(sub, common, subs)
@@ -154,7 +155,7 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
-    if cmd in ("read", "delete", "status"):
+    if cmd in ("read", "delete", "status", "resend"):
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
         action = ns.action or "list"
@@ -243,7 +244,8 @@ def show_info(result: dict[str, Any], args: dict[str, Any]) -> str:
 
 SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "mail": show_mail, "list": show_list, "read": show_read, "delete": lambda r, a: f"Deleted {clean(r.get('uuid'))}.",
-    "status": show_status, "contacts": show_contacts, "peers": show_peers, "info": show_info,
+    "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
+    "contacts": show_contacts, "peers": show_peers, "info": show_info,
     "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
 }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from fluxchat import messages as m
 from fluxchat import pow as work
@@ -25,8 +25,16 @@ from fluxchat.framing import encode_frame, encode_prologue
 from fluxchat.identity import Identity
 from fluxchat.link import Link
 from fluxchat.peer_net import NetLimits, PeerNet
-from fluxchat.session import (Closed, Established, Event, ResponseReceived, Session,
-                              SessionConfig, State, WorkNeeded, auth_payload)
+from fluxchat.session import (
+    Closed,
+    Event,
+    ResponseReceived,
+    Session,
+    SessionConfig,
+    State,
+    WorkNeeded,
+    auth_payload,
+)
 from fluxchat.tls import client_context, peer_certificate_key, server_context
 from tests.keys import identity, key_dir
 
@@ -67,7 +75,7 @@ class Attacker:
     @classmethod
     async def connect(cls, host: str, port: int, index: int = 20, *, source: str = "127.0.0.1",
                       stage: str = "open", withhold_reads: bool = False,
-                      max_difficulty: int = 24) -> "Attacker":
+                      max_difficulty: int = 24) -> Attacker:
         """Connect as test identity `index` and stop at `stage`: "tcp" (silent socket),
         "tls" (TLS done, no prologue), "hello" (Hello sent, challenge never answered) or
         "open" (fully authenticated link)."""

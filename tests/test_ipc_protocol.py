@@ -33,6 +33,7 @@ GOOD: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "read": ({"uuid": UUID.upper()}, {"uuid": UUID}),
     "delete": ({"uuid": UUID}, {"uuid": UUID}),
     "status": ({"uuid": UUID}, {"uuid": UUID}),
+    "resend": ({"uuid": UUID}, {"uuid": UUID}),
     "contacts": ({}, {"action": "list", "alias": None, "id": None}),
     "peers": ({}, {}),
     "info": ({}, {}),
@@ -126,7 +127,7 @@ class RequestTest(unittest.TestCase):
         self.assertEqual(args, {"folder": "inbox", "new_only": True, "limit": 1, "offset": 3})
 
     def test_uuid_arguments(self) -> None:
-        for cmd in ("read", "delete", "status"):
+        for cmd in ("read", "delete", "status", "resend"):
             self.assertIn("uuid", self.bad(cmd, {}))
             for value in ("nope", UUID + "0", UUID.replace("-", ""), 12):
                 self.bad(cmd, {"uuid": value})

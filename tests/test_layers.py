@@ -10,7 +10,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 
 LAYERS = {
-    0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1"},
+    0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1", "outbox_states",
+        "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
         "mailkeys", "envelope2", "mail_limits", "vault_format"},

@@ -82,7 +82,10 @@ class MailNetworkTest(NodeTestCase):
         await eventually(lambda: state(a, mail.uuid) == "delivered", timeout=15)
         assert a.store is not None
         states = [s for _, s, _ in a.store.outbox_history(mail.uuid)]
-        self.assertEqual(states[-2:], ["stored", "delivered"])
+        # Stored first; when B's receipt opens a link to A, A may also hand the mail over directly
+        # (mail to a peer goes as soon as a link to it opens), before the receipt lands.
+        self.assertIn("stored", states)
+        self.assertEqual(states[-1], "delivered")
 
     async def test_duplicate_store_is_held_once_and_only_the_recipient_may_fetch(self) -> None:
         a, s, c = await self.chain(3)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .ids import IdError, parse_id
+from .mail_rules import MAX_BODY_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -48,7 +49,7 @@ class MailConfig:
     retention_time: float = 168.0
     replicas: int = 5
     fetch_interval: float = 300.0
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     quota_per_recipient: int = 64 * 1024 * 1024
     quota_per_peer: int = 64 * 1024 * 1024
     quota_total: int = 1024 * 1024 * 1024
@@ -242,7 +243,7 @@ def _mail(r: _Reader) -> MailConfig:
         retention_time=r.number("retention_time", d.retention_time, 0.01, 24 * 365),
         replicas=r.integer("replicas", d.replicas, 1, 20),
         fetch_interval=r.number("fetch_interval", d.fetch_interval, 0.1, 86400),
-        max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, 1, 1024 * 1024),
+        max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, 1, MAX_BODY_BYTES),
         quota_per_recipient=r.integer("quota_per_recipient", d.quota_per_recipient, 0, 2**40),
         quota_per_peer=r.integer("quota_per_peer", d.quota_per_peer, 0, 2**40),
         quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),

@@ -35,9 +35,9 @@ from .cbor import dumps, loads
 from .errors import EnvelopeError, FluxError
 from .identity import MAX_KEY_BITS, MIN_KEY_BITS, Identity, load_public_key, verify_signature
 from .ids import ID_BYTES, id_from_spki
+from .mail_rules import MAX_SUBJECT_CHARS as MAX_SUBJECT_CHARS
 
 ENVELOPE_VERSION = 1
-MAX_SUBJECT_CHARS = 255
 KIND_MAIL = "mail"
 KIND_RECEIPT = "receipt"
 KINDS = (KIND_MAIL, KIND_RECEIPT)

@@ -33,7 +33,7 @@ class IpcHandlers:
         self.node = node
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
             "mail": self.mail, "list": self.list, "read": self.read, "delete": self.delete,
-            "status": self.status, "contacts": self.contacts, "peers": self.peers,
+            "status": self.status, "resend": self.resend, "contacts": self.contacts, "peers": self.peers,
             "info": self.info, "save": self.save, "stop": self.stop,
         }
 
@@ -125,6 +125,16 @@ class IpcHandlers:
                 "alias": self.alias(mail.recipient), "state": mail.state, "reason": mail.reason,
                 "stored_on": mail.stored_on, "created_at": mail.created_at,
                 "expires_at": mail.expires_at, "history": history}
+
+    def resend(self, args: Args) -> dict[str, Any]:
+        uuid = _uuid(args["uuid"])
+        mail = self.store.get_outbox(uuid)
+        if mail is None or mail.kind != "mail":
+            raise IpcError("not_found", f"no mail {args['uuid']} in the outbox")
+        if not self.node.mailer.resend(uuid):
+            raise IpcError("bad_state", f"mail {args['uuid']} is {mail.state}; only failed or expired mail "
+                                        "can be resent")
+        return {"uuid": args["uuid"], "state": "queued"}
 
     def contacts(self, args: Args) -> dict[str, Any]:
         action = args["action"]

@@ -18,11 +18,12 @@ from typing import Any, TypeGuard
 
 from .errors import IpcError
 from .ids import ID_PREFIX, IdError, parse_id
+from .mail_rules import MAX_SUBJECT_CHARS, body_problem
 
 # A 1 MiB body, JSON-escaped (quotes, newlines), plus the envelope fits in one line.
 MAX_LINE = 2 * 1024 * 1024
 TOKEN_FILE = "ipc.token"
-MAX_SUBJECT = 255
+MAX_SUBJECT = MAX_SUBJECT_CHARS
 MAX_REQUEST_ID = 128
 
 ERROR_CODES = frozenset({
@@ -107,6 +108,7 @@ _TABLE = (
     Command("read", (_uuid_arg(),)),
     Command("delete", (_uuid_arg(),)),
     Command("status", (_uuid_arg(),)),
+    Command("resend", (_uuid_arg(),)),
     Command("contacts", (Arg("action", "choice", default="list", choices=("list", "add", "remove")),
                          Arg("alias", "alias"), Arg("id", "node_id")), check=_contacts_check),
     Command("peers"),
@@ -232,9 +234,9 @@ def validate_args(cmd: str, raw: dict[str, Any]) -> dict[str, Any]:
 
 def check_body_size(body: str, limit: int) -> None:
     """The node calls this with `config.mail.max_body_bytes`; the limit is on UTF-8 bytes."""
-    size = len(body.encode("utf-8"))
-    if size > limit:
-        raise IpcError("too_large", f"body: {size} bytes, the limit is {limit}")
+    problem = body_problem(body, limit)
+    if problem is not None:
+        raise IpcError("too_large", problem)
 
 
 # --- requests ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Mail delivery: the outbox worker, direct and store-and-forward delivery, receipts.
 
-Outbox states: queued → stored (on n nodes) / handed_over (to the recipient) → delivered
-(a verified receipt came back) or expired / failed (with a reason). Everything the node
-acknowledges, to a peer or to the user, is committed to the store first.
+The outbox's states and allowed moves are in outbox_states.py. A mail whose recipient's key is not
+found yet waits (`waiting_for_key`) and is retried with backoff until it expires; a link to the
+recipient, its key turning up, or our first link after none makes its mail due at once. Everything
+the node acknowledges, to a peer or to the user, is committed to the store first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .envelope import MailContent, seal
 from .errors import FluxError
 from .identity import Identity
 from .ids import short_id
+from .mail_rules import body_problem, subject_problem
+from .outbox_states import OutboxState
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
@@ -29,10 +32,10 @@ from .store import InboxMail, OutboxMail, Quotas, Store
 from .tasks import Background
 
 log = logging.getLogger("fluxchat.mail")
+S = OutboxState
 E = m.ErrorCode
 RETRY_BASE = 5.0          # seconds before the first retry; doubles per attempt
 RETRY_MAX = 600.0
-KEY_ATTEMPTS = 3          # lookups for the recipient's key before the mail fails
 CLOCK_SKEW = 600          # seconds a sender's clock may run ahead of ours
 FETCH_BATCH = 64
 WORKERS = 16              # outbox attempts in flight at once
@@ -77,21 +80,42 @@ class Mailer:
     # ----- the user's side -------------------------------------------------------------
 
     def submit(self, recipient: bytes, subject: str, body: str) -> OutboxMail:
-        if len(subject) > 255:
-            raise MailError(f"subject has {len(subject)} characters; at most 255 are allowed")
-        size = len(body.encode("utf-8"))
-        if size > self.config.max_body_bytes:
-            raise MailError(f"body has {size} bytes; mail.max_body_bytes allows "
-                            f"{self.config.max_body_bytes}")
+        problem = subject_problem(subject) or body_problem(body, self.config.max_body_bytes)
+        if problem is not None:
+            raise MailError(problem)
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
                           body=body, created_at=now, expires_at=now + self.retention)
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
             self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now))
-            self.store.set_outbox_state(mail.uuid, "delivered", now, "to ourselves")
+            self.store.set_outbox_state(mail.uuid, S.DELIVERED, now, "to ourselves")
         self.wake.set()
         return self.store.get_outbox(mail.uuid) or mail
+
+    def resend(self, uuid: bytes) -> bool:
+        """Queue a failed or expired mail again (dated now, sealed afresh); False if it is neither."""
+        now = self.now()
+        if not self.store.resend_outbox(uuid, now, now + self.retention):
+            return False
+        self.wake.set()
+        return True
+
+    # ----- hurrying mail along when the network changes ---------------------------------------
+
+    def link_opened(self, peer_id: bytes, links_open: int) -> None:
+        """A link to `peer_id` is up: its mail goes now instead of after its backoff. With our first
+        link (the network is back) mail that is queued or waiting for a key goes now too."""
+        hurried = self.store.hurry_outbox(peer_id)
+        if links_open <= 1:
+            hurried += self.store.hurry_outbox(states=frozenset({S.QUEUED, S.WAITING_FOR_KEY}))
+        if hurried:
+            self.wake.set()
+
+    def key_appeared(self, node_id: bytes) -> None:
+        """`node_id`'s key reached us (published to us or proven on a link): mail waiting for it goes."""
+        if self.store.hurry_outbox(node_id, frozenset({S.WAITING_FOR_KEY})):
+            self.wake.set()
 
     # ----- the outbox worker ------------------------------------------------------------
 
@@ -134,16 +158,13 @@ class Mailer:
     def _backoff(self, mail: OutboxMail) -> int:
         return self.now() + int(min(RETRY_MAX, RETRY_BASE * 2 ** mail.attempts))
 
-    def _overtaken(self, mail: OutboxMail) -> bool:
-        """Whether, while an attempt awaited the network, a receipt marked the mail delivered
-        or the user deleted it: the attempt's outcome must then not overwrite that."""
-        current = self.store.get_outbox(mail.uuid)
-        return current is None or current.state == "delivered"
-
-    def _retry(self, mail: OutboxMail, detail: str, envelope: bytes | None = None) -> None:
-        if self._overtaken(mail):
-            return
-        self.store.set_outbox_state(mail.uuid, mail.state, self.now(), detail,
+    def _retry(self, mail: OutboxMail, detail: str, envelope: bytes | None = None,
+               state: OutboxState | None = None) -> None:
+        # The store refuses the move if, while the attempt awaited the network, a receipt marked
+        # the mail delivered or the user deleted it: the attempt's outcome must not overwrite that.
+        if state is None:   # a mail sealed at last stops waiting for its key
+            state = S.QUEUED if mail.state == S.WAITING_FOR_KEY else S(mail.state)
+        self.store.set_outbox_state(mail.uuid, state, self.now(), detail,
                                     next_attempt_at=self._backoff(mail), envelope=envelope,
                                     attempted=True)
 
@@ -153,19 +174,17 @@ class Mailer:
             return
         peer = await self.overlay.find_contact(mail.recipient)
         if peer is not None and await self._deliver_direct(peer, envelope):
-            self._progress(mail, "handed_over", f"handed over to {short_id(mail.recipient)}",
+            self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
                            envelope)
             return
         stored = await self.replicate(envelope, mail.recipient)
         if stored:
-            self._progress(mail, "stored", f"stored on {stored} nodes", envelope, stored)
+            self._progress(mail, S.STORED, f"stored on {stored} nodes", envelope, stored)
         else:
             self._retry(mail, "recipient unreachable and no node took the mail", envelope)
 
-    def _progress(self, mail: OutboxMail, state: str, detail: str, envelope: bytes,
+    def _progress(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
-        if self._overtaken(mail):
-            return
         # A receipt needs no receipt: once handed over or stored, it is on its way for good.
         again = mail.expires_at if mail.kind == "receipt" else self._backoff(mail)
         self.store.set_outbox_state(mail.uuid, state, self.now(), detail, stored_on=stored_on,
@@ -173,14 +192,9 @@ class Mailer:
 
     async def _seal(self, mail: OutboxMail) -> bytes | None:
         key = await self.overlay.find_key(mail.recipient)
-        if key is None:
-            if mail.attempts + 1 >= KEY_ATTEMPTS:
-                self.store.set_outbox_state(mail.uuid, "failed", self.now(),
-                                            "no key found for the recipient",
-                                            reason="no key found for the recipient",
-                                            attempted=True)
-            else:
-                self._retry(mail, "looking for the recipient's key")
+        if key is None:   # not started yet, or offline since long: keep trying until expiry
+            self._retry(mail, "the recipient's key was not found; trying again later",
+                        state=S.WAITING_FOR_KEY)
             return None
         content = MailContent("mail", mail.uuid, self.me.node_id, mail.recipient,
                               mail.created_at, mail.subject, mail.body, b"")

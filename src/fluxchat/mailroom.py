@@ -21,6 +21,7 @@ from .ids import short_id
 from .link import Link
 from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
+from .outbox_states import OutboxState as S
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .ratelimit import RateLimiter
@@ -29,7 +30,18 @@ from .store import InboxMail, OutboxMail, QuotaExceeded, Store
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
-BATCH_BYTES_SHARE = 0.75   # of the frame limit, so a batch always fits in one frame
+# A MailBatch's CBOR around its envelopes, at most: its array header, the largest rid, the
+# envelope list's header and the `more` flag; and per envelope its byte-string header. Counting
+# them exactly is what lets every batch fit in one frame (a Store is smaller than a batch of one).
+BATCH_OVERHEAD = 1 + 9 + 3 + 1
+ENVELOPE_OVERHEAD = 5
+
+
+def max_held_envelope(max_payload: int) -> int:
+    """The largest envelope we hold for others: one that still fits a MailBatch alone."""
+    return max_payload - BATCH_OVERHEAD - ENVELOPE_OVERHEAD
+
+
 REPLICATION_PAGE = 256     # held envelopes listed per page (uuid and recipient only)
 
 
@@ -119,8 +131,8 @@ class Mailroom:
         retry backoff, goes now (a receipt we never wrote, or one of a receipt: nothing)."""
         rid = receipt_uuid(mail_uuid)
         existing = self.store.get_outbox(rid)
-        if existing is not None and (existing.state != "queued" or existing.next_attempt_at > now):
-            self.store.set_outbox_state(rid, "queued", now, "mail arrived again",
+        if existing is not None and (existing.state != S.QUEUED or existing.next_attempt_at > now):
+            self.store.set_outbox_state(rid, S.QUEUED, now, "mail arrived again",
                                         next_attempt_at=0)
         self.mailer.wake.set()
 
@@ -130,9 +142,8 @@ class Mailroom:
         if mail is None or mail.recipient != content.sender or mail.kind != "mail":
             self.store.remember_seen(content.uuid, content.created_at, now)
             return
-        if mail.state != "delivered":
-            self.store.set_outbox_state(mail.uuid, "delivered", now,
-                                        f"receipt from {short_id(content.sender)} verified")
+        if self.store.set_outbox_state(mail.uuid, S.DELIVERED, now,
+                                       f"receipt from {short_id(content.sender)} verified"):
             log.info("mail %s delivered (receipt verified)", uuidlib.UUID(bytes=mail.uuid))
         self.store.remember_seen(content.uuid, content.created_at, now)
 
@@ -157,6 +168,8 @@ class Mailroom:
             return m.Fail(request.rid, int(E.INVALID), "envelope rejected")
         if header.recipient == self.me.node_id:
             return await self.on_deliver(link, m.Deliver(request.rid, request.envelope))
+        if len(request.envelope) > max_held_envelope(self.mailer.max_payload):
+            return m.Fail(request.rid, int(E.REFUSED), "envelope too large to hand out in a batch")
         now = self.now()
         if header.expires_at <= now:
             return m.Fail(request.rid, int(E.REFUSED), "envelope already expired")
@@ -174,13 +187,19 @@ class Mailroom:
 
     def on_fetch(self, link: Link, request: m.Fetch) -> m.Message:
         limit = max(1, min(request.limit, m.MAX_ENVELOPES))
-        budget = int(self.mailer.max_payload * BATCH_BYTES_SHARE)
+        budget = self.mailer.max_payload - BATCH_OVERHEAD
         batch: list[bytes] = []
         held = self.store.held_for(link.peer_id, limit + 1)
-        for _, envelope in held[:limit]:
-            if batch and budget - len(envelope) < 0:
+        for uuid, envelope in held[:limit]:
+            cost = len(envelope) + ENVELOPE_OVERHEAD
+            if cost > budget and not batch and len(envelope) > max_held_envelope(self.mailer.max_payload):
+                # Held before stores were capped: it can never be handed out, and would block the rest.
+                log.warning("dropping held envelope %s: too large for a batch", uuidlib.UUID(bytes=uuid))
+                self.store.delete_held(link.peer_id, [uuid])
+                continue
+            if cost > budget:
                 break
-            budget -= len(envelope)
+            budget -= cost
             batch.append(envelope)
         return m.MailBatch(request.rid, tuple(batch), len(held) > len(batch))
 

@@ -22,6 +22,7 @@ from .contact import advertise, resolve
 from .errors import ConfigError, FluxError
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
+from .ids import id_from_spki
 from .ipc_handlers import IpcHandlers
 from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
@@ -252,7 +253,7 @@ class Node:
         return {
             m.FindNode: self.overlay.on_find_node,
             m.FindKey: self.overlay.on_find_key,
-            m.StoreKey: self.overlay.on_store_key,
+            m.StoreKey: self._on_store_key,
             m.Deliver: self.mailroom.on_deliver,
             m.Store: self.mailroom.on_store,
             m.Fetch: self.mailroom.on_fetch,
@@ -273,6 +274,13 @@ class Node:
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
+        self.mailer.link_opened(link.peer_id, len(self.net.links))
+
+    def _on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
+        reply = self.overlay.on_store_key(link, request)
+        if isinstance(reply, m.Ok):   # a key was (re)published: mail waiting for it may go now
+            self.mailer.key_appeared(id_from_spki(request.public_key))
+        return reply
 
     def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:
         """A LAN announcement: dial it with the announced ID pinned, unless already linked."""

@@ -18,14 +18,14 @@ from typing import Any
 
 from .errors import StorageError
 from .held import Held, QuotaExceeded, Quotas, hold, usage
+from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state
 from .sqldb import dbapi
-from .store_schema import OUTBOX_STATES, connect, fail, transaction
+from .store_schema import connect, fail, transaction
 
 __all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store"]
 
-_PENDING = ("queued", "stored", "handed_over")  # outbox states that still need work
-_DONE = ("delivered", "expired", "failed")
-_QMARKS = ", ".join("?" * len(_PENDING))
+_PENDING = tuple(sorted(PENDING))  # outbox states that still need work
+_IN_PENDING = ", ".join("?" * len(_PENDING))
 
 RoutingEntry = tuple[bytes, str, int, int]  # (node_id, host, port, last_seen)
 
@@ -201,26 +201,57 @@ class Store:
         self, uuid: bytes, state: str, now: int, detail: str = "", reason: str | None = None,
         stored_on: int | None = None, next_attempt_at: int | None = None,
         envelope: bytes | None = None, attempted: bool = False,
-    ) -> None:
-        """Move a mail to `state` and append a history row. None keeps a field's current value;
-        `attempted` adds one to `attempts`."""
+    ) -> bool:
+        """Move a mail to `state` and append a history row, if outbox_states allows the move from the
+        state the mail is in; False (nothing written) when it does not, e.g. a receipt marked the
+        mail delivered or the user deleted it while a delivery attempt was under way. None keeps a
+        field's current value; `attempted` adds one to `attempts`."""
         _check_state(state)
         with self._tx() as db:
-            changed = db.execute(
+            row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
+            if row is None or not allowed(row[0], state):
+                return False
+            db.execute(
                 "UPDATE outbox SET state = ?, updated_at = ?, reason = coalesce(?, reason), "
                 "stored_on = coalesce(?, stored_on), next_attempt_at = coalesce(?, next_attempt_at), "
                 "envelope = coalesce(?, envelope), attempts = attempts + ? WHERE uuid = ?",
                 (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted), uuid),
-            ).rowcount
-            if not changed:
-                raise StorageError(f"no outbox mail with uuid {uuid.hex()}")
+            )
             self._history(db, uuid, now, state, detail)
+            return True
+
+    def hurry_outbox(self, recipient: bytes | None = None,
+                     states: frozenset[OutboxState] = PENDING) -> int:
+        """Make pending mail (to `recipient`, or all) due at once; returns how many rows changed."""
+        wanted = tuple(sorted(states & PENDING))
+        if not wanted:
+            return 0
+        where = f"state IN ({', '.join('?' * len(wanted))}) AND next_attempt_at > 0"
+        params: tuple[Any, ...] = wanted
+        if recipient is not None:
+            where, params = where + " AND recipient = ?", (*wanted, recipient)
+        with self._tx() as db:
+            return db.execute(f"UPDATE outbox SET next_attempt_at = 0 WHERE {where}", params).rowcount
+
+    def resend_outbox(self, uuid: bytes, now: int, expires_at: int) -> bool:
+        """Queue a failed or expired mail again, dated `now` (an old date would be refused as a replay)
+        and sealed afresh; False if there is no such mail or it is not in a resendable state."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM outbox WHERE uuid = ? AND kind = 'mail'", (uuid,)).fetchone()
+            if row is None or row[0] not in RESENDABLE:
+                return False
+            db.execute(
+                "UPDATE outbox SET state = 'queued', reason = NULL, envelope = NULL, attempts = 0, "
+                "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
+                "WHERE uuid = ?", (now, expires_at, now, uuid))
+            self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
+            return True
 
     def due_outbox(self, now: int, limit: int) -> list[OutboxMail]:
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
         awaiting a receipt), not yet past its expiry; most overdue first."""
         rows = self._rows(
-            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state IN (?, ?, ?) AND next_attempt_at <= ? "
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state IN ({_IN_PENDING}) AND next_attempt_at <= ? "
             "AND expires_at > ? ORDER BY next_attempt_at, created_at LIMIT ?",
             (*_PENDING, now, now, limit),
         )
@@ -248,14 +279,14 @@ class Store:
             return db.execute("DELETE FROM outbox WHERE uuid = ?", (uuid,)).rowcount > 0
 
     def count_outbox(self) -> dict[str, int]:
-        counts = dict.fromkeys(OUTBOX_STATES, 0)
+        counts = dict.fromkeys([str(state) for state in OutboxState], 0)
         counts.update(self._rows("SELECT state, count(*) FROM outbox WHERE kind = 'mail' GROUP BY state"))
         return counts
 
     def expire_outbox(self, now: int) -> list[bytes]:
         with self._tx() as db:
             uuids = [r[0] for r in db.execute(
-                "SELECT uuid FROM outbox WHERE state NOT IN (?, ?, ?) AND expires_at <= ?", (*_DONE, now))]
+                f"SELECT uuid FROM outbox WHERE state IN ({_IN_PENDING}) AND expires_at <= ?", (*_PENDING, now))]
             for uuid in uuids:
                 db.execute("UPDATE outbox SET state = 'expired', updated_at = ? WHERE uuid = ?", (now, uuid))
                 self._history(db, uuid, now, "expired", "retention time ended")
@@ -361,7 +392,7 @@ class Store:
             return db.execute(
                 "DELETE FROM keys WHERE stored_at < ? "
                 "AND node_id NOT IN (SELECT node_id FROM contacts) "
-                f"AND node_id NOT IN (SELECT recipient FROM outbox WHERE state IN ({_QMARKS}))",
+                f"AND node_id NOT IN (SELECT recipient FROM outbox WHERE state IN ({_IN_PENDING}))",
                 (cutoff, *_PENDING)).rowcount
 
     # --- routing table -------------------------------------------------------------------------
@@ -378,5 +409,7 @@ class Store:
 
 
 def _check_state(state: str) -> None:
-    if state not in OUTBOX_STATES:
-        raise StorageError(f"unknown outbox state {state!r}")
+    try:
+        parse_state(state)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None

@@ -20,15 +20,17 @@ from pathlib import Path
 
 from .errors import StorageError
 from .held import MIGRATION as _HELD_TOTALS
+from .outbox_states import OutboxState
 from .sqldb import dbapi, open_database
 
 BUSY_TIMEOUT_MS = 5000
 
-OUTBOX_STATES = ("queued", "stored", "handed_over", "delivered", "expired", "failed")
+OUTBOX_STATES = tuple(OutboxState)
 
 _UUID = "CHECK (typeof({c}) = 'blob' AND length({c}) = 16)"
 _NODE = "CHECK (typeof({c}) = 'blob' AND length({c}) = 32)"
-_STATES = ", ".join(f"'{s}'" for s in OUTBOX_STATES)
+# The states of the first schema, frozen with it; later states come with their migration.
+_STATES = ", ".join(f"'{s}'" for s in ("queued", "stored", "handed_over", "delivered", "expired", "failed"))
 
 _V1: tuple[str, ...] = (
     f"""CREATE TABLE inbox (
@@ -98,7 +100,55 @@ _V1: tuple[str, ...] = (
         last_seen INTEGER NOT NULL)""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS)
+
+
+def _outbox_tables(states: str) -> tuple[str, ...]:
+    """The outbox and its history with `states` in their CHECKs (SQLite cannot alter a CHECK).
+
+    The history is copied aside and its table dropped first: dropping `outbox` while a table still
+    references it would cascade and delete the history rows."""
+    outbox = f"""CREATE TABLE outbox_new (
+        uuid BLOB PRIMARY KEY {_UUID.format(c='uuid')},
+        recipient BLOB NOT NULL {_NODE.format(c='recipient')},
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ({states})),
+        reason TEXT,
+        envelope BLOB,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        stored_on INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'mail' CHECK (kind IN ('mail', 'receipt')))"""
+    history = f"""CREATE TABLE outbox_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uuid BLOB NOT NULL REFERENCES outbox (uuid) ON DELETE CASCADE,
+        at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ({states})),
+        detail TEXT NOT NULL DEFAULT '')"""
+    return (
+        "CREATE TEMP TABLE outbox_history_copy AS SELECT * FROM outbox_history",
+        "DROP TABLE outbox_history",
+        outbox,
+        "INSERT INTO outbox_new SELECT * FROM outbox",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_new RENAME TO outbox",
+        "CREATE INDEX outbox_due ON outbox (state, next_attempt_at)",
+        "CREATE INDEX outbox_created ON outbox (created_at)",
+        history,
+        "INSERT INTO outbox_history SELECT * FROM outbox_history_copy",
+        "DROP TABLE outbox_history_copy",
+        "CREATE INDEX outbox_history_uuid ON outbox_history (uuid, id)",
+    )
+
+
+# The outbox state machine gains `waiting_for_key` (outbox_states.py); frozen like _V1.
+_WAITING_FOR_KEY = _outbox_tables(", ".join(f"'{s}'" for s in (
+    "queued", "waiting_for_key", "stored", "handed_over", "delivered", "expired", "failed")))
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
