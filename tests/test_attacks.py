@@ -7,17 +7,83 @@ bytes, frames), not how long something took.
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import os
 import unittest
 
 from fluxchat import messages as m
-from fluxchat.link import Link
-from fluxchat.peer_net import DialError
-from tests.adversary import Attacker, hostile_net
-from tests.keys import identity
-from tests.lab import LabNode, NodeTestCase
+from fluxchat.link import Link, OutputLimits, RequestTimeout
+from fluxchat.peer_net import DialError, NetLimits, PeerNet
+from fluxchat.session import SessionConfig
+from fluxchat.tls import server_context
+from tests.adversary import Attacker, crowd, hostile_net, tcp
+from tests.keys import identity, key_dir
+from tests.lab import LabNode, NodeTestCase, eventually
 
 ATTACKER = 21
+E = m.ErrorCode
+BIG = 256 * 1024          # one envelope in a victim's answer
+# Attackers play up to four hosts in four /24s; honest peers come from 127.0.0.1.
+ATTACK_SOURCES = ["127.0.2.1", "127.0.3.1", "127.0.4.1", "127.0.5.1"]
+
+
+class Victim:
+    """A real PeerNet as test node 0 that answers Fetch with big batches and counts all."""
+
+    def __init__(self, limits: NetLimits, **session: object) -> None:
+        self.seen: collections.Counter[str] = collections.Counter()
+        self.hold: asyncio.Event | None = None
+        self.links: list[Link] = []
+        values: dict[str, object] = dict(handshake_timeout=5, idle_timeout=60,
+                                         ping_interval=30)
+        values.update(session)
+        config = SessionConfig(identity(0), "public:1", 4, 16, **values)  # type: ignore[arg-type]
+        self.net = PeerNet(config, limits, server_context(identity(0), key_dir(0)),
+                           self.handle, self.links.append, lambda link: None)
+
+    async def handle(self, link: Link, message: m.Message) -> m.Message | None:
+        self.seen[type(message).__name__] += 1
+        if self.hold is not None:
+            await self.hold.wait()
+        if isinstance(message, m.Fetch):
+            return m.MailBatch(message.rid, (bytes(BIG),) * 4, False)
+        if isinstance(message, m.FindNode):
+            return m.Nodes(message.rid, ())
+        return None
+
+
+def limits(**changes: object) -> NetLimits:
+    base = NetLimits(auth_timeout=5, request_timeout=5, max_links=16, max_handshakes=8,
+                     connections_per_second=1000)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+class PeerAttackCase(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self) -> None:
+        asyncio.get_running_loop().set_debug(False)
+        self.nets: list[PeerNet] = []
+        self.attackers: list[Attacker] = []
+
+    async def asyncTearDown(self) -> None:
+        for attacker in self.attackers:
+            attacker.close()
+        for net in self.nets:
+            await net.close()
+
+    async def victim(self, net_limits: NetLimits, **session: object) -> tuple[Victim, int]:
+        victim = Victim(net_limits, **session)
+        self.nets.append(victim.net)
+        return victim, await victim.net.listen("127.0.0.1", 0)
+
+    async def honest(self, index: int) -> PeerNet:
+        net = hostile_net(index, lambda link, message: _nothing())
+        self.nets.append(net)
+        return net
+
+
+async def _nothing() -> None:
+    return None
 
 
 class PinTest(NodeTestCase):
@@ -57,6 +123,7 @@ class PinTest(NodeTestCase):
             victim.net.dial("127.0.0.1", self.port),
             *(victim.net.dial("127.0.0.1", self.port, f) for f in self.fakes[:5]),
             return_exceptions=True)
+        self.assertIsInstance(results[0], Link)
         self.assertEqual(results[0].peer_id, identity(ATTACKER).node_id)   # type: ignore
         self.assertTrue(all(isinstance(r, DialError) for r in results[1:]))
         self.assertEqual(set(victim.net.links), {identity(ATTACKER).node_id})
@@ -73,6 +140,153 @@ class PinTest(NodeTestCase):
         # Asked to reach a made-up ID, the victim fails rather than "deliver" to the attacker.
         with self.assertRaises(DialError):
             await victim.net.request("127.0.0.1", self.port, self.fakes[0], m.Ping)
+
+
+class HandshakeSlotTest(PeerAttackCase):
+    """Issue 10.2: silent and stalling connections cannot hold the handshake slots."""
+
+    async def test_silent_sockets_from_four_prefixes_leave_room_for_honest_peers(self) -> None:
+        victim, port = await self.victim(limits(max_handshakes=8))
+        per_prefix = victim.net.admission.limits.per_prefix
+        # Far more silent connections than there are slots, from every attacker address.
+        sockets = []
+        for source in ATTACK_SOURCES * 6:
+            sockets.append(await tcp("127.0.0.1", port, source))
+        await eventually(lambda: victim.net.refused >= len(sockets) - 4 * per_prefix)
+        for source in ATTACK_SOURCES:
+            self.assertLessEqual(victim.net.admission.in_flight_from(source), per_prefix)
+        self.assertLessEqual(victim.net.admission.in_flight, 4 * per_prefix)
+        # Honest newcomers still get in while the flood holds what it can.
+        for index in (1, 2, 3):
+            link = await (await self.honest(index)).dial("127.0.0.1", port)
+            self.assertEqual(link.peer_id, identity(0).node_id)
+        for _, writer in sockets:
+            writer.transport.abort()
+
+    async def test_a_silent_socket_is_dropped_at_the_tls_deadline(self) -> None:
+        victim, port = await self.victim(limits(tls_timeout=0.3), handshake_timeout=60)
+        reader, writer = await tcp("127.0.0.1", port, ATTACK_SOURCES[0])
+        self.assertEqual(victim.net.admission.in_flight, 1)
+        # Closed long before the 60 s handshake deadline: the slot is free again.
+        self.assertEqual(await asyncio.wait_for(reader.read(), 30), b"")
+        await eventually(lambda: victim.net.admission.in_flight == 0)
+        writer.close()
+
+    async def test_stalling_after_hello_ends_at_the_one_handshake_deadline(self) -> None:
+        victim, port = await self.victim(limits(), handshake_timeout=1)
+        stalled = await crowd(3, lambda: Attacker.connect("127.0.0.1", port, ATTACKER,
+                                                          source=ATTACK_SOURCES[1],
+                                                          stage="hello"))
+        self.attackers += stalled
+        codes = await asyncio.gather(*(a.closed_by_victim() for a in stalled))
+        self.assertTrue(all(code == E.TIMEOUT for code in codes), codes)
+        await eventually(lambda: victim.net.admission.in_flight == 0)
+        self.assertEqual(victim.net.links, {})
+
+    async def test_a_bare_connection_never_evicts_an_authenticated_link(self) -> None:
+        victim, port = await self.victim(limits(max_links=1, max_handshakes=4))
+        link = await (await self.honest(1)).dial("127.0.0.1", port)
+        stalled = [await Attacker.connect("127.0.0.1", port, ATTACKER, source=source,
+                                          stage=stage)
+                   for source, stage in zip(ATTACK_SOURCES, ("tcp", "tls", "hello"), strict=False)]
+        self.attackers += stalled
+        await asyncio.gather(*(a.closed_by_victim() for a in stalled[2:]))
+        self.assertEqual(list(victim.net.links), [identity(1).node_id])
+        self.assertFalse(link.closed)
+
+
+class OutputTest(PeerAttackCase):
+    """Issue 10.4: a peer that pipelines requests and never reads cannot grow our memory."""
+
+    async def test_queued_output_stays_bounded_and_the_reader_loses_the_link(self) -> None:
+        output = OutputLimits(max_queued=1024 * 1024, write_timeout=1.0, close_grace=0.5)
+        victim, port = await self.victim(limits(output=output))
+        attacker = await Attacker.connect("127.0.0.1", port, ATTACKER, withhold_reads=True)
+        self.attackers.append(attacker)
+        for _ in range(60):   # 60 answers of 1 MiB each if they were all queued
+            attacker.request(lambda rid: m.Fetch(rid, 4))
+        await attacker.drain()
+        await eventually(lambda: victim.links and victim.links[0].closed)
+        link = victim.links[0]
+        # Never more than the bound plus one answer was waiting for the peer.
+        self.assertLessEqual(link.peak_queued, output.max_queued + 4 * BIG + 4096)
+        self.assertGreater(link.refused_for_output, 0)
+        self.assertEqual(victim.net.links, {})
+
+
+class FrameBudgetTest(PeerAttackCase):
+    """Issue 10.5 (peer layer): every frame, Notify included, spends the link's budget."""
+
+    async def test_a_notice_flood_costs_one_link_and_a_bounded_number_of_frames(self) -> None:
+        victim, port = await self.victim(limits(), frame_rate=1.0, frame_burst=100.0)
+        attacker = await Attacker.connect("127.0.0.1", port, ATTACKER)
+        self.attackers.append(attacker)
+        attacker.flood(m.Notify(), 5000)
+        self.assertEqual(await attacker.closed_by_victim(), E.RATE_LIMITED)
+        await eventually(lambda: victim.net.links == {})
+        # Handshake frames and a second or two of refill are the only slack.
+        self.assertLessEqual(victim.seen["Notify"], 100)
+        self.assertGreater(victim.seen["Notify"], 50)
+
+    async def test_honest_peer_unharmed_by_a_flooder(self) -> None:
+        victim, port = await self.victim(limits(), frame_rate=1.0, frame_burst=100.0)
+        link = await (await self.honest(1)).dial("127.0.0.1", port)
+        attacker = await Attacker.connect("127.0.0.1", port, ATTACKER)
+        self.attackers.append(attacker)
+        attacker.flood(m.Notify(), 5000)
+        await attacker.closed_by_victim()
+        self.assertIsInstance(await link.request(lambda rid: m.FindNode(rid, bytes(32))),
+                              m.Nodes)
+
+
+class TimerTest(PeerAttackCase):
+    """Issue 12.4: one timer per request (the session's), and timeouts are not retried."""
+
+    async def test_a_withheld_answer_times_out_once_and_is_not_resent(self) -> None:
+        victim, port = await self.victim(limits())
+        victim.hold = asyncio.Event()
+        net = await self.honest(1)
+        link = await net.dial("127.0.0.1", port)
+        with self.assertRaises(RequestTimeout):
+            await link.request(lambda rid: m.FindNode(rid, bytes(32)), timeout=0.3)
+        with self.assertRaises(RequestTimeout):
+            await net.request("127.0.0.1", port, identity(0).node_id,
+                              lambda rid: m.FindNode(rid, bytes(32)))
+        self.assertEqual(victim.seen["FindNode"], 2)
+        self.assertFalse(link.closed)
+        victim.hold.set()
+
+    async def test_a_failing_link_callback_leaves_a_working_link(self) -> None:
+        victim, port = await self.victim(limits())
+
+        def broken(link: Link) -> None:
+            raise RuntimeError("database is locked")
+
+        victim.net._on_link = broken   # noqa: SLF001 - the failure under test
+        dialer = await self.honest(1)
+        with self.assertLogs("fluxchat.peer", "ERROR"):
+            link = await dialer.dial("127.0.0.1", port)
+            await eventually(lambda: identity(1).node_id in victim.net.links)
+            await asyncio.sleep(0.05)
+        self.assertIsInstance(await link.request(lambda rid: m.FindNode(rid, bytes(32))),
+                              m.Nodes)
+        self.assertIn(identity(1).node_id, victim.net.links)
+
+
+class WorkTest(PeerAttackCase):
+    """Issue 10.7: a dialer refuses work it cannot finish before its deadline."""
+
+    async def test_a_dialer_refuses_a_challenge_it_cannot_solve_in_time(self) -> None:
+        acceptor = hostile_net(2, lambda link, message: _nothing(), difficulty=36)
+        self.nets.append(acceptor)
+        port = await acceptor.listen("127.0.0.1", 0)
+        config = SessionConfig(identity(1), "private", 4, 40, handshake_timeout=2)
+        dialer = PeerNet(config, limits(), server_context(identity(1), key_dir(1)),
+                         lambda link, message: _nothing(), lambda link: None,
+                         lambda link: None)
+        self.nets.append(dialer)
+        with self.assertRaisesRegex(DialError, "difficulty 36 is above our limit"):
+            await dialer.dial("127.0.0.1", port)
 
 
 class KitTest(NodeTestCase):

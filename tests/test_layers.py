@@ -14,9 +14,11 @@ LAYERS = {
         "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "mail_limits", "vault_format"},
+        "mailkeys", "envelope2", "admission", "mail_limits",
+        "vault_format"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "held", "sqldb", "vault", "vault_migrate"},
+        "logsetup", "pidfile", "lan", "tasks", "link_loop", "held",
+        "sqldb", "vault", "vault_migrate"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers"},
 }
 PURE = LAYERS[1]

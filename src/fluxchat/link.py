@@ -1,14 +1,26 @@
-"""One established peer link as the rest of the node sees it."""
+"""One established peer link as the rest of the node sees it.
+
+Requests are timed by the session alone (one timer per request): the link wakes the link
+loop so its sleep ends at the new deadline. Output is bounded: answers wait until the
+socket drains, past `max_queued` bytes a request is refused instead of answered, and a peer
+that does not read within `write_timeout` loses the link, which is then aborted (a plain
+close would keep the unsent bytes in memory for as long as the peer keeps the socket open).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import messages as m
 from .errors import FluxError
-from .session import Established, RequestFailed, ResponseReceived, Session
+from .session import Session
+from .session_events import Established, RequestFailed, ResponseReceived
+from .wire_fields import ErrorCode
+
+E = ErrorCode
 
 
 class LinkClosed(FluxError):
@@ -19,10 +31,55 @@ class RequestTimeout(FluxError):
     """The peer did not answer in time."""
 
 
+@dataclass(frozen=True)
+class OutputLimits:
+    max_queued: int = 4 * 1024 * 1024   # bytes waiting to be sent on one link
+    write_timeout: float = 20.0         # a full queue must start draining within this
+    close_grace: float = 2.0            # for the last frames after close, then abort
+
+
+def flush(session: Session, writer: asyncio.StreamWriter) -> None:
+    """Hand whatever the session produced to the transport."""
+    data = session.data_to_send()
+    if data and not writer.is_closing():
+        writer.write(data)
+
+
+def queued_bytes(writer: asyncio.StreamWriter) -> int:
+    """Bytes handed to the transport that the peer has not taken yet."""
+    try:
+        return writer.transport.get_write_buffer_size()
+    except AttributeError:   # asyncio's TLS transport once its connection is gone
+        return 0
+
+
+def shut(writer: asyncio.StreamWriter, grace: float) -> None:
+    """Close the connection and free its buffers: at once if output is stuck, else after
+    `grace` at the latest (TLS close waits for the peer otherwise)."""
+    transport = writer.transport
+    writer.close()
+    if queued_bytes(writer):
+        transport.abort()
+    else:
+        asyncio.get_running_loop().call_later(grace, transport.abort)
+
+
+async def drained(writer: asyncio.StreamWriter, timeout: float) -> bool:
+    """Wait until the transport's buffer is below its high-water mark; False if the peer
+    did not read for `timeout` seconds. A lost connection raises ConnectionError."""
+    try:
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+    except TimeoutError:
+        return False
+    return True
+
+
 class Link:
     def __init__(self, session: Session, writer: asyncio.StreamWriter, direction: str,
                  address: tuple[str, int], established: Established, now: float,
-                 request_timeout: float) -> None:
+                 request_timeout: float, output: OutputLimits = OutputLimits(),
+                 rearm: Callable[[], None] = lambda: None) -> None:
         self._session, self._writer = session, writer
         self.direction, self.address = direction, address
         self.peer_id = established.peer_id
@@ -31,25 +88,34 @@ class Link:
         self.observed_host = established.observed_host
         self.established_at = now
         self.request_timeout = request_timeout
+        self.output = output
+        self._rearm = rearm
         self.closed = False
+        self.refused_for_output = 0
+        self.peak_queued = 0
         self._waiting: dict[int, asyncio.Future[m.Message]] = {}
 
     async def request(self, build: Callable[[int], m.Message],
                       timeout: float | None = None) -> m.Message:
-        """Send a request and wait for its answer (which may be a Fail)."""
+        """Send a request and wait for its answer (which may be a Fail).
+
+        RequestTimeout when the session's timer for it fires, LinkClosed if the link ends."""
         if self.closed:
             raise LinkClosed("link is closed")
         timeout = self.request_timeout if timeout is None else timeout
         rid = self._session.send_request(build, time.monotonic(), timeout)
         future: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
-        self._flush()
+        flush(self._session, self._writer)
+        self._rearm()
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise RequestTimeout(f"no answer within {timeout:g} s") from None
+            return await future
         finally:
             self._waiting.pop(rid, None)
+
+    def queued(self) -> int:
+        """Bytes accepted for sending that the peer has not taken yet."""
+        return queued_bytes(self._writer)
 
     def idle_since(self) -> float | None:
         """When the link was last used, or None while requests are in flight either way."""
@@ -57,19 +123,38 @@ class Link:
             return None
         return self._session.timers.last_use
 
-    def respond(self, message: m.Message) -> None:
+    async def respond(self, message: m.Message) -> None:
+        """Answer a peer request, then wait until the peer has read enough of our output.
+
+        A peer that lets its answers pile up is refused further answers (a cheap Fail) and,
+        if it does not read at all, loses the link."""
+        rid = getattr(message, "rid", None)
+        if rid is not None and self.queued() >= self.output.max_queued:
+            self.refused_for_output += 1
+            message = m.Fail(rid, int(E.RATE_LIMITED), "output queue full: read your answers")
         self._session.respond(message)
-        self._flush()
+        flush(self._session, self._writer)
+        self.peak_queued = max(self.peak_queued, self.queued())
+        try:
+            if not await drained(self._writer, self.output.write_timeout):
+                self.close(E.TIMEOUT, "peer stopped reading")
+        except ConnectionError:
+            pass   # the link loop sees the loss too and closes the link
 
     def notify(self, message: m.Message) -> None:
+        """Send a notice; dropped when output is already queued (a notice is only a hint)."""
+        if self.closed or self.queued() >= self.output.max_queued:
+            return
         self._session.notify(message)
-        self._flush()
+        flush(self._session, self._writer)
 
     def close(self, code: int, text: str) -> None:
+        if self.closed:
+            return
         self._session.close(code, text)
-        self._flush()
+        flush(self._session, self._writer)
         self.mark_closed()
-        self._writer.close()
+        shut(self._writer, self.output.close_grace)
 
     def resolve(self, event: ResponseReceived | RequestFailed) -> None:
         future = self._waiting.get(event.rid)
@@ -77,6 +162,8 @@ class Link:
             return
         if isinstance(event, ResponseReceived):
             future.set_result(event.message)
+        elif event.reason == "timeout":
+            future.set_exception(RequestTimeout(f"no answer within {self.request_timeout:g} s"))
         else:
             future.set_exception(LinkClosed(f"request {event.reason}"))
 
@@ -85,8 +172,3 @@ class Link:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(LinkClosed("link closed"))
-
-    def _flush(self) -> None:
-        data = self._session.data_to_send()
-        if data and not self._writer.is_closing():
-            self._writer.write(data)

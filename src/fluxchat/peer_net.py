@@ -2,11 +2,18 @@
 
 Each link is one task that reads bytes, feeds the sans-IO Session and writes what it
 returns. A misbehaving peer ends its own link with an error code and nothing else.
+
+What a connection may cost us before it is a link: it needs a handshake slot (capped in
+total, per source prefix, with room kept for addresses we know, see admission.py) and its
+prefix must be within the connection rate. From accept to established runs one deadline
+(the session's), and TLS must be done well before it. Only an established newcomer may
+push out an idle link at the link cap; a bare connection never can.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -17,30 +24,20 @@ from dataclasses import dataclass
 
 from . import messages as m
 from . import pow as work
+from .admission import Admission, AdmissionLimits, prefix_of
 from .errors import FluxError, IdentityError
 from .ids import short_id
-from .link import Link, LinkClosed
+from .link import Link, LinkClosed, OutputLimits, RequestTimeout, shut
+from .link_loop import LinkLoop
 from .ratelimit import RateLimiter
-from .session import (
-    Closed,
-    Established,
-    Event,
-    NoticeReceived,
-    RequestFailed,
-    RequestReceived,
-    ResponseReceived,
-    Session,
-    SessionConfig,
-    State,
-    WorkNeeded,
-    auth_payload,
-)
+from .session import Session, SessionConfig, auth_payload
+from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived, WorkNeeded
 from .tasks import Background
 from .tls import client_context, peer_certificate_key
+from .wire_fields import ErrorCode
 
 log = logging.getLogger("fluxchat.peer")
-READ_CHUNK = 65536
-E = m.ErrorCode
+E = ErrorCode
 
 RequestHandler = Callable[[Link, m.Message], Awaitable[m.Message | None]]
 LinkCallback = Callable[[Link], None]
@@ -52,7 +49,17 @@ class NetLimits:
     request_timeout: float
     max_links: int
     max_handshakes: int
-    connections_per_second: float
+    connections_per_second: float       # new connections per source prefix
+    tls_timeout: float = 3.0            # accept to TLS done (a silent socket's lifetime)
+    handshakes_per_prefix: int | None = None   # default: max_handshakes // 8, at least 1
+    reserved_handshakes: int | None = None     # default: max_handshakes // 4
+    output: OutputLimits = OutputLimits()
+
+    def admission(self) -> AdmissionLimits:
+        per_prefix = self.handshakes_per_prefix or max(1, self.max_handshakes // 8)
+        reserved = (self.max_handshakes // 4 if self.reserved_handshakes is None
+                    else self.reserved_handshakes)
+        return AdmissionLimits(self.max_handshakes, per_prefix, reserved)
 
 
 class DialError(FluxError):
@@ -70,12 +77,14 @@ class PeerNet:
         self._server_ssl, self._client_ssl = server_ssl, client_context()
         self._on_request, self._on_link, self._on_unlink = on_request, on_link, on_unlink
         self.links: dict[bytes, Link] = {}
-        self._handshakes = 0
+        self.admission = Admission(limits.admission())
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
         self._dials: dict[tuple[str, int, bytes | None], asyncio.Future[Link]] = {}
         self._server: asyncio.Server | None = None
+        self.hash_rate = _measure_hash_rate()
+        self.refused = 0   # connections turned away before TLS (rate, slots)
 
     # ----- public interface ---------------------------------------------------------
 
@@ -85,8 +94,7 @@ class PeerNet:
         except OSError as exc:
             raise FluxError(f"cannot listen for peers on {host}:{port}: "
                             f"{exc.strerror or exc}") from None
-        port_bound: int = self._server.sockets[0].getsockname()[1]
-        return port_bound
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
         """A link to the node at host:port, authenticated as expected_id when given.
@@ -115,20 +123,13 @@ class PeerNet:
                             f"not {short_id(expected_id)}")
         return link
 
-    def _forget_dial(self, key: tuple[str, int, bytes | None],
-                     done: asyncio.Future[Link]) -> None:
-        # Once settled, a dial is not shared any more: later callers go through the
-        # pinned link registry (or dial afresh), never through an old address match.
-        if self._dials.get(key) is done:
-            del self._dials[key]
-
     async def request(self, host: str, port: int, node_id: bytes,
                       build: Callable[[int], m.Message]) -> m.Message:
         """Dial (or reuse) the link to node_id and send one request.
 
         A link can close under a request when a simultaneous dial from the peer wins the
-        duplicate check; the request is then sent once more over the surviving link.
-        """
+        duplicate check; the request is then sent once more over the surviving link. A
+        timeout is final: the peer had its chance, and the request may have been served."""
         for attempt in (1, 2):
             link = await self.dial(host, port, node_id)
             try:
@@ -147,7 +148,14 @@ class PeerNet:
         if self._server is not None:
             await self._server.wait_closed()
 
-    # ----- accepting and dialing ----------------------------------------------------
+    def _forget_dial(self, key: tuple[str, int, bytes | None],
+                     done: asyncio.Future[Link]) -> None:
+        # Once settled, a dial is not shared any more: later callers go through the
+        # pinned link registry (or dial afresh), never through an old address match.
+        if self._dials.get(key) is done:
+            del self._dials[key]
+
+    # ----- accepting ------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -157,126 +165,145 @@ class PeerNet:
             await self._accept_link(reader, writer)
         except asyncio.CancelledError:
             # asyncio reports a cancelled connection task as an error; we cancel on close.
-            writer.close()
+            writer.transport.abort()
 
     async def _accept_link(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
+        accepted = time.monotonic()
         peer = writer.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
-        if len(self.links) + self._handshakes >= self.limits.max_links:
-            self._evict_idle_link()
-        busy = (len(self.links) + self._handshakes >= self.limits.max_links
-                or self._handshakes >= self.limits.max_handshakes)
-        if busy or not self._rate.allow(host, time.monotonic()):
-            log.info("refusing a connection from %s: %s", host, "busy" if busy else "rate limit")
-            writer.close()
+        slot = self.admission.admit(host) if self._rate.allow(prefix_of(host), accepted) \
+            else "connection rate"
+        if isinstance(slot, str):
+            self.refused += 1
+            log.info("refusing a connection from %s: %s", host, slot)
+            writer.transport.abort()
             return
-        # Counted from the first byte until the link is open (see _handle), TLS and proof
-        # of work included: that is the span a flood of half-open connections occupies.
-        self._handshakes += 1
-        session: Session | None = None
+        loop: LinkLoop | None = None
         try:
-            await writer.start_tls(self._server_ssl, ssl_handshake_timeout=self.limits.auth_timeout)
-            session = Session.acceptor(self.config, os.urandom(32), time.monotonic(), host)
-            await self._run(session, reader, writer, "in", (host, int(peer[1])), None)
-        except (TimeoutError, OSError, ssl.SSLError, EOFError) as exc:
-            log.info("connection from %s ended before a link: %s", host, type(exc).__name__)
+            loop = await self._inbound_handshake(reader, writer, host, accepted)
         finally:
-            if session is None or session.established is None:
-                self._handshakes -= 1
-            writer.close()
+            # The one place a handshake slot is given back, however the handshake ended.
+            self.admission.release(slot, established=loop is not None)
+        if loop is not None:
+            await self._serve_link(loop, (host, int(peer[1])), "in", None)
+
+    async def _inbound_handshake(self, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter, host: str,
+                                 accepted: float) -> LinkLoop | None:
+        """TLS then the link handshake, all within one deadline counted from accept."""
+        tls_deadline = accepted + min(self.limits.tls_timeout, self.config.handshake_timeout)
+        try:
+            async with asyncio.timeout_at(tls_deadline):
+                await writer.start_tls(self._server_ssl)
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            log.info("connection from %s ended before a link: %s", host, _describe(exc))
+            shut(writer, 0)
+            return None
+        session = Session.acceptor(self.config, os.urandom(32), accepted, host)
+        return await self._handshake(LinkLoop(session, reader, writer, self.limits.output),
+                                     f"{host}")
+
+    # ----- dialing ----------------------------------------------------------------------
 
     async def _dial(self, host: str, port: int, expected_id: bytes | None,
                     future: asyncio.Future[Link]) -> None:
+        try:
+            await self._dial_link(host, port, expected_id, future)
+        finally:
+            if not future.done():
+                future.set_exception(DialError(f"{host}:{port}: dial abandoned"))
+
+    async def _dial_link(self, host: str, port: int, expected_id: bytes | None,
+                         future: asyncio.Future[Link]) -> None:
+        started = time.monotonic()
+        deadline = started + self.config.handshake_timeout
         writer = None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=self._client_ssl, server_hostname=None
-                                        if _is_ip(host) else host,
-                                        ssl_handshake_timeout=self.limits.auth_timeout),
-                self.limits.auth_timeout)
+            async with asyncio.timeout_at(deadline):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._client_ssl,
+                    server_hostname=None if _is_ip(host) else host)
             key = peer_certificate_key(writer.get_extra_info("ssl_object"))
-            session = Session.dialer(self.config, key, time.monotonic(), expected_id)
-            await self._run(session, reader, writer, "out", (host, port), future)
-        except (TimeoutError, OSError, ssl.SSLError, IdentityError) as exc:
-            if not future.done():
-                future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
-        finally:
-            if not future.done():
-                future.set_exception(DialError(f"{host}:{port}: link closed during handshake"))
+        except (OSError, ssl.SSLError, TimeoutError, IdentityError) as exc:
             if writer is not None:
-                writer.close()
+                writer.transport.abort()
+            future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
+            return
+        # Refuse at once a challenge we could not solve before the deadline, and never
+        # hash beyond that budget.
+        budget = int(self.hash_rate * max(0.0, deadline - time.monotonic()))
+        config = dataclasses.replace(self.config, max_difficulty=min(
+            self.config.max_difficulty, work.affordable_difficulty(budget)))
+        session = Session.dialer(config, key, started, expected_id)
+        loop = await self._handshake(LinkLoop(session, reader, writer, self.limits.output),
+                                     f"{host}:{port}", budget)
+        if loop is None:
+            reason = session.closed_reason or "link closed during handshake"
+            future.set_exception(DialError(f"{host}:{port}: {reason}"))
+            return
+        await self._serve_link(loop, (host, port), "out", future)
 
-    # ----- the link loop --------------------------------------------------------------
+    # ----- the link loop ------------------------------------------------------------------
 
-    async def _run(self, session: Session, reader: asyncio.StreamReader,
-                   writer: asyncio.StreamWriter, direction: str, address: tuple[str, int],
-                   future: asyncio.Future[Link] | None) -> None:
-        link: Link | None = None
-        events: list[Event] = []
-        try:
-            while True:
-                writer.write(session.data_to_send())
-                for event in events:
-                    link = await self._handle(event, session, writer, direction, address,
-                                              link, future)
-                if session.state is State.CLOSED:
-                    writer.write(session.data_to_send())
-                    await writer.drain()
-                    return
-                await writer.drain()
+    async def _handshake(self, loop: LinkLoop, who: str,
+                         work_limit: int = 0) -> LinkLoop | None:
+        """Run the session until it is open (the loop, ready to serve) or closed (None)."""
+        async def on_event(event: Event) -> None:
+            if isinstance(event, WorkNeeded):
+                # Hashing and an RSA signature: both in a worker thread, off the event loop.
                 try:
-                    # Sleep until data or the session's next timer (the loop clock is
-                    # time.monotonic); an idle link costs no wake-ups in between.
-                    # asyncio.timeout_at, not wait_for: on 3.11 wait_for can lose a cancel.
-                    async with asyncio.timeout_at(_finite(session.next_deadline())):
-                        data = await reader.read(READ_CHUNK)
-                except TimeoutError:
-                    events = session.tick(time.monotonic())
-                    continue
-                if not data:
-                    events = session.close(E.SHUTDOWN, "peer closed the connection")
-                    continue
-                events = session.receive_data(data, time.monotonic())
-        except (OSError, ssl.SSLError) as exc:
-            session.close(E.SHUTDOWN, _describe(exc))
-        finally:
-            if link is not None:
-                link.mark_closed()
-                self._forget(link)
+                    counter, signature = await asyncio.get_running_loop().run_in_executor(
+                        None, self._prove, event, work_limit)
+                except ValueError:
+                    loop.session.close(E.TIMEOUT, "proof of work not found within our budget")
+                    return
+                loop.session.work_done(counter, signature)
+            elif isinstance(event, Closed):
+                self._log_closed(event, who)
 
-    async def _handle(self, event: object, session: Session, writer: asyncio.StreamWriter,
-                      direction: str, address: tuple[str, int], link: Link | None,
-                      future: asyncio.Future[Link] | None) -> Link | None:
-        if isinstance(event, WorkNeeded):
-            # Hashing and an RSA signature: both in a worker thread, off the event loop.
-            counter, signature = await asyncio.get_running_loop().run_in_executor(
-                None, self._prove, event)
-            session.work_done(counter, signature)
-            writer.write(session.data_to_send())
-        elif isinstance(event, Established):
-            if direction == "in":
-                self._handshakes -= 1
-            link = Link(session, writer, direction, address, event, time.monotonic(),
-                        self.limits.request_timeout)
-            survivor = self._register(link)
-            if future is not None and not future.done():
+        await loop.run(on_event, until_open=True)
+        return loop if loop.session.established is not None else None
+
+    async def _serve_link(self, loop: LinkLoop, address: tuple[str, int], direction: str,
+                          future: asyncio.Future[Link] | None) -> None:
+        established = loop.session.established
+        assert established is not None
+        link = Link(loop.session, loop.writer, direction, address, established,
+                    time.monotonic(), self.limits.request_timeout, self.limits.output,
+                    loop.rearm)
+        survivor = self._register(link)
+        if future is not None and not future.done():
+            if survivor.closed:
+                future.set_exception(DialError(f"{address[0]}:{address[1]}: link cap reached"))
+            else:
                 future.set_result(survivor)
-        elif isinstance(event, RequestReceived) and link is not None:
+
+        async def on_event(event: Event) -> None:
+            self._link_event(link, event)
+
+        try:
+            await loop.run(on_event, until_open=False)
+        finally:
+            link.mark_closed()
+            self._forget(link)
+
+    def _link_event(self, link: Link, event: Event) -> None:
+        if isinstance(event, (RequestReceived, NoticeReceived)):
             self._tasks.spawn(self._serve(link, event.message))
-        elif isinstance(event, NoticeReceived) and link is not None:
-            self._tasks.spawn(self._serve(link, event.message))
-        elif isinstance(event, (ResponseReceived, RequestFailed)) and link is not None:
+        elif isinstance(event, (ResponseReceived, RequestFailed)):
             link.resolve(event)
         elif isinstance(event, Closed):
-            level = logging.INFO if event.by_peer or event.code == E.SHUTDOWN else logging.WARNING
-            who = short_id(link.peer_id) if link else f"{address[0]}:{address[1]}"
-            log.log(level, "link %s closed (%s, code %d): %s", who,
-                    "by peer" if event.by_peer else "by us", event.code, event.message)
-        return link
+            self._log_closed(event, short_id(link.peer_id))
+
+    def _log_closed(self, event: Closed, who: str) -> None:
+        level = logging.INFO if event.by_peer or event.code in (
+            E.SHUTDOWN, E.DUPLICATE) else logging.WARNING
+        log.log(level, "link %s closed (%s, code %d): %s", who,
+                "by peer" if event.by_peer else "by us", event.code, event.message)
 
     def _register(self, link: Link) -> Link:
-        """Make `link` the link to its peer, or close it as a duplicate; returns the survivor."""
+        """Make `link` the link to its peer, or close it; returns the link to use."""
         existing = self.links.get(link.peer_id)
         if existing is not None and not existing.closed:
             # Both ends keep the link dialed by the smaller ID, so a simultaneous dial
@@ -285,23 +312,39 @@ class PeerNet:
                 link.close(E.DUPLICATE, "a link between us already exists")
                 return existing
             existing.close(E.DUPLICATE, "replaced by a newer link")
+        elif len(self.links) >= self.limits.max_links and not self._evict_idle_link():
+            link.close(E.BUSY, "link cap reached")
+            return link
         self.links[link.peer_id] = link
         log.info("link %s up (%s, %s:%d)", short_id(link.peer_id), link.direction, *link.address)
-        self._on_link(link)
+        # Outside the link loop: a failing callback is our bug, not the peer's, and must
+        # not leave a registered link whose loop has died.
+        asyncio.get_running_loop().call_soon(self._announce, link)
         return link
 
-    def _evict_idle_link(self) -> None:
-        """At the link cap, close the link unused the longest (none with requests in flight),
-        so a node in a large network keeps answering newcomers instead of refusing them."""
-        idle = [link for link in self.links.values() if link.idle_since() is not None]
-        if idle:
-            oldest = min(idle, key=lambda link: link.idle_since() or 0.0)
-            log.info("link cap reached: closing the idle link to %s", short_id(oldest.peer_id))
-            oldest.close(E.SHUTDOWN, "making room for another link")
-            self._forget(oldest)
+    def _announce(self, link: Link) -> None:
+        if link.closed or self.links.get(link.peer_id) is not link:
+            return
+        try:
+            self._on_link(link)
+        except Exception:
+            log.exception("setting up the link to %s failed", short_id(link.peer_id))
 
-    def _prove(self, need: WorkNeeded) -> tuple[int, bytes]:
-        counter = work.solve(need.nonce, need.dialer_id, need.acceptor_id, need.difficulty)
+    def _evict_idle_link(self) -> bool:
+        """At the link cap, close the link unused the longest (none with requests in
+        flight) to make room for an authenticated newcomer; False if every link is busy."""
+        idle = [link for link in self.links.values() if link.idle_since() is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda link: link.idle_since() or 0.0)
+        log.info("link cap reached: closing the idle link to %s", short_id(oldest.peer_id))
+        oldest.close(E.SHUTDOWN, "making room for another link")
+        self._forget(oldest)
+        return True
+
+    def _prove(self, need: WorkNeeded, limit: int) -> tuple[int, bytes]:
+        counter = work.solve(need.nonce, need.dialer_id, need.acceptor_id, need.difficulty,
+                             limit=max(1, limit))
         payload = auth_payload(need.nonce, need.dialer_id, need.acceptor_id)
         return counter, self.config.identity.sign(payload)
 
@@ -320,12 +363,19 @@ class PeerNet:
             log.exception("handler for %s failed", type(message).__name__)
             rid = getattr(message, "rid", None)
             answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
-        if answer is not None:
-            link.respond(answer)
+        if answer is not None and not link.closed:
+            await link.respond(answer)
 
 
-def _finite(deadline: float) -> float | None:
-    return None if deadline == float("inf") else deadline
+def _measure_hash_rate() -> float:
+    """Proof-of-work hashes per second on this machine (a few milliseconds of hashing)."""
+    count = 1 << 13
+    start = time.perf_counter()
+    try:
+        work.solve(bytes(32), bytes(32), bytes(32), work.MAX_DIFFICULTY, limit=count)
+    except ValueError:
+        pass
+    return count / max(time.perf_counter() - start, 1e-6)
 
 
 def _is_ip(host: str) -> bool:
@@ -337,9 +387,9 @@ def _is_ip(host: str) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__
 
 
-__all__ = ["PeerNet", "NetLimits", "DialError", "Link", "LinkClosed"]
+__all__ = ["PeerNet", "NetLimits", "DialError", "Link", "LinkClosed", "RequestTimeout"]

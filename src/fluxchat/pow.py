@@ -64,3 +64,14 @@ def solve(nonce: bytes, dialer_id: bytes, acceptor_id: bytes, difficulty: int,
         if from_bytes(state.digest(), "big") < bound:
             return counter
     raise ValueError("no solution in the counter range")
+
+
+def affordable_difficulty(hashes: float) -> int:
+    """The highest difficulty a dialer should accept when it can spend `hashes` hashes.
+
+    Solving takes 2**difficulty hashes on average but is geometric: with four times the
+    mean to spend, a solve runs out only e**-4 (about 2%) of the time. A dialer refuses any
+    harder challenge at once instead of burning work it cannot finish before its deadline."""
+    if hashes < 4:
+        return 0
+    return min(MAX_DIFFICULTY, int(hashes / 4).bit_length() - 1)

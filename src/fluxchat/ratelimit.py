@@ -1,39 +1,58 @@
-"""Token buckets per key (e.g. per source address); pure, the caller passes `now`."""
+"""Token buckets: one alone (a per-link budget) or one per key (e.g. per source prefix).
+
+Pure: the caller passes `now`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up; starts full."""
+
+    __slots__ = ("rate", "burst", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        self.rate, self.burst = rate, burst
+        self.tokens, self.updated = burst, now
+
+    def refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens if there are that many; False (nothing spent) otherwise."""
+        self.refill(now)
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
 
 
 class RateLimiter:
-    """Allows `rate` events per second per key with bursts of `burst`; bounded memory."""
+    """Allows `rate` events per second per key with bursts of `burst`.
+
+    Memory is bounded by `max_keys`: beyond it the key used least recently is forgotten
+    (its bucket is the most likely to have refilled anyway), so a flood of new keys evicts
+    only keys that are quiet, never everybody at once."""
 
     def __init__(self, rate: float, burst: float, max_keys: int = 10_000) -> None:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def allow(self, key: str, now: float) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self.max_keys:
-                self._forget_full(now)
-            bucket = self._buckets[key] = _Bucket(self.burst, now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
-        if bucket.tokens < 1:
-            return False
-        bucket.tokens -= 1
-        return True
-
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that have refilled completely: they hold no information."""
-        refill = self.burst / self.rate
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b.updated < refill}
-        if len(self._buckets) >= self.max_keys:   # under a flood of keys, start over
-            self._buckets.clear()
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now)

@@ -28,6 +28,7 @@ from .framing import (
 )
 from .identity import Identity, load_public_key, verify_signature
 from .ids import id_from_spki
+from .ratelimit import TokenBucket
 from .session_events import (
     Closed,
     Established,
@@ -40,6 +41,7 @@ from .session_events import (
 )
 
 AUTH_DOMAIN = b"fluxchat-auth-v1\x00"
+FRAME_BYTES_PER_TOKEN = 65536
 E = m.ErrorCode
 
 
@@ -70,7 +72,11 @@ class SessionConfig:
     ping_interval: float = 60.0
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_inflight: int = 64     # peer requests we have not answered yet
-
+    # Every frame the peer sends, notices and pings included, spends from this budget
+    # (one token, plus one per FRAME_BYTES_PER_TOKEN of payload); a peer that overdraws
+    # it loses the link. Honest traffic stays far below: requests are bounded in flight.
+    frame_rate: float = 1000.0
+    frame_burst: float = 4000.0
 
 
 @dataclass
@@ -105,6 +111,9 @@ class Session:
         self._out = bytearray(encode_prologue())
         self._next_rid = 1
         self._inbound: set[int] = set()
+        self._budget = TokenBucket(config.frame_rate, config.frame_burst, now)
+        self.frames_received = 0
+        self.closed_reason = ""
         self.established: Established | None = None
 
     # ----- construction -------------------------------------------------------------
@@ -149,6 +158,8 @@ class Session:
         events: list[Event] = []
         try:
             for item in self._decoder.feed(data):
+                if isinstance(item, Frame):
+                    self._spend(item, now)
                 events.extend(self._dispatch(item))
                 if self.state is State.CLOSED:  # type: ignore[comparison-overlap]  # _dispatch may close
                     break
@@ -242,6 +253,12 @@ class Session:
         ftype, payload = m.encode_message(message)
         self._out += encode_frame(ftype, payload, self.config.max_payload)
 
+    def _spend(self, frame: Frame, now: float) -> None:
+        self.frames_received += 1
+        cost = 1 + len(frame.payload) // FRAME_BYTES_PER_TOKEN
+        if not self._budget.take(now, cost):
+            raise ProtocolError(E.RATE_LIMITED, "frame budget exceeded")
+
     def _fail(self, code: int, text: str) -> list[Event]:
         if self.state is State.CLOSED:
             return []
@@ -250,6 +267,7 @@ class Session:
 
     def _closed(self, code: int, text: str, by_peer: bool) -> list[Event]:
         self.state = State.CLOSED
+        self.closed_reason = f"{'peer' if by_peer else 'we'} closed the link ({code}): {text}"
         failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.pending
                                if rid != self.timers.ping_rid]
         self.timers.pending.clear()

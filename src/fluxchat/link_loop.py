@@ -1,0 +1,93 @@
+"""The loop that drives one link's session over one connection.
+
+Read bytes → feed the session → act on its events → write what it returns, until the
+session closes. The loop sleeps until data arrives or the session's next timer is due;
+whoever gives the session new work from outside (a request) calls `rearm()`, so that sleep
+ends in time and the session's timers are the only ones a request needs. Before reading
+more, the loop waits until the peer has taken our output (within the write deadline): a
+peer that stops reading stops being read, and soon loses the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+
+from .link import OutputLimits, drained, flush, shut
+from .session import Session, State
+from .session_events import Established, Event
+from .wire_fields import ErrorCode
+
+READ_CHUNK = 65536
+E = ErrorCode
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+
+class LinkLoop:
+    def __init__(self, session: Session, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, output: OutputLimits) -> None:
+        self.session, self.reader, self.writer, self.output = session, reader, writer, output
+        self._timer: asyncio.Timeout | None = None
+        self._pending: list[Event] = []
+
+    def rearm(self) -> None:
+        """The session's next deadline may have moved earlier: wake the sleep in time."""
+        if self._timer is not None:
+            self._timer.reschedule(_finite(self.session.next_deadline()))
+
+    async def run(self, on_event: EventHandler, until_open: bool) -> None:
+        """Drive the session until it closes, or (until_open) until it is established;
+        events after the establishing one wait for the next `run`."""
+        session = self.session
+        try:
+            while True:
+                events, self._pending = self._pending, []
+                for index, event in enumerate(events):
+                    if until_open and isinstance(event, Established):
+                        self._pending = events[index + 1:]
+                        flush(session, self.writer)
+                        return
+                    await on_event(event)
+                flush(session, self.writer)
+                if session.state is State.CLOSED:
+                    self.finish()
+                    return
+                if not await drained(self.writer, self.output.write_timeout):
+                    self._pending = session.close(E.TIMEOUT, "peer stopped reading")
+                    continue
+                self._pending = await self._read()
+        except (OSError, ssl.SSLError) as exc:
+            self._pending = session.close(E.SHUTDOWN, str(exc) or type(exc).__name__)
+            for event in self._pending:
+                await on_event(event)
+            self.finish()
+        except BaseException:
+            self.writer.transport.abort()
+            raise
+
+    def finish(self) -> None:
+        """Send what is left (the Error frame) and let the connection go."""
+        flush(self.session, self.writer)
+        shut(self.writer, self.output.close_grace)
+
+    async def _read(self) -> list[Event]:
+        session = self.session
+        try:
+            async with asyncio.timeout_at(_finite(session.next_deadline())) as timer:
+                self._timer = timer
+                data = await self.reader.read(READ_CHUNK)
+        except TimeoutError:
+            return session.tick(time.monotonic())
+        finally:
+            self._timer = None
+        if not data:
+            return session.close(E.SHUTDOWN, "peer closed the connection")
+        return session.receive_data(data, time.monotonic())
+
+
+def _finite(deadline: float) -> float | None:
+    return None if deadline == math.inf else deadline
