@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fluxchat import vault_admin  # noqa: E402
 from fluxchat.config import LOG_LEVELS, Config, load_config  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.identity import Identity, load_identity  # noqa: E402
@@ -38,6 +39,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="config file (default: $FLUXCHAT_CONFIG or var/config1.json)")
     parser.add_argument("--dev", action="store_true", help="log to stderr instead of the log file")
     parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, help="override log.level")
+    admin = parser.add_mutually_exclusive_group()
+    admin.add_argument("--restore", type=Path, metavar="FILE",
+                       help="restore a backup archive (ipc_app.py backup) into the config's empty "
+                            "data directory, then exit")
+    admin.add_argument("--change-password", action="store_true",
+                       help="change the key password with the node stopped, then exit; the new one "
+                            "comes from FLUXCHAT_NEW_KEY_PASSWORD(_FILE) or a prompt")
     return parser.parse_args(argv)
 
 
@@ -60,6 +68,8 @@ async def serve(node: Node) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.restore is not None or args.change_password:
+        return vault_admin.run(args.config, args.restore, args.change_password)
     try:
         config, identity, password = load(args)
     except FluxError as exc:

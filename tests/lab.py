@@ -138,9 +138,9 @@ class ProcessNode:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime: dict[str, Any] = {}
 
-    def start(self, timeout: float = 15.0) -> dict[str, Any]:
+    def start(self, timeout: float = 15.0, password: str = TEST_PASSWORD) -> dict[str, Any]:
         (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
-        env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=TEST_PASSWORD)
+        env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=password)
         self.log = open(self.data_dir / "stderr.log", "ab")
         self.proc = subprocess.Popen([sys.executable, str(SERVER_APP), "-c", str(self.config_path),
                                       "--dev"], env=env, stdout=subprocess.DEVNULL,

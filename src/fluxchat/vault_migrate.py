@@ -43,6 +43,8 @@ def unlock_storage(data_dir: Path, db_path: Path, password: str, params: KdfPara
         log.info("created a new storage key")
     if encrypt_in_place(db_path, key):
         log.info("encrypted the existing plaintext database")
+    for leftover in db_path.parent.glob(db_path.name + ".backup-*"):   # from a killed backup
+        leftover.unlink()
     return key
 
 
