@@ -9,8 +9,10 @@
 Run 1: both nodes in this process (one event loop, one core): CPU is the total of both sides.
 Run 2: the recipient in a child process, so each side's CPU is measured on its own and the
 two nodes use both cores, as two machines would.
-Each run with RSA-2048 keys (test identities) and with RSA-4096 keys on both ends (the
-production size: tests/data/keys/rsa4096 and the key pool's rsa4096b).
+Each run with RSA-4096 keys on both ends (the production size: tests/data/keys/rsa4096 and
+the key pool's rsa4096b), once with mail keys (envelope v2, the default) and once with
+`mail_keys.enabled` false (envelope v1, RSA only: the figures before mail keys), and with
+RSA-2048 keys (test identities) and mail keys. Run 2 also reports the recipient process's RSS.
 
 Usage: python3 bench/delivery.py [--quick]
 """
@@ -45,8 +47,15 @@ from fluxchat.node import Node  # noqa: E402
 from tests.keys import KEYS  # noqa: E402
 
 SIZES = {"1 KiB": 1024, "64 KiB": 64 * 1024}
-KEYSETS = {"RSA-2048": (ROOT / "tests/data/keys/node00", ROOT / "tests/data/keys/node01"),
-           "RSA-4096": (KEYS / "rsa4096", keypool.POOL / keypool.EXTRA_4096)}
+KEY_2048 = (ROOT / "tests/data/keys/node00", ROOT / "tests/data/keys/node01")
+KEY_4096 = (KEYS / "rsa4096", keypool.POOL / keypool.EXTRA_4096)
+V1_ONLY: dict[str, Any] = {"mail_keys": {"enabled": False}}
+# label -> (keys, config overrides for both nodes)
+RUNS: dict[str, tuple[tuple[Path, Path], dict[str, Any]]] = {
+    "RSA-4096 v2": (KEY_4096, {}),
+    "RSA-4096 v1": (KEY_4096, V1_ONLY),
+    "RSA-2048 v2": (KEY_2048, {}),
+}
 WAIT = 60.0
 
 
@@ -105,12 +114,12 @@ async def burst_in_process(sender: Node, recipient: bytes, watch: InboxWatch,
             "cpu_ms_per_mail_with_receipts_both_sides": 1000 * (cpu_done - cpu0) / count}
 
 
-async def run_in_process(label: str, keys: tuple[Path, Path], sizes: dict[str, int],
-                         seq_count: int, burst: int) -> dict[str, Any]:
-    directory = fresh_dir(f"delivery-{label}")
-    a = BenchNode(directory, keys[0], [])
+async def run_in_process(label: str, keys: tuple[Path, Path], overrides: dict[str, Any],
+                         sizes: dict[str, int], seq_count: int, burst: int) -> dict[str, Any]:
+    directory = fresh_dir(f"delivery-{label.replace(' ', '-')}")
+    a = BenchNode(directory, keys[0], [], overrides)
     await a.start()
-    b = BenchNode(directory, keys[1], [a.address])
+    b = BenchNode(directory, keys[1], [a.address], overrides)
     try:
         await b.start()
         assert a.node is not None and b.node is not None
@@ -129,14 +138,23 @@ async def run_in_process(label: str, keys: tuple[Path, Path], sizes: dict[str, i
 # ----- run 2: the recipient in a child process --------------------------------------------
 
 
-def recipient_main(directory: Path, key: Path, conn: Connection) -> None:
+def recipient_main(directory: Path, key: Path, overrides: dict[str, Any],
+                   conn: Connection) -> None:
     """Child process: run the recipient node; report arrivals and its own CPU time."""
     quiet_logs()
-    asyncio.run(_recipient(directory, key, conn))
+    asyncio.run(_recipient(directory, key, overrides, conn))
 
 
-async def _recipient(directory: Path, key: Path, conn: Connection) -> None:
-    node = BenchNode(directory, key, [])
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
+                     conn: Connection) -> None:
+    node = BenchNode(directory, key, [], overrides)
     await node.start()
     assert node.node is not None
     watch = InboxWatch(node.node)
@@ -146,6 +164,8 @@ async def _recipient(directory: Path, key: Path, conn: Connection) -> None:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "cpu":
             conn.send(time.process_time())
+        elif command == "rss":
+            conn.send(rss_mib())
         elif command == "expect":
             ok = await watch.wait_count(arg, WAIT * 3, interval=0.002)
             conn.send((ok, max(watch.arrived.values(), default=0.0), time.process_time()))
@@ -155,17 +175,18 @@ async def _recipient(directory: Path, key: Path, conn: Connection) -> None:
     conn.send("stopped")
 
 
-async def run_split(label: str, keys: tuple[Path, Path], count: int) -> dict[str, Any]:
-    directory = fresh_dir(f"delivery-split-{label}")
+async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, Any],
+                    count: int) -> dict[str, Any]:
+    directory = fresh_dir(f"delivery-split-{label.replace(' ', '-')}")
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=recipient_main, args=(directory, keys[1], child))
+    proc = ctx.Process(target=recipient_main, args=(directory, keys[1], overrides, child))
     proc.start()
     loop = asyncio.get_running_loop()
     recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
     try:
         _, address = await asyncio.wait_for(recv(), 60)
-        a = BenchNode(directory, keys[0], [address])
+        a = BenchNode(directory, keys[0], [address], overrides)
         await a.start()
         assert a.node is not None
         receipts = ReceiptWatch(a.node)
@@ -189,6 +210,8 @@ async def run_split(label: str, keys: tuple[Path, Path], count: int) -> dict[str
             cpu2 = time.process_time()
             parent.send(("cpu", None))
             child_cpu2 = await recv()
+            parent.send(("rss", None))
+            child_rss = await recv()
         finally:
             await a.stop()
         parent.send(("stop", None))
@@ -203,7 +226,8 @@ async def run_split(label: str, keys: tuple[Path, Path], count: int) -> dict[str
             "sender_cpu_ms_per_mail_to_inbox": 1000 * (cpu1 - cpu0) / count,
             "recipient_cpu_ms_per_mail_to_inbox": 1000 * (child_cpu1 - child_cpu0) / count,
             "sender_cpu_ms_per_mail_with_receipts": 1000 * (cpu2 - cpu0) / count,
-            "recipient_cpu_ms_per_mail_with_receipts": 1000 * (child_cpu2 - child_cpu0) / count}
+            "recipient_cpu_ms_per_mail_with_receipts": 1000 * (child_cpu2 - child_cpu0) / count,
+            "recipient_rss_mib": child_rss}
 
 
 # ----- report ---------------------------------------------------------------------------------
@@ -229,20 +253,22 @@ def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
     print_table("Burst of 1 KiB mails, recipient in its own process (CPU per side)",
                 ["keys", "n", "all in", "mails/s to inbox", "mails/s to receipt",
                  "sender ms/mail", "recipient ms/mail", "sender incl. rcpt",
-                 "recipient incl. rcpt"],
+                 "recipient incl. rcpt", "recipient RSS MiB"],
                 [[r["keys"], r["count"], r["all_arrived"], r["mails_per_s_to_inbox"],
                   r["mails_per_s_to_receipt"], r["sender_cpu_ms_per_mail_to_inbox"],
                   r["recipient_cpu_ms_per_mail_to_inbox"],
                   r["sender_cpu_ms_per_mail_with_receipts"],
-                  r["recipient_cpu_ms_per_mail_with_receipts"]] for r in split])
+                  r["recipient_cpu_ms_per_mail_with_receipts"], r["recipient_rss_mib"]]
+                 for r in split])
 
 
 async def main_async(quick: bool) -> dict[str, Any]:
     seq_count, burst = (20, 200) if quick else (100, 1000)
     keypool.ensure_4096()
-    single = [await run_in_process(label, keys, SIZES, seq_count, burst)
-              for label, keys in KEYSETS.items()]
-    split = [await run_split(label, keys, burst) for label, keys in KEYSETS.items()]
+    single = [await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
+              for label, (keys, overrides) in RUNS.items()]
+    split = [await run_split(label, keys, overrides, burst)
+             for label, (keys, overrides) in RUNS.items()]
     return {"single_process": single, "split_process": split}
 
 

@@ -194,6 +194,18 @@ def show_list(result: dict[str, Any], args: dict[str, Any]) -> str:
     return text
 
 
+PROTECTION_TEXT = {
+    "forward-secret-pq": "forward-secret, post-quantum hybrid (mail keys, envelope v2)",
+    "rsa": "RSA only (envelope v1: the recipient published no mail key record)",
+}
+
+
+def protection(value: Any) -> str:
+    if value is None:
+        return "not sealed yet"
+    return PROTECTION_TEXT.get(value, clean(value))
+
+
 def show_read(result: dict[str, Any], args: dict[str, Any]) -> str:
     sender = clean(result.get("from"))
     if result.get("alias"):
@@ -201,7 +213,8 @@ def show_read(result: dict[str, Any], args: dict[str, Any]) -> str:
     verified = "yes (signed by the sender's key)" if result.get("verified") else "NO - do not trust this mail"
     headers = [("From", sender), ("To", clean(result.get("to"))), ("Date", when(result.get("created_at"))),
                ("Received", when(result.get("received_at"))), ("Subject", clean(result.get("subject"))),
-               ("Verified", verified), ("UUID", clean(result.get("uuid")))]
+               ("Verified", verified), ("Security", protection(result.get("protection"))),
+               ("UUID", clean(result.get("uuid")))]
     return "\n".join(f"{k + ':':<10}{v}" for k, v in headers) + "\n\n" + clean_body(result.get("body"))
 
 
@@ -210,7 +223,8 @@ def show_status(result: dict[str, Any], args: dict[str, Any]) -> str:
         ("UUID", clean(result.get("uuid"))), ("To", who(result.get("to"), result.get("alias"))),
         ("State", clean(result.get("state"))), ("Reason", clean(result.get("reason"))),
         ("Stored on", f"{result.get('stored_on', 0)} nodes"), ("Created", when(result.get("created_at"))),
-        ("Expires", when(result.get("expires_at"))))]
+        ("Expires", when(result.get("expires_at"))),
+        ("Security", protection(result.get("protection"))))]
     history = result.get("history") or []
     if history:
         lines += ["", "History:", table([[when(h.get("at")), clean(h.get("state")), clean(h.get("detail"))]

@@ -416,14 +416,16 @@ class CliTest(unittest.TestCase):
         mail = self.ok_json("-c", self.cb, "read", "-u", uuid)
         self.assert_shape(mail, {"uuid": str, "from": str, "alias": type(None), "to": str, "subject": str,
                                  "body": str, "created_at": int, "received_at": int, "verified": bool,
-                                 "new": bool})
+                                 "new": bool, "protection": str})
+        self.assertEqual(mail["protection"], "forward-secret-pq")
         self.assertEqual((mail["to"], mail["body"], mail["verified"], mail["new"]), (B_ID, "j", True, True))
         self.assertFalse(self.ok_json("-c", self.cb, "read", "-u", uuid)["new"])
         self.delivered(uuid)
         status = self.ok_json("-c", self.ca, "status", "-u", uuid)
         self.assert_shape(status, {"uuid": str, "to": str, "alias": type(None), "state": str,
                                    "reason": type(None), "stored_on": int, "created_at": int,
-                                   "expires_at": int, "history": list})
+                                   "expires_at": int, "history": list, "protection": str})
+        self.assertEqual(status["protection"], "forward-secret-pq")
         self.assertEqual(status["state"], "delivered")
         for entry in status["history"]:
             self.assert_shape(entry, {"at": int, "state": str, "detail": (str, type(None))})

@@ -15,11 +15,13 @@ LAYERS = {
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
         "mailkeys", "envelope2", "admission", "mail_limits",
+        "placement",
         "vault_format", "backup_format"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held",
         "sqldb", "vault", "vault_migrate", "backup"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "vault_admin"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring",
+        "vault_admin"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",

@@ -37,6 +37,10 @@ GOLDEN: list[tuple[m.Message, int, str]] = [
     (m.FindKey(3, B), 0x12, "82" + "03" + HB),
     (m.KeyReply(3, b"", (NODE,)), 0x13, "83" + "03" + "40" + "81" + HNODE),
     (m.StoreKey(4, b"\x30"), 0x14, "82" + "04" + "4130"),
+    (m.FindMailKey(3, B), 0x15, "82" + "03" + HB),
+    (m.MailKeyReply(3, b"", (NODE,)), 0x16, "83" + "03" + "40" + "81" + HNODE),
+    (m.MailKeyReply(3, b"\x81\x01", ()), 0x16, "83" + "03" + "428101" + "80"),
+    (m.StoreMailKey(4, b"\x81\x01"), 0x17, "82" + "04" + "428101"),
     (m.Deliver(5, b"env"), 0x20, "82" + "05" + "43656e76"),
     (m.Store(6, b"env"), 0x21, "82" + "06" + "43656e76"),
     (m.Fetch(7, 100), 0x22, "82" + "07" + "1864"),
@@ -89,7 +93,7 @@ class ValidationTest(unittest.TestCase):
     assertMalformed = GoldenTest.assertMalformed
 
     def test_unknown_type(self) -> None:
-        for ftype in (0x00, 0x08, 0x15, 0x26, 0x32, 0xFF):
+        for ftype in (0x00, 0x08, 0x18, 0x26, 0x32, 0xFF):
             with self.subTest(ftype=ftype), self.assertRaises(ProtocolError) as caught:
                 m.decode_message(ftype, b"\x80")
             self.assertEqual(caught.exception.code, m.ErrorCode.UNKNOWN_TYPE)
@@ -176,9 +180,10 @@ class ValidationTest(unittest.TestCase):
 class RoleTest(unittest.TestCase):
     def test_role_sets(self) -> None:
         self.assertEqual(m.REQUEST_TYPES, {m.Ping, m.FindNode, m.FindKey, m.StoreKey, m.Deliver,
-                                           m.Store, m.Fetch, m.Delete})
+                                           m.Store, m.Fetch, m.Delete, m.FindMailKey,
+                                           m.StoreMailKey})
         self.assertEqual(m.RESPONSE_TYPES, {m.Pong, m.Nodes, m.KeyReply, m.Ok, m.Fail,
-                                            m.MailBatch})
+                                            m.MailBatch, m.MailKeyReply})
         self.assertEqual(m.NOTICE_TYPES, {m.Notify})
         self.assertEqual(m.HANDSHAKE_TYPES, {m.Hello, m.Challenge, m.Auth, m.Welcome, m.Error})
         self.assertTrue(m.Ping(1).is_request and m.Ok(1).is_response)

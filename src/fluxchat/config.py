@@ -59,6 +59,13 @@ class MailConfig:
 
 
 @dataclass(frozen=True)
+class MailKeysConfig:
+    """Mail key records (mailkeys.py): on by default; off means v1 (RSA) envelopes only."""
+    enabled: bool = True
+    rotation_interval: float = 24.0   # hours between new records
+
+
+@dataclass(frozen=True)
 class IpcConfig:
     enabled: bool = True
     address: str = "127.0.0.1"
@@ -96,6 +103,7 @@ class Config:
     ipc: IpcConfig
     discovery: DiscoveryConfig
     log: LogConfig
+    mail_keys: MailKeysConfig = MailKeysConfig()
 
 
 class _Reader:
@@ -211,6 +219,7 @@ def load_config(path: Path | str) -> Config:
             level=log.get("level", "info", lambda v: v in LOG_LEVELS, " or ".join(LOG_LEVELS)),
             file=None if log_file is None else Path(log_file),
         ),
+        mail_keys=_mail_keys(root.section("mail_keys")),
     )
 
 
@@ -249,6 +258,14 @@ def _mail(r: _Reader) -> MailConfig:
         quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),
         quota_per_sender_recipient=r.integer("quota_per_sender_recipient",
                                              d.quota_per_sender_recipient, 0, 2**40),
+    )
+
+
+def _mail_keys(r: _Reader) -> MailKeysConfig:
+    d = MailKeysConfig
+    return MailKeysConfig(
+        enabled=r.flag("enabled", d.enabled),
+        rotation_interval=r.number("rotation_interval", d.rotation_interval, 0.01, 24 * 14),
     )
 
 

@@ -36,7 +36,7 @@ from .envelope import MailContent, OuterHeader, padded
 from .errors import EnvelopeError
 from .identity import Identity
 from .ids import ID_BYTES, id_from_spki
-from .mailkeys import PREKEY_ID_BYTES, MailKeyRecord, RecordCache, prekey_public
+from .mailkeys import PREKEY_ID_BYTES, MailKeyRecord, RecordCache, prekey_public, sign_key_public
 
 VERSION = 2
 MAIL_CONTEXT = b"fluxchat-mail-v2\x00"
@@ -201,7 +201,7 @@ def _open(envelope: bytes, me: bytes, prekeys: Mapping[bytes, hpke.MLKEM768X2551
     record = records.check(record_bytes, content.sender, sender_der)
     if content.created_at >= record.expires_at or len(signature) != SIGNATURE_BYTES:
         raise EnvelopeError()
-    ed25519.Ed25519PublicKey.from_public_bytes(record.sign_key).verify(
+    sign_key_public(record.sign_key).verify(
         signature, MAIL_CONTEXT + header_bytes + inner)
     if content.recipient != me or content.uuid != header.uuid:
         raise EnvelopeError()

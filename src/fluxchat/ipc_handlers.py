@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .backup import write_backup
-from .errors import IpcError, StorageError
+from .envelope2 import PROTECTION, version_of
+from .errors import EnvelopeError, IpcError, StorageError
 from .ids import IdError, fingerprint, format_id, parse_id
 from .ipc_protocol import check_body_size
 from .mailer import MailError
@@ -28,6 +29,16 @@ def _uuid(text: str) -> bytes:
 
 def _uuid_text(raw: bytes) -> str:
     return str(uuidlib.UUID(bytes=raw))
+
+
+def _protection(envelope: bytes | None) -> str | None:
+    """How a sealed outgoing mail is protected; None before it is sealed."""
+    if envelope is None:
+        return None
+    try:
+        return PROTECTION[version_of(envelope, len(envelope))]
+    except EnvelopeError:
+        return None
 
 
 class IpcHandlers:
@@ -108,7 +119,8 @@ class IpcHandlers:
         self.store.mark_read(uuid)
         item = self.inbox_item(mail)
         # Only mail whose signature and key hash checked out ever reaches the inbox.
-        item.update(to=format_id(mail.recipient), body=mail.body, verified=True)
+        item.update(to=format_id(mail.recipient), body=mail.body, verified=True,
+                    protection=PROTECTION.get(self.store.inbox_envelope_version(uuid) or 1))
         return item
 
     def delete(self, args: Args) -> dict[str, Any]:
@@ -127,7 +139,8 @@ class IpcHandlers:
         return {"uuid": args["uuid"], "to": format_id(mail.recipient),
                 "alias": self.alias(mail.recipient), "state": mail.state, "reason": mail.reason,
                 "stored_on": mail.stored_on, "created_at": mail.created_at,
-                "expires_at": mail.expires_at, "history": history}
+                "expires_at": mail.expires_at, "history": history,
+                "protection": _protection(mail.envelope)}
 
     def resend(self, args: Args) -> dict[str, Any]:
         uuid = _uuid(args["uuid"])

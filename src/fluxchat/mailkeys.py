@@ -18,13 +18,16 @@ Pure: no I/O, no clock; the caller passes `now` and the secret seeds (os.urandom
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hpke
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .cbor import dumps, loads
 from .errors import FluxError
@@ -102,6 +105,11 @@ class MailKeySecrets:
         return sign_key, kem + dh
 
 
+@functools.lru_cache(maxsize=256)
+def sign_key_public(sign_key: bytes) -> ed25519.Ed25519PublicKey:
+    return ed25519.Ed25519PublicKey.from_public_bytes(sign_key)
+
+
 def prekey_id(prekey: bytes) -> bytes:
     return hashlib.sha256(prekey).digest()[:PREKEY_ID_BYTES]
 
@@ -169,7 +177,7 @@ def check_record(data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRec
         rsa_key = load_public_key(identity_der)
         signed = verify_signature(rsa_key, record.signature, signed_bytes(record))
         # Both public halves must load, or nobody can use the record.
-        ed25519.Ed25519PublicKey.from_public_bytes(record.sign_key)
+        sign_key_public(record.sign_key)
         prekey_public(record.prekey)
     except _FAILURES:
         raise MailKeyError("mail key record does not verify") from None
@@ -190,7 +198,9 @@ def accept_for_directory(record: MailKeyRecord, held: MailKeyRecord | None,
         raise MailKeyError("a newer mail key record is already held")
 
 
+@functools.lru_cache(maxsize=256)
 def prekey_public(prekey: bytes) -> hpke.MLKEM768X25519PublicKey:
+    """The HPKE public key of a record's prekey (cached: loading costs as much as half a seal)."""
     if len(prekey) != PREKEY_BYTES:
         raise ValueError("prekey has the wrong size")
     return hpke.MLKEM768X25519PublicKey(
@@ -217,3 +227,65 @@ class RecordCache:
         else:
             self._seen.move_to_end(key)
         return record
+
+
+# ----- the owner's side: rotation, erasure, secrets at rest -------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a node makes a new record and when it erases an old prekey.
+
+    A record lives two rotation intervals, so senders that cached it keep a valid copy for
+    a whole interval after its successor was published. Mail sealed to it can be dated no
+    later than its expiry and is accepted only within `retention` (+ skew) of its date, so
+    after `erase_at` nothing that needs the private half can still be accepted."""
+    rotation: int    # seconds
+    retention: int   # seconds: the node's mail.retention_time
+
+    def lifetime(self) -> int:
+        return min(2 * self.rotation, MAX_LIFETIME)
+
+    def rotation_due(self, current: MailKeyRecord | None, now: int) -> bool:
+        # A clock that jumped back before the record's date also gets a fresh record.
+        return current is None or now >= current.created_at + self.rotation \
+            or now < current.created_at - CLOCK_SKEW
+
+    def erase_at(self, record: MailKeyRecord) -> int:
+        return record.expires_at + self.retention + CLOCK_SKEW
+
+
+def refresh_wanted(record: MailKeyRecord, now: int) -> bool:
+    """A sender should look for a newer record once half of this one's life has passed
+    (its owner has rotated by then); it may keep sealing to it until it expires."""
+    return now >= record.created_at + (record.expires_at - record.created_at) // 2
+
+
+WRAP_INFO = b"fluxchat-mailkey-wrap-v1"
+WRAP_AAD = b"fluxchat-mailkey-secret-v1\x00"
+WRAP_NONCE_BYTES = 12
+
+
+def wrapping_key(identity: Identity) -> bytes:
+    """The key that encrypts mail key secrets at rest: HKDF-SHA256 over the RSA private key,
+    so only a process that decrypted the identity (password) can derive it."""
+    der = identity.private_key.private_bytes(serialization.Encoding.DER,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())
+    return HKDF(hashes.SHA256(), 32, salt=None, info=WRAP_INFO).derive(der)
+
+
+def wrap_secrets(key: bytes, secrets: MailKeySecrets, key_id: bytes, nonce: bytes) -> bytes:
+    """nonce ‖ AES-256-GCM(secrets), bound to the prekey id; `nonce`: 12 fresh random bytes."""
+    if len(nonce) != WRAP_NONCE_BYTES:
+        raise ValueError(f"need a {WRAP_NONCE_BYTES}-byte nonce")
+    return nonce + AESGCM(key).encrypt(nonce, secrets.raw, WRAP_AAD + key_id)
+
+
+def unwrap_secrets(key: bytes, blob: bytes, key_id: bytes) -> MailKeySecrets:
+    try:
+        raw = AESGCM(key).decrypt(blob[:WRAP_NONCE_BYTES], blob[WRAP_NONCE_BYTES:],
+                                  WRAP_AAD + key_id)
+        return MailKeySecrets(raw)
+    except (InvalidTag, ValueError):
+        raise MailKeyError("stored mail key secrets do not decrypt") from None

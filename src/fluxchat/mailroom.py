@@ -12,15 +12,18 @@ import os
 import time
 import uuid as uuidlib
 
+from . import envelope2
 from . import messages as m
 from .config import MailConfig
-from .envelope import MailContent, OuterHeader, open_envelope_with_key, parse_header, seal
+from .envelope import MailContent, OuterHeader, open_envelope_with_key, seal
+from .envelope2 import open_v2, parse_header, version_of
 from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
 from .link import Link
-from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, Drain, NoticeGate
+from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, V2_OPENS_BURST, V2_OPENS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
+from .mailkeys import MailKeyError, MailKeyRecord
 from .outbox_states import OutboxState as S
 from .overlay import Overlay
 from .peer_net import PeerNet
@@ -58,6 +61,7 @@ class Mailroom:
         self._fetching: set[bytes] = set()
         self._notices = NoticeGate()
         self._private_ops = RateLimiter(PRIVATE_OPS_RATE, PRIVATE_OPS_BURST)
+        self._v2_ops = RateLimiter(V2_OPENS_RATE, V2_OPENS_BURST)
         self.private_ops = 0   # envelopes opened for peers since start (for tests, benchmarks)
 
     def now(self) -> int:
@@ -68,45 +72,86 @@ class Mailroom:
 
     # ----- accepting mail addressed to us ------------------------------------------------
 
+    async def _open(self, envelope: bytes) -> tuple[int, MailContent, bytes,
+                                                    MailKeyRecord | None]:
+        """(envelope version, content, sender's RSA key, sender's mail key record)."""
+        version = version_of(envelope, len(envelope))
+        if version == 1:
+            content, sender_key = await off_loop(open_envelope_with_key, envelope, self.me)
+            return 1, content, sender_key, None
+        keyring = self.mailer.keyring
+        if keyring is None:
+            raise EnvelopeError()
+        opened = open_v2(envelope, self.me.node_id, keyring.prekeys, keyring.records)
+        return version, opened.content, opened.sender_der, opened.sender_record
+
     async def accept(self, envelope: bytes, peer: bytes | None = None) -> bool:
         """Open, verify and commit an envelope for us; False for a copy of one already seen,
         which costs no private-key work. Raises EnvelopeError when it does not verify, and
         WorkRefused when `peer` (None: our own caller) has spent its budget."""
         header = self.header(envelope)
+        budget = self._v2_ops if header.version == 2 else self._private_ops
         if self.store.is_seen(header.uuid):
-            self._spend(peer)
+            self._spend(peer, budget)
             self._resend_receipt(header.uuid, self.now())
             return False
-        self._spend(peer)
+        self._spend(peer, budget)
         self.private_ops += 1
-        content, sender_key = await off_loop(open_envelope_with_key, envelope, self.me)
+        version, content, sender_key, record = await self._open(envelope)
         now = self.now()
         # A replay of an old envelope is refused even after its uuid was forgotten.
         if content.created_at > now + CLOCK_SKEW or \
                 content.created_at < now - self.mailer.retention - CLOCK_SKEW:
             raise EnvelopeError()
-        self.store.put_key(content.sender, sender_key, now)
+        if self.store.get_key(content.sender) != sender_key:   # a read, not a write, per mail
+            self.store.put_key(content.sender, sender_key, now)
+        record = self._learn(content.sender, sender_key, record)
         if content.kind == "receipt":
             self._accept_receipt(content, now)
         else:
-            await self._accept_mail(content, sender_key, now)
+            await self._accept_mail(content, sender_key, record, now, version)
         return True
 
-    def _spend(self, peer: bytes | None) -> None:
+    def _spend(self, peer: bytes | None, budget: RateLimiter) -> None:
         if peer is None:
             return
-        if not self._private_ops.allow(peer.hex(), time.monotonic()):
+        if not budget.allow(peer.hex(), time.monotonic()):
             raise WorkRefused("too much mail work for this peer; try again later")
 
-    async def _accept_mail(self, content: MailContent, sender_key: bytes, now: int) -> None:
+    def _learn(self, sender: bytes, sender_key: bytes,
+               record: MailKeyRecord | None) -> MailKeyRecord | None:
+        """Keep the sender's record when it is newer than ours; the record to answer to."""
+        keyring = self.mailer.keyring
+        if keyring is None or record is None:
+            return record
+        data = record.encode()
+        if self.store.get_mail_key(sender) != data:
+            try:
+                keyring.learn(data, sender, sender_key)
+            except MailKeyError:   # expired or superseded: the newest one we hold wins
+                pass
+        return keyring.held(sender, sender_key) or record
+
+    async def _accept_mail(self, content: MailContent, sender_key: bytes,
+                           record: MailKeyRecord | None, now: int, version: int) -> None:
         mail = InboxMail(content.uuid, content.sender, content.recipient, content.subject,
                          content.body, content.created_at, now)
-        if self.store.add_inbox(mail):
+        if self.store.add_inbox(mail, version):
             log.info("mail %s from %s received", uuidlib.UUID(bytes=content.uuid),
                      short_id(content.sender))
-        await self._queue_receipt(content, sender_key, now)
+        await self._queue_receipt(content, sender_key, record, now)
 
-    async def _queue_receipt(self, content: MailContent, sender_key: bytes, now: int) -> None:
+    async def _seal_receipt(self, receipt: MailContent, sender_key: bytes,
+                            record: MailKeyRecord | None, expires: int) -> bytes:
+        keyring = self.mailer.keyring
+        if keyring is not None and keyring.signer is not None and record is not None \
+                and record.valid_at(self.now()):
+            return envelope2.seal(receipt, keyring.signer, record, expires)
+        return await off_loop(seal, receipt, self.me, sender_key, expires, os.urandom(32),
+                              os.urandom(12))
+
+    async def _queue_receipt(self, content: MailContent, sender_key: bytes,
+                             record: MailKeyRecord | None, now: int) -> None:
         """Sealed at once, so retries resend the same bytes; a second copy of a mail
         (the sender did not see our receipt yet) puts the same receipt back in the queue.
         Should we crash before the receipt is queued, the sender's retry brings it back."""
@@ -117,8 +162,7 @@ class Mailroom:
             expires = now + self.mailer.retention
             receipt = MailContent("receipt", rid, self.me.node_id, content.sender, now, "", "",
                                   content.uuid)
-            envelope = await off_loop(seal, receipt, self.me, sender_key, expires,
-                                      os.urandom(32), os.urandom(12))
+            envelope = await self._seal_receipt(receipt, sender_key, record, expires)
             if self.store.get_outbox(rid) is None:   # a second copy may have raced us here
                 self.store.add_outbox(OutboxMail(rid, content.sender, "", "", now, expires,
                                                  envelope=envelope, kind="receipt"), now)

@@ -25,6 +25,7 @@ from .wire_fields import (  # noqa: F401 (re-exported)
     ID,
     ID_OR_EMPTY,
     MAX_ENVELOPES,
+    MAX_MAIL_KEY_RECORD,
     MAX_NODES,
     MAX_PUBLIC_KEY,
     MAX_SIGNATURE,
@@ -37,6 +38,7 @@ from .wire_fields import (  # noqa: F401 (re-exported)
     TEXT,
     UINT,
     UUID,
+    Bytes,
     ErrorCode,
     Kind,
     ListOf,
@@ -184,6 +186,35 @@ class StoreKey(Message):
     ROLE = Role.REQUEST
 
 
+# Mail key records (mailkeys.py): filed under their node ID, checked against its RSA key.
+MAIL_KEY_RECORD = Bytes(range(0, MAX_MAIL_KEY_RECORD + 1))
+
+
+@dataclass(frozen=True)
+class FindMailKey(Message):
+    rid: int
+    node_id: bytes
+    FIELDS = (RID, ("node_id", ID))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class MailKeyReply(Message):
+    rid: int
+    record: bytes  # empty: not held here, see `nodes`
+    nodes: tuple[NodeInfo, ...]
+    FIELDS = (RID, ("record", MAIL_KEY_RECORD), ("nodes", NODES))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class StoreMailKey(Message):
+    rid: int
+    record: bytes
+    FIELDS = (RID, ("record", MAIL_KEY_RECORD))
+    ROLE = Role.REQUEST
+
+
 @dataclass(frozen=True)
 class Deliver(Message):
     rid: int
@@ -252,6 +283,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
+    0x15: FindMailKey, 0x16: MailKeyReply, 0x17: StoreMailKey,
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
     0x30: Ok, 0x31: Fail,
 }

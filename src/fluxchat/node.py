@@ -29,6 +29,7 @@ from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
 from .link import Link
 from .mailer import CLOCK_SKEW, Mailer
+from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
@@ -124,6 +125,11 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
+                                   self.mailer.retention, self.clock)
+        self.keyring.load()
+        self.keyring.upkeep()   # our first record, or a new one if a rotation came due
+        self.mailer.keyring = self.keyring
         self._handlers = self._peer_handlers()
         log.info("listening for peers on %s:%d as %s", cfg.address, self.port,
                  self.identity.id_text)
@@ -191,6 +197,8 @@ class Node:
         if len(self.overlay.table):
             stored = await self.overlay.publish_key()
             log.info("public key stored on %d nodes", stored)
+            if self.keyring.current is not None:
+                log.info("mail key record stored on %d nodes", await self.keyring.publish())
             await self.mailroom.fetch_all(lookup=True)
             self.overlay.save()
 
@@ -218,11 +226,15 @@ class Node:
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
         self.store.checkpoint()   # deleted rows leave the write-ahead log too
         self.overlay.expire_keys()
+        fresh_record = self.keyring.upkeep() is not None
         await self.overlay.refresh()
         self.overlay.save()
+        if fresh_record:   # published at once: the old record stays valid a while longer
+            await self.keyring.publish()
         if moment - self._last_publish >= self.config.kademlia.republish_interval:
             self._last_publish = moment
             await self.overlay.publish_key()
+            await self.keyring.publish()
             await self._replicate_held(moment)
         elif self.overlay.membership_changed and \
                 moment - self._last_replication >= REREPLICATE_MIN:
@@ -254,6 +266,8 @@ class Node:
             m.FindNode: self.overlay.on_find_node,
             m.FindKey: self.overlay.on_find_key,
             m.StoreKey: self._on_store_key,
+            m.FindMailKey: self.keyring.on_find_mail_key,
+            m.StoreMailKey: self.keyring.on_store_mail_key,
             m.Deliver: self.mailroom.on_deliver,
             m.Store: self.mailroom.on_store,
             m.Fetch: self.mailroom.on_fetch,

@@ -50,6 +50,8 @@ class Overlay:
         self.lookups = 0
         # Nodes joined or left the table: the closest set of some ID may have changed.
         self.membership_changed = False
+        # Set by the mail keyring: whether a MailKeyReply record is a valid one of the node.
+        self.record_check: Callable[[bytes, bytes], bool] = lambda node_id, record: False
 
     # ----- links coming and going ---------------------------------------------------
 
@@ -147,6 +149,13 @@ class Overlay:
         self.store.put_key(node_id, key, int(self.clock()))
         return key
 
+    async def find_mail_key(self, node_id: bytes) -> bytes | None:
+        """A mail key record of node_id from the directory, as `record_check` accepts it."""
+        lookup = Lookup(node_id, self.me.node_id, self.table.closest(node_id, self.config.k),
+                        k=self.config.k, alpha=self.config.alpha, want_value=True)
+        await self._drive(lookup, lambda rid: m.FindMailKey(rid, node_id))
+        return lookup.value if lookup.found and isinstance(lookup.value, bytes) else None
+
     async def find_contact(self, node_id: bytes) -> Peer | None:
         """The address of node_id if a lookup finds the node itself."""
         known = self.net.links.get(node_id)
@@ -188,7 +197,13 @@ class Overlay:
                 log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id))
                 lookup.on_failure(peer.node_id)
             return
-        if isinstance(reply, (m.Nodes, m.KeyReply)):
+        if isinstance(reply, m.MailKeyReply) and reply.record:
+            if self.record_check(lookup.target, reply.record):
+                lookup.on_value(peer.node_id, reply.record)
+            else:
+                lookup.on_failure(peer.node_id)
+            return
+        if isinstance(reply, (m.Nodes, m.KeyReply, m.MailKeyReply)):
             self.observe(peer)
             found = [to_peer(n) for n in reply.nodes if n.node_id != self.me.node_id]
             lookup.on_reply(peer.node_id, found)
@@ -216,6 +231,18 @@ class Overlay:
         async def push(peer: Peer) -> bool:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.StoreKey(rid, self.me.public_der))
+            return isinstance(reply, m.Ok)
+
+        results = await asyncio.gather(*(push(p) for p in peers), return_exceptions=True)
+        return sum(1 for r in results if r is True)
+
+    async def publish_mail_key(self, record: bytes) -> int:
+        """Store our mail key record on the k nodes closest to our ID (after our key)."""
+        peers = await self.find_node(self.me.node_id)
+
+        async def push(peer: Peer) -> bool:
+            reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                           lambda rid: m.StoreMailKey(rid, record))
             return isinstance(reply, m.Ok)
 
         results = await asyncio.gather(*(push(p) for p in peers), return_exceptions=True)

@@ -125,15 +125,17 @@ class Store:
 
     # --- inbox and seen ------------------------------------------------------------------------
 
-    def add_inbox(self, mail: InboxMail) -> bool:
-        """Store a received mail; False (and nothing written) if its uuid was already seen."""
+    def add_inbox(self, mail: InboxMail, envelope_version: int = 1) -> bool:
+        """Store a received mail; False (and nothing written) if its uuid was already seen.
+        `envelope_version` says how it was protected (1: RSA, 2: mail keys)."""
         with self._tx() as db:
             if self._seen_in(db, mail.uuid):
                 return False
             db.execute(
-                f"INSERT INTO inbox ({_INBOX_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO inbox ({_INBOX_COLS}, envelope_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mail.uuid, mail.sender, mail.recipient, mail.subject, mail.body,
-                 mail.created_at, mail.received_at, int(mail.is_new)),
+                 mail.created_at, mail.received_at, int(mail.is_new), envelope_version),
             )
             db.execute("INSERT INTO seen VALUES (?, ?, ?)", (mail.uuid, mail.created_at, mail.received_at))
             return True
@@ -151,6 +153,10 @@ class Store:
     def read_inbox(self, uuid: bytes) -> InboxMail | None:
         rows = self._rows(f"SELECT {_INBOX_COLS} FROM inbox WHERE uuid = ?", (uuid,))
         return _inbox(rows[0]) if rows else None
+
+    def inbox_envelope_version(self, uuid: bytes) -> int | None:
+        value = self._value("SELECT envelope_version FROM inbox WHERE uuid = ?", (uuid,))
+        return None if value is None else int(value)
 
     def mark_read(self, uuid: bytes) -> bool:
         with self._tx() as db:
@@ -246,6 +252,12 @@ class Store:
                 "WHERE uuid = ?", (now, expires_at, now, uuid))
             self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
             return True
+
+    def keep_outbox_envelope(self, uuid: bytes, envelope: bytes) -> None:
+        """Record the sealed envelope of a mail that has none yet, leaving its state alone."""
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET envelope = ? WHERE uuid = ? AND envelope IS NULL",
+                       (envelope, uuid))
 
     def due_outbox(self, now: int, limit: int) -> list[OutboxMail]:
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
@@ -394,6 +406,61 @@ class Store:
                 "AND node_id NOT IN (SELECT node_id FROM contacts) "
                 f"AND node_id NOT IN (SELECT recipient FROM outbox WHERE state IN ({_IN_PENDING}))",
                 (cutoff, *_PENDING)).rowcount
+
+    # --- mail key records: others' (cache and directory) and our own (secrets) ---------------
+
+    def put_mail_key(self, node_id: bytes, created_at: int, expires_at: int, record: bytes,
+                     now: int) -> bool:
+        """Keep a checked record unless one created later is held; True if it was kept."""
+        with self._tx() as db:
+            return db.execute(
+                "INSERT INTO mail_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET "
+                "created_at = excluded.created_at, expires_at = excluded.expires_at, "
+                "record = excluded.record, stored_at = excluded.stored_at "
+                "WHERE excluded.created_at >= mail_keys.created_at",
+                (node_id, created_at, expires_at, record, now)).rowcount > 0
+
+    def get_mail_key(self, node_id: bytes) -> bytes | None:
+        record: bytes | None = self._value("SELECT record FROM mail_keys WHERE node_id = ?",
+                                           (node_id,))
+        return record
+
+    def count_mail_keys(self) -> int:
+        return int(self._value("SELECT count(*) FROM mail_keys"))
+
+    def expire_mail_keys(self, now: int) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM mail_keys WHERE expires_at <= ?", (now,)).rowcount
+
+    def add_own_mail_key(self, key_id: bytes, created_at: int, expires_at: int, erase_at: int,
+                         record: bytes, wrapped_secret: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO own_mail_keys VALUES (?, ?, ?, ?, ?, ?)",
+                       (key_id, created_at, expires_at, erase_at, record, wrapped_secret))
+
+    def own_mail_keys(self) -> list[tuple[bytes, bytes, bytes]]:
+        """(prekey id, record, wrapped secret), oldest first."""
+        return [(bytes(k), bytes(r), bytes(w)) for k, r, w in self._rows(
+            "SELECT prekey_id, record, secret FROM own_mail_keys ORDER BY created_at, prekey_id")]
+
+    def erase_own_mail_keys(self, now: int) -> list[bytes]:
+        """Delete our mail keys due for erasure, so that no copy stays readable on disk:
+        secure_delete zeroes the freed bytes, the checkpoint empties the WAL of old pages."""
+        due = [bytes(r[0]) for r in self._rows(
+            "SELECT prekey_id FROM own_mail_keys WHERE erase_at <= ?", (now,))]
+        if not due:
+            return []
+        previous = int(self._value("PRAGMA secure_delete"))
+        try:
+            self._db.execute("PRAGMA secure_delete = ON")
+            with self._tx() as db:
+                db.executemany("DELETE FROM own_mail_keys WHERE prekey_id = ?",
+                               [(k,) for k in due])
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute(f"PRAGMA secure_delete = {previous}")
+        except dbapi.Error as exc:
+            raise fail(exc) from exc
+        return due
 
     # --- routing table -------------------------------------------------------------------------
 

@@ -148,7 +148,28 @@ def _outbox_tables(states: str) -> tuple[str, ...]:
 _WAITING_FOR_KEY = _outbox_tables(", ".join(f"'{s}'" for s in (
     "queued", "waiting_for_key", "stored", "handed_over", "delivered", "expired", "failed")))
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY)
+# Mail key records (mailkeys.py): our own, with their secrets wrapped (AES-256-GCM under a key
+# derived from the identity key) until erase_at; and other nodes' records (cache and directory).
+_MAIL_KEYS: tuple[str, ...] = (
+    """CREATE TABLE own_mail_keys (
+        prekey_id BLOB PRIMARY KEY CHECK (typeof(prekey_id) = 'blob' AND length(prekey_id) = 16),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        erase_at INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        secret BLOB NOT NULL)""",
+    f"""CREATE TABLE mail_keys (
+        node_id BLOB PRIMARY KEY {_NODE.format(c='node_id')},
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        stored_at INTEGER NOT NULL)""",
+    "CREATE INDEX mail_keys_expires ON mail_keys (expires_at)",
+    # 1: RSA (v1 envelope), 2: forward-secret post-quantum (v2).
+    "ALTER TABLE inbox ADD COLUMN envelope_version INTEGER NOT NULL DEFAULT 1",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY, _MAIL_KEYS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
