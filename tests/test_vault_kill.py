@@ -80,7 +80,8 @@ def make_plain_fixture(path: Path) -> None:
     Store.open(path).close()
     db = open_database(path, None)
     db.execute("BEGIN")
-    db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+    db.executemany("INSERT INTO inbox (uuid, sender, recipient, subject, body, created_at, "
+                   "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    ((i.to_bytes(16, "big"), b"a" * 32, b"b" * 32, f"subject {i}", "body " * 100,
                      i, i) for i in range(ROWS)))
     db.execute("COMMIT")
