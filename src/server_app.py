@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 1
     try:
-        setup_logging(args.log_level or config.log.level, config.log.file, args.dev)
+        setup_logging(args.log_level or config.log.level, config.log.file, args.dev,
+                      config.log.max_bytes, config.log.backups)
         log.info("node %s starting (pid %d)", identity.id_text, os.getpid())
         # Under the pid file: a second process must not migrate the database at the same time.
         storage_key = unlock_storage(config.data_dir, config.data_dir / DB_FILE, password,

@@ -85,6 +85,8 @@ class DiscoveryConfig:
 class LogConfig:
     level: str = "info"
     file: Path | None = None
+    max_bytes: int = 10 * 1024 * 1024   # rotate the file at this size; 0: never
+    backups: int = 3                    # rotated files kept (file.1 … file.N)
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,8 @@ def load_config(path: Path | str) -> Config:
         log=LogConfig(
             level=log.get("level", "info", lambda v: v in LOG_LEVELS, " or ".join(LOG_LEVELS)),
             file=None if log_file is None else Path(log_file),
+            max_bytes=log.integer("max_bytes", LogConfig.max_bytes, 0, 2**40),
+            backups=log.integer("backups", LogConfig.backups, 1, 100),
         ),
         mail_keys=_mail_keys(root.section("mail_keys")),
     )

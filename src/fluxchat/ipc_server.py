@@ -30,6 +30,7 @@ from .ipc_protocol import (
     parse_envelope,
     validate_request,
 )
+from .logsetup import about_peer
 
 __all__ = ["IpcServer", "Dispatch", "write_token_file", "check_bind_address"]
 
@@ -127,10 +128,12 @@ class IpcServer:
             envelope = parse_envelope(line, self.max_line)
         except RequestError as exc:
             if exc.code == "bad_token":
-                log.warning("ipc: request without a token from %s; connection closed", peer)
+                log.warning("ipc: request without a token from %s; connection closed", peer,
+                            extra=about_peer(f"ipc {peer.rpartition(':')[0]}"))
             return error_response(exc.request_id, exc.code, exc.message), exc.code != "bad_token"
         if not check_token(envelope.token, self.token):
-            log.warning("ipc: wrong token from %s; connection closed", peer)
+            log.warning("ipc: wrong token from %s; connection closed", peer,
+                        extra=about_peer(f"ipc {peer.rpartition(':')[0]}"))
             return error_response(envelope.id, "bad_token",
                                   "wrong token; read it from the node's data_dir/ipc.token"), False
         try:

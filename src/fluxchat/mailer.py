@@ -24,6 +24,7 @@ from .envelope import MailContent, seal
 from .errors import FluxError
 from .identity import Identity
 from .ids import short_id
+from .logsetup import about_peer
 from .mail_rules import body_problem, subject_problem
 from .mailkeyring import MailKeyring
 from .outbox_states import OutboxState
@@ -221,7 +222,8 @@ class Mailer:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.Deliver(rid, envelope))
         except FluxError as exc:
-            log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc)
+            log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc,
+                     extra=about_peer(peer.node_id))
             return False
         return isinstance(reply, m.Ok)
 
@@ -238,7 +240,8 @@ class Mailer:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.Store(rid, envelope))
             if isinstance(reply, m.Fail):
-                log.info("%s refused to store: %s", short_id(peer.node_id), reply.message)
+                log.info("%s refused to store: %s", short_id(peer.node_id), reply.message,
+                         extra=about_peer(peer.node_id))
             return isinstance(reply, m.Ok)
 
         results = await asyncio.gather(*(store_on(p) for p in targets), return_exceptions=True)

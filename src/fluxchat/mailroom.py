@@ -21,6 +21,7 @@ from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
 from .link import Link
+from .logsetup import about_peer
 from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, V2_OPENS_BURST, V2_OPENS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
 from .mailkeys import MailKeyError, MailKeyRecord
@@ -91,8 +92,7 @@ class Mailroom:
         WorkRefused when `peer` (None: our own caller) has spent its budget."""
         header = self.header(envelope)
         budget = self._v2_ops if header.version == 2 else self._private_ops
-        if self.store.is_seen(header.uuid):
-            self._spend(peer, budget)
+        if self.store.is_seen(header.uuid):   # no work for a copy
             self._resend_receipt(header.uuid, self.now())
             return False
         self._spend(peer, budget)
@@ -287,7 +287,8 @@ class Mailroom:
         try:
             return await self._drain(peer)
         except FluxError as exc:
-            log.info("fetch from %s failed: %s", short_id(peer.node_id), exc)
+            log.info("fetch from %s failed: %s", short_id(peer.node_id), exc,
+                     extra=about_peer(peer.node_id))
             return 0
         finally:
             self._fetching.discard(peer.node_id)
@@ -331,7 +332,8 @@ class Mailroom:
         try:
             return header.uuid, await self.accept(envelope, peer)
         except EnvelopeError:
-            log.info("dropping a stored envelope that does not verify")
+            log.info("dropping a stored envelope from %s that does not verify", short_id(peer),
+                     extra=about_peer(peer))
             return header.uuid, False
 
     # ----- keeping held mail alive under churn --------------------------------------------

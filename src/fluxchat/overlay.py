@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 
 from . import messages as m
+from .addresses import observed_address, reported_ok, routable
 from .config import KademliaConfig
-from .contact import resolve
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki, short_id
 from .link import Link
+from .logsetup import about_peer
 from .lookup import Lookup
 from .peer_net import PeerNet
 from .routing import Added, Peer, PingHead, RoutingTable
@@ -28,6 +30,7 @@ from .tasks import Background
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
 MAX_HELD_KEYS = 100_000
+NAME_ADDRESSES = 2      # addresses dialed for one bootstrap host name
 KEY_TTL_INTERVALS = 3   # an owner republishes every interval; three missed and the row goes
 HEAD_FRESH = 60.0   # seconds: a bucket head seen this recently is not pinged before eviction
 
@@ -56,10 +59,16 @@ class Overlay:
     # ----- links coming and going ---------------------------------------------------
 
     def address_of(self, link: Link) -> tuple[str, int] | None:
-        """Where others may dial this peer: its advertised contact, read against what we see."""
-        if link.direction == "out" and link.contact != "private":
-            return link.address       # we just reached it there
-        return resolve(link.contact, link.address[0])
+        """Where others may dial this peer: what we dialed, or its contact read against the
+        address we see it at (see addresses.observed_address)."""
+        return observed_address(link.direction, link.contact, link.address)
+
+    def _reached_at(self, node_id: bytes) -> Peer | None:
+        """The node as we really reach it: a reply came over its link, whatever address the
+        lookup had for it (a link to that ID may already have existed)."""
+        link = self.net.links.get(node_id)
+        address = None if link is None else self.address_of(link)
+        return None if address is None else Peer(node_id, *address)
 
     def on_link(self, link: Link) -> None:
         # The handshake proved the key, so it is as good as a key directory answer.
@@ -69,6 +78,8 @@ class Overlay:
             self.observe(Peer(link.peer_id, *address))
 
     def observe(self, peer: Peer) -> None:
+        if not routable(peer.host):   # IP literals only: names would dodge the subnet limit
+            return
         decision = self.table.observe(peer, self.clock())
         if isinstance(decision, PingHead):
             self.tasks.spawn(self._ping_head(decision.head))
@@ -194,7 +205,8 @@ class Overlay:
             if id_from_spki(reply.public_key) == lookup.target:
                 lookup.on_value(peer.node_id, reply.public_key)
             else:
-                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id))
+                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id),
+                         extra=about_peer(peer.node_id))
                 lookup.on_failure(peer.node_id)
             return
         if isinstance(reply, m.MailKeyReply) and reply.record:
@@ -204,8 +216,13 @@ class Overlay:
                 lookup.on_failure(peer.node_id)
             return
         if isinstance(reply, (m.Nodes, m.KeyReply, m.MailKeyReply)):
-            self.observe(peer)
-            found = [to_peer(n) for n in reply.nodes if n.node_id != self.me.node_id]
+            reached = self._reached_at(peer.node_id)
+            if reached is not None:
+                self.observe(reached)
+            link = self.net.links.get(peer.node_id)
+            source = link.address[0] if link is not None else peer.host
+            found = [to_peer(n) for n in reply.nodes
+                     if n.node_id != self.me.node_id and reported_ok(n.host, source)]
             lookup.on_reply(peer.node_id, found)
             return
         lookup.on_failure(peer.node_id)
@@ -213,8 +230,9 @@ class Overlay:
 
     # ----- joining and upkeep -------------------------------------------------------
 
-    async def bootstrap(self, addresses: list[tuple[str, int]]) -> int:
+    async def bootstrap(self, entries: list[tuple[str, int]]) -> int:
         """Dial every bootstrap address, then look up our own ID; returns the links made."""
+        addresses = [a for host, port in entries for a in await self._resolve(host, port)]
         results = await asyncio.gather(*(self.net.dial(h, p) for h, p in addresses),
                                        return_exceptions=True)
         for (host, port), result in zip(addresses, results, strict=True):
@@ -223,6 +241,19 @@ class Overlay:
         linked = sum(1 for r in results if not isinstance(r, BaseException))
         await self.find_node(self.me.node_id)
         return linked
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+        """A bootstrap host as IP addresses (at most NAME_ADDRESSES of them for a name)."""
+        if routable(host):
+            return [(host, port)]
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                                 type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.info("bootstrap %s:%d: cannot resolve: %s", host, port, exc)
+            return []
+        ips = [str(info[4][0]) for info in infos if routable(str(info[4][0]))]
+        return [(ip, port) for ip in dict.fromkeys(ips)][:NAME_ADDRESSES]
 
     async def publish_key(self) -> int:
         """Store our key on the k nodes closest to our ID; returns how many took it."""
@@ -260,5 +291,6 @@ class Overlay:
 
     def load(self) -> int:
         for node_id, host, port, last_seen in self.store.load_routing():
-            self.table.observe(Peer(node_id, host, port), float(last_seen))
+            if routable(host):
+                self.table.observe(Peer(node_id, host, port), float(last_seen))
         return len(self.table)

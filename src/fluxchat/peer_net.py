@@ -29,6 +29,7 @@ from .errors import FluxError, IdentityError
 from .ids import short_id
 from .link import Link, LinkClosed, OutputLimits, RequestTimeout, shut
 from .link_loop import LinkLoop
+from .logsetup import about_peer
 from .ratelimit import RateLimiter
 from .session import Session, SessionConfig, auth_payload
 from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived, WorkNeeded
@@ -176,7 +177,7 @@ class PeerNet:
             else "connection rate"
         if isinstance(slot, str):
             self.refused += 1
-            log.info("refusing a connection from %s: %s", host, slot)
+            log.info("refusing a connection from %s: %s", host, slot, extra=about_peer(host))
             writer.transport.abort()
             return
         loop: LinkLoop | None = None
@@ -197,7 +198,8 @@ class PeerNet:
             async with asyncio.timeout_at(tls_deadline):
                 await writer.start_tls(self._server_ssl)
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            log.info("connection from %s ended before a link: %s", host, _describe(exc))
+            log.info("connection from %s ended before a link: %s", host, _describe(exc),
+                     extra=about_peer(host))
             shut(writer, 0)
             return None
         session = Session.acceptor(self.config, os.urandom(32), accepted, host)
@@ -300,7 +302,8 @@ class PeerNet:
         level = logging.INFO if event.by_peer or event.code in (
             E.SHUTDOWN, E.DUPLICATE) else logging.WARNING
         log.log(level, "link %s closed (%s, code %d): %s", who,
-                "by peer" if event.by_peer else "by us", event.code, event.message)
+                "by peer" if event.by_peer else "by us", event.code, event.message,
+                extra=about_peer(who.rpartition(":")[0] if ":" in who else who))
 
     def _register(self, link: Link) -> Link:
         """Make `link` the link to its peer, or close it; returns the link to use."""
@@ -360,7 +363,8 @@ class PeerNet:
         try:
             answer = await self._on_request(link, message)
         except Exception:  # a bug in one handler must not take the link down with it
-            log.exception("handler for %s failed", type(message).__name__)
+            log.exception("handler for %s failed", type(message).__name__,
+                          extra=about_peer(link.peer_id))
             rid = getattr(message, "rid", None)
             answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
         if answer is not None and not link.closed:
