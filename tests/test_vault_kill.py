@@ -133,9 +133,9 @@ class MigrationKillTest(unittest.TestCase):
                 leftovers = sorted(p.name for p in data.iterdir())
                 self.assertEqual(leftovers, ["fluxchat.db", "storage_key.copy.json",
                                              "storage_key.json"])
-        # The delays must have caught the work both before and after the switch.
+        # At 0 s the export has not begun; where the later moments fall depends on the machine's
+        # load, so StepKillTest.test_migration covers every step after the switch for certain.
         self.assertIn(("plaintext", False), seen)
-        self.assertIn(("encrypted", True), seen)
 
 
 # Kill the child just before its N-th file-system step (write, fsync, rename, unlink, link):
