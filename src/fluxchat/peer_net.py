@@ -26,7 +26,7 @@ from . import messages as m
 from . import pow as work
 from .admission import Admission, AdmissionLimits, prefix_of
 from .errors import FluxError, IdentityError
-from .ids import short_id
+from .ids import id_from_spki, short_id
 from .link import Link, LinkClosed, OutputLimits, RequestTimeout, shut
 from .link_loop import LinkLoop
 from .logsetup import about_peer
@@ -232,6 +232,13 @@ class PeerNet:
                 writer.transport.abort()
             future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
             return
+        linked = self.links.get(id_from_spki(key))
+        if linked is not None and not linked.closed:
+            # An address we did not know belongs to a node we are linked to: use that link
+            # (its peer proved the same key) rather than make a second one.
+            writer.transport.abort()
+            future.set_result(linked)
+            return
         # Refuse at once a challenge we could not solve before the deadline, and never
         # hash beyond that budget.
         budget = int(self.hash_rate * max(0.0, deadline - time.monotonic()))
@@ -291,8 +298,14 @@ class PeerNet:
             self._forget(link)
 
     def _link_event(self, link: Link, event: Event) -> None:
-        if isinstance(event, (RequestReceived, NoticeReceived)):
+        if isinstance(event, RequestReceived):
             self._tasks.spawn(self._serve(link, event.message))
+        elif isinstance(event, NoticeReceived):
+            # A notice equal to one still waiting to be served adds nothing: a flood of
+            # them read at once costs one handler run, not one task each.
+            if event.message not in link.queued_notices:
+                link.queued_notices.add(event.message)
+                self._tasks.spawn(self._serve_notice(link, event.message))
         elif isinstance(event, (ResponseReceived, RequestFailed)):
             link.resolve(event)
         elif isinstance(event, Closed):
@@ -310,8 +323,11 @@ class PeerNet:
         existing = self.links.get(link.peer_id)
         if existing is not None and not existing.closed:
             # Both ends keep the link dialed by the smaller ID, so a simultaneous dial
-            # in both directions ends with the same single link on both sides.
-            if self._dialer_of(existing) <= self._dialer_of(link):
+            # in both directions ends with the same single link on both sides. A second
+            # link from the same dialer replaces the first: a dialer does not dial a peer it
+            # has a link to (see _dial_link), so the old connection must have died on its
+            # side, perhaps without our knowing.
+            if self._dialer_of(existing) < self._dialer_of(link):
                 link.close(E.DUPLICATE, "a link between us already exists")
                 return existing
             existing.close(E.DUPLICATE, "replaced by a newer link")
@@ -358,6 +374,10 @@ class PeerNet:
 
     def _dialer_of(self, link: Link) -> bytes:
         return self.own_id if link.direction == "out" else link.peer_id
+
+    async def _serve_notice(self, link: Link, message: m.Message) -> None:
+        link.queued_notices.discard(message)   # from now on, an equal notice is news again
+        await self._serve(link, message)
 
     async def _serve(self, link: Link, message: m.Message) -> None:
         try:
