@@ -41,7 +41,7 @@ os.environ["FLUXCHAT_STORAGE_KDF_ITERATIONS"] = str(DEFAULT_KDF.iterations)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from bench.delivery import burst_in_process, linked  # noqa: E402
-from bench.lablib import BenchNode, InboxWatch, ReceiptWatch, quiet_logs  # noqa: E402
+from bench.lablib import BenchNode, InboxWatch, ReceiptWatch, quiet_logs, write_results  # noqa: E402
 from fluxchat.config import load_config  # noqa: E402
 from fluxchat.identity import encrypt_private_key, load_identity  # noqa: E402
 from fluxchat.node import Node  # noqa: E402
@@ -245,6 +245,7 @@ def main() -> None:
         results["per_value_aes_gcm"] = per_value_alternative(10_000)
         results["memory"] = {**import_cost(), **node_memory(tmp)}
     print(json.dumps(results, indent=1))
+    write_results("storage", results)
     kd, ls, tp = results["key_derivation"], results["listing_10000"], results["node_throughput"]
     print(f"\nkey derivation at start {kd['total_s']:.2f} s (target <= 1 s); "
           f"listing 10,000 encrypted {ls['encrypted_all_warm_ms']:.1f} ms warm, "
