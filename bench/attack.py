@@ -11,9 +11,11 @@ succeeded and the honest mail latency (median, against the quiet figure measured
 checked against the targets of issue 10: links ≥ 95%, mail median ≤ 2× quiet, RSS growth ≤
 20 MiB, attacker's cost ≤ 25% of a core (victim CPU under attack minus quiet CPU).
 
-Adding an attack: write `async def name(target: Target) -> dict[str, int]` that misbehaves
-until `target.running()` is false (use `target.sources`, the kit's `Attacker`, `tcp`, ...)
-and returns counts of what it did, and decorate it with `@scenario("name", "what it does")`.
+Adding an attack: write `async def name(target: Target) -> None` that misbehaves until
+`target.running()` is false (use `target.sources`, the kit's `Attacker`, `tcp`, ...), counts
+what it did with `target.count("what")`, and decorate it with `@scenario("name", "...")`.
+A scenario still busy (say, blocked writing to a victim that does not read) when its period
+ends is cancelled.
 
 Usage: python3 bench/attack.py [--quick] [--seconds 20] [--only silent,notify_flood]
 """
@@ -27,7 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,10 @@ class Target:
     port: int
     sources: list[str]
     until: float
+    counts: dict[str, int] = field(default_factory=dict)   # what the attacker did
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
 
     def running(self) -> bool:
         return time.monotonic() < self.until
@@ -74,7 +80,7 @@ class Target:
         await asyncio.gather(*(work(s, k) for s, k in zip(self.sources, ATTACKER_KEYS, strict=False)))
 
 
-Scenario = Callable[[Target], Awaitable[dict[str, int]]]
+Scenario = Callable[[Target], Awaitable[None]]
 SCENARIOS: dict[str, tuple[Scenario, str]] = {}
 
 
@@ -93,8 +99,7 @@ async def _linked(target: Target, source: str, key: int, **options: Any) -> Atta
 
 
 @scenario("silent", "silent TCP connections, 4/s per address, held open (10.2)")
-async def silent(target: Target) -> dict[str, int]:
-    counts = {"opened": 0, "failed": 0}
+async def silent(target: Target) -> None:
     held: list[asyncio.StreamWriter] = []
 
     async def work(source: str, key: int) -> None:
@@ -102,28 +107,26 @@ async def silent(target: Target) -> dict[str, int]:
             try:
                 _, writer = await tcp(target.host, target.port, source)
                 held.append(writer)
-                counts["opened"] += 1
+                target.count("opened")
             except OSError:
-                counts["failed"] += 1
+                target.count("failed")
             await asyncio.sleep(0.25)
 
     await target.each_source(work)
     for writer in held:
         writer.transport.abort()
-    return counts
 
 
 @scenario("stall_hello", "TLS and Hello, then silence until the deadline, 2/s per address (10.2)")
-async def stall_hello(target: Target) -> dict[str, int]:
-    counts = {"stalled": 0, "refused": 0}
+async def stall_hello(target: Target) -> None:
     held: list[Attacker] = []
 
     async def one(source: str, key: int) -> None:
         attacker = await _linked(target, source, key, stage="hello")
         if attacker is None:
-            counts["refused"] += 1
+            target.count("refused")
             return
-        counts["stalled"] += 1
+        target.count("stalled")
         held.append(attacker)
 
     async def work(source: str, key: int) -> None:
@@ -136,24 +139,21 @@ async def stall_hello(target: Target) -> dict[str, int]:
     await target.each_source(work)
     for attacker in held:
         attacker.close()
-    return counts
 
 
 @scenario("notify_flood", "authenticated links flooding Notify frames, reconnecting (10.5)")
-async def notify_flood(target: Target) -> dict[str, int]:
-    counts = {"links": 0, "frames": 0}
-
+async def notify_flood(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
             attacker = await _linked(target, source, key)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
-            counts["links"] += 1
+            target.count("links")
             try:
                 while target.running() and not attacker.writer.is_closing():
                     attacker.flood(m.Notify(), 1000)
-                    counts["frames"] += 1000
+                    target.count("frames", 1000)
                     await attacker.drain()
                     await asyncio.sleep(0.01)
             except (OSError, ConnectionError):
@@ -161,59 +161,52 @@ async def notify_flood(target: Target) -> dict[str, int]:
             attacker.close()
 
     await target.each_source(work)
-    return counts
 
 
 @scenario("no_read", "authenticated links pipelining requests and never reading (10.4)")
-async def no_read(target: Target) -> dict[str, int]:
-    counts = {"links": 0, "requests": 0}
-
+async def no_read(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
             attacker = await _linked(target, source, key, withhold_reads=True)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
-            counts["links"] += 1
+            target.count("links")
             try:
                 while target.running() and not attacker.writer.is_closing():
                     for _ in range(20):
                         attacker.request(lambda rid: m.FindNode(rid, os.urandom(32)))
                         attacker.request(lambda rid: m.FindKey(rid, os.urandom(32)))
-                    counts["requests"] += 40
+                    target.count("requests", 40)
                     await asyncio.sleep(0.2)
             except (OSError, ConnectionError):
                 pass
             attacker.close()
 
     await target.each_source(work)
-    return counts
 
 
 @scenario("request_flood", "authenticated links sending lookups as fast as answered (10.5)")
-async def request_flood(target: Target) -> dict[str, int]:
-    counts = {"links": 0, "answers": 0}
-
+async def request_flood(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
             attacker = await _linked(target, source, key)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
-            counts["links"] += 1
+            target.count("links")
             try:
                 while target.running():
                     rids = [attacker.request(lambda rid: m.FindNode(rid, os.urandom(32)))
                             for _ in range(32)]
                     for rid in rids:
                         await asyncio.wait_for(attacker.response(rid), 10)
-                        counts["answers"] += 1
+                        target.count("answers")
             except (OSError, ConnectionError, TimeoutError):
                 pass
             attacker.close()
 
     await target.each_source(work)
-    return counts
 
 
 def attacker_main(name: str, host: str, port: int, seconds: float, conn: Connection) -> None:
@@ -224,15 +217,23 @@ def attacker_main(name: str, host: str, port: int, seconds: float, conn: Connect
     os.nice(19)
     quiet_logs()
     target = Target(host, port, ATTACK_SOURCES, time.monotonic() + seconds)
-    counts = asyncio.run(SCENARIOS[name][0](target))
-    conn.send(counts)
+
+    async def attack() -> None:
+        try:
+            async with asyncio.timeout(seconds + 1):
+                await SCENARIOS[name][0](target)
+        except TimeoutError:
+            pass
+
+    asyncio.run(attack())
+    conn.send(target.counts)
 
 
 # ----- the victim and honest traffic (this process) ---------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")")[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -313,6 +314,8 @@ async def measure(victim: ProcessNode, honest: Honest, seconds: float,
         if await loop.run_in_executor(None, parent_end.poll, 60):
             counts = parent_end.recv()
         child.join(10)
+        if child.is_alive():
+            child.kill()
     finite = [x for x in latencies if x != float("inf")]
     return {"attack": attack or "quiet", "cpu": cpu, "rss_growth_mib": (peak - rss0) / 1024,
             "links_ok": ok / tried if tried else 0.0, "links_tried": tried,

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from fluxchat import messages as m
 from fluxchat import pow as work
-from fluxchat.framing import encode_frame, encode_prologue
+from fluxchat.framing import Frame, FrameDecoder, encode_frame, encode_prologue
 from fluxchat.identity import Identity
 from fluxchat.link import Link
 from fluxchat.peer_net import NetLimits, PeerNet
@@ -69,6 +69,7 @@ class Attacker:
         self.session: Session | None = None
         self.events: list[Event] = []
         self.received_bytes = 0
+        self.sent = bytearray()   # everything written, for replays on another connection
 
     # ----- getting in, as far as the script wants ------------------------------------
 
@@ -127,6 +128,7 @@ class Attacker:
 
     def send_raw(self, data: bytes) -> None:
         if data and not self.writer.is_closing():
+            self.sent += data
             self.writer.write(data)
 
     def send(self, message: m.Message) -> None:
@@ -171,6 +173,7 @@ class Attacker:
     async def closed_by_victim(self) -> int | None:
         """Read (and discard) until the victim ends the connection; the Error code it sent."""
         code = None
+        raw = FrameDecoder(1 << 22) if self.session is None else None
         while True:
             try:
                 data = await self.reader.read(READ_CHUNK)
@@ -179,7 +182,11 @@ class Attacker:
             if not data:
                 return code
             self.received_bytes += len(data)
-            if self.session is not None:
+            if raw is not None:   # no session of ours (e.g. a replay): decode frames as such
+                for item in raw.feed(data):
+                    if isinstance(item, Frame) and item.type == m.TYPE_CODES[m.Error]:
+                        code = m.decode_message(item.type, item.payload).code  # type: ignore
+            elif self.session is not None:
                 for event in self.session.receive_data(data, time.monotonic()):
                     if isinstance(event, Closed) and event.by_peer:
                         code = event.code

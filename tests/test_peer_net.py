@@ -71,7 +71,7 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
                                          for _ in range(5)))
         self.assertTrue(all(isinstance(r, m.Nodes) for r in replies))
         self.assertEqual(len({r.rid for r in replies}), 5)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: b.up)
         self.assertEqual([link.peer_id for link in b.up], [identity(0).node_id])
         self.assertEqual(b.up[0].peer_key, identity(0).public_der)
         self.assertEqual(b.up[0].contact, "public:1")
@@ -91,11 +91,14 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         b, port_b = await self.start(1)
         await asyncio.gather(a.net.dial("127.0.0.1", port_b), b.net.dial("127.0.0.1", port_a),
                              return_exceptions=True)
-        await asyncio.sleep(0.3)
-        live_a = [link for link in a.net.links.values() if not link.closed]
-        live_b = [link for link in b.net.links.values() if not link.closed]
-        self.assertEqual(len(live_a), 1)
-        self.assertEqual(len(live_b), 1)
+
+        def live(peer: Peer) -> list[Link]:
+            return [link for link in peer.net.links.values() if not link.closed]
+
+        # Both ends settle on the same single link (the duplicate closes on both sides).
+        await eventually(lambda: len(live(a)) == 1 and len(live(b)) == 1
+                         and live(a)[0].direction != live(b)[0].direction)
+        live_a = live(a)
         reply = await live_a[0].request(lambda rid: m.FindNode(rid, bytes(32)))
         self.assertIsInstance(reply, m.Nodes)
 
@@ -170,8 +173,7 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         new = await c.net.dial("127.0.0.1", port_a)
         self.assertIsInstance(await new.request(lambda rid: m.FindNode(rid, bytes(32))), m.Nodes)
         self.assertEqual(list(a.net.links), [identity(2).node_id])
-        await asyncio.sleep(0.05)
-        self.assertTrue(old.closed)
+        await eventually(lambda: old.closed)
 
     async def test_at_the_link_cap_busy_links_are_kept(self) -> None:
         limits = NetLimits(2, 2, max_links=1, max_handshakes=1, connections_per_second=1000)
@@ -181,7 +183,7 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         link = await b.net.dial("127.0.0.1", port_a)
         a.hold = asyncio.Event()          # a's handler now waits: b's request stays in flight
         pending = asyncio.ensure_future(link.request(lambda rid: m.FindNode(rid, bytes(32))))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: a.requests)
         # The newcomer completes its handshake, finds no idle link to replace, and is
         # closed; an unauthenticated connection could not even get that far.
         try:

@@ -93,6 +93,7 @@ class Link:
         self.closed = False
         self.refused_for_output = 0
         self.peak_queued = 0
+        self.queued_notices: set[m.Message] = set()   # received, handler not started yet
         self._waiting: dict[int, asyncio.Future[m.Message]] = {}
 
     async def request(self, build: Callable[[int], m.Message],

@@ -5,7 +5,8 @@ session closes. The loop sleeps until data arrives or the session's next timer i
 whoever gives the session new work from outside (a request) calls `rearm()`, so that sleep
 ends in time and the session's timers are the only ones a request needs. Before reading
 more, the loop waits until the peer has taken our output (within the write deadline): a
-peer that stops reading stops being read, and soon loses the link.
+peer that stops reading stops being read, and soon loses the link. Likewise a peer that
+overdrew its frame budget is not read from until the budget has refilled.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ class LinkLoop:
 
     async def _read(self) -> list[Event]:
         session = self.session
+        pause = session.read_delay(time.monotonic())
+        if pause > 0:
+            # The peer overdrew its frame budget: leave its bytes in the socket for now.
+            try:
+                async with asyncio.timeout_at(_finite(session.next_deadline())) as timer:
+                    self._timer = timer
+                    await asyncio.sleep(pause)
+            except TimeoutError:
+                return session.tick(time.monotonic())
+            finally:
+                self._timer = None
+            return []
         try:
             async with asyncio.timeout_at(_finite(session.next_deadline())) as timer:
                 self._timer = timer

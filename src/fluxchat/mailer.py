@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from . import envelope2
@@ -24,11 +24,13 @@ from .envelope import MailContent, seal
 from .errors import FluxError
 from .identity import Identity
 from .ids import short_id
+from .logsetup import about_peer
 from .mail_rules import body_problem, subject_problem
 from .mailkeyring import MailKeyring
 from .outbox_states import OutboxState
 from .overlay import Overlay
 from .peer_net import PeerNet
+from .placement import replica_targets
 from .routing import Peer
 from .store import InboxMail, OutboxMail, Quotas, Store
 from .tasks import Background
@@ -75,6 +77,9 @@ class Mailer:
         self._busy: set[bytes] = set()
         self.tasks = Background()
         self._next_expiry = 0
+        # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
+        # returns ("forwarded" | "held", relay ID) or None.
+        self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
         # Set by the node when mail keys are on: then mail goes as envelope v2 to every
         # recipient with a valid record, else as v1.
         self.keyring: MailKeyring | None = None
@@ -182,6 +187,14 @@ class Mailer:
             self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
                            envelope)
             return
+        relayed = await self.relay(envelope, mail.recipient) if self.relay else None
+        if relayed is not None:
+            how, relay = relayed
+            state, detail = (S.HANDED_OVER, "handed over") if how == "forwarded" else \
+                (S.STORED, "held")
+            self._progress(mail, state, f"{detail} through relay {short_id(relay)}", envelope,
+                           None if how == "forwarded" else 1)
+            return
         stored = await self.replicate(envelope, mail.recipient)
         if stored:
             self._progress(mail, S.STORED, f"stored on {stored} nodes", envelope, stored)
@@ -220,7 +233,8 @@ class Mailer:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.Deliver(rid, envelope))
         except FluxError as exc:
-            log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc)
+            log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc,
+                     extra=about_peer(peer.node_id))
             return False
         return isinstance(reply, m.Ok)
 
@@ -231,13 +245,14 @@ class Mailer:
         skip = {self.me.node_id, recipient}
         if closest is None:
             closest = await self.overlay.find_node(recipient)
-        targets = [p for p in closest if p.node_id not in skip][: self.config.replicas]
+        targets = replica_targets(closest, skip, self.config.replicas)
 
         async def store_on(peer: Peer) -> bool:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.Store(rid, envelope))
             if isinstance(reply, m.Fail):
-                log.info("%s refused to store: %s", short_id(peer.node_id), reply.message)
+                log.info("%s refused to store: %s", short_id(peer.node_id), reply.message,
+                         extra=about_peer(peer.node_id))
             return isinstance(reply, m.Ok)
 
         results = await asyncio.gather(*(store_on(p) for p in targets), return_exceptions=True)

@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 
 from . import messages as m
+from .addresses import observed_address, reported_ok, routable
 from .config import KademliaConfig
-from .contact import resolve
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki, short_id
 from .link import Link
+from .logsetup import about_peer
 from .lookup import Lookup
-from .peer_net import PeerNet
+from .peer_net import DialError, PeerNet
+from .reachability import AddressBook
 from .routing import Added, Peer, PingHead, RoutingTable
 from .store import Store
 from .tasks import Background
@@ -28,8 +31,10 @@ from .tasks import Background
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
 MAX_HELD_KEYS = 100_000
+NAME_ADDRESSES = 2      # addresses dialed for one bootstrap host name
 KEY_TTL_INTERVALS = 3   # an owner republishes every interval; three missed and the row goes
 HEAD_FRESH = 60.0   # seconds: a bucket head seen this recently is not pinged before eviction
+QUERY_TIMEOUT = 4.0  # seconds one lookup query may take (dial included) before we move on
 
 
 def to_peer(info: m.NodeInfo) -> Peer:
@@ -50,25 +55,44 @@ class Overlay:
         self.lookups = 0
         # Nodes joined or left the table: the closest set of some ID may have changed.
         self.membership_changed = False
+        # reach.py: verifies an inbound link's contact before it enters the table, and
+        # remembers failed addresses so lookups do not dial them again at once.
+        self.admit: Callable[[Link, Peer], None] | None = None
+        self.book = AddressBook()
         # Set by the mail keyring: whether a MailKeyReply record is a valid one of the node.
         self.record_check: Callable[[bytes, bytes], bool] = lambda node_id, record: False
 
     # ----- links coming and going ---------------------------------------------------
 
     def address_of(self, link: Link) -> tuple[str, int] | None:
-        """Where others may dial this peer: its advertised contact, read against what we see."""
-        if link.direction == "out" and link.contact != "private":
-            return link.address       # we just reached it there
-        return resolve(link.contact, link.address[0])
+        """Where others may dial this peer: what we dialed, or its contact read against the
+        address we see it at (see addresses.observed_address)."""
+        return observed_address(link.direction, link.contact, link.address)
+
+    def _reached_at(self, node_id: bytes) -> Peer | None:
+        """The node as we really reach it: a reply came over its link, whatever address the
+        lookup had for it (a link to that ID may already have existed)."""
+        link = self.net.links.get(node_id)
+        address = None if link is None else self.address_of(link)
+        return None if address is None else Peer(node_id, *address)
 
     def on_link(self, link: Link) -> None:
         # The handshake proved the key, so it is as good as a key directory answer.
         self.store.put_key(link.peer_id, link.peer_key, int(self.clock()))
         address = self.address_of(link)
         if address is not None:
-            self.observe(Peer(link.peer_id, *address))
+            self._learn(link, Peer(link.peer_id, *address))
+
+    def _learn(self, link: Link | None, peer: Peer) -> None:
+        """A contact read from a link the peer dialed is verified first (reach.py)."""
+        if link is not None and link.direction == "in" and self.admit is not None:
+            self.admit(link, peer)
+        else:
+            self.observe(peer)
 
     def observe(self, peer: Peer) -> None:
+        if not routable(peer.host):   # IP literals only: names would dodge the subnet limit
+            return
         decision = self.table.observe(peer, self.clock())
         if isinstance(decision, PingHead):
             self.tasks.spawn(self._ping_head(decision.head))
@@ -185,7 +209,19 @@ class Overlay:
         self.table.touch_bucket(lookup.target, self.clock())
 
     async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:
-        return await self.net.request(peer.host, peer.port, peer.node_id, build)
+        linked = peer.node_id in self.net.links
+        if not linked and not self.book.dial_allowed(peer.host, peer.port, self.clock()):
+            raise DialError(f"{peer.host}:{peer.port}: failed recently, backing off")
+        try:
+            # A dead address must not hold the lookup for the whole handshake timeout.
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                reply = await self.net.request(peer.host, peer.port, peer.node_id, build)
+        except (FluxError, TimeoutError):
+            if not linked:
+                self.book.failed(peer.host, peer.port, self.clock())
+            raise
+        self.book.succeeded(None, peer.host, peer.port, self.clock())
+        return reply
 
     def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
         error = task.exception()
@@ -194,7 +230,8 @@ class Overlay:
             if id_from_spki(reply.public_key) == lookup.target:
                 lookup.on_value(peer.node_id, reply.public_key)
             else:
-                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id))
+                log.info("peer %s served a key that does not hash to the ID", short_id(peer.node_id),
+                         extra=about_peer(peer.node_id))
                 lookup.on_failure(peer.node_id)
             return
         if isinstance(reply, m.MailKeyReply) and reply.record:
@@ -204,8 +241,13 @@ class Overlay:
                 lookup.on_failure(peer.node_id)
             return
         if isinstance(reply, (m.Nodes, m.KeyReply, m.MailKeyReply)):
-            self.observe(peer)
-            found = [to_peer(n) for n in reply.nodes if n.node_id != self.me.node_id]
+            reached = self._reached_at(peer.node_id)
+            link = self.net.links.get(peer.node_id)
+            if reached is not None:
+                self._learn(link, reached)
+            source = link.address[0] if link is not None else peer.host
+            found = [to_peer(n) for n in reply.nodes
+                     if n.node_id != self.me.node_id and reported_ok(n.host, source)]
             lookup.on_reply(peer.node_id, found)
             return
         lookup.on_failure(peer.node_id)
@@ -213,8 +255,9 @@ class Overlay:
 
     # ----- joining and upkeep -------------------------------------------------------
 
-    async def bootstrap(self, addresses: list[tuple[str, int]]) -> int:
+    async def bootstrap(self, entries: list[tuple[str, int]]) -> int:
         """Dial every bootstrap address, then look up our own ID; returns the links made."""
+        addresses = [a for host, port in entries for a in await self._resolve(host, port)]
         results = await asyncio.gather(*(self.net.dial(h, p) for h, p in addresses),
                                        return_exceptions=True)
         for (host, port), result in zip(addresses, results, strict=True):
@@ -223,6 +266,19 @@ class Overlay:
         linked = sum(1 for r in results if not isinstance(r, BaseException))
         await self.find_node(self.me.node_id)
         return linked
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[str, int]]:
+        """A bootstrap host as IP addresses (at most NAME_ADDRESSES of them for a name)."""
+        if routable(host):
+            return [(host, port)]
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                                 type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.info("bootstrap %s:%d: cannot resolve: %s", host, port, exc)
+            return []
+        ips = [str(info[4][0]) for info in infos if routable(str(info[4][0]))]
+        return [(ip, port) for ip in dict.fromkeys(ips)][:NAME_ADDRESSES]
 
     async def publish_key(self) -> int:
         """Store our key on the k nodes closest to our ID; returns how many took it."""
@@ -260,5 +316,6 @@ class Overlay:
 
     def load(self) -> int:
         for node_id, host, port, last_seen in self.store.load_routing():
-            self.table.observe(Peer(node_id, host, port), float(last_seen))
+            if routable(host):
+                self.table.observe(Peer(node_id, host, port), float(last_seen))
         return len(self.table)

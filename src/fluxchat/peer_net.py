@@ -17,6 +17,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -26,9 +27,10 @@ from . import messages as m
 from . import pow as work
 from .admission import Admission, AdmissionLimits, prefix_of
 from .errors import FluxError, IdentityError
-from .ids import short_id
+from .ids import id_from_spki, short_id
 from .link import Link, LinkClosed, OutputLimits, RequestTimeout, shut
 from .link_loop import LinkLoop
+from .logsetup import about_peer
 from .ratelimit import RateLimiter
 from .session import Session, SessionConfig, auth_payload
 from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived, WorkNeeded
@@ -176,7 +178,7 @@ class PeerNet:
             else "connection rate"
         if isinstance(slot, str):
             self.refused += 1
-            log.info("refusing a connection from %s: %s", host, slot)
+            log.info("refusing a connection from %s: %s", host, slot, extra=about_peer(host))
             writer.transport.abort()
             return
         loop: LinkLoop | None = None
@@ -197,7 +199,8 @@ class PeerNet:
             async with asyncio.timeout_at(tls_deadline):
                 await writer.start_tls(self._server_ssl)
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            log.info("connection from %s ended before a link: %s", host, _describe(exc))
+            log.info("connection from %s ended before a link: %s", host, _describe(exc),
+                     extra=about_peer(host))
             shut(writer, 0)
             return None
         session = Session.acceptor(self.config, os.urandom(32), accepted, host)
@@ -206,29 +209,58 @@ class PeerNet:
 
     # ----- dialing ----------------------------------------------------------------------
 
+    async def adopt(self, sock: socket.socket, expected_id: bytes, tls_server: bool) -> Link:
+        """A link over a TCP connection made some other way (punch.py: a simultaneous open,
+        where neither end accepted): one end takes the acceptor's part, the other dials."""
+        if tls_server:
+            # As if our listener had accepted it (a server-side stream for start_tls).
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._accept), sock)
+            async with asyncio.timeout(self.config.handshake_timeout):
+                while expected_id not in self.links:
+                    await asyncio.sleep(0.01)
+            return self.links[expected_id]
+        host, port = sock.getpeername()[:2]
+        future: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._tasks.spawn(self._dial(host, port, expected_id, future, sock))
+        return await asyncio.shield(future)
+
     async def _dial(self, host: str, port: int, expected_id: bytes | None,
-                    future: asyncio.Future[Link]) -> None:
+                    future: asyncio.Future[Link], sock: socket.socket | None = None) -> None:
         try:
-            await self._dial_link(host, port, expected_id, future)
+            await self._dial_link(host, port, expected_id, future, sock)
         finally:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: dial abandoned"))
 
     async def _dial_link(self, host: str, port: int, expected_id: bytes | None,
-                         future: asyncio.Future[Link]) -> None:
+                         future: asyncio.Future[Link], sock: socket.socket | None = None
+                         ) -> None:
         started = time.monotonic()
         deadline = started + self.config.handshake_timeout
         writer = None
         try:
             async with asyncio.timeout_at(deadline):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._client_ssl,
-                    server_hostname=None if _is_ip(host) else host)
+                if sock is not None:   # already connected (see adopt)
+                    reader, writer = await asyncio.open_connection(
+                        sock=sock, ssl=self._client_ssl, server_hostname="")
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=self._client_ssl,
+                        server_hostname=None if _is_ip(host) else host)
             key = peer_certificate_key(writer.get_extra_info("ssl_object"))
         except (OSError, ssl.SSLError, TimeoutError, IdentityError) as exc:
             if writer is not None:
                 writer.transport.abort()
             future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
+            return
+        linked = self.links.get(id_from_spki(key))
+        if linked is not None and not linked.closed:
+            # An address we did not know belongs to a node we are linked to: use that link
+            # (its peer proved the same key) rather than make a second one.
+            writer.transport.abort()
+            future.set_result(linked)
             return
         # Refuse at once a challenge we could not solve before the deadline, and never
         # hash beyond that budget.
@@ -289,8 +321,14 @@ class PeerNet:
             self._forget(link)
 
     def _link_event(self, link: Link, event: Event) -> None:
-        if isinstance(event, (RequestReceived, NoticeReceived)):
+        if isinstance(event, RequestReceived):
             self._tasks.spawn(self._serve(link, event.message))
+        elif isinstance(event, NoticeReceived):
+            # A notice equal to one still waiting to be served adds nothing: a flood of
+            # them read at once costs one handler run, not one task each.
+            if event.message not in link.queued_notices:
+                link.queued_notices.add(event.message)
+                self._tasks.spawn(self._serve_notice(link, event.message))
         elif isinstance(event, (ResponseReceived, RequestFailed)):
             link.resolve(event)
         elif isinstance(event, Closed):
@@ -300,15 +338,19 @@ class PeerNet:
         level = logging.INFO if event.by_peer or event.code in (
             E.SHUTDOWN, E.DUPLICATE) else logging.WARNING
         log.log(level, "link %s closed (%s, code %d): %s", who,
-                "by peer" if event.by_peer else "by us", event.code, event.message)
+                "by peer" if event.by_peer else "by us", event.code, event.message,
+                extra=about_peer(who.rpartition(":")[0] if ":" in who else who))
 
     def _register(self, link: Link) -> Link:
         """Make `link` the link to its peer, or close it; returns the link to use."""
         existing = self.links.get(link.peer_id)
         if existing is not None and not existing.closed:
             # Both ends keep the link dialed by the smaller ID, so a simultaneous dial
-            # in both directions ends with the same single link on both sides.
-            if self._dialer_of(existing) <= self._dialer_of(link):
+            # in both directions ends with the same single link on both sides. A second
+            # link from the same dialer replaces the first: a dialer does not dial a peer it
+            # has a link to (see _dial_link), so the old connection must have died on its
+            # side, perhaps without our knowing.
+            if self._dialer_of(existing) < self._dialer_of(link):
                 link.close(E.DUPLICATE, "a link between us already exists")
                 return existing
             existing.close(E.DUPLICATE, "replaced by a newer link")
@@ -356,11 +398,16 @@ class PeerNet:
     def _dialer_of(self, link: Link) -> bytes:
         return self.own_id if link.direction == "out" else link.peer_id
 
+    async def _serve_notice(self, link: Link, message: m.Message) -> None:
+        link.queued_notices.discard(message)   # from now on, an equal notice is news again
+        await self._serve(link, message)
+
     async def _serve(self, link: Link, message: m.Message) -> None:
         try:
             answer = await self._on_request(link, message)
         except Exception:  # a bug in one handler must not take the link down with it
-            log.exception("handler for %s failed", type(message).__name__)
+            log.exception("handler for %s failed", type(message).__name__,
+                          extra=about_peer(link.peer_id))
             rid = getattr(message, "rid", None)
             answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
         if answer is not None and not link.closed:

@@ -33,6 +33,17 @@ class TokenBucket:
         return True
 
 
+    def charge(self, now: float, cost: float = 1.0) -> None:
+        """Spend `cost` tokens even if that leaves a debt (work already done)."""
+        self.refill(now)
+        self.tokens -= cost
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until the bucket is out of debt (0 if it is not in debt)."""
+        self.refill(now)
+        return max(0.0, -self.tokens / self.rate)
+
+
 class RateLimiter:
     """Allows `rate` events per second per key with bursts of `burst`.
 

@@ -73,10 +73,10 @@ class SessionConfig:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_inflight: int = 64     # peer requests we have not answered yet
     # Every frame the peer sends, notices and pings included, spends from this budget
-    # (one token, plus one per FRAME_BYTES_PER_TOKEN of payload); a peer that overdraws
-    # it loses the link. Honest traffic stays far below: requests are bounded in flight.
-    frame_rate: float = 1000.0
-    frame_burst: float = 4000.0
+    # (one token, plus one per FRAME_BYTES_PER_TOKEN of payload). A peer in debt is not
+    # read from until the budget has refilled: flooding only slows the flooder's own link.
+    frame_rate: float = 250.0
+    frame_burst: float = 1000.0
 
 
 @dataclass
@@ -205,6 +205,11 @@ class Session:
             return []
         return self._fail(code, message)
 
+    def read_delay(self, now: float) -> float:
+        """Seconds the adapter should wait before reading more: the peer's frame budget
+        is in debt until then."""
+        return self._budget.wait_time(now)
+
     def has_work(self) -> bool:
         """Requests in flight in either direction (our keepalive ping does not count)."""
         ours = [rid for rid in self.timers.pending if rid != self.timers.ping_rid]
@@ -255,9 +260,7 @@ class Session:
 
     def _spend(self, frame: Frame, now: float) -> None:
         self.frames_received += 1
-        cost = 1 + len(frame.payload) // FRAME_BYTES_PER_TOKEN
-        if not self._budget.take(now, cost):
-            raise ProtocolError(E.RATE_LIMITED, "frame budget exceeded")
+        self._budget.charge(now, 1 + len(frame.payload) // FRAME_BYTES_PER_TOKEN)
 
     def _fail(self, code: int, text: str) -> list[Event]:
         if self.state is State.CLOSED:

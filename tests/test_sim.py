@@ -1,0 +1,75 @@
+"""The simulator under bench/ runs the node's own routing, lookup and placement code: keep
+it working with a small network (the figures themselves come from `bench/sim.py`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.sim import build, run_churn, run_lookups
+from bench.simnet import Params
+from bench.simnode import Churn
+
+
+class LookupSimulationTest(unittest.TestCase):
+    def test_lookups_find_live_targets_and_pay_for_dead_entries(self) -> None:
+        fresh = run_lookups(Params(), 3, 200, 0.0, 40)
+        self.assertEqual(fresh["success"], 1.0)
+        self.assertEqual(fresh["timeouts"], 0.0)
+        stale = run_lookups(Params(timeout=5.0), 3, 200, 0.3, 40)
+        self.assertGreater(stale["timeouts"], 1.0)
+        self.assertGreaterEqual(stale["median_s"], 5.0)   # waited out at least one timeout
+        self.assertGreaterEqual(stale["success"], 0.9)
+        self.assertLess(fresh["median_s"], stale["median_s"] - 4.0)
+
+    def test_same_seed_same_figures(self) -> None:
+        first = run_lookups(Params(), 5, 150, 0.2, 20)
+        second = run_lookups(Params(), 5, 150, 0.2, 20)
+        volatile = {"cpu_s", "max_rss_mib"}
+        self.assertEqual({k: v for k, v in first.items() if k not in volatile},
+                         {k: v for k, v in second.items() if k not in volatile})
+
+    def test_tables_are_rebuilt_beyond_the_memory_bound(self) -> None:
+        net = build(Params(max_tables=10), 1, 100, 0.0, lazy=True)
+        for node in net.live[:30]:
+            self.assertIsNotNone(net.table_of(node))
+        self.assertEqual(sum(1 for n in net.live if n.table is not None), 10)
+        self.assertEqual(net.tables_dropped, 20)
+
+
+class ChurnSimulationTest(unittest.TestCase):
+    def test_stored_mail_survives_an_hour_of_churn(self) -> None:
+        result = run_churn(Params(), 2, 80, 0.3, 1, 10, warmup=600.0)
+        self.assertEqual(result["mails"], 10)
+        self.assertGreater(result["stored_on_mean"], 4.0)
+        self.assertGreater(result["replaced"], 10)
+        self.assertGreaterEqual(result["retrievable_end"], 0.9)
+        self.assertGreater(result["upkeep_bytes_per_node_s"], 0)
+
+    def test_heavy_tailed_sessions_have_the_requested_mean(self) -> None:
+        churn = Churn(rate=0.3)
+        draws = [churn.session((i + 0.5) / 20000) for i in range(20000)]
+        self.assertAlmostEqual(sum(draws) / len(draws) / 3600, 1 / 0.3, delta=0.4)
+        self.assertGreater(max(draws), 50 * min(draws))   # the long tail
+
+    def test_params_mirror_the_node_defaults(self) -> None:
+        from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
+        from fluxchat.node import REREPLICATE_MIN, UPKEEP_INTERVAL
+        p = dataclasses.asdict(Params())
+        self.assertEqual(p["timeout"], ClientConfig().request_timeout)
+        self.assertEqual(p["idle_timeout"], ClientConfig().idle_timeout)
+        self.assertEqual((p["k"], p["alpha"]), (KademliaConfig().k, KademliaConfig().alpha))
+        self.assertEqual(p["republish_interval"], KademliaConfig().republish_interval)
+        self.assertEqual(p["refresh_interval"], KademliaConfig().refresh_interval)
+        self.assertEqual((p["replicas"], p["fetch_interval"]),
+                         (MailConfig().replicas, MailConfig().fetch_interval))
+        self.assertEqual((p["upkeep_interval"], p["rereplicate_min"]),
+                         (UPKEEP_INTERVAL, REREPLICATE_MIN))
+
+
+if __name__ == "__main__":
+    unittest.main()
