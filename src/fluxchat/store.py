@@ -314,6 +314,14 @@ class Store:
         )
         return [(u, e) for u, e in rows]
 
+    def held_sizes(self, recipient: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """(uuid, size) of the oldest envelopes held for `recipient`, without their bytes."""
+        rows = self._rows(
+            "SELECT uuid, size FROM held WHERE recipient = ? ORDER BY stored_at, rowid LIMIT ?",
+            (recipient, limit),
+        )
+        return [(u, int(n)) for u, n in rows]
+
     def delete_held(self, recipient: bytes, uuids: Sequence[bytes]) -> int:
         """Delete only `recipient`'s envelopes: a link authenticated as one node cannot drop another's."""
         with self._tx() as db:
