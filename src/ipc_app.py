@@ -12,10 +12,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fluxchat.runtime_env import use_project_venv
+
+if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
+    use_project_venv()
 
 from fluxchat.config import Config, load_config  # noqa: E402
 from fluxchat.errors import ConfigError, IpcError  # noqa: E402
@@ -336,8 +338,12 @@ def _tool(name: str) -> Callable[[list[str]], int] | None:
 def console() -> None:
     """The `fluxchat` command (pyproject.toml): `fluxchat node ...` runs a node (server_app.py), `fluxchat node-id
     ...` prints a key's ID (gen_id.py), `fluxchat keygen ...` makes an identity (gen_rsa.py); the rest is this CLI."""
+    global PROG
     argv = sys.argv[1:]
     tool = _tool(argv[0]) if argv else None
+    if tool is not None:
+        sys.argv[0] = f"fluxchat {argv[0]}"   # argparse names the program after it
+    PROG = "fluxchat"
     try:
         sys.exit(tool(argv[1:]) if tool else main(argv))
     except KeyboardInterrupt:
