@@ -248,12 +248,26 @@ def show_peers(result: dict[str, Any], args: dict[str, Any]) -> str:
     return text + f"\nRouting table: {result.get('routing_table_size', 0)} nodes"
 
 
+def _reachability(reach: dict[str, Any]) -> str:
+    """e.g. `unreachable at 203.0.113.1:25001 (checked 2026-11-30 20:31); relays: FC_…`"""
+    text = clean(reach.get("status"))
+    if reach.get("address"):
+        text += f" at {clean(reach['address'])}"
+    if reach.get("checked_at"):
+        text += f" (checked {when(reach['checked_at'])})"
+    relays = reach.get("relays") or []
+    if relays:
+        text += "; relays: " + ", ".join(clean(r) for r in relays)
+    return text
+
+
 def show_info(result: dict[str, Any], args: dict[str, Any]) -> str:
     counts = result.get("counts") or {}
     rows = [("ID", clean(result.get("id"))), ("Fingerprint", clean(result.get("fingerprint"))),
             ("Version", clean(result.get("version"))), ("Uptime", f"{result.get('uptime', 0):.0f} s"),
             ("Listen", ", ".join(clean(a) for a in result.get("listen") or []) or "-"),
             ("IPC", clean(result.get("ipc"))),
+            ("Reachable", _reachability(result.get("reachability") or {})),
             ("Counts", ", ".join(f"{clean(k)} {clean(v)}" for k, v in counts.items()) or "-")]
     return "\n".join(f"{k + ':':<13}{v}" for k, v in rows)
 
