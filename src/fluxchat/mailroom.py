@@ -31,6 +31,7 @@ from .peer_net import PeerNet
 from .ratelimit import RateLimiter
 from .routing import Peer
 from .store import InboxMail, OutboxMail, QuotaExceeded, Store
+from .tasks import settle
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -248,18 +249,21 @@ class Mailroom:
         limit = max(1, min(request.limit, m.MAX_ENVELOPES))
         budget = self.mailer.max_payload - BATCH_OVERHEAD
         batch: list[bytes] = []
-        held = self.store.held_for(link.peer_id, limit + 1)
-        for uuid, envelope in held[:limit]:
-            cost = len(envelope) + ENVELOPE_OVERHEAD
-            if cost > budget and not batch and len(envelope) > max_held_envelope(self.mailer.max_payload):
+        # Sizes first, bytes only for what fits: a Fetch never loads more than one frame.
+        held = self.store.held_sizes(link.peer_id, limit + 1)
+        for uuid, size in held[:limit]:
+            cost = size + ENVELOPE_OVERHEAD
+            if cost > budget and not batch and size > max_held_envelope(self.mailer.max_payload):
                 # Held before stores were capped: it can never be handed out, and would block the rest.
                 log.warning("dropping held envelope %s: too large for a batch", uuidlib.UUID(bytes=uuid))
                 self.store.delete_held(link.peer_id, [uuid])
                 continue
             if cost > budget:
                 break
-            budget -= cost
-            batch.append(envelope)
+            envelope = self.store.held_envelope(uuid)
+            if envelope is not None:
+                budget -= cost
+                batch.append(envelope)
         return m.MailBatch(request.rid, tuple(batch), len(held) > len(batch))
 
     def on_delete(self, link: Link, request: m.Delete) -> m.Message:
@@ -292,7 +296,7 @@ class Mailroom:
             peers = await self.overlay.find_node(self.me.node_id)
         else:
             peers = self.overlay.table.closest(self.me.node_id, self.overlay.config.k)
-        counts = await asyncio.gather(*(self.fetch_from(p) for p in peers), return_exceptions=True)
+        counts = await settle((self.fetch_from(p) for p in peers), "fetching mail")
         return sum(c for c in counts if isinstance(c, int))
 
     async def fetch_from(self, peer: Peer) -> int:
