@@ -50,7 +50,7 @@ class OutboxMail:
     body: str
     created_at: int
     expires_at: int
-    state: str = "queued"
+    state: str = OutboxState.QUEUED
     reason: str | None = None
     envelope: bytes | None = None
     attempts: int = 0
@@ -247,9 +247,9 @@ class Store:
             if row is None or row[0] not in RESENDABLE:
                 return False
             db.execute(
-                "UPDATE outbox SET state = 'queued', reason = NULL, envelope = NULL, attempts = 0, "
+                "UPDATE outbox SET state = ?, reason = NULL, envelope = NULL, attempts = 0, "
                 "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
-                "WHERE uuid = ?", (now, expires_at, now, uuid))
+                "WHERE uuid = ?", (OutboxState.QUEUED, now, expires_at, now, uuid))
             self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
             return True
 
@@ -300,8 +300,9 @@ class Store:
             uuids = [r[0] for r in db.execute(
                 f"SELECT uuid FROM outbox WHERE state IN ({_IN_PENDING}) AND expires_at <= ?", (*_PENDING, now))]
             for uuid in uuids:
-                db.execute("UPDATE outbox SET state = 'expired', updated_at = ? WHERE uuid = ?", (now, uuid))
-                self._history(db, uuid, now, "expired", "retention time ended")
+                db.execute("UPDATE outbox SET state = ?, updated_at = ? WHERE uuid = ?",
+                           (OutboxState.EXPIRED, now, uuid))
+                self._history(db, uuid, now, OutboxState.EXPIRED, "retention time ended")
             return uuids
 
     @staticmethod
@@ -326,6 +327,14 @@ class Store:
             (recipient, limit),
         )
         return [(u, e) for u, e in rows]
+
+    def held_sizes(self, recipient: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """(uuid, size) of the oldest envelopes held for `recipient`, without their bytes."""
+        rows = self._rows(
+            "SELECT uuid, size FROM held WHERE recipient = ? ORDER BY stored_at, rowid LIMIT ?",
+            (recipient, limit),
+        )
+        return [(u, int(n)) for u, n in rows]
 
     def delete_held(self, recipient: bytes, uuids: Sequence[bytes]) -> int:
         """Delete only `recipient`'s envelopes: a link authenticated as one node cannot drop another's."""
