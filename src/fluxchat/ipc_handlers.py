@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
+from .backup import write_backup
 from .chat_api import ChatCommands, mail_item, protection_of_sent, uuid_text
 from .config import Config
-from .errors import IpcError
+from .errors import IpcError, StorageError
 from .events import EventHub, Subscription, TooManySubscribers
 from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
@@ -41,6 +43,7 @@ class NodeParts(Protocol):
     config: Config
     identity: Identity
     store: Store | None
+    storage_key: bytes | None   # for backups (None: a test node with a plain database)
     mailer: Mailer
     net: PeerNet
     overlay: Overlay
@@ -65,9 +68,10 @@ class NodeApi(ChatCommands):
             "mail": self.mail, "reply": self.reply, "list": self.list, "read": self.read,
             "mark": self.mark, "delete": self.delete, "status": self.status, "resend": self.resend,
             "conversations": self.conversations, "conversation": self.conversation,
-            "contacts": self.contacts, "peers": self.peers, "info": self.info,
+            "contacts": self.contacts, "peers": self.peers, "info": self.info, "backup": self.backup,
             "watch": self.watch, "web_link": self.web_link, "save": self.save, "stop": self.stop,
         }
+        self._backup_running = False   # one archive at a time: each costs a database copy
 
     @property
     def store(self) -> Store:
@@ -253,6 +257,25 @@ class NodeApi(ChatCommands):
     def save(self, args: Args) -> Args:
         self.node.overlay.save()   # mail is committed as it happens; this persists the table
         return {"saved": True}
+
+    async def backup(self, args: Args) -> Args:
+        """Write an encrypted archive of this node to an absolute path on its machine (backup.py)."""
+        node, target = self.node, Path(args["file"])
+        if not target.is_absolute():
+            raise IpcError("bad_argument", "file: give an absolute path (the CLI does)")
+        if node.storage_key is None:
+            raise IpcError("unavailable", "this node runs without a storage key (tests only)")
+        if self._backup_running:
+            raise IpcError("busy", "a backup is being written already; try again when it is done")
+        self._backup_running = True
+        try:
+            size = await asyncio.to_thread(write_backup, node.config.data_dir, node.storage_key,
+                                           target, node.identity.id_text, int(node.clock()))
+        except StorageError as exc:
+            raise IpcError("backup_failed", str(exc)) from None
+        finally:
+            self._backup_running = False
+        return {"file": str(target), "bytes": size, "id": node.identity.id_text}
 
     def stop(self, args: Args) -> Args:
         # Reply first: stopping closes this very connection.
