@@ -14,7 +14,7 @@ LAYERS = {
         "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
-        "mailkeys", "envelope2", "admission", "mail_limits", "addresses",
+        "mailkeys", "envelope2", "admission", "mail_limits", "addresses", "ipc_hello",
         "placement"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held"},

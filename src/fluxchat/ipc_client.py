@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
 from .errors import FluxError, IpcError
+from .ipc_hello import HELLO, NONCE_BYTES, proof_holds
 from .ipc_protocol import TOKEN_FILE, make_request, parse_response
 
 __all__ = ["IpcClient", "NodeUnreachable", "read_token_file", "connect_address"]
@@ -114,3 +117,39 @@ class IpcClient:
             raise NodeUnreachable(self.address, self.port, exc.strerror or str(exc)) from None
         self._sock = sock
         self._file = sock.makefile("rb")
+        self._hello()
+
+    def _hello(self) -> None:
+        """Make the node prove it knows the token before anything secret is sent (ipc_hello),
+        then authenticate with a second hello that carries the token."""
+        nonce = os.urandom(NONCE_BYTES)
+        result = self._exchange({"id": 0, "cmd": HELLO, "args": {"nonce": nonce.hex()}})
+        assert self._sock is not None
+        if not proof_holds(result, self.token, nonce, int(self._sock.getpeername()[1])):
+            self.close()
+            raise IpcError("bad_token", f"what listens at {self.address}:{self.port} could not prove it "
+                                        "knows the token of this data directory: it is not this node, "
+                                        "or the token file is stale (nothing was sent)")
+        again = os.urandom(NONCE_BYTES)
+        self._exchange({"id": 0, "cmd": HELLO, "args": {"nonce": again.hex()}, "token": self.token})
+
+    def _exchange(self, request: dict[str, Any]) -> Any:
+        """One hello request and its result; IpcError (connection closed) when it fails."""
+        assert self._sock is not None and self._file is not None
+        try:
+            self._sock.sendall(json.dumps(request).encode() + b"\n")
+            answer = self._file.readline()
+        except TimeoutError:
+            self.close()
+            raise IpcError("unavailable", f"the node did not answer within {self.timeout:g} s") from None
+        except OSError as exc:
+            self.close()
+            raise IpcError("unavailable", f"the connection to the node broke: {exc.strerror or exc}") from None
+        if not answer.endswith(b"\n"):
+            self.close()
+            raise IpcError("unavailable", "the node closed the connection without answering")
+        response = parse_response(answer)
+        if not response.ok:
+            self.close()
+            raise IpcError(response.code, response.message)
+        return response.result

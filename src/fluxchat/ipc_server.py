@@ -1,8 +1,10 @@
 """The local API server: an asyncio loop that feeds lines to ipc_protocol and writes its replies.
 
 Every request must carry the token from `data_dir/ipc.token`; the first wrong token closes
-the connection. Anything else that goes wrong in one request gets an error reply, and the
-connection and the node carry on.
+the connection. A `hello` (see ipc_hello) is answered before any token, so a client can make
+the node prove it knows the token first. Anything else that goes wrong in one request gets an
+error reply, and the connection and the node carry on. Connections without the token are
+bounded in time, line length and number (see IpcServer).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import IpcError
 from .ids import IdError
+from .ipc_hello import hello_nonce, hello_proof
 from .ipc_protocol import (
     MAX_LINE,
     TOKEN_FILE,
@@ -25,6 +29,7 @@ from .ipc_protocol import (
     RequestError,
     check_bind_address,
     check_token,
+    decode_line,
     error_response,
     ok_response,
     parse_envelope,
@@ -39,21 +44,39 @@ log = logging.getLogger(__name__)
 Dispatch = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 _READ_CHUNK = 64 * 1024
+_MAX_HELLO = 512
+PENDING_MAX_LINE = 64 * 1024   # bytes per line before the token was accepted
+
+
+@dataclass
+class _Client:
+    writer: asyncio.StreamWriter
+    authenticated: bool = False
 
 
 class IpcServer:
-    """Serves `dispatch(cmd, args)` to many local clients at once."""
+    """Serves `dispatch(cmd, args)` to many local clients at once.
+
+    Bounds (so that local users without the token cannot lock the owner out or grow our
+    memory): a connection must send a request with the right token within `auth_timeout`
+    seconds, in lines of at most PENDING_MAX_LINE bytes until then; at most `max_pending`
+    connections wait for that at once (a newcomer closes the oldest waiting one); an
+    authenticated connection idle for `idle_timeout` seconds between requests is closed;
+    at most `max_clients` are authenticated at once.
+    """
 
     def __init__(self, address: str, port: int, token: str, dispatch: Dispatch,
-                 max_line: int = MAX_LINE, max_clients: int = 64) -> None:
+                 max_line: int = MAX_LINE, max_clients: int = 64, max_pending: int = 64,
+                 auth_timeout: float = 5.0, idle_timeout: float = 600.0) -> None:
         self.address = address
         self.token = token
         self.dispatch = dispatch
         self.max_line = max_line
-        self.max_clients = max_clients
+        self.max_clients, self.max_pending = max_clients, max_pending
+        self.auth_timeout, self.idle_timeout = auth_timeout, idle_timeout
         self._requested_port = port
         self._server: asyncio.Server | None = None
-        self._clients: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._clients: dict[asyncio.Task[Any], _Client] = {}
 
     async def start(self) -> None:
         try:
@@ -70,6 +93,11 @@ class IpcServer:
             return self._requested_port
         return int(self._server.sockets[0].getsockname()[1])
 
+    def counts(self) -> tuple[int, int]:
+        """(connections waiting to authenticate, authenticated connections)."""
+        authenticated = sum(1 for c in self._clients.values() if c.authenticated)
+        return len(self._clients) - authenticated, authenticated
+
     async def close(self) -> None:
         """Stops listening and drops every client. A handler calling this loses its own reply,
         so a `stop` handler should schedule the shutdown rather than await it."""
@@ -77,8 +105,8 @@ class IpcServer:
             self._server.close()
         current = asyncio.current_task()
         tasks = [task for task in self._clients if task is not current]
-        for task, writer in list(self._clients.items()):
-            writer.close()
+        for task, client in list(self._clients.items()):
+            client.writer.close()
             if task is not current:
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -88,42 +116,70 @@ class IpcServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._clients[task] = writer
+        self._make_room()
+        client = self._clients[task] = _Client(writer)
         try:
-            if len(self._clients) > self.max_clients:
-                log.warning("ipc: too many clients (%d); refusing one", len(self._clients))
-                await _send(writer, error_response(None, "unavailable", "too many IPC clients; try again"))
-                return
-            await self._session(reader, writer)
+            await self._session(reader, client)
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to tell anyone
         except asyncio.CancelledError:
-            # Only close() cancels these tasks; ending quietly keeps asyncio's
+            # Only close() and _make_room() cancel these tasks; ending quietly keeps asyncio's
             # client_connected_cb callback from reporting the cancellation as an error.
             pass
         finally:
             del self._clients[task]
             writer.close()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _make_room(self) -> None:
+        """At the cap of connections waiting to authenticate, close the oldest of them: it
+        has had the most time, and the owner's own client authenticates at once."""
+        waiting = [task for task, c in self._clients.items() if not c.authenticated]
+        if len(waiting) >= self.max_pending:
+            log.warning("ipc: %d connections without a token; closing the oldest", len(waiting),
+                        extra=about_peer("ipc pending"))
+            self._clients[waiting[0]].writer.close()
+            waiting[0].cancel()
+
+    async def _session(self, reader: asyncio.StreamReader, client: _Client) -> None:
         # Our own splitter rather than readline(): after an overlong line it really resyncs
         # at the next newline instead of treating the line's tail as a new request.
-        splitter = LineSplitter(self.max_line)
-        while data := await reader.read(_READ_CHUNK):
+        splitter = LineSplitter(min(PENDING_MAX_LINE, self.max_line))
+        loop = asyncio.get_running_loop()
+        auth_deadline = loop.time() + self.auth_timeout
+        while True:
+            authenticated = client.authenticated
+            deadline = loop.time() + self.idle_timeout if authenticated else auth_deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = await reader.read(_READ_CHUNK)
+            except TimeoutError:
+                why = "idle for too long" if authenticated else \
+                    f"no request with the token within {self.auth_timeout:g} s"
+                await _send(client.writer, error_response(None, "unavailable", f"{why}; closing"))
+                return
+            if not data:
+                return
             for line in splitter.feed(data):
                 if line is None:
                     reply, keep = error_response(None, "too_long",
-                                                 f"request line longer than {self.max_line} bytes"), True
+                                                 f"request line longer than {splitter.max_line} bytes"), True
                 elif not line.strip():
                     continue  # blank lines are harmless (e.g. typed by hand)
                 else:
-                    reply, keep = await self._answer(line, _peer_name(writer))
-                await _send(writer, reply)
+                    reply, keep = await self._answer(line, client)
+                    if client.authenticated:
+                        splitter.max_line = self.max_line
+                await _send(client.writer, reply)
                 if not keep:
                     return
 
-    async def _answer(self, line: bytes, peer: str) -> tuple[bytes, bool]:
+    async def _answer(self, line: bytes, client: _Client) -> tuple[bytes, bool]:
         """The reply to one line, and whether the connection stays open."""
+        hello = _hello(line)
+        if hello is not None and hello[2] is None:
+            rid, nonce, _ = hello
+            return ok_response(rid, {"proof": hello_proof(self.token, nonce, self.port)}), True
+        peer = _peer_name(client.writer)
         try:
             envelope = parse_envelope(line, self.max_line)
         except RequestError as exc:
@@ -136,6 +192,14 @@ class IpcServer:
                         extra=about_peer(f"ipc {peer.rpartition(':')[0]}"))
             return error_response(envelope.id, "bad_token",
                                   "wrong token; read it from the node's data_dir/ipc.token"), False
+        if not client.authenticated:
+            if self.counts()[1] >= self.max_clients:
+                log.warning("ipc: too many clients; refusing one", extra=about_peer("ipc full"))
+                return error_response(envelope.id, "unavailable",
+                                      "too many IPC clients; try again"), False
+            client.authenticated = True
+        if hello is not None:   # a hello with the token: authenticated, nothing to dispatch
+            return ok_response(hello[0], {"proof": hello_proof(self.token, hello[1], self.port)}), True
         try:
             request = validate_request(envelope)
             result = await self.dispatch(request.cmd, request.args)
@@ -148,6 +212,22 @@ class IpcServer:
             # Never log args or results: they hold mail text.
             log.error("ipc: command %r failed with %s", envelope.cmd[:40], type(exc).__name__, exc_info=True)
             return error_response(envelope.id, "internal", "internal error; see the node's log"), True
+
+
+def _hello(line: bytes) -> tuple[Any, bytes, str | None] | None:
+    """(request id, nonce, token if any) when the line is a hello (small: checked early)."""
+    if len(line) > _MAX_HELLO or b'"hello"' not in line:
+        return None
+    try:
+        obj = decode_line(line, _MAX_HELLO)
+    except RequestError:
+        return None
+    nonce = hello_nonce(obj)
+    rid = obj.get("id") if isinstance(obj, dict) else None
+    if nonce is None or not isinstance(rid, (int, str)) or isinstance(rid, bool):
+        return None
+    token = obj.get("token")
+    return rid, nonce, token if isinstance(token, str) else None
 
 
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
