@@ -13,6 +13,7 @@ push out an idle link at the link cap; a bare connection never can.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import ipaddress
 import logging
@@ -350,15 +351,20 @@ class PeerNet:
             log.exception("setting up the link to %s failed", short_id(link.peer_id))
 
     def _evict_idle_link(self) -> bool:
-        """At the link cap, close the link unused the longest (none with requests in
-        flight) to make room for an authenticated newcomer; False if every link is busy."""
+        """At the link cap, make room for an authenticated newcomer: close the idle link
+        (no request in flight) unused the longest, from the source prefix that holds the
+        most links. So a crowd of identities from one place displaces its own links first,
+        not those of everybody else. False if every link is busy."""
+        per_prefix = collections.Counter(prefix_of(link.address[0])
+                                         for link in self.links.values())
         idle = [link for link in self.links.values() if link.idle_since() is not None]
         if not idle:
             return False
-        oldest = min(idle, key=lambda link: link.idle_since() or 0.0)
-        log.info("link cap reached: closing the idle link to %s", short_id(oldest.peer_id))
-        oldest.close(E.SHUTDOWN, "making room for another link")
-        self._forget(oldest)
+        victim = min(idle, key=lambda link: (-per_prefix[prefix_of(link.address[0])],
+                                             link.idle_since() or 0.0))
+        log.info("link cap reached: closing the idle link to %s", short_id(victim.peer_id))
+        victim.close(E.SHUTDOWN, "making room for another link")
+        self._forget(victim)
         return True
 
     def _prove(self, need: WorkNeeded, limit: int) -> tuple[int, bytes]:
