@@ -265,7 +265,7 @@ class OutputTest(PeerAttackCase):
         # Never more than the bound plus one answer was waiting for the peer.
         self.assertLessEqual(link.peak_queued, output.max_queued + 4 * BIG + 4096)
         self.assertGreater(link.refused_for_output, 0)
-        self.assertEqual(victim.net.links, {})
+        await eventually(lambda: victim.net.links == {})
 
 
 class FrameBudgetTest(PeerAttackCase):

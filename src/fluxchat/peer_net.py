@@ -203,7 +203,8 @@ class PeerNet:
                      extra=about_peer(host))
             shut(writer, 0)
             return None
-        session = Session.acceptor(self.config, os.urandom(32), accepted, host)
+        config = dataclasses.replace(self.config, admit=self._room_for)
+        session = Session.acceptor(config, os.urandom(32), accepted, host)
         return await self._handshake(LinkLoop(session, reader, writer, self.limits.output),
                                      f"{host}")
 
@@ -341,6 +342,14 @@ class PeerNet:
         # not leave a registered link whose loop has died.
         asyncio.get_running_loop().call_soon(self._announce, link)
         return link
+
+    def _room_for(self, peer_id: bytes) -> str | None:
+        """Whether a dialer that proved `peer_id` can have a link (see _register)."""
+        if peer_id in self.links or len(self.links) < self.limits.max_links:
+            return None
+        if any(link.idle_since() is not None for link in self.links.values()):
+            return None
+        return "link cap reached and every link is busy"
 
     def _announce(self, link: Link) -> None:
         if link.closed or self.links.get(link.peer_id) is not link:
