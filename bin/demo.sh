@@ -16,6 +16,20 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    -h|--help)
+        cat <<'USAGE'
+usage: bin/demo.sh [-h]
+
+Start a few FluxChat nodes on 127.0.0.1 under tmp/demo/, mail from the first to the last, show
+the mail arrive and its receipt come back, then stop them all and remove tmp/demo/.
+Needs .venv (FLUXCHAT_SETUP_VENV_ONLY=1 bin/setup.sh). Environment: FLUXCHAT_DEMO_NODES (5),
+FLUXCHAT_DEMO_PORT (35001), FLUXCHAT_DEMO_TIMEOUT (60 s per wait), FLUXCHAT_DEMO_KEEP=1.
+USAGE
+        exit 0 ;;
+    "") ;;
+    *) echo "demo: no arguments; see bin/demo.sh --help" >&2; exit 2 ;;
+esac
 DEMO=tmp/demo
 PY=.venv/bin/python
 NODES="${FLUXCHAT_DEMO_NODES:-5}"

@@ -5,6 +5,28 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
+usage() {
+    cat <<'USAGE'
+usage: bin/setup.sh [-h]
+
+Set up a FluxChat node: .venv with requirements.txt and the `fluxchat` command in .venv/bin, the
+identity in FLUXCHAT_DATA_DIR, the config FLUXCHAT_CONFIG and its bootstrap list. Running it again
+changes nothing that exists. Settings come from environment variables (defaults in brackets):
+  FLUXCHAT_CONFIG [var/config1.json]   FLUXCHAT_DATA_DIR [var/data1]   FLUXCHAT_ADDRESS [0.0.0.0]
+  FLUXCHAT_PORT [25001]   FLUXCHAT_CONTACT [public]   FLUXCHAT_IPC_PORT [26001]
+  FLUXCHAT_BOOTSTRAP [none; host:port,...]   FLUXCHAT_LOG_FILE [fluxchat.log]
+  FLUXCHAT_KEY_PASSWORD or FLUXCHAT_KEY_PASSWORD_FILE [asked on a terminal]
+  FLUXCHAT_KEY_BITS [4096]   FLUXCHAT_KEY_DERIVATION_ITERATIONS [600000]
+  FLUXCHAT_SETUP_VENV_ONLY=1   only create .venv and install the requirements
+exit codes: 0 set up, 2 no password, 3 a tool is missing
+USAGE
+}
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    "") ;;
+    *) echo "setup: settings come from FLUXCHAT_* variables, not arguments ($1)" >&2; usage >&2; exit 2 ;;
+esac
+
 export FLUXCHAT_CONFIG="${FLUXCHAT_CONFIG:-var/config1.json}"
 export FLUXCHAT_ADDRESS="${FLUXCHAT_ADDRESS:-0.0.0.0}"
 export FLUXCHAT_PORT="${FLUXCHAT_PORT:-25001}"
@@ -42,6 +64,13 @@ if ! cmp -s requirements.txt .venv/.requirements.installed; then
     say "installing requirements.txt into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
     cp requirements.txt .venv/.requirements.installed
+    changed=1
+fi
+# The `fluxchat` command (pyproject.toml), editable: it runs this checkout's code.
+if [ ! -x .venv/bin/fluxchat ]; then
+    say "installing the fluxchat command into .venv/bin"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+        || say "the fluxchat command could not be installed; src/*.py work all the same"
     changed=1
 fi
 [ "${FLUXCHAT_SETUP_VENV_ONLY:-0}" = 1 ] && exit 0

@@ -7,7 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fluxchat.runtime_env import use_project_venv
+
+if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
+    use_project_venv()
 
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.identity import read_public_key_file, spki_der  # noqa: E402

@@ -9,7 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fluxchat.runtime_env import use_project_venv
+
+if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
+    use_project_venv()
 
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.identity import CERTIFICATE_FILE, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, generate_identity, write_identity  # noqa: E402

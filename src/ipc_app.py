@@ -12,10 +12,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fluxchat.runtime_env import use_project_venv
+
+if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
+    use_project_venv()
 
 from fluxchat.config import Config, load_config  # noqa: E402
 from fluxchat.errors import ConfigError, IpcError  # noqa: E402
@@ -246,12 +248,26 @@ def show_peers(result: dict[str, Any], args: dict[str, Any]) -> str:
     return text + f"\nRouting table: {result.get('routing_table_size', 0)} nodes"
 
 
+def _reachability(reach: dict[str, Any]) -> str:
+    """e.g. `unreachable at 203.0.113.1:25001 (checked 2026-11-30 20:31); relays: FC_…`"""
+    text = clean(reach.get("status"))
+    if reach.get("address"):
+        text += f" at {clean(reach['address'])}"
+    if reach.get("checked_at"):
+        text += f" (checked {when(reach['checked_at'])})"
+    relays = reach.get("relays") or []
+    if relays:
+        text += "; relays: " + ", ".join(clean(r) for r in relays)
+    return text
+
+
 def show_info(result: dict[str, Any], args: dict[str, Any]) -> str:
     counts = result.get("counts") or {}
     rows = [("ID", clean(result.get("id"))), ("Fingerprint", clean(result.get("fingerprint"))),
             ("Version", clean(result.get("version"))), ("Uptime", f"{result.get('uptime', 0):.0f} s"),
             ("Listen", ", ".join(clean(a) for a in result.get("listen") or []) or "-"),
             ("IPC", clean(result.get("ipc"))),
+            ("Reachable", _reachability(result.get("reachability") or {})),
             ("Counts", ", ".join(f"{clean(k)} {clean(v)}" for k, v in counts.items()) or "-")]
     return "\n".join(f"{k + ':':<13}{v}" for k, v in rows)
 
@@ -336,8 +352,12 @@ def _tool(name: str) -> Callable[[list[str]], int] | None:
 def console() -> None:
     """The `fluxchat` command (pyproject.toml): `fluxchat node ...` runs a node (server_app.py), `fluxchat node-id
     ...` prints a key's ID (gen_id.py), `fluxchat keygen ...` makes an identity (gen_rsa.py); the rest is this CLI."""
+    global PROG
     argv = sys.argv[1:]
     tool = _tool(argv[0]) if argv else None
+    if tool is not None:
+        sys.argv[0] = f"fluxchat {argv[0]}"   # argparse names the program after it
+    PROG = "fluxchat"
     try:
         sys.exit(tool(argv[1:]) if tool else main(argv))
     except KeyboardInterrupt:

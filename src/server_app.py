@@ -11,7 +11,10 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fluxchat.runtime_env import use_project_venv
+
+if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
+    use_project_venv()
 
 from fluxchat.config import LOG_LEVELS, Config, load_config  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
@@ -47,11 +50,34 @@ def load(args: argparse.Namespace) -> tuple[Config, Identity]:
     return config, identity
 
 
+def ready_line(node: Node) -> str:
+    """What a person starting the node in the foreground sees once it serves."""
+    cfg = node.config
+    api = f"local API on {cfg.ipc.address}:{node.ipc_port}" if cfg.ipc.enabled else "local API off"
+    reach = ("reachable only through stored mail (contact private)" if cfg.contact == "private"
+             else f"peers may dial us ({cfg.contact})")
+    return (f"FluxChat node {node.identity.id_text} ready: peers on {cfg.address}:{node.port}, {api}, "
+            f"{reach}; stop with Ctrl-C")
+
+
 async def serve(node: Node) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, node.request_stop)
-    await node.run()
+
+    async def say_when_ready() -> None:
+        await node.ready.wait()
+        print(ready_line(node), flush=True)
+        await node.joined.wait()
+        print(f"joined the network: {len(node.overlay.table)} nodes in the routing table", flush=True)
+
+    # Not a TaskGroup: it would wrap the node's FluxError in an ExceptionGroup.
+    speaker = asyncio.create_task(say_when_ready())
+    try:
+        await node.run()
+    finally:
+        speaker.cancel()
+        await asyncio.gather(speaker, return_exceptions=True)   # its only outcome is the cancel
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("node %s starting (pid %d)", identity.id_text, os.getpid())
         asyncio.run(serve(Node(config, identity)))
         log.info("node stopped")
+        print(f"FluxChat node {identity.id_text} stopped", flush=True)
     except FluxError as exc:
         if config.log.file is not None and not args.dev:   # else the log is stderr already
             log.error("%s", exc)

@@ -436,7 +436,11 @@ class CliTest(unittest.TestCase):
             self.assertIn(link["direction"], ("in", "out"))
         info = self.ok_json("-c", self.cb, "info")
         self.assert_shape(info, {"id": str, "fingerprint": str, "version": str, "uptime": (int, float),
-                                 "listen": list, "ipc": str, "counts": dict})
+                                 "listen": list, "ipc": str, "counts": dict,
+                                 "reachability": dict})
+        self.assertEqual(set(info["reachability"]), {"status", "address", "checked_at",
+                                                     "dial_backs", "succeeded", "contact",
+                                                     "relays", "punch"})
         self.assertEqual(set(info["counts"]), {"inbox", "new", "outbox", "held", "links", "routing"})
         self.assertTrue(all(isinstance(v, int) for v in info["counts"].values()))
         self.assertTrue(all(isinstance(a, str) for a in info["listen"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import unittest
@@ -79,8 +80,26 @@ class ConfigTest(unittest.TestCase):
     def test_contact_forms(self) -> None:
         for contact in ("public", "private", "public:25009", "example.org:25001", "192.0.2.1:1"):
             self.assertEqual(load_config(self.write({"contact": contact})).contact, contact)
-        for bad in ("public:0", "host:", ":25001", "host:99999"):
+        for bad in ("public:0", "host:", ":25001", "host:99999", "bad host:1", "0.0.0.0:25001", "a..b:1"):
             self.error({"contact": bad})
+
+    def test_unknown_keys_are_refused_with_a_suggestion(self) -> None:
+        self.assertEqual(self.error({"prot": 25001}), f"{self.dir / 'config.json'}: unknown key 'prot'; "
+                                                      "did you mean 'port'?")
+        self.assertIn("unknown key 'ipc.prot'; did you mean 'ipc.port'?", self.error({"ipc": {"prot": 1}}))
+        self.assertIn("unknown key 'mail.retention'; did you mean 'mail.retention_time'?",
+                      self.error({"mail": {"retention": 1}}))
+        message = self.error({"log": {"zzz": 1}})
+        self.assertIn("unknown key 'log.zzz'; known keys: level, file", message)
+        self.assertIn("unknown key 'path'", self.error({"path": "x"}))   # a field, but not a key of the file
+
+    def test_every_section_of_the_dataclasses_is_checked(self) -> None:
+        # The allowed keys come from the dataclasses: each section refuses a stray key of its own.
+        config = load_config(self.write({}))
+        sections = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+        self.assertGreaterEqual(len(sections), 7)
+        for name in sections:
+            self.assertIn(f"unknown key '{name}.no_such_key'", self.error({name: {"no_such_key": 1}}))
 
 
 if __name__ == "__main__":

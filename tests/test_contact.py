@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unittest
 
-from fluxchat.contact import advertise, resolve, valid_host
+from fluxchat.contact import Contact, advertise, parse_contact, resolve, valid_host
 from fluxchat.ratelimit import RateLimiter
 
 
@@ -28,6 +28,16 @@ class ContactTest(unittest.TestCase):
                                   ("host:abc", ""), ("noport", ""), ("a..b:1", ""),
                                   ("x" * 300 + ":1", ""), ("héllo:1", "")):
             self.assertIsNone(resolve(contact, observed), contact)
+
+    def test_one_parser_for_our_contact_and_theirs(self) -> None:
+        self.assertEqual(parse_contact("private"), Contact(private=True))
+        self.assertEqual(parse_contact("public"), Contact(private=False))
+        self.assertEqual(parse_contact("public:7"), Contact(private=False, port=7))
+        self.assertEqual(parse_contact("[2001:db8::1]:9"), Contact(False, "2001:db8::1", 9))
+        for bad in ("", "public:0", "bad host:1", "x:123456", "host:", ":1"):
+            with self.assertRaises(ValueError):
+                parse_contact(bad)
+            self.assertIsNone(resolve(bad, "192.0.2.9"))
 
     def test_valid_host(self) -> None:
         self.assertTrue(valid_host("node-1.example.org"))

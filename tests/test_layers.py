@@ -11,14 +11,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
 
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1", "outbox_states",
-        "mail_rules"},
+        "contact", "runtime_env", "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
-        "ipc_protocol", "contact", "ratelimit", "discovery", "wire_fields", "session_events",
+        "ipc_protocol", "ratelimit", "discovery", "wire_fields", "session_events",
         "mailkeys", "envelope2", "admission", "mail_limits", "addresses", "ipc_hello",
-        "placement"},
+        "placement", "reachability", "relaying", "punching"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
-        "logsetup", "pidfile", "lan", "tasks", "link_loop", "held"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring"},
+        "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe"},
+    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "reach", "relay", "punch"},
 }
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",

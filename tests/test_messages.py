@@ -49,6 +49,19 @@ GOLDEN: list[tuple[m.Message, int, str]] = [
     (m.Notify(), 0x25, "80"),
     (m.Ok(9), 0x30, "8109"),
     (m.Fail(10, 21, "no"), 0x31, "83" + "0a" + "15" + "626e6f"),
+    (m.DialBack(11, 25001), 0x40, "82" + "0b" + "1961a9"),
+    (m.DialBackReply(11, True, "1.2.3.4"), 0x41, "83" + "0b" + "f5" + "67312e322e332e34"),
+    (m.Reserve(12), 0x42, "810c"),
+    (m.Reserved(12, 600), 0x43, "82" + "0c" + "190258"),
+    (m.StoreRelay(13, b"rec"), 0x44, "82" + "0d" + "43726563"),
+    (m.FindRelay(14, B), 0x45, "82" + "0e" + HB),
+    (m.RelayReply(14, b"", (NODE,)), 0x46, "83" + "0e" + "40" + "81" + HNODE),
+    (m.Relay(15, b"env"), 0x47, "82" + "0f" + "43656e76"),
+    (m.Relayed(15, False), 0x48, "82" + "0f" + "f4"),
+    (m.Punch(16, B, 40000), 0x49, "83" + "10" + HB + "199c40"),
+    (m.PunchOffer(17, A, "1.2.3.4", 40001), 0x4A, "84" + "11" + HA + "67312e322e332e34"
+     + "199c41"),
+    (m.PunchReady(17, "", 40001), 0x4B, "83" + "11" + "60" + "199c41"),
 ]
 
 
@@ -181,9 +194,13 @@ class RoleTest(unittest.TestCase):
     def test_role_sets(self) -> None:
         self.assertEqual(m.REQUEST_TYPES, {m.Ping, m.FindNode, m.FindKey, m.StoreKey, m.Deliver,
                                            m.Store, m.Fetch, m.Delete, m.FindMailKey,
-                                           m.StoreMailKey})
+                                           m.StoreMailKey, m.DialBack, m.Reserve,
+                                           m.StoreRelay, m.FindRelay, m.Relay, m.Punch,
+                                           m.PunchOffer})
         self.assertEqual(m.RESPONSE_TYPES, {m.Pong, m.Nodes, m.KeyReply, m.Ok, m.Fail,
-                                            m.MailBatch, m.MailKeyReply})
+                                            m.MailBatch, m.MailKeyReply, m.DialBackReply,
+                                            m.Reserved, m.RelayReply, m.Relayed,
+                                            m.PunchReady})
         self.assertEqual(m.NOTICE_TYPES, {m.Notify})
         self.assertEqual(m.HANDSHAKE_TYPES, {m.Hello, m.Challenge, m.Auth, m.Welcome, m.Error})
         self.assertTrue(m.Ping(1).is_request and m.Ok(1).is_response)

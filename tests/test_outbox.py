@@ -4,6 +4,7 @@ resend, and mail that waits for its recipient's key instead of failing (real nod
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import tempfile
 import unittest
@@ -11,9 +12,12 @@ import uuid as uuidlib
 from contextlib import closing
 from pathlib import Path
 
+from fluxchat import messages as m
+from fluxchat.envelope import MailContent, seal
 from fluxchat.errors import IpcError
 from fluxchat.ipc_client import IpcClient, read_token_file
 from fluxchat.mail_rules import MAX_SUBJECT_CHARS, body_problem, subject_problem
+from fluxchat.mailer import receipt_uuid
 from fluxchat.outbox_states import FINAL, PENDING, TRANSITIONS, OutboxState, allowed
 from fluxchat.store import OutboxMail, Store
 from fluxchat.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate
@@ -157,6 +161,21 @@ class WaitingForKeyTest(NodeTestCase):
         await self.start(1, [self.labs[0].address])
         await eventually(lambda: (got := store.get_outbox(sent.uuid)) is not None
                          and got.state == "delivered", timeout=10)
+
+    async def test_a_receipt_lost_in_a_crash_is_written_when_the_mail_comes_again(self) -> None:
+        a, b = await self.chain(2)
+        assert b.store is not None
+        now = int(a.clock())
+        content = MailContent("mail", os.urandom(16), a.identity.node_id, b.identity.node_id, now, "s", "b", b"")
+        envelope = seal(content, a.identity, b.identity.public_der, now + 3600, os.urandom(32), os.urandom(12))
+        link = await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        self.assertIsInstance(await link.request(lambda rid: m.Deliver(rid, envelope)), m.Ok)
+        rid = receipt_uuid(content.uuid)
+        self.assertIsNotNone(b.store.get_outbox(rid))
+        b.store.delete_outbox(rid)   # as if killed between the inbox commit and the receipt's
+        self.assertIsInstance(await link.request(lambda rid: m.Deliver(rid, envelope)), m.Ok)
+        self.assertIsNotNone(b.store.get_outbox(rid))
+        self.assertEqual(len(b.store.list_inbox(False, 10, 0)[1]), 1)
 
     async def test_resend_through_the_local_api(self) -> None:
         (a,) = await self.chain(1)

@@ -6,12 +6,14 @@ Every message names the file and the key, e.g. `var/config1.json: ipc.port: expe
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .contact import parse_contact
 from .errors import ConfigError
 from .ids import IdError, parse_id
 from .mail_rules import MAX_BODY_BYTES
@@ -175,22 +177,38 @@ def _node_id(reader: _Reader) -> bytes | None:
         raise reader.fail("id", "a node ID (FC_…)", value) from None
 
 
-def validate_contact(contact: str) -> str:
-    """`public`, `public:PORT`, `private`, or `HOST:PORT`; returns it unchanged or raises ValueError."""
-    if contact in ("public", "private"):
-        return contact
-    host, sep, port = contact.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(contact)
-    return contact
-
-
 def load_config(path: Path | str) -> Config:
     path = Path(path)
-    root = _Reader(path, _read_json(path))
+    data = _read_json(path)
+    config = _build(_Reader(path, data))
+    _refuse_unknown_keys(path, data, config)
+    return config
+
+
+# Config fields that are not read from the file.
+_NOT_IN_FILE = frozenset({"path"})
+
+
+def _refuse_unknown_keys(path: Path, data: dict[str, Any], section: Any, prefix: str = "") -> None:
+    """A misspelled key must not be silently ignored. The allowed keys are the fields of the
+    section's dataclass, so a new section or key is allowed as soon as it is in the dataclasses."""
+    known = [f.name for f in fields(section) if f.name not in _NOT_IN_FILE]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"{path}: unknown key {json.dumps(prefix + key)[1:-1]!r}{hint}")
+    for key, value in data.items():
+        nested = getattr(section, key)
+        if isinstance(value, dict) and is_dataclass(nested) and not isinstance(nested, type):
+            _refuse_unknown_keys(path, value, nested, f"{prefix}{key}.")
+
+
+def _build(root: _Reader) -> Config:
+    path = root.path
     contact = root.text("contact", "public")
     try:
-        validate_contact(contact)
+        parse_contact(contact)
     except ValueError:
         raise root.fail("contact", "public, public:PORT, private or HOST:PORT", contact) from None
     bootstrap = root.get("bootstrap", [], lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),

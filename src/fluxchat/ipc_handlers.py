@@ -175,6 +175,8 @@ class IpcHandlers:
             "id": node.identity.id_text, "fingerprint": fingerprint(node.identity.node_id),
             "version": __version__, "uptime": round(node.clock() - node.started_at, 1),
             "listen": [f"{cfg.address}:{node.port}"], "ipc": f"{cfg.ipc.address}:{node.ipc_port}",
+            "reachability": {**node.reach.describe(), "relays": node.relays.describe(),
+                             "punch": node.puncher.describe()},
             "counts": {"inbox": total, "new": new, "outbox": sum(self.store.count_outbox().values()),
                        "held": held, "links": len(node.net.links),
                        "routing": len(node.overlay.table)},

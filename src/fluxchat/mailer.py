@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from . import envelope2
@@ -77,6 +77,9 @@ class Mailer:
         self._busy: set[bytes] = set()
         self.tasks = Background()
         self._next_expiry = 0
+        # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
+        # returns ("forwarded" | "held", relay ID) or None.
+        self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
         # Set by the node when mail keys are on: then mail goes as envelope v2 to every
         # recipient with a valid record, else as v1.
         self.keyring: MailKeyring | None = None
@@ -183,6 +186,14 @@ class Mailer:
         if peer is not None and await self._deliver_direct(peer, envelope):
             self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
                            envelope)
+            return
+        relayed = await self.relay(envelope, mail.recipient) if self.relay else None
+        if relayed is not None:
+            how, relay = relayed
+            state, detail = (S.HANDED_OVER, "handed over") if how == "forwarded" else \
+                (S.STORED, "held")
+            self._progress(mail, state, f"{detail} through relay {short_id(relay)}", envelope,
+                           None if how == "forwarded" else 1)
             return
         stored = await self.replicate(envelope, mail.recipient)
         if stored:

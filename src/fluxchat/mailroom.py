@@ -92,7 +92,10 @@ class Mailroom:
         WorkRefused when `peer` (None: our own caller) has spent its budget."""
         header = self.header(envelope)
         budget = self._v2_ops if header.version == 2 else self._private_ops
-        if self.store.is_seen(header.uuid):   # no work for a copy
+        if self.store.is_seen(header.uuid):   # no work for a copy...
+            if self._receipt_lost(header.uuid):   # ...unless a crash lost the receipt: once per mail
+                self._spend(peer, budget)
+                await self._rewrite_receipt(header.uuid, self.now())
             self._resend_receipt(header.uuid, self.now())
             return False
         self._spend(peer, budget)
@@ -169,6 +172,24 @@ class Mailroom:
                 self.mailer.wake.set()
                 return
         self._resend_receipt(content.uuid, now)
+
+    def _receipt_lost(self, mail_uuid: bytes) -> bool:
+        """A mail in our inbox with no receipt: we were killed between the two commits."""
+        return self.store.get_outbox(receipt_uuid(mail_uuid)) is None \
+            and self.store.read_inbox(mail_uuid) is not None
+
+    async def _rewrite_receipt(self, mail_uuid: bytes, now: int) -> None:
+        """Write the lost receipt from the inbox row and the sender's key (and mail key record)
+        cached when we opened the mail; otherwise the sender would retry until the mail expires."""
+        mail = self.store.read_inbox(mail_uuid)
+        key = None if mail is None else self.store.get_key(mail.sender)
+        if mail is None or key is None:
+            return
+        log.info("mail %s had no receipt (a crash?); writing it now", uuidlib.UUID(bytes=mail_uuid))
+        record = None if self.mailer.keyring is None else self.mailer.keyring.held(mail.sender, key)
+        content = MailContent("mail", mail.uuid, mail.sender, mail.recipient, mail.created_at,
+                              mail.subject, mail.body, b"")
+        await self._queue_receipt(content, key, record, now)
 
     def _resend_receipt(self, mail_uuid: bytes, now: int) -> None:
         """The sender just reached us again, so our receipt for that mail, if it waits out a

@@ -279,6 +279,130 @@ class Fail(Message):
     ROLE = Role.RESPONSE
 
 
+# ----- reachability (see reach.py) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialBack(Message):
+    """"Dial me back": the receiver dials the requester's observed address at `port`,
+    pinned to the requester's ID, and tells whether that worked."""
+
+    rid: int
+    port: int
+    FIELDS = (RID, ("port", PORT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class DialBackReply(Message):
+    rid: int
+    reachable: bool
+    host: str          # the address that was dialed (the requester's, as observed)
+    FIELDS = (RID, ("reachable", BOOL), ("host", HOST))
+    ROLE = Role.RESPONSE
+
+
+# ----- relays (see relay.py, relaying.py) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reserve(Message):
+    """An unreachable node asks the receiver to relay for it (or renews the reservation)."""
+
+    rid: int
+    FIELDS = (RID,)
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Reserved(Message):
+    rid: int
+    lifetime: int      # seconds the reservation lasts unless renewed
+    FIELDS = (RID, ("lifetime", UINT))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class StoreRelay(Message):
+    rid: int
+    record: bytes      # a signed relay record (relaying.RelayRecord)
+    FIELDS = (RID, ("record", BLOB))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class FindRelay(Message):
+    rid: int
+    node_id: bytes
+    FIELDS = (RID, ("node_id", ID))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class RelayReply(Message):
+    rid: int
+    record: bytes      # empty: not held here, see `nodes`
+    nodes: tuple[NodeInfo, ...]
+    FIELDS = (RID, ("record", BLOB), ("nodes", NODES))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
+class Relay(Message):
+    """Hand an envelope to the recipient's relay, which forwards it over its open link."""
+
+    rid: int
+    envelope: bytes
+    FIELDS = (RID, ("envelope", BLOB))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Relayed(Message):
+    rid: int
+    held: bool         # False: the recipient took it; True: the relay holds it for later
+    FIELDS = (RID, ("held", BOOL))
+    ROLE = Role.RESPONSE
+
+
+# ----- coordinated simultaneous open (see punch.py) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Punch(Message):
+    """To a relay of `node_id`: "I will connect from `port`; tell it, and tell me its port"."""
+
+    rid: int
+    node_id: bytes
+    port: int
+    FIELDS = (RID, ("node_id", ID), ("port", PORT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class PunchOffer(Message):
+    """From a relay: node `node_id`, seen at `host`, connects to you from `port` now."""
+
+    rid: int
+    node_id: bytes
+    host: str
+    port: int
+    FIELDS = (RID, ("node_id", ID), ("host", HOST), ("port", PORT))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class PunchReady(Message):
+    """The other side connects from `port`; `host` is where its relay sees it (empty in the
+    answer to PunchOffer: the relay fills it in)."""
+
+    rid: int
+    host: str
+    port: int
+    FIELDS = (RID, ("host", TEXT), ("port", PORT))
+    ROLE = Role.RESPONSE
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
@@ -286,6 +410,9 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     0x15: FindMailKey, 0x16: MailKeyReply, 0x17: StoreMailKey,
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
     0x30: Ok, 0x31: Fail,
+    0x40: DialBack, 0x41: DialBackReply, 0x42: Reserve, 0x43: Reserved, 0x44: StoreRelay,
+    0x45: FindRelay, 0x46: RelayReply, 0x47: Relay, 0x48: Relayed, 0x49: Punch,
+    0x4A: PunchOffer, 0x4B: PunchReady,
 }
 TYPE_CODES: dict[type[Message], int] = {cls: code for code, cls in MESSAGE_TYPES.items()}
 

@@ -33,6 +33,9 @@ from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import NetLimits, PeerNet
+from .punch import Puncher
+from .reach import Reach
+from .relay import Relays
 from .session import SessionConfig
 from .store import Store
 from .tls import server_context
@@ -90,7 +93,7 @@ class Node:
             await self._start()
             async with asyncio.TaskGroup() as group:
                 jobs = [self._join(), self._outbox_after_join(), self._fetch_loop(),
-                        self._upkeep_loop()]
+                        self._upkeep_loop(), self.reach.run(), self.relays.run()]
                 if self.lan is not None:
                     jobs.append(self.lan.run(self.config.discovery.interval))
                 tasks = [group.create_task(job) for job in jobs]
@@ -114,7 +117,7 @@ class Node:
         limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
                            client.max_handshakes, client.connections_per_second)
         self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
-                           self._on_peer_request, self._on_link, lambda link: None)
+                           self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
         self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
@@ -123,6 +126,13 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
+        self.overlay.admit = self.reach.admit
+        self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
+                             self.reach, client.idle_timeout, self.clock)
+        self.mailer.relay = self.relays.send
+        self.puncher = Puncher(self.net, self.relays)
+        self.relays.on_relayed = self.puncher.after_relayed
         self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
                                    self.mailer.retention, self.clock)
         self.keyring.load()
@@ -162,7 +172,9 @@ class Node:
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
-            closers += [self.mailer.tasks.close(), self.overlay.tasks.close()]
+            closers += [self.mailer.tasks.close(), self.overlay.tasks.close(),
+                        self.reach.tasks.close(), self.relays.tasks.close(),
+                        self.puncher.tasks.close()]
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
@@ -270,6 +282,13 @@ class Node:
             m.Fetch: self.mailroom.on_fetch,
             m.Delete: self.mailroom.on_delete,
             m.Notify: lambda link, _msg: self.mailroom.on_notify(link),
+            m.DialBack: self.reach.on_dial_back,
+            m.Reserve: self.relays.on_reserve,
+            m.StoreRelay: self.relays.on_store_relay,
+            m.FindRelay: self.relays.on_find_relay,
+            m.Relay: self.relays.on_relay,
+            m.Punch: self.puncher.on_punch,
+            m.PunchOffer: self.puncher.on_punch_offer,
         }
 
     async def _on_peer_request(self, link: Link, message: m.Message) -> m.Message | None:
@@ -285,7 +304,13 @@ class Node:
 
     def _on_link(self, link: Link) -> None:
         self.overlay.on_link(link)
+        self.reach.on_link(link)
+        self.relays.on_link(link)
         self.mailer.link_opened(link.peer_id, len(self.net.links))
+
+    def _on_unlink(self, link: Link) -> None:
+        if hasattr(self, "relays"):
+            self.relays.on_unlink(link)
 
     def _on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
         reply = self.overlay.on_store_key(link, request)

@@ -22,7 +22,8 @@ from .ids import id_from_spki, short_id
 from .link import Link
 from .logsetup import about_peer
 from .lookup import Lookup
-from .peer_net import PeerNet
+from .peer_net import DialError, PeerNet
+from .reachability import AddressBook
 from .routing import Added, Peer, PingHead, RoutingTable
 from .store import Store
 from .tasks import Background
@@ -33,6 +34,7 @@ MAX_HELD_KEYS = 100_000
 NAME_ADDRESSES = 2      # addresses dialed for one bootstrap host name
 KEY_TTL_INTERVALS = 3   # an owner republishes every interval; three missed and the row goes
 HEAD_FRESH = 60.0   # seconds: a bucket head seen this recently is not pinged before eviction
+QUERY_TIMEOUT = 4.0  # seconds one lookup query may take (dial included) before we move on
 
 
 def to_peer(info: m.NodeInfo) -> Peer:
@@ -53,6 +55,10 @@ class Overlay:
         self.lookups = 0
         # Nodes joined or left the table: the closest set of some ID may have changed.
         self.membership_changed = False
+        # reach.py: verifies an inbound link's contact before it enters the table, and
+        # remembers failed addresses so lookups do not dial them again at once.
+        self.admit: Callable[[Link, Peer], None] | None = None
+        self.book = AddressBook()
         # Set by the mail keyring: whether a MailKeyReply record is a valid one of the node.
         self.record_check: Callable[[bytes, bytes], bool] = lambda node_id, record: False
 
@@ -75,7 +81,14 @@ class Overlay:
         self.store.put_key(link.peer_id, link.peer_key, int(self.clock()))
         address = self.address_of(link)
         if address is not None:
-            self.observe(Peer(link.peer_id, *address))
+            self._learn(link, Peer(link.peer_id, *address))
+
+    def _learn(self, link: Link | None, peer: Peer) -> None:
+        """A contact read from a link the peer dialed is verified first (reach.py)."""
+        if link is not None and link.direction == "in" and self.admit is not None:
+            self.admit(link, peer)
+        else:
+            self.observe(peer)
 
     def observe(self, peer: Peer) -> None:
         if not routable(peer.host):   # IP literals only: names would dodge the subnet limit
@@ -196,7 +209,19 @@ class Overlay:
         self.table.touch_bucket(lookup.target, self.clock())
 
     async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:
-        return await self.net.request(peer.host, peer.port, peer.node_id, build)
+        linked = peer.node_id in self.net.links
+        if not linked and not self.book.dial_allowed(peer.host, peer.port, self.clock()):
+            raise DialError(f"{peer.host}:{peer.port}: failed recently, backing off")
+        try:
+            # A dead address must not hold the lookup for the whole handshake timeout.
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                reply = await self.net.request(peer.host, peer.port, peer.node_id, build)
+        except (FluxError, TimeoutError):
+            if not linked:
+                self.book.failed(peer.host, peer.port, self.clock())
+            raise
+        self.book.succeeded(None, peer.host, peer.port, self.clock())
+        return reply
 
     def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
         error = task.exception()
@@ -217,9 +242,9 @@ class Overlay:
             return
         if isinstance(reply, (m.Nodes, m.KeyReply, m.MailKeyReply)):
             reached = self._reached_at(peer.node_id)
-            if reached is not None:
-                self.observe(reached)
             link = self.net.links.get(peer.node_id)
+            if reached is not None:
+                self._learn(link, reached)
             source = link.address[0] if link is not None else peer.host
             found = [to_peer(n) for n in reply.nodes
                      if n.node_id != self.me.node_id and reported_ok(n.host, source)]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import IdentityError
 
 PASSWORD_ENV = "FLUXCHAT_KEY_PASSWORD"
 PASSWORD_FILE_ENV = "FLUXCHAT_KEY_PASSWORD_FILE"
+MIN_CHOSEN_CHARS = 10   # a password chosen at the prompt; it guards the key if the disk is copied
+PROMPT_TRIES = 3
 
 
 def read_password(confirm: bool = False) -> str:
@@ -30,9 +33,23 @@ def read_password(confirm: bool = False) -> str:
     if not sys.stdin.isatty():
         raise IdentityError(f"no key password: set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}, "
                             "or run from a terminal to be asked")
-    password = getpass.getpass("Key password: ")
-    if confirm and getpass.getpass("Repeat the key password: ") != password:
-        raise IdentityError("the two passwords differ")
-    if not password:
-        raise IdentityError("an empty key password is not accepted")
-    return password
+    if not confirm:
+        password = getpass.getpass("Key password: ")
+        if not password:
+            raise IdentityError("an empty key password is not accepted")
+        return password
+    return choose_password(getpass.getpass, lambda text: print(text, file=sys.stderr))
+
+
+def choose_password(ask: Callable[[str], str], say: Callable[[str], None]) -> str:
+    """A new password from the prompt: long enough, typed the same twice; asks again on a slip."""
+    for _ in range(PROMPT_TRIES):
+        password = ask(f"Choose a key password (at least {MIN_CHOSEN_CHARS} characters): ")
+        if len(password) < MIN_CHOSEN_CHARS:
+            say(f"That is {len(password)} characters; use at least {MIN_CHOSEN_CHARS} (a few words will do).")
+            continue
+        if ask("Repeat the key password: ") != password:
+            say("The two entries differ; once more.")
+            continue
+        return password
+    raise IdentityError(f"no key password chosen after {PROMPT_TRIES} tries")

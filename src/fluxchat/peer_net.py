@@ -18,6 +18,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -210,24 +211,46 @@ class PeerNet:
 
     # ----- dialing ----------------------------------------------------------------------
 
+    async def adopt(self, sock: socket.socket, expected_id: bytes, tls_server: bool) -> Link:
+        """A link over a TCP connection made some other way (punch.py: a simultaneous open,
+        where neither end accepted): one end takes the acceptor's part, the other dials."""
+        if tls_server:
+            # As if our listener had accepted it (a server-side stream for start_tls).
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._accept), sock)
+            async with asyncio.timeout(self.config.handshake_timeout):
+                while expected_id not in self.links:
+                    await asyncio.sleep(0.01)
+            return self.links[expected_id]
+        host, port = sock.getpeername()[:2]
+        future: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._tasks.spawn(self._dial(host, port, expected_id, future, sock))
+        return await asyncio.shield(future)
+
     async def _dial(self, host: str, port: int, expected_id: bytes | None,
-                    future: asyncio.Future[Link]) -> None:
+                    future: asyncio.Future[Link], sock: socket.socket | None = None) -> None:
         try:
-            await self._dial_link(host, port, expected_id, future)
+            await self._dial_link(host, port, expected_id, future, sock)
         finally:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: dial abandoned"))
 
     async def _dial_link(self, host: str, port: int, expected_id: bytes | None,
-                         future: asyncio.Future[Link]) -> None:
+                         future: asyncio.Future[Link], sock: socket.socket | None = None
+                         ) -> None:
         started = time.monotonic()
         deadline = started + self.config.handshake_timeout
         writer = None
         try:
             async with asyncio.timeout_at(deadline):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._client_ssl,
-                    server_hostname=None if _is_ip(host) else host)
+                if sock is not None:   # already connected (see adopt)
+                    reader, writer = await asyncio.open_connection(
+                        sock=sock, ssl=self._client_ssl, server_hostname="")
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=self._client_ssl,
+                        server_hostname=None if _is_ip(host) else host)
             key = peer_certificate_key(writer.get_extra_info("ssl_object"))
         except (OSError, ssl.SSLError, TimeoutError, IdentityError) as exc:
             if writer is not None:

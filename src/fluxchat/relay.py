@@ -1,0 +1,304 @@
+"""Relays, the adapter: serves reservations, relay records and relayed mail; keeps relays
+for this node while it is unreachable; hands envelopes to a recipient's relay.
+
+An unreachable node reserves a slot at a few reachable nodes closest to its ID (so they are
+its storers too), renews the reservations (which also keeps those links from going idle),
+and publishes a signed relay record naming them. A sender that cannot dial the recipient
+finds the record and sends `Relay(envelope)` to a relay, which forwards it as `Deliver` over
+the recipient's open link, or holds it like a storer and pushes it when the link is back.
+Decisions live in relaying.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from . import messages as m
+from .envelope2 import parse_header  # either envelope version
+from .errors import EnvelopeError, FluxError
+from .identity import Identity
+from .ids import short_id
+from .link import Link
+from .lookup import Lookup
+from .mailer import Mailer
+from .overlay import Overlay, to_info, to_peer
+from .peer_net import PeerNet
+from .reach import Reach
+from .reachability import Status
+from .relaying import (
+    RESERVATION_LIFETIME,
+    WANTED_RELAYS,
+    RelayDirectory,
+    RelayError,
+    RelayRecord,
+    Reservations,
+    choose_relays,
+    make_record,
+    parse_record,
+)
+from .routing import Peer
+from .store import QuotaExceeded, Store
+from .tasks import Background
+from .wire_fields import ErrorCode as E
+
+log = logging.getLogger("fluxchat.relay")
+RENEW_INTERVAL = 60.0     # seconds between renewals (keeps the relay links in use)
+REPUBLISH_INTERVAL = 600.0
+FAILED_FOR = 120.0        # seconds a relay that failed us is not picked again
+REFUSED_FOR = 5.0         # ... that refused (e.g. it does not know yet that it is reachable)
+SHORT_RETRY_MAX = 15.0    # seconds between looks for more relays while short of them
+
+
+class Relays:
+    def __init__(self, identity: Identity, net: PeerNet, overlay: Overlay, store: Store,
+                 mailer: Mailer, reach: Reach, idle_timeout: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.me, self.net, self.overlay, self.store = identity, net, overlay, store
+        self.mailer, self.reach, self.clock = mailer, reach, clock
+        self.renew_every = min(RENEW_INTERVAL, idle_timeout / 3)
+        self.reservations = Reservations()
+        self.directory = RelayDirectory()
+        self.tasks = Background()
+        self.relays: dict[bytes, Peer] = {}        # our relays while we are unreachable
+        self.published_at = 0.0
+        self._failed: dict[bytes, float] = {}     # node ID -> monotonic time it may be asked
+        self._wake = asyncio.Event()
+        self._known: dict[bytes, RelayRecord] = {}  # records of recipients we sent to
+        self._retry = 0.5
+        # punch.py: told when mail went through a relay, to try for a direct link.
+        self.on_relayed: Callable[[bytes, bytes], None] | None = None
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def describe(self) -> list[str]:
+        return [f"{short_id(p.node_id)} {p.host}:{p.port}" for p in self.relays.values()]
+
+    # ----- serving as a relay and as a record directory -----------------------------
+
+    def on_reserve(self, link: Link, request: m.Reserve) -> m.Message:
+        if not self.reach.reachable:
+            return m.Fail(request.rid, int(E.REFUSED), "not reachable: cannot relay")
+        refused = self.reservations.reserve(link.peer_id, link.address[0], time.monotonic())
+        if refused is not None:
+            return m.Fail(request.rid, int(E.REFUSED), refused)
+        return m.Reserved(request.rid, RESERVATION_LIFETIME)
+
+    def on_store_relay(self, link: Link, request: m.StoreRelay) -> m.Message:
+        try:
+            record = parse_record(request.record, self.now())
+        except RelayError as exc:
+            return m.Fail(request.rid, int(E.INVALID), str(exc))
+        if not self.directory.put(record, self.now()):
+            return m.Fail(request.rid, int(E.REFUSED), "relay directory full or newer record held")
+        return m.Ok(request.rid)
+
+    def on_find_relay(self, link: Link, request: m.FindRelay) -> m.Message:
+        record = self.directory.get(request.node_id, self.now())
+        if record is not None:
+            return m.RelayReply(request.rid, record.encode(), ())
+        return m.RelayReply(request.rid, b"",
+                            self.overlay.closest_infos(request.node_id, link.peer_id))
+
+    async def on_relay(self, link: Link, request: m.Relay) -> m.Message:
+        try:
+            header = parse_header(request.envelope, self.mailer.max_payload)
+        except EnvelopeError:
+            return m.Fail(request.rid, int(E.INVALID), "envelope rejected")
+        refused = self.reservations.spend(header.recipient, len(request.envelope),
+                                          time.monotonic())
+        if refused is not None:
+            return m.Fail(request.rid, int(E.REFUSED), refused)
+        target = self.net.links.get(header.recipient)
+        if target is not None:
+            try:
+                answer = await target.request(lambda rid: m.Deliver(rid, request.envelope))
+            except FluxError as exc:
+                log.info("relaying to %s failed: %s; holding the mail",
+                         short_id(header.recipient), exc)
+            else:
+                if isinstance(answer, m.Ok):
+                    return m.Relayed(request.rid, False)
+                if isinstance(answer, m.Fail):
+                    return m.Fail(request.rid, answer.code, answer.message)
+        return self._hold(link, request, header.recipient, header.uuid, header.expires_at)
+
+    def _hold(self, link: Link, request: m.Relay, recipient: bytes, uuid: bytes,
+              expires_at: int) -> m.Message:
+        now = self.now()
+        if not now < expires_at <= now + self.mailer.retention + 600:
+            return m.Fail(request.rid, int(E.REFUSED), "expiry out of range")
+        try:
+            self.store.hold(uuid, recipient, link.peer_id, expires_at, request.envelope, now,
+                            self.mailer.quotas)
+        except QuotaExceeded as exc:
+            return m.Fail(request.rid, int(E.REFUSED), str(exc))
+        return m.Relayed(request.rid, True)
+
+    def on_link(self, link: Link) -> None:
+        """A node we hold mail for is back: tell it at once (it answers with a Fetch)."""
+        if self.store.held_for(link.peer_id, 1):
+            link.notify(m.Notify())
+        if self.reach.verdict.status is Status.UNREACHABLE and \
+                len(self.relays) < WANTED_RELAYS and link.peer_id not in self._failed:
+            self._wake.set()   # a new candidate relay
+
+    def on_unlink(self, link: Link) -> None:
+        if link.peer_id in self.relays:
+            log.info("relay %s lost", short_id(link.peer_id))
+            del self.relays[link.peer_id]
+            self._failed[link.peer_id] = time.monotonic() + FAILED_FOR
+            self._wake.set()
+
+    # ----- keeping relays while we are unreachable ------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            self.reach.changed.clear()
+            if self.reach.verdict.status is Status.UNREACHABLE:
+                try:
+                    await self.maintain()
+                except FluxError as exc:
+                    log.warning("keeping relays: %s", exc)
+                except Exception:   # keep the node alive; the traceback goes to the log
+                    log.exception("keeping relays failed")
+            elif self.relays:
+                log.info("reachable again: releasing %d relays", len(self.relays))
+                self.relays.clear()
+            # Short of relays: look again soon (1 s, doubling to 15 s), and at once on a new link.
+            short = self.reach.verdict.status is Status.UNREACHABLE and \
+                len(self.relays) < WANTED_RELAYS
+            self._retry = min(self._retry * 2, SHORT_RETRY_MAX, self.renew_every) if short else 0.5
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, self.reach.changed)]
+            try:
+                await asyncio.wait(waits, timeout=self._retry if short else self.renew_every,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+    async def maintain(self) -> None:
+        """Renew the reservations we hold, replace failed relays, publish when they change."""
+        moment = time.monotonic()
+        self._failed = {n: t for n, t in self._failed.items() if moment < t}
+        closest = await self.overlay.find_node(self.me.node_id)
+        by_id = {p.node_id: p for p in closest} | self.relays
+        wanted = choose_relays(list(self.relays), [p.node_id for p in closest],
+                               set(self._failed))
+        results = await asyncio.gather(*(self._reserve(by_id[n]) for n in wanted))
+        log.debug("reservations held at %d of %d relays asked", sum(results), len(wanted))
+        before = set(self.relays)
+        self.relays = {p.node_id: p for p, ok in zip((by_id[n] for n in wanted), results, strict=True) if ok}
+        changed = set(self.relays) != before
+        if changed:
+            log.info("relays: %s", ", ".join(self.describe()) or "none")
+        if self.relays and (changed or self.clock() - self.published_at >= REPUBLISH_INTERVAL):
+            await self.publish(closest)
+
+    async def _reserve(self, peer: Peer) -> bool:
+        try:
+            reply = await self.net.request(peer.host, peer.port, peer.node_id, m.Reserve)
+        except FluxError as exc:
+            log.info("reservation at %s failed: %s", short_id(peer.node_id), exc)
+            reply = None
+        if isinstance(reply, m.Reserved):
+            return True
+        pause = FAILED_FOR
+        if isinstance(reply, m.Fail):
+            log.info("%s refused to relay: %s", short_id(peer.node_id), reply.message)
+            pause = REFUSED_FOR
+        self._failed[peer.node_id] = time.monotonic() + pause
+        return False
+
+    async def publish(self, closest: list[Peer]) -> int:
+        """Store our signed relay record on the nodes closest to our ID."""
+        record = make_record(self.me, [to_info(p) for p in self.relays.values()], self.now())
+        data = record.encode()
+
+        async def push(peer: Peer) -> bool:
+            reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                           lambda rid: m.StoreRelay(rid, data))
+            return isinstance(reply, m.Ok)
+
+        results = await asyncio.gather(*(push(p) for p in closest), return_exceptions=True)
+        self.published_at = self.clock()
+        stored = sum(1 for r in results if r is True)
+        log.info("relay record stored on %d nodes", stored)
+        return stored
+
+    # ----- sending through a recipient's relay ------------------------------------------
+
+    async def find_record(self, node_id: bytes) -> RelayRecord | None:
+        known = self._known.get(node_id)
+        if known is not None and known.expires_at > self.now():
+            return known
+        local = self.directory.get(node_id, self.now())
+        if local is not None:
+            return local
+        lookup = Lookup(node_id, self.me.node_id,
+                        self.overlay.table.closest(node_id, self.overlay.config.k),
+                        k=self.overlay.config.k, alpha=self.overlay.config.alpha,
+                        want_value=True)
+        running: dict[asyncio.Task[m.Message], Peer] = {}
+        try:
+            while True:
+                for peer in lookup.next_queries():
+                    query = self.overlay._query(peer, lambda rid: m.FindRelay(rid, node_id))
+                    running[asyncio.ensure_future(query)] = peer
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._settle(lookup, running.pop(task), task, node_id)
+        finally:
+            for task in running:
+                task.cancel()
+        if not lookup.found or not isinstance(lookup.value, RelayRecord):
+            return None
+        self._known[node_id] = lookup.value
+        return lookup.value
+
+    def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message],
+                node_id: bytes) -> None:
+        reply = None if task.exception() else task.result()
+        if not isinstance(reply, m.RelayReply):
+            lookup.on_failure(peer.node_id)
+            return
+        if reply.record:
+            try:
+                lookup.on_value(peer.node_id, parse_record(reply.record, self.now(), node_id))
+            except RelayError as exc:
+                log.info("%s served a bad relay record: %s", short_id(peer.node_id), exc)
+                lookup.on_failure(peer.node_id)
+            return
+        lookup.on_reply(peer.node_id, [to_peer(n) for n in reply.nodes
+                                       if n.node_id != self.me.node_id])
+
+    async def send(self, envelope: bytes, recipient: bytes) -> tuple[str, bytes] | None:
+        """Hand the envelope to one of the recipient's relays: ("forwarded" | "held", relay),
+        or None when it has no record or no relay took it."""
+        record = await self.find_record(recipient)
+        if record is None:
+            return None
+        for info in record.relays:
+            if info.node_id == self.me.node_id:
+                continue
+            try:
+                reply = await self.net.request(info.host, info.port, info.node_id,
+                                               lambda rid: m.Relay(rid, envelope))
+            except FluxError as exc:
+                log.info("relay %s for %s: %s", short_id(info.node_id), short_id(recipient), exc)
+                continue
+            if isinstance(reply, m.Relayed):
+                if not reply.held and self.on_relayed is not None:
+                    self.on_relayed(recipient, info.node_id)
+                return ("held" if reply.held else "forwarded"), info.node_id
+            if isinstance(reply, m.Fail):
+                log.info("relay %s refused mail for %s: %s", short_id(info.node_id),
+                         short_id(recipient), reply.message)
+        self._known.pop(recipient, None)   # stale: look it up again next time
+        return None
