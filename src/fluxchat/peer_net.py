@@ -175,8 +175,8 @@ class PeerNet:
         accepted = time.monotonic()
         peer = writer.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
-        slot = self.admission.admit(host) if self._rate.allow(prefix_of(host), accepted) \
-            else "connection rate"
+        allowed = self._rate.allow(self.admission.key_of(host), accepted)
+        slot = self.admission.admit(host) if allowed else "connection rate"
         if isinstance(slot, str):
             self.refused += 1
             log.info("refusing a connection from %s: %s", host, slot, extra=about_peer(host))
@@ -307,6 +307,8 @@ class PeerNet:
                     time.monotonic(), self.limits.request_timeout, self.limits.output,
                     loop.rearm)
         survivor = self._register(link)
+        if direction == "out" and not survivor.closed:
+            self.admission.remember(address[0])   # a host we reached is a known peer too
         if future is not None and not future.done():
             if survivor.closed:
                 future.set_exception(DialError(f"{address[0]}:{address[1]}: link cap reached"))
