@@ -69,7 +69,8 @@ async def serve(node: Node) -> None:
         await node.ready.wait()
         print(ready_line(node), flush=True)
         await node.joined.wait()
-        print(f"joined the network: {len(node.overlay.table)} nodes in the routing table", flush=True)
+        print(f"joined the network: {len(node.overlay.table)} nodes in the routing table; reachability "
+              f"{node.reach.describe()['status']} so far (`info` shows it as it is checked)", flush=True)
 
     # Not a TaskGroup: it would wrap the node's FluxError in an ExceptionGroup.
     speaker = asyncio.create_task(say_when_ready())

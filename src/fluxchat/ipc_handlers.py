@@ -5,20 +5,47 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
+from .config import Config
 from .envelope2 import PROTECTION, version_of
 from .errors import EnvelopeError, IpcError
+from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
 from .ipc_protocol import check_body_size
-from .mailer import MailError
+from .mailer import Mailer, MailError
+from .outbox_states import OutboxState
 from .store import InboxMail, OutboxMail, Store
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .overlay import Overlay
+    from .peer_net import PeerNet
+    from .punch import Puncher
+    from .reach import Reach
+    from .relay import Relays
 
 Args = dict[str, Any]
+
+
+class NodeParts(Protocol):
+    """What the API may see of the node: its parts, never its lifecycle internals."""
+
+    config: Config
+    identity: Identity
+    store: Store | None
+    mailer: Mailer
+    net: PeerNet
+    overlay: Overlay
+    reach: Reach
+    relays: Relays
+    puncher: Puncher
+    port: int
+    ipc_port: int
+    started_at: float
+
+    def clock(self) -> float: ...
+    def request_stop(self) -> None: ...
 
 
 def _uuid(text: str) -> bytes:
@@ -40,7 +67,7 @@ def _protection(envelope: bytes | None) -> str | None:
 
 
 class IpcHandlers:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeParts) -> None:
         self.node = node
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
             "mail": self.mail, "list": self.list, "read": self.read, "delete": self.delete,
@@ -147,7 +174,7 @@ class IpcHandlers:
         if not self.node.mailer.resend(uuid):
             raise IpcError("bad_state", f"mail {args['uuid']} is {mail.state}; only failed or expired mail "
                                         "can be resent")
-        return {"uuid": args["uuid"], "state": "queued"}
+        return {"uuid": args["uuid"], "state": str(OutboxState.QUEUED)}
 
     def contacts(self, args: Args) -> dict[str, Any]:
         action = args["action"]

@@ -31,6 +31,7 @@ from .peer_net import PeerNet
 from .ratelimit import RateLimiter
 from .routing import Peer
 from .store import InboxMail, OutboxMail, QuotaExceeded, Store
+from .tasks import settle
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -298,7 +299,7 @@ class Mailroom:
             peers = await self.overlay.find_node(self.me.node_id)
         else:
             peers = self.overlay.table.closest(self.me.node_id, self.overlay.config.k)
-        counts = await asyncio.gather(*(self.fetch_from(p) for p in peers), return_exceptions=True)
+        counts = await settle((self.fetch_from(p) for p in peers), "fetching mail")
         return sum(c for c in counts if isinstance(c, int))
 
     async def fetch_from(self, peer: Peer) -> int:

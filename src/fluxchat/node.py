@@ -38,6 +38,7 @@ from .reach import Reach
 from .relay import Relays
 from .session import SessionConfig
 from .store import Store
+from .tasks import settle
 from .tls import server_context
 
 log = logging.getLogger("fluxchat.node")
@@ -178,8 +179,8 @@ class Node:
         if hasattr(self, "net"):
             closers.append(self.net.close())
         try:
-            await asyncio.wait_for(asyncio.gather(*closers, return_exceptions=True),
-                                   STOP_DEADLINE)
+            async with asyncio.timeout(STOP_DEADLINE):
+                await settle(closers, "shutdown")   # each failure logged once
         except TimeoutError:
             log.warning("shutdown deadline passed; closing anyway")
         if self.store is not None:

@@ -50,7 +50,7 @@ class OutboxMail:
     body: str
     created_at: int
     expires_at: int
-    state: str = "queued"
+    state: str = OutboxState.QUEUED
     reason: str | None = None
     envelope: bytes | None = None
     attempts: int = 0
@@ -234,9 +234,9 @@ class Store:
             if row is None or row[0] not in RESENDABLE:
                 return False
             db.execute(
-                "UPDATE outbox SET state = 'queued', reason = NULL, envelope = NULL, attempts = 0, "
+                "UPDATE outbox SET state = ?, reason = NULL, envelope = NULL, attempts = 0, "
                 "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
-                "WHERE uuid = ?", (now, expires_at, now, uuid))
+                "WHERE uuid = ?", (OutboxState.QUEUED, now, expires_at, now, uuid))
             self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
             return True
 
@@ -287,8 +287,9 @@ class Store:
             uuids = [r[0] for r in db.execute(
                 f"SELECT uuid FROM outbox WHERE state IN ({_IN_PENDING}) AND expires_at <= ?", (*_PENDING, now))]
             for uuid in uuids:
-                db.execute("UPDATE outbox SET state = 'expired', updated_at = ? WHERE uuid = ?", (now, uuid))
-                self._history(db, uuid, now, "expired", "retention time ended")
+                db.execute("UPDATE outbox SET state = ?, updated_at = ? WHERE uuid = ?",
+                           (OutboxState.EXPIRED, now, uuid))
+                self._history(db, uuid, now, OutboxState.EXPIRED, "retention time ended")
             return uuids
 
     @staticmethod
