@@ -116,18 +116,27 @@ def bucket_size(size: int) -> int:
     return (size + mask) & ~mask
 
 
+def _bstr_head(length: int) -> int:
+    """Bytes in the CBOR head of a byte string of `length` bytes."""
+    return 1 if length < 24 else 2 if length < 2**8 else 3 if length < 2**16 \
+        else 5 if length < 2**32 else 9
+
+
 def padded(parts: list[bytes]) -> bytes:
     """CBOR `parts + [zero padding]`, exactly bucket_size long where the padding's own
-    length head allows, else a byte or two more (never less)."""
-    base = len(dumps([*parts, b""]))
-    target = bucket_size(base)
-    for extra_head in (0, 1, 2, 4, 8):   # a longer padding string needs a longer head
-        length = target - base - extra_head
-        if length >= 0:
-            encoded = dumps([*parts, bytes(length)])
-            if len(encoded) == target:
-                return encoded
-    return dumps([*parts, bytes(target - base)])
+    length head allows, else a byte or two more (never less). Built from the encoded items
+    (an array's encoding is its head, then its items' encodings): each part is copied once."""
+    if len(parts) >= 23:
+        raise ValueError("padded() takes fewer than 23 parts")
+    items = [dumps(part) for part in parts]
+    head = bytes((0x80 | (len(parts) + 1),))   # CBOR array head, fewer than 24 items
+    room = bucket_size(len(head) + sum(map(len, items)) + 1) - len(head) - sum(map(len, items))
+    length = max(0, room - 1)   # the padding string, head included, fills `room` if it can
+    while length > 0 and _bstr_head(length) + length > room:
+        length -= 1
+    if _bstr_head(length) + length < room:   # at a head-size boundary: one head byte more
+        length += 1
+    return b"".join([head, *items, dumps(bytes(length))])
 
 
 # ----- sealing (our own input: mistakes are ValueError) ------------------------------

@@ -112,7 +112,7 @@ def seal(content: MailContent, signer: MailSigner, recipient: MailKeyRecord,
     signature = signer.signing_key.sign(MAIL_CONTEXT + header_bytes + inner)
     sealed = SUITE.encrypt(padded([inner, signature]), prekey_public(recipient.prekey),
                            info=SEAL_CONTEXT + header_bytes)
-    return dumps([header.fields(), sealed])
+    return b"\x82" + header_bytes + dumps(sealed)   # = dumps([header, sealed]), header encoded once
 
 
 # ----- parsing (hostile input: every failure is EnvelopeError) ---------------------------
