@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 import unittest
 from contextlib import closing
 from pathlib import Path
 
+from fluxchat.sqldb import open_database
 from fluxchat.store import InboxMail, OutboxMail, Store
 from fluxchat.store_schema import MIGRATIONS
 
@@ -69,7 +69,7 @@ class MigrationTest(unittest.TestCase):
     def test_a_first_release_database_keeps_its_mail(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "old.db"
-            with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+            with closing(open_database(path, None)) as raw:
                 for statement in MIGRATIONS[0]:
                     raw.execute(statement)
                 raw.execute("PRAGMA user_version = 1")
