@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ipc_app
+from fluxchat.ids import fingerprint, parse_id
 from fluxchat.ipc_protocol import MAX_LINE, make_request
 from tests.keys import identity
 from tests.lab import ProcessNode
@@ -174,7 +176,8 @@ class CliTest(unittest.TestCase):
     def row(self, listing: str, uuid: str) -> list[str]:
         rows = [line for line in listing.splitlines() if uuid in line]
         self.assertEqual(len(rows), 1, listing)
-        return rows[0].split()
+        cells = rows[0].split()
+        return cells[1:] if listing.startswith("#") else cells  # drop the row number
 
     # --- the seed's forms and the whole flow ---------------------------------------------
 
@@ -182,7 +185,7 @@ class CliTest(unittest.TestCase):
         uuid = self.send("Test", "Hello World")
         self.arrived(uuid)
         listing = self.ok("-c", self.cb, "list")
-        self.assertEqual(listing.splitlines()[0].split(), ["UUID", "RECEIVED", "FROM", "SUBJECT"])
+        self.assertEqual(listing.splitlines()[0].split(), ["#", "UUID", "RECEIVED", "FROM", "SUBJECT"])
         row = self.row(listing, uuid)
         self.assertEqual((row[0], row[1], row[4], row[5]), ("*", uuid, A_ID[:9] + "…", "Test"))
         out = self.ok("-c", self.cb, "read", "--uuid", uuid)
@@ -235,7 +238,8 @@ class CliTest(unittest.TestCase):
     def test_empty_mailbox(self) -> None:
         self.assertEqual(self.ok("-c", self.ca, "list"), "No mail in inbox.\n")
         self.assertEqual(self.ok("-c", self.ca, "list", "-n"), "No new mail in inbox.\n")
-        self.assertEqual(self.ok_json("-c", self.ca, "list"), {"folder": "inbox", "total": 0, "items": []})
+        self.assertEqual(self.ok_json("-c", self.ca, "list"), {"folder": "inbox", "total": 0, "offset": 0,
+                                                                     "items": []})
 
     def test_delete(self) -> None:
         uuid = self.send("to delete")
@@ -298,22 +302,57 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.ok("-c", self.ca, "contacts", "add", "bob", B_ID), f"Added bob = {B_ID}.\n")
         self.assertEqual(self.ok("-c", self.ca, "contacts", "list").splitlines(),
                          ["ALIAS  ID", f"bob    {B_ID}"])
-        self.assertEqual(self.ok_json("-c", self.ca, "contacts"), {"contacts": [{"alias": "bob", "id": B_ID}]})
+        self.assertEqual(self.ok_json("-c", self.ca, "contacts"), {"contacts": [{"alias": "bob", "id": B_ID,
+                                                 "fingerprint": fingerprint(parse_id(B_ID)), "name": ""}]})
         uuid = self.send("by alias", to="bob")
         self.assertEqual(self.row(self.ok("-c", self.ca, "list", "--outbox"), uuid)[3], "bob")
         self.arrived(uuid)
         self.assertEqual(self.ok_json("-c", self.ca, "status", uuid)["alias"], "bob")
         self.assertIn("To:        bob\n", self.ok("-c", self.ca, "status", uuid))
         self.assertEqual(self.ok("-c", self.ca, "contacts", "remove", "bob"), "Removed bob.\n")
-        self.assertEqual(self.ok("-c", self.ca, "contacts", "remove", "bob"), "No contact named bob.\n")
-        self.assertEqual(self.ok_json("-c", self.ca, "contacts", "remove", "bob"),
-                         {"alias": "bob", "removed": False})
+        nothing = self.app("-c", self.ca, "contacts", "remove", "bob")   # nothing removed: not a success
+        self.assertEqual((nothing.code, nothing.out), (1, "No contact named bob.\n"))
+        nothing = self.app("-c", self.ca, "--json", "contacts", "remove", "bob")
+        self.assertEqual((nothing.code, json.loads(nothing.out)), (1, {"alias": "bob", "removed": False}))
         err = self.fails(1, "mail", "-c", self.ca, "-t", "bob", "-b", "x")
         self.assertTrue(err.startswith("error: not_found: no contact named 'bob'"), err)
         err = self.fails(1, "-c", self.ca, "contacts", "add", "FC_bob", B_ID)
         self.assertTrue(err.startswith("error: bad_argument: alias:"), err)
         err = self.fails(1, "-c", self.ca, "contacts", "add", "carol", "FC_notanid")
         self.assertTrue(err.startswith("error: invalid_id: id:"), err)
+
+    def test_pasted_ids_and_uuids_may_carry_spaces(self) -> None:
+        self.addCleanup(self.app, "-c", self.ca, "contacts", "remove", "spaced")
+        self.assertEqual(self.ok("-c", self.ca, "contacts", "add", "spaced", f" {B_ID} \n"),
+                         f"Added spaced = {B_ID}.\n")
+        uuid = self.send("spaces", to=f"{B_ID} ")
+        self.assertEqual(self.ok_json("-c", self.ca, "status", f"{uuid} ")["uuid"], uuid)
+
+    def test_json_errors_are_json(self) -> None:
+        run = self.app("-c", self.ca, "--json", "status", "123e4567-e89b-12d3-a456-426614174000")
+        self.assertEqual(run.code, 1)
+        self.assertEqual(json.loads(run.out)["error"]["code"], "not_found")
+        run = self.app("-c", str(self.tmp / "nope.json"), "--json", "info")
+        self.assertEqual(run.code, 2)
+        self.assertEqual(json.loads(run.out)["error"]["code"], "config")
+
+    def test_status_history_collapses_retries(self) -> None:
+        rows = ipc_app.history_rows([{"at": 100, "state": "queued", "detail": ""},
+                                     {"at": 101, "state": "waiting_for_key", "detail": "no key"},
+                                     {"at": 161, "state": "waiting_for_key", "detail": "no key"},
+                                     {"at": 281, "state": "waiting_for_key", "detail": "no key"},
+                                     {"at": 290, "state": "stored", "detail": "on 3"}])
+        self.assertEqual([row[1] for row in rows], ["queued", "waiting_for_key", "stored"])
+        self.assertRegex(rows[1][2], r"^no key \(x3, last \d\d:\d\d:\d\d\)$")
+        self.assertRegex(rows[0][0], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+
+    def test_list_footer_offers_more_only_when_there_is_more(self) -> None:
+        args = {"folder": "inbox", "new_only": False, "offset": 0}
+        items = [{"uuid": str(n), "new": False} for n in range(2)]
+        first = ipc_app.show_list({"folder": "inbox", "total": 4, "items": items}, args)
+        self.assertTrue(first.endswith("Showing 1-2 of 4; --offset 2 shows the next ones."), first)
+        last = ipc_app.show_list({"folder": "inbox", "total": 4, "items": items}, dict(args, offset=2))
+        self.assertTrue(last.endswith("Showing 3-4 of 4."), last)
 
     # --- errors --------------------------------------------------------------------------
 
@@ -397,26 +436,30 @@ class CliTest(unittest.TestCase):
 
     def test_json_shapes(self) -> None:
         sent = json.loads(self.ok("--json", "-c", self.ca, "mail", "-t", B_ID, "-s", "json", "-b", "j"))
-        self.assertEqual(set(sent), {"uuid", "state"})
+        self.assertEqual(set(sent), {"uuid", "state", "sent"})
         self.assertEqual(sent["state"], "queued")
         uuid = sent["uuid"]
         self.arrived(uuid)
         inbox = self.ok_json("-c", self.cb, "list", "--limit", "1000")
-        self.assertEqual((set(inbox), inbox["folder"]), ({"folder", "total", "items"}, "inbox"))
+        self.assertEqual((set(inbox), inbox["folder"]), ({"folder", "total", "offset", "items"}, "inbox"))
         item = next(m for m in inbox["items"] if m["uuid"] == uuid)
         self.assert_shape(item, {"uuid": str, "from": str, "alias": type(None), "subject": str,
-                                 "created_at": int, "received_at": int, "new": bool})
+                                 "created_at": int, "received_at": int, "new": bool, "name": str,
+                                 "to": str, "folder": str, "at": int, "ref": type(None), "peer": str,
+                                 "direction": str})
         self.assertEqual((item["from"], item["new"]), (A_ID, True))
         outbox = self.ok_json("list", "--outbox", "-c", self.ca)
         self.assertEqual(outbox["folder"], "outbox")
         self.assertIsInstance(outbox["total"], int)
         self.assert_shape(next(m for m in outbox["items"] if m["uuid"] == uuid),
                           {"uuid": str, "to": str, "alias": type(None), "subject": str,
-                           "created_at": int, "state": str, "updated_at": int})
+                           "created_at": int, "state": str, "updated_at": int, "folder": str, "at": int,
+                           "ref": type(None), "peer": str, "direction": str, "reason": (str, type(None))})
         mail = self.ok_json("-c", self.cb, "read", "-u", uuid)
         self.assert_shape(mail, {"uuid": str, "from": str, "alias": type(None), "to": str, "subject": str,
                                  "body": str, "created_at": int, "received_at": int, "verified": bool,
-                                 "new": bool, "protection": str})
+                                 "new": bool, "name": str, "folder": str, "at": int, "ref": type(None),
+                                 "peer": str, "direction": str, "protection": str})
         self.assertEqual(mail["protection"], "forward-secret-pq")
         self.assertEqual((mail["to"], mail["body"], mail["verified"], mail["new"]), (B_ID, "j", True, True))
         self.assertFalse(self.ok_json("-c", self.cb, "read", "-u", uuid)["new"])
@@ -436,7 +479,7 @@ class CliTest(unittest.TestCase):
             self.assertIn(link["direction"], ("in", "out"))
         info = self.ok_json("-c", self.cb, "info")
         self.assert_shape(info, {"id": str, "fingerprint": str, "version": str, "uptime": (int, float),
-                                 "listen": list, "ipc": str, "counts": dict,
+                                 "listen": list, "ipc": str, "counts": dict, "name": str, "watchers": int,
                                  "reachability": dict})
         self.assertEqual(set(info["reachability"]), {"status", "address", "checked_at",
                                                      "dial_backs", "succeeded", "contact",

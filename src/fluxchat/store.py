@@ -1,6 +1,6 @@
 """The node's SQLite database: inbox, outbox, envelopes held for others, seen uuids, contacts, keys, routing.
 
-An adapter: it does sqlite3 I/O but reads no clock; callers pass `now` (unix seconds). Every sqlite3.Error
+An adapter: it does SQLite I/O but reads no clock; callers pass `now` (unix seconds). Every dbapi.Error
 becomes a StorageError here. Every state change runs in one `BEGIN IMMEDIATE … COMMIT` transaction, so a
 crash never leaves half a change behind.
 
@@ -10,8 +10,7 @@ commit in the WAL file and survives the process being killed the next instant.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from .errors import StorageError
 from .held import Held, QuotaExceeded, Quotas, hold, usage
 from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state
+from .sqldb import dbapi
 from .store_schema import connect, fail, transaction
 
 __all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store"]
@@ -40,6 +40,8 @@ class InboxMail:
     created_at: int
     received_at: int
     is_new: bool = True
+    ref: bytes | None = None  # the uuid of the mail this one replies to
+    sender_name: str = ""     # the display name the sender signed: a hint, not an identity
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class OutboxMail:
     body: str
     created_at: int
     expires_at: int
-    state: str = "queued"
+    state: str = OutboxState.QUEUED
     reason: str | None = None
     envelope: bytes | None = None
     attempts: int = 0
@@ -58,20 +60,32 @@ class OutboxMail:
     stored_on: int = 0  # how many storing nodes accepted the envelope
     updated_at: int = 0
     kind: str = "mail"  # "receipt": our signed receipt on its way back; hidden from listings
+    ref: bytes | None = None  # the uuid of the mail this one replies to
 
 
 # Inbox counts too: forget_seen_before may drop a uuid whose mail is still in the inbox.
 _SEEN_SQL = "SELECT EXISTS (SELECT 1 FROM seen WHERE uuid = ?) OR EXISTS (SELECT 1 FROM inbox WHERE uuid = ?)"
-_INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new"
+_INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new, ref, sender_name"
 _OUTBOX_COLS = (
     "uuid, recipient, subject, body, created_at, expires_at, state, reason, envelope, "
-    "attempts, next_attempt_at, stored_on, updated_at, kind"
+    "attempts, next_attempt_at, stored_on, updated_at, kind, ref"
 )
+# One row per peer we exchanged mail with: (peer, last activity, unread, total).
+_CONVERSATIONS_SQL = (
+    "SELECT peer, max(at), sum(unread), count(*) FROM ("
+    " SELECT sender AS peer, received_at AS at, is_new AS unread FROM inbox"
+    " UNION ALL SELECT recipient, created_at, 0 FROM outbox WHERE kind = 'mail')"
+    " GROUP BY peer ORDER BY max(at) DESC LIMIT ?"
+)
+
+# Told (topic "inbox" or "outbox", uuid) after each committed change to a mail.
+StoreObserver = Callable[[str, bytes], None]
 
 
 def _inbox(row: Sequence[Any]) -> InboxMail:
-    uuid, sender, recipient, subject, body, created_at, received_at, is_new = row[:8]
-    return InboxMail(uuid, sender, recipient, subject, body, created_at, received_at, bool(is_new))
+    uuid, sender, recipient, subject, body, created_at, received_at, is_new, ref, name = row
+    return InboxMail(uuid, sender, recipient, subject, body, created_at, received_at,
+                     bool(is_new), ref, name)
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMail:
@@ -81,34 +95,53 @@ def _outbox(row: Sequence[Any]) -> OutboxMail:
 class Store:
     """One SQLite database per node. Not thread-safe: use it from the event loop thread only."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: dbapi.Connection) -> None:
         self._db = db
+        self.observers: list[StoreObserver] = []
+        self._closed = False
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating it 0600 if needed) and migrate the database at `path`."""
-        return cls(connect(Path(path)))
+    def open(cls, path: Path, key: bytes | None = None) -> Store:
+        """Open (creating it 0600 if needed) and migrate the database at `path`, encrypted with the
+        32-byte storage `key` (see vault.py); without one the file is plain SQLite (tests only)."""
+        return cls(connect(Path(path), key))
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and empty it, so pages that deleted rows
+        left in the log do not linger (secure_delete then has zeroed them in the database)."""
+        self._rows("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self._db.close()
-        except sqlite3.Error as exc:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[dbapi.Connection]:
         return transaction(self._db)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self._rows(sql, params)
         return rows[0][0] if rows else None
+
+    def _changed(self, topic: str, uuid: bytes) -> None:
+        """Called after a commit: observers (the live event stream) never see a rolled-back change."""
+        for observer in self.observers:
+            observer(topic, uuid)
 
     # --- inbox and seen ------------------------------------------------------------------------
 
@@ -120,12 +153,14 @@ class Store:
                 return False
             db.execute(
                 f"INSERT INTO inbox ({_INBOX_COLS}, envelope_version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mail.uuid, mail.sender, mail.recipient, mail.subject, mail.body,
-                 mail.created_at, mail.received_at, int(mail.is_new), envelope_version),
+                 mail.created_at, mail.received_at, int(mail.is_new), mail.ref, mail.sender_name,
+                 envelope_version),
             )
             db.execute("INSERT INTO seen VALUES (?, ?, ?)", (mail.uuid, mail.created_at, mail.received_at))
-            return True
+        self._changed("inbox", mail.uuid)
+        return True
 
     def list_inbox(self, new_only: bool, limit: int, offset: int) -> tuple[int, list[InboxMail]]:
         where = "WHERE is_new = 1" if new_only else ""
@@ -145,9 +180,10 @@ class Store:
         value = self._value("SELECT envelope_version FROM inbox WHERE uuid = ?", (uuid,))
         return None if value is None else int(value)
 
-    def mark_read(self, uuid: bytes) -> bool:
+    def mark_read(self, uuid: bytes, read: bool = True) -> bool:
         with self._tx() as db:
-            return db.execute("UPDATE inbox SET is_new = 0 WHERE uuid = ?", (uuid,)).rowcount > 0
+            sql = "UPDATE inbox SET is_new = ? WHERE uuid = ?"
+            return db.execute(sql, (int(not read), uuid)).rowcount > 0
 
     def delete_inbox(self, uuid: bytes) -> bool:
         # The uuid stays in `seen`, so a replay of a deleted mail is still dropped.
@@ -174,7 +210,7 @@ class Store:
             return db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,)).rowcount
 
     @staticmethod
-    def _seen_in(db: sqlite3.Connection, uuid: bytes) -> bool:
+    def _seen_in(db: dbapi.Connection, uuid: bytes) -> bool:
         return bool(db.execute(_SEEN_SQL, (uuid, uuid)).fetchone()[0])
 
     # --- outbox --------------------------------------------------------------------------------
@@ -183,12 +219,13 @@ class Store:
         _check_state(mail.state)
         with self._tx() as db:
             db.execute(
-                f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({', '.join('?' * 15)})",
                 (mail.uuid, mail.recipient, mail.subject, mail.body, mail.created_at, mail.expires_at,
                  mail.state, mail.reason, mail.envelope, mail.attempts, mail.next_attempt_at,
-                 mail.stored_on, now, mail.kind),
+                 mail.stored_on, now, mail.kind, mail.ref),
             )
             self._history(db, mail.uuid, now, mail.state, "")
+        self._changed("outbox", mail.uuid)
 
     def set_outbox_state(
         self, uuid: bytes, state: str, now: int, detail: str = "", reason: str | None = None,
@@ -211,7 +248,8 @@ class Store:
                 (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted), uuid),
             )
             self._history(db, uuid, now, state, detail)
-            return True
+        self._changed("outbox", uuid)
+        return True
 
     def hurry_outbox(self, recipient: bytes | None = None,
                      states: frozenset[OutboxState] = PENDING) -> int:
@@ -234,11 +272,12 @@ class Store:
             if row is None or row[0] not in RESENDABLE:
                 return False
             db.execute(
-                "UPDATE outbox SET state = 'queued', reason = NULL, envelope = NULL, attempts = 0, "
+                "UPDATE outbox SET state = ?, reason = NULL, envelope = NULL, attempts = 0, "
                 "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
-                "WHERE uuid = ?", (now, expires_at, now, uuid))
+                "WHERE uuid = ?", (OutboxState.QUEUED, now, expires_at, now, uuid))
             self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
-            return True
+        self._changed("outbox", uuid)
+        return True
 
     def keep_outbox_envelope(self, uuid: bytes, envelope: bytes) -> None:
         """Record the sealed envelope of a mail that has none yet, leaving its state alone."""
@@ -287,14 +326,70 @@ class Store:
             uuids = [r[0] for r in db.execute(
                 f"SELECT uuid FROM outbox WHERE state IN ({_IN_PENDING}) AND expires_at <= ?", (*_PENDING, now))]
             for uuid in uuids:
-                db.execute("UPDATE outbox SET state = 'expired', updated_at = ? WHERE uuid = ?", (now, uuid))
-                self._history(db, uuid, now, "expired", "retention time ended")
-            return uuids
+                db.execute("UPDATE outbox SET state = ?, updated_at = ? WHERE uuid = ?",
+                           (OutboxState.EXPIRED, now, uuid))
+                self._history(db, uuid, now, OutboxState.EXPIRED, "retention time ended")
+        for uuid in uuids:
+            self._changed("outbox", uuid)
+        return uuids
 
     @staticmethod
-    def _history(db: sqlite3.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
+    def _history(db: dbapi.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
         db.execute("INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, ?, ?, ?)",
                    (uuid, now, state, detail))
+
+    # --- conversations -------------------------------------------------------------------------
+
+    def conversations(self, limit: int) -> list[tuple[bytes, int, int, int]]:
+        """(peer, last activity, unread, total) per peer we exchanged mail with, latest first."""
+        rows = self._rows(_CONVERSATIONS_SQL, (limit,))
+        return [(peer, int(at), int(unread), int(total)) for peer, at, unread, total in rows]
+
+    def conversation(self, peer: bytes, limit: int) -> list[InboxMail | OutboxMail]:
+        """The last `limit` mails exchanged with `peer`, oldest first (ours by creation time,
+        theirs by arrival: our own clock orders both)."""
+        got = self._rows(f"SELECT {_INBOX_COLS} FROM inbox WHERE sender = ? "
+                         "ORDER BY received_at DESC, rowid DESC LIMIT ?", (peer, limit))
+        sent = self._rows(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE recipient = ? AND kind = 'mail' "
+                          "ORDER BY created_at DESC, rowid DESC LIMIT ?", (peer, limit))
+        mails: list[InboxMail | OutboxMail] = [_inbox(r) for r in got] + [_outbox(r) for r in sent]
+        # Times are whole seconds: within one second, a reply goes after the mail it answers.
+        refs = {m.uuid: m.ref for m in mails}
+        depth: dict[bytes, int] = {}
+
+        def hops(uuid: bytes) -> int:
+            """How many replies deep `uuid` is among these mails (a forged cycle just ends)."""
+            path: list[bytes] = []
+            cur: bytes | None = uuid
+            while cur is not None and cur in refs and cur not in depth and cur not in path:
+                path.append(cur)
+                cur = refs[cur]
+            known = depth.get(cur, -1) if cur is not None else -1
+            for step in reversed(path):
+                known += 1
+                depth[step] = known
+            return depth[uuid]
+
+        mails.sort(key=lambda m: (m.received_at if isinstance(m, InboxMail) else m.created_at, hops(m.uuid)))
+        return mails[-limit:]
+
+    def mark_conversation_read(self, peer: bytes) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE inbox SET is_new = 0 WHERE sender = ? AND is_new = 1",
+                              (peer,)).rowcount
+
+    def latest_name(self, peer: bytes) -> str:
+        """The display name `peer` signed most recently, or ""."""
+        name = self._value("SELECT sender_name FROM inbox WHERE sender = ? AND sender_name != '' "
+                           "ORDER BY received_at DESC LIMIT 1", (peer,))
+        return str(name or "")
+
+    def uuids_between(self, low: bytes, high: bytes, limit: int) -> list[bytes]:
+        """Mail uuids (inbox or sent) in [low, high]: how a uuid prefix finds its mail."""
+        rows = self._rows("SELECT uuid FROM inbox WHERE uuid BETWEEN ?1 AND ?2 UNION "
+                          "SELECT uuid FROM outbox WHERE uuid BETWEEN ?1 AND ?2 AND kind = 'mail' "
+                          "LIMIT ?3", (low, high, limit))
+        return [r[0] for r in rows]
 
     # --- envelopes held for other nodes --------------------------------------------------------
 
@@ -314,6 +409,14 @@ class Store:
         )
         return [(u, e) for u, e in rows]
 
+    def held_sizes(self, recipient: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """(uuid, size) of the oldest envelopes held for `recipient`, without their bytes."""
+        rows = self._rows(
+            "SELECT uuid, size FROM held WHERE recipient = ? ORDER BY stored_at, rowid LIMIT ?",
+            (recipient, limit),
+        )
+        return [(u, int(n)) for u, n in rows]
+
     def delete_held(self, recipient: bytes, uuids: Sequence[bytes]) -> int:
         """Delete only `recipient`'s envelopes: a link authenticated as one node cannot drop another's."""
         with self._tx() as db:
@@ -328,7 +431,7 @@ class Store:
         """(envelopes, bytes) held for others, from running totals (no scan)."""
         try:
             return usage(self._db)
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     def held_page(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
@@ -445,7 +548,7 @@ class Store:
                                [(k,) for k in due])
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.execute(f"PRAGMA secure_delete = {previous}")
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
         return due
 

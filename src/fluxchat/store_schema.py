@@ -14,7 +14,6 @@ caller slips, since a bad uuid in `seen` would silently break duplicate detectio
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from .errors import StorageError
 from .held import MIGRATION as _HELD_TOTALS
 from .outbox_states import OutboxState
+from .sqldb import dbapi, open_database
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -169,7 +169,19 @@ _MAIL_KEYS: tuple[str, ...] = (
     "ALTER TABLE inbox ADD COLUMN envelope_version INTEGER NOT NULL DEFAULT 1",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY, _MAIL_KEYS)
+
+# Conversations: the mail a message replies to, the sender's display name (a hint), and
+# indexes that list the mail exchanged with one peer without scanning the mailbox.
+_CONVERSATIONS: tuple[str, ...] = (
+    "ALTER TABLE inbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
+    "ALTER TABLE inbox ADD COLUMN sender_name TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE outbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
+    "CREATE INDEX inbox_sender ON inbox (sender, received_at)",
+    "CREATE INDEX inbox_new ON inbox (is_new, sender)",
+    "CREATE INDEX outbox_recipient ON outbox (recipient, created_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY, _MAIL_KEYS, _CONVERSATIONS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -177,31 +189,29 @@ def fail(exc: BaseException) -> StorageError:
     return StorageError(f"database error: {exc}")
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open `path` (created 0600), set the pragmas and migrate; every failure is a StorageError."""
+def connect(path: Path, key: bytes | None = None) -> dbapi.Connection:
+    """Open `path` (created 0600; encrypted with `key` if given, see sqldb), set the pragmas and
+    migrate; every failure is a StorageError."""
     try:
         _create_private(path)
     except OSError as exc:
         raise StorageError(f"cannot create database {path}: {exc}") from exc
-    try:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, because Python 3.11's implicit
-        # transactions do not cover DDL and would make migrations non-atomic.
-        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise fail(exc) from exc
+    # Autocommit: we issue BEGIN/COMMIT ourselves, because Python 3.11's implicit transactions
+    # do not cover DDL and would make migrations non-atomic.
+    db = open_database(path, key)
     try:
         _configure(db)
         migrate(db)
     except BaseException as exc:
         db.close()
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, dbapi.Error):
             raise fail(exc) from exc
         raise
     return db
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(db: dbapi.Connection) -> Iterator[dbapi.Connection]:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; sqlite3 errors become StorageError.
 
     IMMEDIATE takes the write lock up front, so a check-then-write (quotas, migrations) cannot
@@ -209,7 +219,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """
     try:
         db.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
+    except dbapi.Error as exc:
         raise fail(exc) from exc
     try:
         yield db
@@ -217,7 +227,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException as exc:
         if db.in_transaction:  # SQLite may already have rolled back on its own
             db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, dbapi.Error):
             raise fail(exc) from exc
         raise
 
@@ -232,7 +242,7 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _configure(db: sqlite3.Connection) -> None:
+def _configure(db: dbapi.Connection) -> None:
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -241,7 +251,7 @@ def _configure(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA foreign_keys = ON")
 
 
-def migrate(db: sqlite3.Connection) -> int:
+def migrate(db: dbapi.Connection) -> int:
     """Bring `db` (autocommit mode) up to SCHEMA_VERSION; return the version it had before.
 
     A database written by a newer FluxChat is refused (StorageError) rather than misread or corrupted.
@@ -256,7 +266,7 @@ def migrate(db: sqlite3.Connection) -> int:
     return start
 
 
-def _apply(db: sqlite3.Connection, version: int) -> None:
+def _apply(db: dbapi.Connection, version: int) -> None:
     with transaction(db):
         # Re-read under the write lock: another process may have migrated since we looked.
         if _user_version(db) < version:
@@ -266,5 +276,5 @@ def _apply(db: sqlite3.Connection, version: int) -> None:
             db.execute(f"PRAGMA user_version = {int(version)}")
 
 
-def _user_version(db: sqlite3.Connection) -> int:
+def _user_version(db: dbapi.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
