@@ -38,10 +38,11 @@ from .wire_fields import MAX_TEXT
 from .wire_fields import ErrorCode as E
 
 log = logging.getLogger("fluxchat.reach")
-PROBE_TIMEOUT = 3.0      # a silent NAT drops our SYN: this long is "nobody answers"
+PROBE_TIMEOUT = 5.0      # a silent NAT drops our SYN: this long is "nobody answers"
 HELPERS = 3              # dial-backs asked per check (at least two networks when we can)
 RECHECK_INTERVAL = 600.0
 UNKNOWN_RETRY = 5.0      # nobody answered yet: ask again this soon
+MIN_RECHECK_GAP = 2.0    # seconds between two checks at least
 START_WAIT = 8.0         # seconds after start to wait for links before checking anyway
 MAX_PENDING_CHECKS = 256  # inbound contacts waiting for verification
 
@@ -136,11 +137,20 @@ class Reach:
                     await self._recheck.wait()
             except TimeoutError:
                 pass
+            await asyncio.sleep(MIN_RECHECK_GAP)   # triggers come in bursts (new links)
 
     def on_link(self, link: Link) -> None:
-        """An outbound link tells us the address we are seen at; a new one means a new check."""
-        if self.verdict.status is Status.UNKNOWN and not self.private:
+        """Check again when we may learn something new: someone new to ask while we know
+        nothing, an inbound link while we think nobody can reach us, or an outbound link that
+        reports another observed address."""
+        if self.private:
+            return
+        if self.verdict.status is Status.UNKNOWN:
             self._recheck.set()   # someone new to ask
+            return
+        if link.direction == "in" and self.verdict.status is Status.UNREACHABLE:
+            # Someone reached us after all (a slow probe under load misjudged us?): ask again.
+            self._recheck.set()
             return
         seen = link.observed_host
         if link.direction == "out" and seen and self.verdict.address and \
