@@ -39,8 +39,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench.lablib import BenchNode, ReceiptWatch, fresh_dir, print_table, quiet_logs, rss_kib, write_results  # noqa: E402
 from fluxchat import messages as m  # noqa: E402
+from fluxchat.envelope import MailContent, seal  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.link import Link  # noqa: E402
+from fluxchat.session_events import RequestReceived  # noqa: E402
 from tests.adversary import Attacker, hostile_net, tcp  # noqa: E402
 from tests.keys import identity, key_dir  # noqa: E402
 from tests.lab import ProcessNode  # noqa: E402
@@ -207,6 +209,84 @@ async def request_flood(target: Target) -> None:
             attacker.close()
 
     await target.each_source(work)
+
+
+def _junk(sender: int, count: int) -> list[bytes]:
+    """Envelopes sealed to the victim with their GCM tag flipped: each parses, each costs
+    the victim an RSA-4096 private-key operation to find out that it does not open."""
+    victim, me, now = identity(VICTIM_KEY), identity(sender), int(time.time())
+    out = []
+    for _ in range(count):
+        content = MailContent("mail", os.urandom(16), me.node_id, victim.node_id, now, "junk",
+                              "x" * 200, b"")
+        sealed = seal(content, me, victim.public_der, now + 3600, os.urandom(32), os.urandom(12))
+        out.append(sealed[:-1] + bytes([sealed[-1] ^ 1]))
+    return out
+
+
+@scenario("junk_deliver", "Deliver of envelopes that do not open, 32 in flight per link (10.5)")
+async def junk_deliver(target: Target) -> None:
+    async def work(source: str, key: int) -> None:
+        junk = _junk(key, 32)
+        while target.running():
+            attacker = await _linked(target, source, key)
+            if attacker is None:
+                await asyncio.sleep(0.2)
+                continue
+            target.count("links")
+            try:
+                while target.running():
+                    rids = [attacker.request(lambda rid, e=e: m.Deliver(rid, e)) for e in junk]
+                    for rid in rids:
+                        reply = await asyncio.wait_for(attacker.response(rid), 10)
+                        limited = isinstance(reply, m.Fail) and reply.code == m.ErrorCode.RATE_LIMITED
+                        target.count("refused (budget)" if limited else "opened")
+            except (OSError, ConnectionError, TimeoutError):
+                pass
+            attacker.close()
+
+    await target.each_source(work)
+
+
+@scenario("fetch_loop", "Notify, then 256 envelopes that do not open, marked more, per Fetch (10.3)")
+async def fetch_loop(target: Target) -> None:
+    async def work(source: str, key: int) -> None:
+        batch = tuple(_junk(key, 64) * 4)
+        while target.running():
+            attacker = await _linked(target, source, key)
+            if attacker is None:
+                await asyncio.sleep(0.2)
+                continue
+            target.count("links")
+            try:
+                while target.running():
+                    attacker.flood(m.Notify(), 100)
+                    target.count("notices", 100)
+                    await _serve_fetches(attacker, batch, target, time.monotonic() + 0.5)
+            except (OSError, ConnectionError):
+                pass
+            attacker.close()
+
+    await target.each_source(work)
+
+
+async def _serve_fetches(attacker: Attacker, batch: tuple[bytes, ...], target: Target,
+                         until: float) -> None:
+    """Answer the victim's Fetch with `batch` (more=True) and its Delete with Ok, until `until`."""
+    assert attacker.session is not None
+    try:
+        async with asyncio.timeout_at(until):
+            while True:
+                for event in await attacker._read_events():
+                    if isinstance(event, RequestReceived) and isinstance(event.message, m.Fetch):
+                        attacker.session.respond(m.MailBatch(event.message.rid, batch, True))
+                        target.count("batches served")
+                    elif isinstance(event, RequestReceived) and hasattr(event.message, "rid"):
+                        attacker.session.respond(m.Ok(event.message.rid))
+                attacker.events.clear()
+                attacker.flush()
+    except TimeoutError:
+        pass
 
 
 def attacker_main(name: str, host: str, port: int, seconds: float, conn: Connection) -> None:

@@ -43,10 +43,27 @@ def clean_body(value: Any) -> str:
     return str(value or "").replace("\r\n", "\n").translate(_MULTI_LINE)
 
 
-def when(ts: Any) -> str:
+def when(ts: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+        return time.strftime(fmt, time.localtime(ts))
     return "-"
+
+
+def history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per step, with seconds; a step repeated by retries is one row saying how often."""
+    rows: list[list[str]] = []
+    last: tuple[Any, Any] | None = None
+    for step in history:
+        key = (step.get("state"), step.get("detail"))
+        if key == last:
+            rows[-1][3] = str(int(rows[-1][3] or 1) + 1)
+            rows[-1][1] = when(step.get("at"), "%H:%M:%S")
+            continue
+        last = key
+        rows.append([when(step.get("at"), "%Y-%m-%d %H:%M:%S"), "", clean(step.get("state")), "",
+                     clean(step.get("detail"))])
+    return [[at, state, f"{detail} (x{times}, last {latest})" if times else detail]
+            for at, latest, state, times, detail in rows]
 
 
 def who(node_id: Any, alias: Any) -> str:
@@ -99,7 +116,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                             f"{PROG} mail -c var/config1.json -s Test -b 'Hello World' -t FC_…")
     p.add_argument("-t", "--to", required=True, help="recipient: a node ID (FC_…) or a contact alias")
     p.add_argument("-s", "--subject", default="", help="subject line (default: empty)")
-    p.add_argument("-b", "--body", help="the text; '-' or omitted reads standard input")
+    p.add_argument("-b", "--body", help="the text; '-' reads standard input, as does leaving -b out "
+                                        "when the text is piped in")
     p = subs["list"] = _sub(sub, common, "list", "list the inbox (or the outbox)", f"{PROG} list -n")
     p.add_argument("-n", "--new", action="store_true", help="only mail not read yet")
     p.add_argument("--outbox", action="store_true", help="list sent mail and its delivery state")
@@ -115,6 +133,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           ("save", "ask the node to save (storage is always durable)"),
                           ("stop", "stop the node gracefully")):
         subs[name] = _sub(sub, common, name, summary, f"{PROG} -c var/config1.json {name}")
+    p = subs["backup"] = _sub(sub, common, "backup", "write an encrypted archive of the node: identity, "
+                              "mail keys, mailbox, contacts (restore: server_app.py --restore FILE)",
+                              f"{PROG} backup ~/fluxchat.fcbackup")
+    p.add_argument("file", help="a new file on the node's machine (never overwritten)")
     return parser, subs
 
 
@@ -124,7 +146,7 @@ def _contacts(sub: Any, common: argparse.ArgumentParser, subs: dict[str, argpars
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     _sub(actions, common, "list", "list contacts (the default)", f"{PROG} contacts list")
     add = _sub(actions, common, "add", "add an alias for a node ID", f"{PROG} contacts add bob FC_…")
-    add.add_argument("alias", help="1..64 letters, digits, '.', '_' or '-'")
+    add.add_argument("alias", help="1..64 ASCII letters, digits, '.', '_' or '-', not starting with FC_")
     add.add_argument("id", help="the node ID (FC_…)")
     remove = _sub(actions, common, "remove", "remove an alias", f"{PROG} contacts remove bob")
     remove.add_argument("alias")
@@ -135,7 +157,7 @@ def _uuid(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         parser.error("give the uuid once, with -u or as an argument")
     if not (ns.uuid or ns.uuid_arg):
         parser.error("the uuid is required (-u UUID)")
-    return str(ns.uuid or ns.uuid_arg)
+    return str(ns.uuid or ns.uuid_arg).strip()   # pasted text often brings a space along
 
 
 def _body(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -153,16 +175,18 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
     """The (cmd, args) to send for the parsed command line; usage errors exit with 2."""
     cmd, parser = ns.command, subs[ns.command]
     if cmd == "mail":
-        return cmd, {"to": ns.to, "subject": ns.subject, "body": _body(ns, parser)}
+        return cmd, {"to": ns.to.strip(), "subject": ns.subject, "body": _body(ns, parser)}
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
+    if cmd == "backup":   # the node writes it: send an absolute path
+        return cmd, {"file": os.path.abspath(os.path.expanduser(ns.file))}
     if cmd in ("read", "delete", "status", "resend"):
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
         action = ns.action or "list"
         args = {"action": action, "alias": getattr(ns, "alias", None), "id": getattr(ns, "id", None)}
-        return cmd, {k: v for k, v in args.items() if v is not None}
+        return cmd, {k: v.strip() for k, v in args.items() if v is not None}
     return cmd, {}
 
 
@@ -186,7 +210,9 @@ def show_list(result: dict[str, Any], args: dict[str, Any]) -> str:
              who(m.get("from"), m.get("alias")), clean(m.get("subject"))] for m in items]
     text, total, offset = table(rows), result.get("total", len(items)), args["offset"]
     if isinstance(total, int) and (offset or offset + len(items) < total):
-        text += f"\nShowing {offset + 1}-{offset + len(items)} of {total}; use --offset to see more."
+        more = offset + len(items) < total
+        text += (f"\nShowing {offset + 1}-{offset + len(items)} of {total}"
+                 + (f"; --offset {offset + len(items)} shows the next ones." if more else "."))
     return text
 
 
@@ -223,8 +249,7 @@ def show_status(result: dict[str, Any], args: dict[str, Any]) -> str:
         ("Security", protection(result.get("protection"))))]
     history = result.get("history") or []
     if history:
-        lines += ["", "History:", table([[when(h.get("at")), clean(h.get("state")), clean(h.get("detail"))]
-                                         for h in history])]
+        lines += ["", "History:", table(history_rows(history))]
     return "\n".join(lines)
 
 
@@ -277,13 +302,18 @@ SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
     "contacts": show_contacts, "peers": show_peers, "info": show_info,
     "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
+    "backup": lambda r, a: f"Wrote {clean(r.get('bytes'))} bytes to {clean(r.get('file'))}.",
 }
 
 
 # --- main --------------------------------------------------------------------------------
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, as_json: bool = False, kind: str = "error") -> int:
+    """A failure for a person (stderr) or, with --json, for a script: one JSON object on stdout."""
+    if as_json:
+        print(json.dumps({"ok": False, "error": {"code": kind, "message": message}}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
     return code
 
 
@@ -299,30 +329,37 @@ def ipc_port(config: Config) -> int:
 
 def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
     config_path = getattr(ns, "config", None) or os.environ.get("FLUXCHAT_CONFIG") or DEFAULT_CONFIG
+    as_json = bool(getattr(ns, "json", False))
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), EXIT_USAGE, as_json, "config")
     port = ipc_port(config)
     where = f"{connect_address(config.ipc.address)}:{port}"
     hint = f"start it with src/server_app.py -c {config_path}"
     if not config.ipc.enabled:
-        return _fail(f"the local API is disabled in {config_path} (ipc.enabled)", EXIT_UNREACHABLE)
+        return _fail(f"the local API is disabled in {config_path} (ipc.enabled)", EXIT_UNREACHABLE, as_json,
+                     "unavailable")
     try:
         token = read_token_file(config.data_dir)
     except IpcError as exc:  # the node writes it at each start: most likely not running
-        return _fail(f"cannot reach the node at {where}: {exc.message}; {hint}", EXIT_UNREACHABLE)
+        return _fail(f"cannot reach the node at {where}: {exc.message}; {hint}", EXIT_UNREACHABLE, as_json,
+                     "unavailable")
     try:
         with IpcClient(config.ipc.address, port, token) as client:
             result = client.call(cmd, args)
     except NodeUnreachable:
-        return _fail(f"cannot reach the node at {where}; {hint}", EXIT_UNREACHABLE)
+        return _fail(f"cannot reach the node at {where}; {hint}", EXIT_UNREACHABLE, as_json, "unavailable")
     except IpcError as exc:
+        if as_json:
+            return _fail(exc.message, EXIT_ERROR, True, exc.code)
         return _fail(f"{exc.code}: {exc.message}", EXIT_ERROR)
     if getattr(ns, "json", False):
         print(json.dumps(result, indent=2))
     else:
         print(SHOW[cmd](result if isinstance(result, dict) else {}, args))
+    if cmd == "contacts" and args.get("action") == "remove" and not (result or {}).get("removed"):
+        return EXIT_ERROR   # nothing was removed: a script must not take it for done
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ipc_app
 from fluxchat.ipc_protocol import MAX_LINE, make_request
 from tests.keys import identity
 from tests.lab import ProcessNode
@@ -305,15 +306,49 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.ok_json("-c", self.ca, "status", uuid)["alias"], "bob")
         self.assertIn("To:        bob\n", self.ok("-c", self.ca, "status", uuid))
         self.assertEqual(self.ok("-c", self.ca, "contacts", "remove", "bob"), "Removed bob.\n")
-        self.assertEqual(self.ok("-c", self.ca, "contacts", "remove", "bob"), "No contact named bob.\n")
-        self.assertEqual(self.ok_json("-c", self.ca, "contacts", "remove", "bob"),
-                         {"alias": "bob", "removed": False})
+        nothing = self.app("-c", self.ca, "contacts", "remove", "bob")   # nothing removed: not a success
+        self.assertEqual((nothing.code, nothing.out), (1, "No contact named bob.\n"))
+        nothing = self.app("-c", self.ca, "--json", "contacts", "remove", "bob")
+        self.assertEqual((nothing.code, json.loads(nothing.out)), (1, {"alias": "bob", "removed": False}))
         err = self.fails(1, "mail", "-c", self.ca, "-t", "bob", "-b", "x")
         self.assertTrue(err.startswith("error: not_found: no contact named 'bob'"), err)
         err = self.fails(1, "-c", self.ca, "contacts", "add", "FC_bob", B_ID)
         self.assertTrue(err.startswith("error: bad_argument: alias:"), err)
         err = self.fails(1, "-c", self.ca, "contacts", "add", "carol", "FC_notanid")
         self.assertTrue(err.startswith("error: invalid_id: id:"), err)
+
+    def test_pasted_ids_and_uuids_may_carry_spaces(self) -> None:
+        self.addCleanup(self.app, "-c", self.ca, "contacts", "remove", "spaced")
+        self.assertEqual(self.ok("-c", self.ca, "contacts", "add", "spaced", f" {B_ID} \n"),
+                         f"Added spaced = {B_ID}.\n")
+        uuid = self.send("spaces", to=f"{B_ID} ")
+        self.assertEqual(self.ok_json("-c", self.ca, "status", f"{uuid} ")["uuid"], uuid)
+
+    def test_json_errors_are_json(self) -> None:
+        run = self.app("-c", self.ca, "--json", "status", "123e4567-e89b-12d3-a456-426614174000")
+        self.assertEqual(run.code, 1)
+        self.assertEqual(json.loads(run.out)["error"]["code"], "not_found")
+        run = self.app("-c", str(self.tmp / "nope.json"), "--json", "info")
+        self.assertEqual(run.code, 2)
+        self.assertEqual(json.loads(run.out)["error"]["code"], "config")
+
+    def test_status_history_collapses_retries(self) -> None:
+        rows = ipc_app.history_rows([{"at": 100, "state": "queued", "detail": ""},
+                                     {"at": 101, "state": "waiting_for_key", "detail": "no key"},
+                                     {"at": 161, "state": "waiting_for_key", "detail": "no key"},
+                                     {"at": 281, "state": "waiting_for_key", "detail": "no key"},
+                                     {"at": 290, "state": "stored", "detail": "on 3"}])
+        self.assertEqual([row[1] for row in rows], ["queued", "waiting_for_key", "stored"])
+        self.assertRegex(rows[1][2], r"^no key \(x3, last \d\d:\d\d:\d\d\)$")
+        self.assertRegex(rows[0][0], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+
+    def test_list_footer_offers_more_only_when_there_is_more(self) -> None:
+        args = {"folder": "inbox", "new_only": False, "offset": 0}
+        items = [{"uuid": str(n), "new": False} for n in range(2)]
+        first = ipc_app.show_list({"folder": "inbox", "total": 4, "items": items}, args)
+        self.assertTrue(first.endswith("Showing 1-2 of 4; --offset 2 shows the next ones."), first)
+        last = ipc_app.show_list({"folder": "inbox", "total": 4, "items": items}, dict(args, offset=2))
+        self.assertTrue(last.endswith("Showing 3-4 of 4."), last)
 
     # --- errors --------------------------------------------------------------------------
 

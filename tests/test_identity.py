@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluxchat.errors import IdentityError
 from fluxchat.identity import Identity, load_identity, load_public_key, verify_signature, write_identity
@@ -88,6 +90,20 @@ class IdentityFilesTest(unittest.TestCase):
         with self.assertRaises(IdentityError):
             load_public_key(identity(0).public_der.replace(rsa_oid, unknown_oid))
         self.assertIsInstance(load_public_key(identity(0).public_der).key_size, int)
+
+
+class PublicKeyFuzzTest(unittest.TestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=600), st.integers(0, 549), st.integers(0, 255))
+    def test_any_bytes_raise_only_identity_error(self, junk: bytes, at: int, value: int) -> None:
+        """Random bytes, and the real key with one byte changed (OIDs, lengths, exponent)."""
+        der = bytearray(identity(0).public_der)
+        der[at % len(der)] = value
+        for candidate in (junk, bytes(der)):
+            try:
+                load_public_key(candidate)
+            except IdentityError:
+                pass
 
 
 @unittest.skipUnless(HAVE_OPENSSL, "openssl not installed")

@@ -4,10 +4,13 @@ own layer or below, and the pure core imports nothing that does I/O or reads the
 from __future__ import annotations
 
 import ast
+import tomllib
 import unittest
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fluxchat"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "src" / "fluxchat"
+ENTRY_POINTS = sorted((ROOT / "src").glob("*.py"))
 
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "identity", "pkcs8", "password", "asn1", "outbox_states",
@@ -20,8 +23,12 @@ LAYERS = {
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "reach", "relay", "punch"},
 }
+# Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
+for _layer, _names in ((1, {"vault_format", "backup_format"}),
+                       (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
+    LAYERS[_layer] |= _names
 PURE = LAYERS[1]
-IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",
+IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
 
 
@@ -67,6 +74,72 @@ class LayersTest(unittest.TestCase):
         for name in PURE:
             _, others = imports(PACKAGE / f"{name}.py")
             self.assertEqual(others & IMPURE_STDLIB, set(), f"{name} imports I/O or clock")
+
+    def test_no_import_cycles(self) -> None:
+        """Also through imports made only for type checking or inside functions: a cycle there
+        is still two modules that cannot be understood (or changed) apart."""
+        graph = {path.stem: imports(path)[0] - {path.stem} for path in PACKAGE.glob("*.py")}
+        self.assertEqual(find_cycle(graph), None)
+
+    def test_find_cycle_finds_one(self) -> None:
+        self.assertEqual(find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}), ["a", "b", "c", "a"])
+        self.assertIsNone(find_cycle({"a": {"b"}, "b": set()}))
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path that returns to its start, or None (depth-first search)."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return path[path.index(module):] + [module]
+        if module in done:
+            return None
+        for target in sorted(graph.get(module, ())):
+            cycle = visit(target, path + [module])
+            if cycle:
+                return cycle
+        done.add(module)
+        return None
+
+    for start in sorted(graph):
+        cycle = visit(start, [])
+        if cycle:
+            return cycle
+    return None
+
+
+class EntryPointsTest(unittest.TestCase):
+    """src/*.py: the thin layer above the node (DESIGN §1)."""
+
+    def test_the_package_never_imports_an_entry_point(self) -> None:
+        names = {path.stem for path in ENTRY_POINTS}
+        for path in PACKAGE.glob("*.py"):
+            _, others = imports(path)
+            self.assertEqual(others & names, set(), path.stem)
+
+    def test_entry_points_use_the_project_venv_before_the_package(self) -> None:
+        """`./src/x.py` under a python3 without our dependencies must reach use_project_venv()
+        before any import that needs them (see runtime_env.py)."""
+        for path in ENTRY_POINTS:
+            with self.subTest(path.name):
+                body = ast.parse(path.read_text()).body
+                guard = next(i for i, node in enumerate(body) if isinstance(node, ast.If)
+                             and "use_project_venv" in ast.unparse(node))
+                for node in body[:guard]:
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fluxchat"):
+                        self.assertEqual(node.module, "fluxchat.runtime_env")
+                self.assertTrue(any(isinstance(node, ast.ImportFrom) and node.module == "fluxchat.runtime_env"
+                                    for node in body[:guard]))
+
+    def test_console_script_and_modules_match_pyproject(self) -> None:
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        modules = project["tool"]["setuptools"]["py-modules"]
+        self.assertEqual(sorted(modules), [path.stem for path in ENTRY_POINTS])
+        for name, target in project["project"]["scripts"].items():
+            module, _, function = target.partition(":")
+            tree = ast.parse((ROOT / "src" / f"{module}.py").read_text())
+            self.assertIn(function, {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, name)
 
 
 if __name__ == "__main__":

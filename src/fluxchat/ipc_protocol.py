@@ -115,6 +115,7 @@ _TABLE = (
     Command("info"),
     Command("save"),
     Command("stop"),
+    Command("backup", (Arg("file", "text", required=True, high=4096),)),
 )
 COMMANDS: dict[str, Command] = {command.name: command for command in _TABLE}
 
@@ -188,7 +189,7 @@ def _check_node_id(arg: Arg, value: Any) -> str:
 
 def _check_alias(arg: Arg, value: Any) -> str:
     if not _is_text(value) or value.startswith(ID_PREFIX) or not _ALIAS_RE.fullmatch(value):
-        raise _bad(arg, f"an alias of 1..64 letters, digits, '.', '_' or '-', not starting with {ID_PREFIX}",
+        raise _bad(arg, f"an alias of 1..64 ASCII letters, digits, '.', '_' or '-', not starting with {ID_PREFIX}",
                    value)
     return value
 

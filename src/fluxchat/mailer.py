@@ -33,7 +33,7 @@ from .peer_net import PeerNet
 from .placement import replica_targets
 from .routing import Peer
 from .store import InboxMail, OutboxMail, Quotas, Store
-from .tasks import Background
+from .tasks import Background, settle
 
 log = logging.getLogger("fluxchat.mail")
 S = OutboxState
@@ -75,7 +75,7 @@ class Mailer:
                              config.quota_per_sender_recipient)
         self.wake = asyncio.Event()
         self._busy: set[bytes] = set()
-        self.tasks = Background()
+        self.tasks = Background("mail task")
         self._next_expiry = 0
         # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
         # returns ("forwarded" | "held", relay ID) or None.
@@ -255,5 +255,5 @@ class Mailer:
                          extra=about_peer(peer.node_id))
             return isinstance(reply, m.Ok)
 
-        results = await asyncio.gather(*(store_on(p) for p in targets), return_exceptions=True)
+        results = await settle((store_on(p) for p in targets), "storing mail")
         return sum(1 for r in results if r is True)

@@ -24,13 +24,14 @@ from .link import Link
 from .logsetup import about_peer
 from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, V2_OPENS_BURST, V2_OPENS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
-from .mailkeys import MailKeyError, MailKeyRecord
+from .mailkeys import MailKeyRecord
 from .outbox_states import OutboxState as S
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .ratelimit import RateLimiter
 from .routing import Peer
 from .store import InboxMail, OutboxMail, QuotaExceeded, Store
+from .tasks import settle
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -127,13 +128,7 @@ class Mailroom:
         keyring = self.mailer.keyring
         if keyring is None or record is None:
             return record
-        data = record.encode()
-        if self.store.get_mail_key(sender) != data:
-            try:
-                keyring.learn(data, sender, sender_key)
-            except MailKeyError:   # expired or superseded: the newest one we hold wins
-                pass
-        return keyring.held(sender, sender_key) or record
+        return keyring.newest(sender, sender_key, record)
 
     async def _accept_mail(self, content: MailContent, sender_key: bytes,
                            record: MailKeyRecord | None, now: int, version: int) -> None:
@@ -254,18 +249,21 @@ class Mailroom:
         limit = max(1, min(request.limit, m.MAX_ENVELOPES))
         budget = self.mailer.max_payload - BATCH_OVERHEAD
         batch: list[bytes] = []
-        held = self.store.held_for(link.peer_id, limit + 1)
-        for uuid, envelope in held[:limit]:
-            cost = len(envelope) + ENVELOPE_OVERHEAD
-            if cost > budget and not batch and len(envelope) > max_held_envelope(self.mailer.max_payload):
+        # Sizes first, bytes only for what fits: a Fetch never loads more than one frame.
+        held = self.store.held_sizes(link.peer_id, limit + 1)
+        for uuid, size in held[:limit]:
+            cost = size + ENVELOPE_OVERHEAD
+            if cost > budget and not batch and size > max_held_envelope(self.mailer.max_payload):
                 # Held before stores were capped: it can never be handed out, and would block the rest.
                 log.warning("dropping held envelope %s: too large for a batch", uuidlib.UUID(bytes=uuid))
                 self.store.delete_held(link.peer_id, [uuid])
                 continue
             if cost > budget:
                 break
-            budget -= cost
-            batch.append(envelope)
+            envelope = self.store.held_envelope(uuid)
+            if envelope is not None:
+                budget -= cost
+                batch.append(envelope)
         return m.MailBatch(request.rid, tuple(batch), len(held) > len(batch))
 
     def on_delete(self, link: Link, request: m.Delete) -> m.Message:
@@ -298,7 +296,7 @@ class Mailroom:
             peers = await self.overlay.find_node(self.me.node_id)
         else:
             peers = self.overlay.table.closest(self.me.node_id, self.overlay.config.k)
-        counts = await asyncio.gather(*(self.fetch_from(p) for p in peers), return_exceptions=True)
+        counts = await settle((self.fetch_from(p) for p in peers), "fetching mail")
         return sum(c for c in counts if isinstance(c, int))
 
     async def fetch_from(self, peer: Peer) -> int:

@@ -26,7 +26,7 @@ from .peer_net import DialError, PeerNet
 from .reachability import AddressBook
 from .routing import Added, Peer, PingHead, RoutingTable
 from .store import Store
-from .tasks import Background
+from .tasks import Background, Bug, settle
 
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
@@ -50,7 +50,7 @@ class Overlay:
                  clock: Callable[[], float] = time.time) -> None:
         self.me, self.net, self.store, self.config = identity, net, store, config
         self.clock = clock
-        self.tasks = Background()
+        self.tasks = Background("overlay task")
         self.table = RoutingTable(identity.node_id, k=config.k, head_fresh=HEAD_FRESH)
         self.lookups = 0
         # Nodes joined or left the table: the closest set of some ID may have changed.
@@ -225,6 +225,11 @@ class Overlay:
 
     def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
         error = task.exception()
+        if error is not None and not isinstance(error, FluxError):
+            # Our bug, not the peer's doing: log it once, let the lookup go on, blame no one.
+            log.error("bug in a lookup query to %s", short_id(peer.node_id), exc_info=error)
+            lookup.on_failure(peer.node_id)
+            return
         reply = None if error else task.result()
         if isinstance(reply, m.KeyReply) and reply.public_key:
             if id_from_spki(reply.public_key) == lookup.target:
@@ -261,12 +266,11 @@ class Overlay:
     async def bootstrap(self, entries: list[tuple[str, int]]) -> int:
         """Dial every bootstrap address, then look up our own ID; returns the links made."""
         addresses = [a for host, port in entries for a in await self._resolve(host, port)]
-        results = await asyncio.gather(*(self.net.dial(h, p) for h, p in addresses),
-                                       return_exceptions=True)
+        results = await settle((self.net.dial(h, p) for h, p in addresses), "bootstrap")
         for (host, port), result in zip(addresses, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, FluxError) and not isinstance(result, Bug):
                 log.info("bootstrap %s:%d: %s", host, port, result)
-        linked = sum(1 for r in results if not isinstance(r, BaseException))
+        linked = sum(1 for r in results if not isinstance(r, FluxError))
         await self.find_node(self.me.node_id)
         return linked
 
@@ -292,7 +296,7 @@ class Overlay:
                                            lambda rid: m.StoreKey(rid, self.me.public_der))
             return isinstance(reply, m.Ok)
 
-        results = await asyncio.gather(*(push(p) for p in peers), return_exceptions=True)
+        results = await settle((push(p) for p in peers), "publishing a key")
         return sum(1 for r in results if r is True)
 
     async def publish_mail_key(self, record: bytes) -> int:
@@ -304,7 +308,7 @@ class Overlay:
                                            lambda rid: m.StoreMailKey(rid, record))
             return isinstance(reply, m.Ok)
 
-        results = await asyncio.gather(*(push(p) for p in peers), return_exceptions=True)
+        results = await settle((push(p) for p in peers), "publishing a key")
         return sum(1 for r in results if r is True)
 
     async def refresh(self) -> None:
