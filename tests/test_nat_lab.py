@@ -193,7 +193,7 @@ class RelayInLabTest(LabTestCase):
 
 class PunchInLabTest(LabTestCase):
     def direct_after_relayed_mail(self, kinds: list[str]) -> tuple[bool, dict[str, Any]]:
-        _, homes = start_world(self.lab, self.dir, 1, kinds)
+        _, homes = start_world(self.lab, self.dir, 2, kinds)   # publics check each other
         for home in homes:
             wait_for(lambda h=home: settled(h, 1), 90, "home relay")  # type: ignore[misc]
         first, second = homes
