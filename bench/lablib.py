@@ -224,8 +224,8 @@ class InboxWatch(_Stamps):
         store = node.store
         original = store.add_inbox
 
-        def add_inbox(mail: Any) -> bool:
-            added = original(mail)
+        def add_inbox(mail: Any, *args: Any) -> bool:
+            added = original(mail, *args)
             if added:
                 self.record(mail.uuid)
             return added

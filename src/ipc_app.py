@@ -133,6 +133,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           ("save", "ask the node to save (storage is always durable)"),
                           ("stop", "stop the node gracefully")):
         subs[name] = _sub(sub, common, name, summary, f"{PROG} -c var/config1.json {name}")
+    p = subs["backup"] = _sub(sub, common, "backup", "write an encrypted archive of the node: identity, "
+                              "mail keys, mailbox, contacts (restore: server_app.py --restore FILE)",
+                              f"{PROG} backup ~/fluxchat.fcbackup")
+    p.add_argument("file", help="a new file on the node's machine (never overwritten)")
     return parser, subs
 
 
@@ -175,6 +179,8 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
+    if cmd == "backup":   # the node writes it: send an absolute path
+        return cmd, {"file": os.path.abspath(os.path.expanduser(ns.file))}
     if cmd in ("read", "delete", "status", "resend"):
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
@@ -296,6 +302,7 @@ SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
     "contacts": show_contacts, "peers": show_peers, "info": show_info,
     "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
+    "backup": lambda r, a: f"Wrote {clean(r.get('bytes'))} bytes to {clean(r.get('file'))}.",
 }
 
 

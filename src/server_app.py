@@ -16,14 +16,18 @@ from fluxchat.runtime_env import use_project_venv
 if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
     use_project_venv()
 
+from fluxchat import vault_admin  # noqa: E402
 from fluxchat.config import LOG_LEVELS, Config, load_config  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.identity import Identity, load_identity  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 from fluxchat.logsetup import setup_logging  # noqa: E402
-from fluxchat.node import Node  # noqa: E402
+from fluxchat.node import DB_FILE, Node  # noqa: E402
 from fluxchat.password import read_password  # noqa: E402
 from fluxchat.pidfile import PidFile  # noqa: E402
+from fluxchat.vault import params_from_env  # noqa: E402
+from fluxchat.vault_format import DEFAULT_KDF  # noqa: E402
+from fluxchat.vault_migrate import unlock_storage  # noqa: E402
 
 log = logging.getLogger("fluxchat.server")
 
@@ -38,16 +42,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="config file (default: $FLUXCHAT_CONFIG or var/config1.json)")
     parser.add_argument("--dev", action="store_true", help="log to stderr instead of the log file")
     parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, help="override log.level")
+    admin = parser.add_mutually_exclusive_group()
+    admin.add_argument("--restore", type=Path, metavar="FILE",
+                       help="restore a backup archive (ipc_app.py backup) into the config's empty "
+                            "data directory, then exit")
+    admin.add_argument("--change-password", action="store_true",
+                       help="change the key password with the node stopped, then exit; the new one "
+                            "comes from FLUXCHAT_NEW_KEY_PASSWORD(_FILE) or a prompt")
     return parser.parse_args(argv)
 
 
-def load(args: argparse.Namespace) -> tuple[Config, Identity]:
+def load(args: argparse.Namespace) -> tuple[Config, Identity, str]:
     config = load_config(args.config)
-    identity = load_identity(config.data_dir, read_password())
+    password = read_password()
+    identity = load_identity(config.data_dir, password)
     if config.id is not None and config.id != identity.node_id:
         raise FluxError(f"{args.config}: id is {format_id(config.id)} but the key in "
                         f"{config.data_dir} belongs to {identity.id_text}")
-    return config, identity
+    return config, identity, password
 
 
 def ready_line(node: Node) -> str:
@@ -83,8 +95,10 @@ async def serve(node: Node) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.restore is not None or args.change_password:
+        return vault_admin.run(args.config, args.restore, args.change_password)
     try:
-        config, identity = load(args)
+        config, identity, password = load(args)
     except FluxError as exc:
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 2
@@ -98,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log_level or config.log.level, config.log.file, args.dev,
                       config.log.max_bytes, config.log.backups)
         log.info("node %s starting (pid %d)", identity.id_text, os.getpid())
-        asyncio.run(serve(Node(config, identity)))
+        # Under the pid file: a second process must not migrate the database at the same time.
+        storage_key = unlock_storage(config.data_dir, config.data_dir / DB_FILE, password,
+                                     params_from_env(DEFAULT_KDF))
+        del password
+        asyncio.run(serve(Node(config, identity, storage_key=storage_key)))
         log.info("node stopped")
         print(f"FluxChat node {identity.id_text} stopped", flush=True)
     except FluxError as exc:

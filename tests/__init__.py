@@ -19,3 +19,8 @@ if _level:
 else:
     _logger.addHandler(logging.NullHandler())
     _logger.propagate = False
+
+# New storage key files made by nodes under test use the cheapest Argon2id the format allows,
+# not the ~0.5 s default: nodes start by the hundred here. Tests of the cost set their own.
+os.environ.setdefault("FLUXCHAT_STORAGE_KDF_MEMORY_KIB", "8192")
+os.environ.setdefault("FLUXCHAT_STORAGE_KDF_ITERATIONS", "1")

@@ -19,7 +19,9 @@ from typing import Any
 
 from fluxchat.config import load_config
 from fluxchat.ipc_client import IpcClient, read_token_file
-from fluxchat.node import RUNTIME_FILE, Node
+from fluxchat.node import DB_FILE, RUNTIME_FILE, Node
+from fluxchat.store import Store
+from fluxchat.vault import unlock
 from tests.keys import TEST_PASSWORD, identity, install_identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,9 +138,9 @@ class ProcessNode:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime: dict[str, Any] = {}
 
-    def start(self, timeout: float = 15.0) -> dict[str, Any]:
+    def start(self, timeout: float = 15.0, password: str = TEST_PASSWORD) -> dict[str, Any]:
         (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
-        env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=TEST_PASSWORD)
+        env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=password)
         self.log = open(self.data_dir / "stderr.log", "ab")
         self.proc = subprocess.Popen([sys.executable, str(SERVER_APP), "-c", str(self.config_path),
                                       "--dev"], env=env, stdout=subprocess.DEVNULL,
@@ -161,6 +163,10 @@ class ProcessNode:
 
     def client(self) -> IpcClient:
         return IpcClient("127.0.0.1", self.runtime["ipc_port"], read_token_file(self.data_dir))
+
+    def open_store(self) -> Store:
+        """The (stopped) node's encrypted database, unlocked with the test password."""
+        return Store.open(self.data_dir / DB_FILE, unlock(self.data_dir, TEST_PASSWORD))
 
     def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
         with self.client() as client:

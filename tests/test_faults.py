@@ -30,9 +30,7 @@ from fluxchat.envelope import MailContent, seal
 from fluxchat.framing import encode_frame, encode_prologue
 from fluxchat.ids import format_id
 from fluxchat.mailer import receipt_uuid
-from fluxchat.node import DB_FILE
 from fluxchat.session import Established, Session, SessionConfig, WorkNeeded
-from fluxchat.store import Store
 from fluxchat.tls import client_context, peer_certificate_key
 from tests.keys import identity
 from tests.lab import LabNode, ProcessNode, eventually, write_config
@@ -77,7 +75,7 @@ async def inbox_uuids(node: ProcessNode) -> list[str]:
 
 def inbox_on_disk(node: ProcessNode) -> list[str]:
     """The inbox as the dead node's database holds it: what survived the crash."""
-    store = Store.open(node.data_dir / DB_FILE)
+    store = node.open_store()
     try:
         _, mails = store.list_inbox(False, 10_000, 0)
     finally:

@@ -39,6 +39,7 @@ GOOD: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "info": ({}, {}),
     "save": ({}, {}),
     "stop": ({}, {}),
+    "backup": ({"file": "/tmp/x.fcbackup"}, {"file": "/tmp/x.fcbackup"}),
 }
 
 

@@ -23,8 +23,12 @@ LAYERS = {
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe"},
     3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "reach", "relay", "punch"},
 }
+# Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
+for _layer, _names in ((1, {"vault_format", "backup_format"}),
+                       (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
+    LAYERS[_layer] |= _names
 PURE = LAYERS[1]
-IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "time", "os", "random", "secrets",
+IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import tempfile
 import unittest
 import uuid as uuidlib
@@ -19,6 +18,7 @@ from fluxchat.ipc_client import IpcClient, read_token_file
 from fluxchat.mail_rules import MAX_SUBJECT_CHARS, body_problem, subject_problem
 from fluxchat.mailer import receipt_uuid
 from fluxchat.outbox_states import FINAL, PENDING, TRANSITIONS, OutboxState, allowed
+from fluxchat.sqldb import dbapi, open_database
 from fluxchat.store import OutboxMail, Store
 from fluxchat.store_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from tests.keys import identity
@@ -116,7 +116,7 @@ class MigrationTest(unittest.TestCase):
     def test_v1_outbox_and_history_survive_and_accept_the_new_state(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "db"
-            with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+            with closing(open_database(path, None)) as raw:
                 raw.execute("PRAGMA foreign_keys = ON")
                 for statement in MIGRATIONS[0]:
                     raw.execute(statement)
@@ -128,7 +128,7 @@ class MigrationTest(unittest.TestCase):
                             (uid(1),))
                 raw.execute("INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, 5, 'stored', 'x')",
                             (uid(1),))
-                with self.assertRaises(sqlite3.IntegrityError):   # v1 knows no waiting_for_key
+                with self.assertRaises(dbapi.IntegrityError):   # v1 knows no waiting_for_key
                     raw.execute("UPDATE outbox SET state = 'waiting_for_key'")
                 self.assertEqual(migrate(raw), 1)
                 self.assertEqual(raw.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 from fluxchat.errors import StorageError
+from fluxchat.sqldb import open_database
 from fluxchat.store import InboxMail, OutboxMail, QuotaExceeded, Quotas, Store
 from fluxchat.store_schema import SCHEMA_VERSION
 
@@ -52,7 +52,7 @@ class OpenTest(StoreCase):
         self.assertEqual(stat.S_IMODE(self.path.stat().st_mode), 0o600)
         wal = self.path.with_name("node.db-wal")
         self.assertEqual(stat.S_IMODE(wal.stat().st_mode), 0o600)
-        with closing(sqlite3.connect(self.path)) as raw:
+        with closing(open_database(self.path, None)) as raw:
             self.assertEqual(raw.execute("PRAGMA journal_mode").fetchone()[0], "wal")
             self.assertEqual(raw.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
 
@@ -65,7 +65,7 @@ class OpenTest(StoreCase):
 
     def test_future_schema_refused(self) -> None:
         self.store.close()
-        raw = sqlite3.connect(self.path)
+        raw = open_database(self.path, None)
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         raw.close()
         with self.assertRaisesRegex(StorageError, "newer"):
@@ -258,7 +258,7 @@ class HeldTest(StoreCase):
             self.hold(n, recipient=n % 3, peer=n % 4, size=n, expires_at=100 + n * 10, now=50)
         self.store.delete_held(nid(1), [uid(n) for n in range(0, 30, 2)])
         self.store.expire_held(now=250)
-        with closing(sqlite3.connect(self.path)) as db:
+        with closing(open_database(self.path, None)) as db:
             expected = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM held").fetchone()
             by_pair = db.execute("SELECT recipient, sender_peer, sum(size) FROM held "
                                  "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
@@ -269,7 +269,7 @@ class HeldTest(StoreCase):
     def test_migration_to_running_totals_counts_what_is_held(self) -> None:
         from fluxchat.store_schema import MIGRATIONS, _apply
         path = self.path.with_name("v1.db")
-        with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+        with closing(open_database(path, None)) as raw:
             for statement in MIGRATIONS[0]:
                 raw.execute(statement)
             raw.execute("PRAGMA user_version = 1")

@@ -13,10 +13,10 @@ and an attacker needs many authenticated identities to fill a quota at all.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from .errors import StorageError
+from .sqldb import dbapi
 
 
 class QuotaExceeded(StorageError):
@@ -40,12 +40,12 @@ class Held:
     envelope: bytes
 
 
-def _one(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
+def _one(db: dbapi.Connection, sql: str, params: tuple[object, ...]) -> int:
     row = db.execute(sql, params).fetchone()
     return int(row[0]) if row else 0
 
 
-def hold(db: sqlite3.Connection, item: Held, now: int, quotas: Quotas) -> str:
+def hold(db: dbapi.Connection, item: Held, now: int, quotas: Quotas) -> str:
     """Within the caller's transaction: "stored", "duplicate", or QuotaExceeded."""
     size = len(item.envelope)
     if db.execute("SELECT 1 FROM held WHERE uuid = ?", (item.uuid,)).fetchone():
@@ -75,7 +75,7 @@ def _check(name: str, used: int, size: int, limit: int) -> None:
         raise _exceeded(name, used, size, limit)
 
 
-def _make_room_for_recipient(db: sqlite3.Connection, item: Held, ours_after: int,
+def _make_room_for_recipient(db: dbapi.Connection, item: Held, ours_after: int,
                              limit: int) -> None:
     size = len(item.envelope)
     while True:
@@ -89,7 +89,7 @@ def _make_room_for_recipient(db: sqlite3.Connection, item: Held, ours_after: int
         _evict_oldest(db, "recipient = ? AND sender_peer = ?", (item.recipient, row[0]))
 
 
-def _make_room_in_total(db: sqlite3.Connection, item: Held, ours_after: int,
+def _make_room_in_total(db: dbapi.Connection, item: Held, ours_after: int,
                         limit: int) -> None:
     size = len(item.envelope)
     while True:
@@ -103,12 +103,12 @@ def _make_room_in_total(db: sqlite3.Connection, item: Held, ours_after: int,
         _evict_oldest(db, "sender_peer = ?", (row[0],))
 
 
-def _evict_oldest(db: sqlite3.Connection, where: str, params: tuple[object, ...]) -> None:
+def _evict_oldest(db: dbapi.Connection, where: str, params: tuple[object, ...]) -> None:
     db.execute(f"DELETE FROM held WHERE rowid = (SELECT rowid FROM held WHERE {where} "
                "ORDER BY stored_at, rowid LIMIT 1)", params)
 
 
-def usage(db: sqlite3.Connection) -> tuple[int, int]:
+def usage(db: dbapi.Connection) -> tuple[int, int]:
     """(envelopes, bytes) held, from the running totals."""
     row = db.execute("SELECT count, bytes FROM held_total WHERE id = 0").fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)

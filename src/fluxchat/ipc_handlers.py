@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
+from .backup import write_backup
 from .config import Config
 from .envelope2 import PROTECTION, version_of
-from .errors import EnvelopeError, IpcError
+from .errors import EnvelopeError, IpcError, StorageError
 from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
 from .ipc_protocol import check_body_size
@@ -34,6 +36,7 @@ class NodeParts(Protocol):
     config: Config
     identity: Identity
     store: Store | None
+    storage_key: bytes | None   # for backups (None: a test node with a plain database)
     mailer: Mailer
     net: PeerNet
     overlay: Overlay
@@ -72,8 +75,9 @@ class IpcHandlers:
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
             "mail": self.mail, "list": self.list, "read": self.read, "delete": self.delete,
             "status": self.status, "resend": self.resend, "contacts": self.contacts, "peers": self.peers,
-            "info": self.info, "save": self.save, "stop": self.stop,
+            "info": self.info, "save": self.save, "stop": self.stop, "backup": self.backup,
         }
+        self._backup_running = False   # one archive at a time: each costs a database copy
 
     @property
     def store(self) -> Store:
@@ -212,6 +216,25 @@ class IpcHandlers:
     def save(self, args: Args) -> dict[str, Any]:
         self.node.overlay.save()   # mail is committed as it happens; this persists the table
         return {"saved": True}
+
+    async def backup(self, args: Args) -> dict[str, Any]:
+        """Write an encrypted archive of this node to an absolute path on its machine (backup.py)."""
+        node, target = self.node, Path(args["file"])
+        if not target.is_absolute():
+            raise IpcError("bad_argument", "file: give an absolute path (the CLI does)")
+        if node.storage_key is None:
+            raise IpcError("unavailable", "this node runs without a storage key (tests only)")
+        if self._backup_running:
+            raise IpcError("busy", "a backup is being written already; try again when it is done")
+        self._backup_running = True
+        try:
+            size = await asyncio.to_thread(write_backup, node.config.data_dir, node.storage_key,
+                                           target, node.identity.id_text, int(node.clock()))
+        except StorageError as exc:
+            raise IpcError("backup_failed", str(exc)) from None
+        finally:
+            self._backup_running = False
+        return {"file": str(target), "bytes": size, "id": node.identity.id_text}
 
     def stop(self, args: Args) -> dict[str, Any]:
         # Reply first: stopping closes this very connection.

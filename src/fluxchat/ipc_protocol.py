@@ -115,6 +115,7 @@ _TABLE = (
     Command("info"),
     Command("save"),
     Command("stop"),
+    Command("backup", (Arg("file", "text", required=True, high=4096),)),
 )
 COMMANDS: dict[str, Command] = {command.name: command for command in _TABLE}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives import hpke
@@ -62,6 +63,8 @@ class MailKeyring:
         self.signer: MailSigner | None = None
         self._private: dict[bytes, hpke.MLKEM768X25519PrivateKey] = {}
         self._looked_up: dict[bytes, int] = {}
+        # The newest record we hold per node, so sending and receiving need no database read.
+        self._newest: OrderedDict[bytes, MailKeyRecord] = OrderedDict()
         self._wrap = wrapping_key(identity) if config.enabled else b""
         overlay.record_check = self._record_for_lookup
 
@@ -131,17 +134,41 @@ class MailKeyring:
         held = self.store.get_mail_key(node_id)
         accept_for_directory(record, decode_record(held) if held else None, now)
         self.store.put_mail_key(node_id, record.created_at, record.expires_at, data, now)
+        self._remember(record)
         return record
+
+    def _remember(self, record: MailKeyRecord) -> None:
+        self._newest[record.node_id] = record
+        self._newest.move_to_end(record.node_id)
+        if len(self._newest) > MAX_LOOKUP_MEMORY:
+            self._newest.popitem(last=False)
+
+    def newest(self, node_id: bytes, identity_der: bytes,
+               offered: MailKeyRecord | None = None) -> MailKeyRecord | None:
+        """The newest record of `node_id` we know, after keeping `offered` (one that came
+        checked in an envelope) if it is newer."""
+        known = self.held(node_id, identity_der)
+        if offered is not None and (known is None or offered.created_at > known.created_at):
+            try:
+                return self.learn(offered.encode(), node_id, identity_der)
+            except MailKeyError:   # expired: keep answering to what we have
+                return known or offered
+        return known
 
     def held(self, node_id: bytes, identity_der: bytes) -> MailKeyRecord | None:
         """The record of `node_id` we hold, if it still verifies (expiry not checked)."""
+        cached = self._newest.get(node_id)
+        if cached is not None:
+            return cached
         data = self.store.get_mail_key(node_id)
         if not data:
             return None
         try:
-            return self.records.check(data, node_id, identity_der)
+            record = self.records.check(data, node_id, identity_der)
         except MailKeyError:
             return None
+        self._remember(record)
+        return record
 
     async def record_for(self, node_id: bytes, identity_der: bytes) -> MailKeyRecord | None:
         """A record of `node_id` to seal to now, or None: then the mail goes as v1."""

@@ -24,7 +24,7 @@ from .link import Link
 from .logsetup import about_peer
 from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, V2_OPENS_BURST, V2_OPENS_RATE, Drain, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer, off_loop, receipt_uuid
-from .mailkeys import MailKeyError, MailKeyRecord
+from .mailkeys import MailKeyRecord
 from .outbox_states import OutboxState as S
 from .overlay import Overlay
 from .peer_net import PeerNet
@@ -128,13 +128,7 @@ class Mailroom:
         keyring = self.mailer.keyring
         if keyring is None or record is None:
             return record
-        data = record.encode()
-        if self.store.get_mail_key(sender) != data:
-            try:
-                keyring.learn(data, sender, sender_key)
-            except MailKeyError:   # expired or superseded: the newest one we hold wins
-                pass
-        return keyring.held(sender, sender_key) or record
+        return keyring.newest(sender, sender_key, record)
 
     async def _accept_mail(self, content: MailContent, sender_key: bytes,
                            record: MailKeyRecord | None, now: int, version: int) -> None:

@@ -72,8 +72,10 @@ def read_bootstrap(config: Config) -> list[tuple[str, int]]:
 
 class Node:
     def __init__(self, config: Config, identity: Identity,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, storage_key: bytes | None = None) -> None:
         self.config, self.identity, self.clock = config, identity, clock
+        # server_app.py always passes the key from the vault; None (plain SQLite) is for tests.
+        self.storage_key = storage_key
         self.started_at = clock()
         self.ready = asyncio.Event()     # listening, local API up
         self.joined = asyncio.Event()    # first join attempt finished (successful or not)
@@ -89,7 +91,7 @@ class Node:
         self._stop.set()
 
     async def run(self) -> None:
-        self.store = Store.open(self.config.data_dir / DB_FILE)
+        self.store = Store.open(self.config.data_dir / DB_FILE, self.storage_key)
         try:
             await self._start()
             async with asyncio.TaskGroup() as group:
@@ -235,6 +237,7 @@ class Node:
         # Mail older than the retention window is refused by its date anyway; its uuid is
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
+        self.store.checkpoint()   # deleted rows leave the write-ahead log too
         self.overlay.expire_keys()
         fresh_record = self.keyring.upkeep() is not None
         await self.overlay.refresh()

@@ -1,6 +1,6 @@
 """The node's SQLite database: inbox, outbox, envelopes held for others, seen uuids, contacts, keys, routing.
 
-An adapter: it does sqlite3 I/O but reads no clock; callers pass `now` (unix seconds). Every sqlite3.Error
+An adapter: it does SQLite I/O but reads no clock; callers pass `now` (unix seconds). Every dbapi.Error
 becomes a StorageError here. Every state change runs in one `BEGIN IMMEDIATE … COMMIT` transaction, so a
 crash never leaves half a change behind.
 
@@ -10,7 +10,6 @@ commit in the WAL file and survives the process being killed the next instant.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from .errors import StorageError
 from .held import Held, QuotaExceeded, Quotas, hold, usage
 from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state
+from .sqldb import dbapi
 from .store_schema import connect, fail, transaction
 
 __all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store"]
@@ -81,29 +81,42 @@ def _outbox(row: Sequence[Any]) -> OutboxMail:
 class Store:
     """One SQLite database per node. Not thread-safe: use it from the event loop thread only."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: dbapi.Connection) -> None:
         self._db = db
+        self._closed = False
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating it 0600 if needed) and migrate the database at `path`."""
-        return cls(connect(Path(path)))
+    def open(cls, path: Path, key: bytes | None = None) -> Store:
+        """Open (creating it 0600 if needed) and migrate the database at `path`, encrypted with the
+        32-byte storage `key` (see vault.py); without one the file is plain SQLite (tests only)."""
+        return cls(connect(Path(path), key))
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and empty it, so pages that deleted rows
+        left in the log do not linger (secure_delete then has zeroed them in the database)."""
+        self._rows("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self._db.close()
-        except sqlite3.Error as exc:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[dbapi.Connection]:
         return transaction(self._db)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -174,7 +187,7 @@ class Store:
             return db.execute("DELETE FROM seen WHERE seen_at < ?", (cutoff,)).rowcount
 
     @staticmethod
-    def _seen_in(db: sqlite3.Connection, uuid: bytes) -> bool:
+    def _seen_in(db: dbapi.Connection, uuid: bytes) -> bool:
         return bool(db.execute(_SEEN_SQL, (uuid, uuid)).fetchone()[0])
 
     # --- outbox --------------------------------------------------------------------------------
@@ -293,7 +306,7 @@ class Store:
             return uuids
 
     @staticmethod
-    def _history(db: sqlite3.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
+    def _history(db: dbapi.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
         db.execute("INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, ?, ?, ?)",
                    (uuid, now, state, detail))
 
@@ -337,7 +350,7 @@ class Store:
         """(envelopes, bytes) held for others, from running totals (no scan)."""
         try:
             return usage(self._db)
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
 
     def held_page(self, after: int, limit: int) -> list[tuple[int, bytes, bytes]]:
@@ -454,7 +467,7 @@ class Store:
                                [(k,) for k in due])
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.execute(f"PRAGMA secure_delete = {previous}")
-        except sqlite3.Error as exc:
+        except dbapi.Error as exc:
             raise fail(exc) from exc
         return due
 

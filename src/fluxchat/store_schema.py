@@ -14,7 +14,6 @@ caller slips, since a bad uuid in `seen` would silently break duplicate detectio
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from .errors import StorageError
 from .held import MIGRATION as _HELD_TOTALS
 from .outbox_states import OutboxState
+from .sqldb import dbapi, open_database
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -177,31 +177,29 @@ def fail(exc: BaseException) -> StorageError:
     return StorageError(f"database error: {exc}")
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open `path` (created 0600), set the pragmas and migrate; every failure is a StorageError."""
+def connect(path: Path, key: bytes | None = None) -> dbapi.Connection:
+    """Open `path` (created 0600; encrypted with `key` if given, see sqldb), set the pragmas and
+    migrate; every failure is a StorageError."""
     try:
         _create_private(path)
     except OSError as exc:
         raise StorageError(f"cannot create database {path}: {exc}") from exc
-    try:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, because Python 3.11's implicit
-        # transactions do not cover DDL and would make migrations non-atomic.
-        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise fail(exc) from exc
+    # Autocommit: we issue BEGIN/COMMIT ourselves, because Python 3.11's implicit transactions
+    # do not cover DDL and would make migrations non-atomic.
+    db = open_database(path, key)
     try:
         _configure(db)
         migrate(db)
     except BaseException as exc:
         db.close()
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, dbapi.Error):
             raise fail(exc) from exc
         raise
     return db
 
 
 @contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(db: dbapi.Connection) -> Iterator[dbapi.Connection]:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; sqlite3 errors become StorageError.
 
     IMMEDIATE takes the write lock up front, so a check-then-write (quotas, migrations) cannot
@@ -209,7 +207,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """
     try:
         db.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
+    except dbapi.Error as exc:
         raise fail(exc) from exc
     try:
         yield db
@@ -217,7 +215,7 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException as exc:
         if db.in_transaction:  # SQLite may already have rolled back on its own
             db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, dbapi.Error):
             raise fail(exc) from exc
         raise
 
@@ -232,7 +230,7 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _configure(db: sqlite3.Connection) -> None:
+def _configure(db: dbapi.Connection) -> None:
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -241,7 +239,7 @@ def _configure(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA foreign_keys = ON")
 
 
-def migrate(db: sqlite3.Connection) -> int:
+def migrate(db: dbapi.Connection) -> int:
     """Bring `db` (autocommit mode) up to SCHEMA_VERSION; return the version it had before.
 
     A database written by a newer FluxChat is refused (StorageError) rather than misread or corrupted.
@@ -256,7 +254,7 @@ def migrate(db: sqlite3.Connection) -> int:
     return start
 
 
-def _apply(db: sqlite3.Connection, version: int) -> None:
+def _apply(db: dbapi.Connection, version: int) -> None:
     with transaction(db):
         # Re-read under the write lock: another process may have migrated since we looked.
         if _user_version(db) < version:
@@ -266,5 +264,5 @@ def _apply(db: sqlite3.Connection, version: int) -> None:
             db.execute(f"PRAGMA user_version = {int(version)}")
 
 
-def _user_version(db: sqlite3.Connection) -> int:
+def _user_version(db: dbapi.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
