@@ -69,7 +69,9 @@ fi
 # The `fluxchat` command (pyproject.toml), editable: it runs this checkout's code.
 if [ ! -x .venv/bin/fluxchat ]; then
     say "installing the fluxchat command into .venv/bin"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+    pip_install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .)
+    # The build backend (setuptools) comes from PyPI; offline, the venv's own may do.
+    "${pip_install[@]}" 2>/dev/null || "${pip_install[@]}" --no-build-isolation \
         || say "the fluxchat command could not be installed; src/*.py work all the same"
     changed=1
 fi
