@@ -64,7 +64,7 @@ class MailKeyRecord:
     prekey: bytes
     signature: bytes
 
-    @property
+    @functools.cached_property
     def prekey_id(self) -> bytes:
         return prekey_id(self.prekey)
 

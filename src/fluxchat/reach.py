@@ -62,6 +62,7 @@ class Reach:
         self.guard = DialBackGuard()
         self.tasks = Background()
         self.changed = asyncio.Event()     # the verdict's status changed
+        self.observers: list[Callable[[], None]] = []   # told on each change (the event stream)
         self._recheck = asyncio.Event()
         self._unreachable_wait = UNREACHABLE_RETRY / 2
         self._slots = asyncio.Semaphore(MAX_PROBES)
@@ -214,3 +215,5 @@ class Reach:
                  verdict.answers, "; advertising no contact" if contact == "private" else "")
         if verdict.status is not before:
             self.changed.set()
+            for observer in self.observers:
+                observer()
