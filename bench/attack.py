@@ -289,6 +289,21 @@ async def _serve_fetches(attacker: Attacker, batch: tuple[bytes, ...], target: T
         pass
 
 
+@scenario("reconnect", "full handshakes as fast as admitted, each link dropped at once (10.7)")
+async def reconnect(target: Target) -> None:
+    async def work(source: str, key: int) -> None:
+        while target.running():
+            attacker = await _linked(target, source, key)
+            if attacker is None:
+                target.count("refused")
+                await asyncio.sleep(0.05)
+                continue
+            target.count("links")
+            attacker.close()
+
+    await target.each_source(work)
+
+
 def attacker_main(name: str, host: str, port: int, seconds: float, conn: Connection) -> None:
     """Child process: run one scenario for `seconds`, report its counts.
 

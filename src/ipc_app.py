@@ -66,12 +66,14 @@ def history_rows(history: list[dict[str, Any]]) -> list[list[str]]:
             for at, latest, state, times, detail in rows]
 
 
-def who(node_id: Any, alias: Any) -> str:
-    """The alias when known, else the ID shortened like FC_ab12cd…"""
+def who(node_id: Any, alias: Any, name: Any = None) -> str:
+    """The alias when known, else the ID shortened like FC_ab12cd…, with the display name the
+    sender signed in quotes (a hint: anyone can sign any name)."""
     if alias:
         return clean(alias)
     text = clean(node_id)
-    return text[:9] + "…" if len(text) > 10 else text
+    text = text[:9] + "…" if len(text) > 10 else text
+    return f'{text} "{clean(name)}"' if name else text
 
 
 def table(rows: list[list[str]]) -> str:
@@ -114,20 +116,42 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     subs: dict[str, argparse.ArgumentParser] = {}
     p = subs["mail"] = _sub(sub, common, "mail", "send a mail; prints its uuid",
                             f"{PROG} mail -c var/config1.json -s Test -b 'Hello World' -t FC_…")
-    p.add_argument("-t", "--to", required=True, help="recipient: a node ID (FC_…) or a contact alias")
+    p.add_argument("-t", "--to", required=True, action="append",
+                   help="recipient: a node ID (FC_…) or a contact alias; repeat for several (one envelope each)")
     p.add_argument("-s", "--subject", default="", help="subject line (default: empty)")
     p.add_argument("-b", "--body", help="the text; '-' reads standard input, as does leaving -b out "
                                         "when the text is piped in")
-    p = subs["list"] = _sub(sub, common, "list", "list the inbox (or the outbox)", f"{PROG} list -n")
-    p.add_argument("-n", "--new", action="store_true", help="only mail not read yet")
-    p.add_argument("--outbox", action="store_true", help="list sent mail and its delivery state")
+    p = subs["reply"] = _sub(sub, common, "reply", "answer a mail: to its sender, subject 'Re: …'",
+                             f"{PROG} reply 3f2a9c -b 'Sounds good'")
+    _add_uuid(p)
+    p.add_argument("-b", "--body", help="the text; '-' or omitted reads standard input")
+    p.add_argument("-s", "--subject", default=None, help="subject (default: 'Re: ' + the original's)")
+    p.add_argument("-q", "--quote", action="store_true", help="quote the original below the answer")
+    p = subs["list"] = _sub(sub, common, "list", "list the inbox (or sent mail)", f"{PROG} list --unread")
+    p.add_argument("-n", "--new", "--unread", dest="new", action="store_true", help="only mail not read yet")
+    p.add_argument("--outbox", "--sent", dest="outbox", action="store_true",
+                   help="list sent mail and its delivery state")
     p.add_argument("--limit", type=int, default=50, help="at most this many rows (1..1000, default 50)")
     p.add_argument("--offset", type=int, default=0, help="skip this many rows (default 0)")
-    for name, summary in (("read", "show one mail and mark it read"), ("delete", "delete one mail"),
-                          ("status", "delivery state and history of a sent mail"),
-                          ("resend", "send a failed or expired mail again")):
-        subs[name] = _sub(sub, common, name, summary, f"{PROG} {name} -u 123e4567-e89b-…")
+    for name, summary in (("read", "show one mail (received or sent) and mark it read"),
+                          ("delete", "delete one mail"), ("status", "delivery state and history of a sent mail"),
+                          ("resend", "send a failed or expired mail again"),
+                          ("mark", "mark a received mail read (or --unread)")):
+        subs[name] = _sub(sub, common, name, summary, f"{PROG} {name} 123e45")
         _add_uuid(subs[name])
+    subs["mark"].add_argument("--unread", action="store_true", help="mark it unread instead")
+    p = subs["thread"] = _sub(sub, common, "thread", "the conversation with one contact, oldest first",
+                              f"{PROG} thread bob")
+    p.add_argument("peer", metavar="ALIAS|ID", help="a contact alias or a node ID (FC_…)")
+    p.add_argument("--limit", type=int, default=50, help="the last this many mails (1..1000, default 50)")
+    p = subs["conversations"] = _sub(sub, common, "conversations", "everyone you exchanged mail with, "
+                                     "latest first, with unread counts", f"{PROG} conversations")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (1..1000, default 50)")
+    p = subs["web"] = _sub(sub, common, "web", "a one-time sign-in link to the node's web app "
+                           "(needs web.enabled)", f"{PROG} web --open")
+    p.add_argument("--open", action="store_true", help="open the link in your web browser")
+    subs["watch"] = _sub(sub, common, "watch", "print events as they happen (mail arrived, delivery "
+                         "states, links) until interrupted", f"{PROG} watch --json")
     _contacts(sub, common, subs)
     for name, summary in (("peers", "show links to other nodes"), ("info", "show this node's ID and counts"),
                           ("save", "ask the node to save (storage is always durable)"),
@@ -145,9 +169,12 @@ def _contacts(sub: Any, common: argparse.ArgumentParser, subs: dict[str, argpars
                                 f"{PROG} contacts add bob FC_…")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     _sub(actions, common, "list", "list contacts (the default)", f"{PROG} contacts list")
-    add = _sub(actions, common, "add", "add an alias for a node ID", f"{PROG} contacts add bob FC_…")
+    add = _sub(actions, common, "add", "add an alias for a node ID, or for the sender of a mail",
+               f"{PROG} contacts add bob FC_…   or   {PROG} contacts add bob --from 3f2a9c")
     add.add_argument("alias", help="1..64 ASCII letters, digits, '.', '_' or '-', not starting with FC_")
-    add.add_argument("id", help="the node ID (FC_…)")
+    add.add_argument("id", nargs="?", help="the node ID (FC_…)")
+    add.add_argument("--from", dest="from_uuid", metavar="UUID", help="save the sender of this received mail")
+    add.add_argument("--force", action="store_true", help="repoint an alias that names another node")
     remove = _sub(actions, common, "remove", "remove an alias", f"{PROG} contacts remove bob")
     remove.add_argument("alias")
 
@@ -156,7 +183,7 @@ def _uuid(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     if ns.uuid and ns.uuid_arg:
         parser.error("give the uuid once, with -u or as an argument")
     if not (ns.uuid or ns.uuid_arg):
-        parser.error("the uuid is required (-u UUID)")
+        parser.error("the uuid is required (-u UUID; its first 6 or more digits are enough)")
     return str(ns.uuid or ns.uuid_arg).strip()   # pasted text often brings a space along
 
 
@@ -175,7 +202,18 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
     """The (cmd, args) to send for the parsed command line; usage errors exit with 2."""
     cmd, parser = ns.command, subs[ns.command]
     if cmd == "mail":
-        return cmd, {"to": ns.to.strip(), "subject": ns.subject, "body": _body(ns, parser)}
+        return cmd, {"to": [to.strip() for to in ns.to], "subject": ns.subject, "body": _body(ns, parser)}
+    if cmd == "reply":
+        return cmd, {"uuid": _uuid(ns, parser), "body": _body(ns, parser), "subject": ns.subject,
+                     "quote": ns.quote}
+    if cmd == "mark":
+        return cmd, {"uuid": _uuid(ns, parser), "read": not ns.unread}
+    if cmd == "thread":
+        return "conversation", {"peer": ns.peer.strip(), "limit": ns.limit}
+    if cmd == "conversations":
+        return cmd, {"limit": ns.limit}
+    if cmd == "web":
+        return "web_link", {}
     if cmd == "list":
         return cmd, {"folder": "outbox" if ns.outbox else "inbox", "new_only": ns.new,
                      "limit": ns.limit, "offset": ns.offset}
@@ -185,30 +223,41 @@ def request_for(ns: argparse.Namespace, subs: dict[str, argparse.ArgumentParser]
         return cmd, {"uuid": _uuid(ns, parser)}
     if cmd == "contacts":
         action = ns.action or "list"
-        args = {"action": action, "alias": getattr(ns, "alias", None), "id": getattr(ns, "id", None)}
-        return cmd, {k: v.strip() for k, v in args.items() if v is not None}
+        if action == "add" and (ns.id is None) == (ns.from_uuid is None):
+            parser.error("contacts add needs the node ID or --from UUID (one of them)")
+        args = {"action": action, "alias": getattr(ns, "alias", None), "id": getattr(ns, "id", None),
+                "from": getattr(ns, "from_uuid", None)}
+        checked: dict[str, Any] = {k: v.strip() for k, v in args.items() if v is not None}
+        if getattr(ns, "force", False):
+            checked["force"] = True
+        return cmd, checked
     return cmd, {}
 
 
 # --- human output ------------------------------------------------------------------------
 
 def show_mail(result: dict[str, Any], args: dict[str, Any]) -> str:
-    return clean(result.get("uuid"))
+    sent = result.get("sent") or []
+    if len(sent) <= 1:
+        return clean(result.get("uuid"))
+    return "\n".join(f"{clean(s.get('uuid'))}  {who(s.get('to'), s.get('alias'))}" for s in sent)
 
 
 def show_list(result: dict[str, Any], args: dict[str, Any]) -> str:
     folder, items = clean(result.get("folder", args["folder"])), result.get("items") or []
     if not items:
         return f"No {'new ' if args['new_only'] else ''}mail in {folder}."
-    if folder == "outbox":
-        rows = [["UUID", "CREATED", "TO", "STATE", "SUBJECT"]] + [
-            [clean(m.get("uuid")), when(m.get("created_at")), who(m.get("to"), m.get("alias")),
-             clean(m.get("state")), clean(m.get("subject"))] for m in items]
+    offset = args["offset"]
+    if folder in ("outbox", "sent"):
+        rows = [["#", "UUID", "CREATED", "TO", "STATE", "SUBJECT"]] + [
+            [str(offset + n), clean(m.get("uuid")), when(m.get("created_at")), who(m.get("to"), m.get("alias")),
+             clean(m.get("state")), clean(m.get("subject"))] for n, m in enumerate(items, 1)]
     else:
-        rows = [["", "UUID", "RECEIVED", "FROM", "SUBJECT"]] + [
-            ["*" if m.get("new") else "", clean(m.get("uuid")), when(m.get("received_at")),
-             who(m.get("from"), m.get("alias")), clean(m.get("subject"))] for m in items]
-    text, total, offset = table(rows), result.get("total", len(items)), args["offset"]
+        rows = [["#", "", "UUID", "RECEIVED", "FROM", "SUBJECT"]] + [
+            [str(offset + n), "*" if m.get("new") else "", clean(m.get("uuid")), when(m.get("received_at")),
+             who(m.get("from"), m.get("alias"), m.get("name")), clean(m.get("subject"))]
+            for n, m in enumerate(items, 1)]
+    text, total = table(rows), result.get("total", len(items))
     if isinstance(total, int) and (offset or offset + len(items) < total):
         more = offset + len(items) < total
         text += (f"\nShowing {offset + 1}-{offset + len(items)} of {total}"
@@ -229,14 +278,26 @@ def protection(value: Any) -> str:
 
 
 def show_read(result: dict[str, Any], args: dict[str, Any]) -> str:
+    if result.get("folder") == "sent":
+        to = clean(result.get("to"))
+        headers = [("To", f"{clean(result['alias'])} <{to}>" if result.get("alias") else to),
+                   ("Date", when(result.get("created_at"))), ("Subject", clean(result.get("subject"))),
+                   ("State", clean(result.get("state"))), ("UUID", clean(result.get("uuid")))]
+        if result.get("ref"):
+            headers.append(("Replying", clean(result.get("ref"))))
+        return "\n".join(f"{k + ':':<10}{v}" for k, v in headers) + "\n\n" + clean_body(result.get("body"))
     sender = clean(result.get("from"))
     if result.get("alias"):
         sender = f"{clean(result['alias'])} <{sender}>"
+    elif result.get("name"):
+        sender = f'{sender} (signs as "{clean(result["name"])}", unverified)'
     verified = "yes (signed by the sender's key)" if result.get("verified") else "NO - do not trust this mail"
     headers = [("From", sender), ("To", clean(result.get("to"))), ("Date", when(result.get("created_at"))),
                ("Received", when(result.get("received_at"))), ("Subject", clean(result.get("subject"))),
                ("Verified", verified), ("Security", protection(result.get("protection"))),
                ("UUID", clean(result.get("uuid")))]
+    if result.get("ref"):
+        headers.append(("Replying", clean(result.get("ref"))))
     return "\n".join(f"{k + ':':<10}{v}" for k, v in headers) + "\n\n" + clean_body(result.get("body"))
 
 
@@ -255,7 +316,8 @@ def show_status(result: dict[str, Any], args: dict[str, Any]) -> str:
 
 def show_contacts(result: dict[str, Any], args: dict[str, Any]) -> str:
     if args["action"] == "add":
-        return f"Added {clean(result.get('alias'))} = {clean(result.get('id'))}."
+        was = f" (was {clean(result['replaced'])})" if result.get("replaced") else ""
+        return f"Added {clean(result.get('alias'))} = {clean(result.get('id'))}{was}."
     if args["action"] == "remove":
         alias = clean(result.get("alias"))
         return f"Removed {alias}." if result.get("removed") else f"No contact named {alias}."
@@ -263,6 +325,47 @@ def show_contacts(result: dict[str, Any], args: dict[str, Any]) -> str:
     if not contacts:
         return "No contacts."
     return table([["ALIAS", "ID"]] + [[clean(c.get("alias")), clean(c.get("id"))] for c in contacts])
+
+
+def show_conversation(result: dict[str, Any], args: dict[str, Any]) -> str:
+    peer = who(result.get("peer"), result.get("alias"), result.get("name"))
+    items = result.get("items") or []
+    lines = [f"Conversation with {peer} <{clean(result.get('peer'))}>" if result.get("alias")
+             else f"Conversation with {peer}"]
+    if not items:
+        lines.append("No mail yet.")
+    for m in items:
+        mine = m.get("direction") == "out"
+        mark = f"[{clean(m.get('state'))}]" if mine else ("*" if m.get("new") else "")
+        head = f"{when(m.get('at'))}  {'you' if mine else peer}  {mark} {clean(m.get('subject'))}".rstrip()
+        body = clean_body(m.get("body")).replace("\n", "\n    ")
+        lines += ["", f"{head}  ({clean(m.get('uuid'))[:8]})", f"    {body}"]
+    return "\n".join(lines)
+
+
+def show_conversations(result: dict[str, Any], args: dict[str, Any]) -> str:
+    rows = result.get("conversations") or []
+    if not rows:
+        return "No conversations yet."
+    return table([["#", "WITH", "UNREAD", "MAILS", "LAST"]] + [
+        [str(n), who(c.get("peer"), c.get("alias"), c.get("name")), str(c.get("unread", 0)),
+         str(c.get("total", 0)), when(c.get("last_at"))] for n, c in enumerate(rows, 1)])
+
+
+def show_event(event: dict[str, Any]) -> str:
+    """One `watch` event as a line a person reads."""
+    kind, stamp = event.get("type"), time.strftime("%H:%M:%S")
+    if kind == "mail":
+        return (f"{stamp}  mail from {who(event.get('from'), event.get('alias'), event.get('name'))}: "
+                f"{clean(event.get('subject'))}  ({clean(event.get('uuid'))[:8]})")
+    if kind == "state":
+        return (f"{stamp}  mail {clean(event.get('uuid'))[:8]} to {who(event.get('peer'), None)}: "
+                f"{clean(event.get('state'))}")
+    if kind == "link":
+        return f"{stamp}  link {'up' if event.get('up') else 'down'}: {clean(event.get('peer'))}"
+    if kind == "reachability":
+        return f"{stamp}  reachability: {clean(event.get('status'))} ({clean(event.get('address'))})"
+    return f"{stamp}  {clean(kind)}: {clean(json.dumps(event))}"
 
 
 def show_peers(result: dict[str, Any], args: dict[str, Any]) -> str:
@@ -301,6 +404,9 @@ SHOW: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "mail": show_mail, "list": show_list, "read": show_read, "delete": lambda r, a: f"Deleted {clean(r.get('uuid'))}.",
     "status": show_status, "resend": lambda r, a: f"Queued {clean(r.get('uuid'))} again.",
     "contacts": show_contacts, "peers": show_peers, "info": show_info,
+    "reply": lambda r, a: clean(r.get("uuid")), "conversation": show_conversation,
+    "conversations": show_conversations, "web_link": lambda r, a: clean(r.get("url")),
+    "mark": lambda r, a: f"Marked {clean(r.get('uuid'))} {'unread' if r.get('new') else 'read'}.",
     "save": lambda r, a: "Saved.", "stop": lambda r, a: "The node is stopping.",
     "backup": lambda r, a: f"Wrote {clean(r.get('bytes'))} bytes to {clean(r.get('file'))}.",
 }
@@ -348,6 +454,11 @@ def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
     try:
         with IpcClient(config.ipc.address, port, token) as client:
             result = client.call(cmd, args)
+            if cmd == "watch":
+                return watch(client, bool(getattr(ns, "json", False)))
+            if cmd == "web_link" and getattr(ns, "open", False) and isinstance(result, dict):
+                import webbrowser
+                webbrowser.open(str(result.get("url")))
     except NodeUnreachable:
         return _fail(f"cannot reach the node at {where}; {hint}", EXIT_UNREACHABLE, as_json, "unavailable")
     except IpcError as exc:
@@ -361,6 +472,13 @@ def run(ns: argparse.Namespace, cmd: str, args: dict[str, Any]) -> int:
     if cmd == "contacts" and args.get("action") == "remove" and not (result or {}).get("removed"):
         return EXIT_ERROR   # nothing was removed: a script must not take it for done
     return EXIT_OK
+
+
+def watch(client: IpcClient, as_json: bool) -> int:
+    """Print events until the node closes the stream (it stops, or we read too slowly)."""
+    for event in client.events():
+        print(json.dumps(event) if as_json else show_event(event), flush=True)
+    return _fail("the node ended the event stream", EXIT_UNREACHABLE)
 
 
 def main(argv: list[str] | None = None) -> int:

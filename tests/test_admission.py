@@ -46,6 +46,21 @@ class AdmissionTest(unittest.TestCase):
         # ...and the peer we know still gets in.
         self.assertIsInstance(admission.admit("192.0.2.1"), Slot)
 
+    def test_known_neighbours_do_not_share_their_prefix_allowance(self) -> None:
+        admission = Admission(AdmissionLimits(max_handshakes=16, per_prefix=2, reserved=4))
+        for host in ("198.51.100.10", "198.51.100.11"):
+            admission.remember(host)
+        for _ in range(2):   # newcomers fill the prefix's allowance...
+            self.assertIsInstance(admission.admit("198.51.100.99"), Slot)
+        self.assertIsInstance(admission.admit("198.51.100.98"), str)
+        # ...and each known neighbour still has its own.
+        for host in ("198.51.100.10", "198.51.100.11"):
+            self.assertIsInstance(admission.admit(host), Slot)
+            self.assertIsInstance(admission.admit(host), Slot)
+            self.assertIsInstance(admission.admit(host), str)
+        self.assertEqual(admission.key_of("198.51.100.10"), "198.51.100.10")
+        self.assertEqual(admission.key_of("198.51.100.99"), "198.51.100.0/24")
+
     def test_memory_of_good_addresses_is_bounded(self) -> None:
         admission = Admission(AdmissionLimits(4, 4, 1), max_remembered=10)
         for i in range(100):

@@ -231,6 +231,24 @@ class ReconnectTest(PeerAttackCase):
         self.assertEqual(await first.closed_by_victim(), E.DUPLICATE)
 
 
+class EvictionTest(PeerAttackCase):
+    """Issue 10.7: at the link cap, a crowd of identities from one prefix displaces its own
+    links first, never the honest link from elsewhere."""
+
+    async def test_a_crowd_from_one_prefix_evicts_itself(self) -> None:
+        victim, port = await self.victim(limits(max_links=3))
+        honest = await (await self.honest(1)).dial("127.0.0.1", port)
+        crowd_ids = (20, 21, 22, 23, 19, 18)
+        for index in crowd_ids:
+            attacker = await Attacker.connect("127.0.0.1", port, index,
+                                              source=ATTACK_SOURCES[0])
+            self.attackers.append(attacker)
+        await eventually(lambda: identity(18).node_id in victim.net.links)
+        self.assertEqual(len(victim.net.links), 3)
+        self.assertIn(identity(1).node_id, victim.net.links)
+        self.assertFalse(honest.closed)
+
+
 class OutputTest(PeerAttackCase):
     """Issue 10.4: a peer that pipelines requests and never reads cannot grow our memory."""
 
@@ -247,7 +265,7 @@ class OutputTest(PeerAttackCase):
         # Never more than the bound plus one answer was waiting for the peer.
         self.assertLessEqual(link.peak_queued, output.max_queued + 4 * BIG + 4096)
         self.assertGreater(link.refused_for_output, 0)
-        self.assertEqual(victim.net.links, {})
+        await eventually(lambda: victim.net.links == {})
 
 
 class FrameBudgetTest(PeerAttackCase):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import ipc_app
+from fluxchat.ids import fingerprint, parse_id
 from fluxchat.ipc_protocol import MAX_LINE, make_request
 from tests.keys import identity
 from tests.lab import ProcessNode
@@ -175,7 +176,8 @@ class CliTest(unittest.TestCase):
     def row(self, listing: str, uuid: str) -> list[str]:
         rows = [line for line in listing.splitlines() if uuid in line]
         self.assertEqual(len(rows), 1, listing)
-        return rows[0].split()
+        cells = rows[0].split()
+        return cells[1:] if listing.startswith("#") else cells  # drop the row number
 
     # --- the seed's forms and the whole flow ---------------------------------------------
 
@@ -183,7 +185,7 @@ class CliTest(unittest.TestCase):
         uuid = self.send("Test", "Hello World")
         self.arrived(uuid)
         listing = self.ok("-c", self.cb, "list")
-        self.assertEqual(listing.splitlines()[0].split(), ["UUID", "RECEIVED", "FROM", "SUBJECT"])
+        self.assertEqual(listing.splitlines()[0].split(), ["#", "UUID", "RECEIVED", "FROM", "SUBJECT"])
         row = self.row(listing, uuid)
         self.assertEqual((row[0], row[1], row[4], row[5]), ("*", uuid, A_ID[:9] + "…", "Test"))
         out = self.ok("-c", self.cb, "read", "--uuid", uuid)
@@ -236,7 +238,8 @@ class CliTest(unittest.TestCase):
     def test_empty_mailbox(self) -> None:
         self.assertEqual(self.ok("-c", self.ca, "list"), "No mail in inbox.\n")
         self.assertEqual(self.ok("-c", self.ca, "list", "-n"), "No new mail in inbox.\n")
-        self.assertEqual(self.ok_json("-c", self.ca, "list"), {"folder": "inbox", "total": 0, "items": []})
+        self.assertEqual(self.ok_json("-c", self.ca, "list"), {"folder": "inbox", "total": 0, "offset": 0,
+                                                                     "items": []})
 
     def test_delete(self) -> None:
         uuid = self.send("to delete")
@@ -299,7 +302,8 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.ok("-c", self.ca, "contacts", "add", "bob", B_ID), f"Added bob = {B_ID}.\n")
         self.assertEqual(self.ok("-c", self.ca, "contacts", "list").splitlines(),
                          ["ALIAS  ID", f"bob    {B_ID}"])
-        self.assertEqual(self.ok_json("-c", self.ca, "contacts"), {"contacts": [{"alias": "bob", "id": B_ID}]})
+        self.assertEqual(self.ok_json("-c", self.ca, "contacts"), {"contacts": [{"alias": "bob", "id": B_ID,
+                                                 "fingerprint": fingerprint(parse_id(B_ID)), "name": ""}]})
         uuid = self.send("by alias", to="bob")
         self.assertEqual(self.row(self.ok("-c", self.ca, "list", "--outbox"), uuid)[3], "bob")
         self.arrived(uuid)
@@ -432,26 +436,30 @@ class CliTest(unittest.TestCase):
 
     def test_json_shapes(self) -> None:
         sent = json.loads(self.ok("--json", "-c", self.ca, "mail", "-t", B_ID, "-s", "json", "-b", "j"))
-        self.assertEqual(set(sent), {"uuid", "state"})
+        self.assertEqual(set(sent), {"uuid", "state", "sent"})
         self.assertEqual(sent["state"], "queued")
         uuid = sent["uuid"]
         self.arrived(uuid)
         inbox = self.ok_json("-c", self.cb, "list", "--limit", "1000")
-        self.assertEqual((set(inbox), inbox["folder"]), ({"folder", "total", "items"}, "inbox"))
+        self.assertEqual((set(inbox), inbox["folder"]), ({"folder", "total", "offset", "items"}, "inbox"))
         item = next(m for m in inbox["items"] if m["uuid"] == uuid)
         self.assert_shape(item, {"uuid": str, "from": str, "alias": type(None), "subject": str,
-                                 "created_at": int, "received_at": int, "new": bool})
+                                 "created_at": int, "received_at": int, "new": bool, "name": str,
+                                 "to": str, "folder": str, "at": int, "ref": type(None), "peer": str,
+                                 "direction": str})
         self.assertEqual((item["from"], item["new"]), (A_ID, True))
         outbox = self.ok_json("list", "--outbox", "-c", self.ca)
         self.assertEqual(outbox["folder"], "outbox")
         self.assertIsInstance(outbox["total"], int)
         self.assert_shape(next(m for m in outbox["items"] if m["uuid"] == uuid),
                           {"uuid": str, "to": str, "alias": type(None), "subject": str,
-                           "created_at": int, "state": str, "updated_at": int})
+                           "created_at": int, "state": str, "updated_at": int, "folder": str, "at": int,
+                           "ref": type(None), "peer": str, "direction": str, "reason": (str, type(None))})
         mail = self.ok_json("-c", self.cb, "read", "-u", uuid)
         self.assert_shape(mail, {"uuid": str, "from": str, "alias": type(None), "to": str, "subject": str,
                                  "body": str, "created_at": int, "received_at": int, "verified": bool,
-                                 "new": bool, "protection": str})
+                                 "new": bool, "name": str, "folder": str, "at": int, "ref": type(None),
+                                 "peer": str, "direction": str, "protection": str})
         self.assertEqual(mail["protection"], "forward-secret-pq")
         self.assertEqual((mail["to"], mail["body"], mail["verified"], mail["new"]), (B_ID, "j", True, True))
         self.assertFalse(self.ok_json("-c", self.cb, "read", "-u", uuid)["new"])
@@ -471,7 +479,7 @@ class CliTest(unittest.TestCase):
             self.assertIn(link["direction"], ("in", "out"))
         info = self.ok_json("-c", self.cb, "info")
         self.assert_shape(info, {"id": str, "fingerprint": str, "version": str, "uptime": (int, float),
-                                 "listen": list, "ipc": str, "counts": dict,
+                                 "listen": list, "ipc": str, "counts": dict, "name": str, "watchers": int,
                                  "reachability": dict})
         self.assertEqual(set(info["reachability"]), {"status", "address", "checked_at",
                                                      "dial_backs", "succeeded", "contact",

@@ -171,13 +171,23 @@ class BindingTest(unittest.TestCase):
 
     def test_malformed_signed_content(self) -> None:
         good = inner_fields(mail(A, B), A.public_der)
-        bad_variants = [good[:-1], good + [b""], [True] + good[1:]]
+        bad_variants = [good[:-1], good + [b""], good + [""], good + ["n" * 65], good + ["n", "n"],
+                        [True] + good[1:]]
         for index, value in [(1, "spam"), (2, b"short"), (5, -1), (5, True),
-                             (6, "s" * (MAX_SUBJECT_CHARS + 1)), (7, b"bytes"), (8, UUID)]:
+                             (6, "s" * (MAX_SUBJECT_CHARS + 1)), (7, b"bytes"), (8, b"short")]:
             bad_variants.append(good[:index] + [value] + good[index + 1:])
         for fields in bad_variants:
             with self.assertRaises(EnvelopeError, msg=repr(fields)[:80]):
                 open_envelope(forge(fields, A, B), B)
+
+
+class ReplyAndNameTest(unittest.TestCase):
+    def test_reply_reference_and_display_name_are_signed_content(self) -> None:
+        content = dataclasses.replace(mail(A, B), ref=b"\x42" * 16, sender_name="Alice")
+        self.assertEqual(open_envelope(sealed(content, A, B), B), content)
+        # Without a name the signed layout is the first release's ten fields.
+        self.assertEqual(len(loads(encode_inner(mail(A, B), A.public_der))), 10)
+        self.assertEqual(loads(encode_inner(content, A.public_der))[10], "Alice")
 
 
 class HeaderTest(unittest.TestCase):
@@ -214,7 +224,8 @@ class SealArgumentsTest(unittest.TestCase):
             (dataclasses.replace(good, uuid=b"\0" * 15), B.public_der, KEY, NONCE),
             (dataclasses.replace(good, sender=C.node_id), B.public_der, KEY, NONCE),
             (dataclasses.replace(good, subject="s" * 256), B.public_der, KEY, NONCE),
-            (dataclasses.replace(good, ref=UUID), B.public_der, KEY, NONCE),
+            (dataclasses.replace(good, ref=UUID[:8]), B.public_der, KEY, NONCE),
+            (dataclasses.replace(good, sender_name="n" * 65), B.public_der, KEY, NONCE),
             (dataclasses.replace(good, kind="receipt"), B.public_der, KEY, NONCE),
             (good, C.public_der, KEY, NONCE),
             (good, B.public_der, KEY[:16], NONCE),

@@ -3,6 +3,7 @@ binding, erased prekeys, forged records, padding, a known-answer test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import unittest
 from pathlib import Path
@@ -85,6 +86,8 @@ class RoundTripTest(unittest.TestCase):
         self.check(mail(A, B, "📬 你好", "𝄞 日本語\n\0"), PA, PB)
         self.check(mail(A, B, body="x" * (1 << 20)), PA, PB)
         self.check(mail(A, A), PA, PA)
+        # A reply reference and a display name, as in v1.
+        self.check(dataclasses.replace(mail(A, B), ref=b"\x07" * 16, sender_name="Ann"), PA, PB)
 
     def test_rsa4096_identity(self) -> None:
         big = Party(identity_4096(), 9)
@@ -215,7 +218,8 @@ class BindingTest(unittest.TestCase):
 
     def test_malformed_signed_content(self) -> None:
         good = fields_of(mail(A, B), PA)
-        variants = [good[:-1], good + [b""], [1] + good[1:], [True] + good[1:]]
+        variants = [good[:-1], good + [b""], good + [""], good + ["n" * 65], good + ["n", "n"],
+                    [1] + good[1:], [True] + good[1:]]
         for index, value in [(1, "spam"), (2, b"short"), (5, -1), (9, "text"), (10, 7)]:
             variants.append(good[:index] + [value] + good[index + 1:])
         for fields in variants:

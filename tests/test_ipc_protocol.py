@@ -28,13 +28,19 @@ TOKEN = "ab" * 32
 
 # One good call per command, with the arguments the handler then sees (defaults filled in).
 GOOD: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "mail": ({"to": ID, "body": "hi"}, {"to": ID, "subject": "", "body": "hi"}),
+    "mail": ({"to": ID, "body": "hi"}, {"to": [ID], "subject": "", "body": "hi"}),
+    "reply": ({"uuid": "123E45", "body": "hi"}, {"uuid": "123e45", "body": "hi", "subject": None, "quote": False}),
     "list": ({}, {"folder": "inbox", "new_only": False, "limit": 50, "offset": 0}),
-    "read": ({"uuid": UUID.upper()}, {"uuid": UUID}),
+    "read": ({"uuid": UUID.upper()}, {"uuid": UUID, "mark": True}),
+    "mark": ({"uuid": UUID.replace("-", "")}, {"uuid": UUID, "read": True}),
+    "conversations": ({}, {"limit": 50}),
+    "conversation": ({"peer": "bob"}, {"peer": "bob", "limit": 50, "mark_read": True}),
+    "watch": ({}, {}),
+    "web_link": ({}, {}),
     "delete": ({"uuid": UUID}, {"uuid": UUID}),
     "status": ({"uuid": UUID}, {"uuid": UUID}),
     "resend": ({"uuid": UUID}, {"uuid": UUID}),
-    "contacts": ({}, {"action": "list", "alias": None, "id": None}),
+    "contacts": ({}, {"action": "list", "alias": None, "id": None, "from": None, "force": False}),
     "peers": ({}, {}),
     "info": ({}, {}),
     "save": ({}, {}),
@@ -114,10 +120,15 @@ class RequestTest(unittest.TestCase):
         self.bad("mail", {"to": "FC_nope", "body": "x"}, "invalid_id")
         self.bad("mail", {"to": "FC_" + "1" * 100000, "body": "x"}, "invalid_id")
         self.bad("mail", {"to": "bad alias!", "body": "x"}, "invalid_id")
-        self.assertEqual(parse_request(line("mail", {"to": "bob.s-1", "body": "x"})).args["to"], "bob.s-1")
+        self.assertEqual(parse_request(line("mail", {"to": "bob.s-1", "body": "x"})).args["to"], ["bob.s-1"])
+        # Several recipients: a list, duplicates dropped, at most 32.
+        self.assertEqual(parse_request(line("mail", {"to": ["a", ID, "a"], "body": "x"})).args["to"], ["a", ID])
+        self.bad("mail", {"to": [], "body": "x"})
+        self.bad("mail", {"to": [f"p{n}" for n in range(33)], "body": "x"})
+        self.bad("mail", {"to": ["a", 5], "body": "x"}, "invalid_id")
 
     def test_list_arguments(self) -> None:
-        self.assertIn("inbox or outbox", self.bad("list", {"folder": "trash"}))
+        self.assertIn("inbox or outbox or sent", self.bad("list", {"folder": "trash"}))
         self.assertIn("1..1000", self.bad("list", {"limit": 0}))
         self.bad("list", {"limit": 1001})
         self.bad("list", {"limit": "5"})
@@ -130,14 +141,18 @@ class RequestTest(unittest.TestCase):
     def test_uuid_arguments(self) -> None:
         for cmd in ("read", "delete", "status", "resend"):
             self.assertIn("uuid", self.bad(cmd, {}))
-            for value in ("nope", UUID + "0", UUID.replace("-", ""), 12):
+            for value in ("nope", UUID + "0", "12345", "123e4-", "zzzzzz", "-" * 40, 12):
                 self.bad(cmd, {"uuid": value})
 
     def test_contacts_arguments(self) -> None:
         args = parse_request(line("contacts", {"action": "add", "alias": "bob", "id": ID})).args
-        self.assertEqual(args, {"action": "add", "alias": "bob", "id": ID})
+        self.assertEqual(args, {"action": "add", "alias": "bob", "id": ID, "from": None, "force": False})
         args = parse_request(line("contacts", {"action": "remove", "alias": "bob"})).args
-        self.assertEqual(args, {"action": "remove", "alias": "bob", "id": None})
+        self.assertEqual(args, {"action": "remove", "alias": "bob", "id": None, "from": None, "force": False})
+        args = parse_request(line("contacts", {"action": "add", "alias": "bob", "from": "abcdef", "force": True})).args
+        self.assertEqual(args["from"], "abcdef")
+        self.bad("contacts", {"action": "add", "alias": "bob", "id": ID, "from": "abcdef"})
+        self.bad("contacts", {"action": "remove", "alias": "bob", "force": True})
         self.bad("contacts", {"action": "add", "alias": "bob"})
         self.bad("contacts", {"action": "add", "id": ID})
         self.bad("contacts", {"action": "remove"})

@@ -208,7 +208,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         c = str(self.config)
         self.assertEqual(await self.app("mail", "-c", c, "-s", "Test", "-b", "Hello World", "-t", PEER),
                          (0, UUID + "\n", ""))
-        self.assertEqual(self.node.calls[-1], ("mail", {"to": PEER, "subject": "Test", "body": "Hello World"}))
+        self.assertEqual(self.node.calls[-1], ("mail", {"to": [PEER], "subject": "Test", "body": "Hello World"}))
         code, out, _ = await self.app("--json", "-c", c, "mail", "-t", "bob", "-b", "-", stdin=b"from stdin\n")
         self.assertEqual((code, json.loads(out)), (0, {"uuid": UUID, "state": "queued"}))
         self.assertEqual(self.node.calls[-1][1]["body"], "from stdin\n")
@@ -217,7 +217,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         self.assertIn("FC_", out)
         self.assertIn("Hi\\x1b[31m there", out)
         self.assertNotIn("\x1b", out)
-        self.assertEqual(out.splitlines()[1].split()[:2], ["*", UUID])
+        self.assertEqual(out.splitlines()[1].split()[:3], ["1", "*", UUID])
         self.assertEqual(await self.app("list", "--outbox", "-c", c), (0, "No mail in outbox.\n", ""))
         code, out, _ = await self.app("-c", c, "read", "--uuid", UUID)
         self.assertEqual(code, 0)

@@ -11,7 +11,6 @@ from fluxchat import messages as m
 from fluxchat.envelope2 import open_any, version_of
 from fluxchat.errors import EnvelopeError
 from fluxchat.identity import load_identity
-from fluxchat.ipc_handlers import IpcHandlers
 from fluxchat.mailer import receipt_uuid
 from fluxchat.mailkeyring import MailKeyring
 from fluxchat.mailkeys import MailKeySecrets, RecordCache, make_record
@@ -35,7 +34,7 @@ def sent_version(node: Node, uuid: bytes) -> int:
 
 
 async def ipc(node: Node, cmd: str, **args: object) -> dict[str, object]:
-    reply = await IpcHandlers(node).dispatch(cmd, dict(args))
+    reply = await node.api.call(cmd, dict(args))   # the node's API, arguments checked as over IPC
     assert isinstance(reply, dict)
     return reply
 

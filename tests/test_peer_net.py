@@ -184,14 +184,10 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         a.hold = asyncio.Event()          # a's handler now waits: b's request stays in flight
         pending = asyncio.ensure_future(link.request(lambda rid: m.FindNode(rid, bytes(32))))
         await eventually(lambda: a.requests)
-        # The newcomer completes its handshake, finds no idle link to replace, and is
-        # closed; an unauthenticated connection could not even get that far.
-        try:
-            newcomer = await c.net.dial("127.0.0.1", port_a)
-        except DialError:
-            pass
-        else:
-            await eventually(lambda: newcomer.closed)
+        # The newcomer proves its ID, finds no idle link to replace, and is refused before
+        # Welcome; an unauthenticated connection could not even get that far.
+        with self.assertRaisesRegex(DialError, "link cap"):
+            await c.net.dial("127.0.0.1", port_a)
         self.assertEqual(list(a.net.links), [identity(1).node_id])
         a.hold.set()
         self.assertIsInstance(await pending, m.Nodes)

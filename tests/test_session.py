@@ -227,6 +227,32 @@ class OpenLinkTest(unittest.TestCase):
         fail = [e.message for e in answers if isinstance(e, ResponseReceived)][0]
         self.assertEqual(fail.code, E.RATE_LIMITED)
 
+    def test_every_frame_spends_the_budget_and_debt_delays_reading(self) -> None:
+        dialer, acceptor, _, _ = pair(acceptor_cfg=config(1, frame_rate=10.0, frame_burst=20.0))
+        handshake = acceptor.frames_received
+        self.assertEqual(acceptor.read_delay(0.0), 0.0)
+        for _ in range(40):
+            dialer.notify(m.Notify())
+        dialer.send_request(m.Ping, 0.0, 5)
+        events = acceptor.receive_data(dialer.data_to_send(), 0.0)
+        # What was read is handled (nothing is lost), and the debt is paid in time.
+        self.assertEqual(len([e for e in events if isinstance(e, NoticeReceived)]), 40)
+        self.assertEqual(acceptor.frames_received, handshake + 41)
+        debt = 41 + handshake - 20
+        self.assertAlmostEqual(acceptor.read_delay(0.0), debt / 10.0)
+        self.assertAlmostEqual(acceptor.read_delay(1.0), debt / 10.0 - 1.0)
+        self.assertAlmostEqual(acceptor.read_delay(debt / 10.0), 0.0)
+        self.assertEqual(acceptor.read_delay(debt / 10.0 + 1), 0.0)
+        self.assertIs(acceptor.state, State.OPEN)
+
+    def test_big_frames_cost_more(self) -> None:
+        dialer, acceptor, _, _ = pair(acceptor_cfg=config(1, frame_rate=1.0, frame_burst=100.0))
+        before = acceptor.read_delay(0.0)
+        dialer.send_request(lambda r: m.Store(r, bytes(5 * 65536)), 0.0, 5)
+        acceptor.receive_data(dialer.data_to_send(), 0.0)
+        self.assertEqual(before, 0.0)
+        self.assertEqual(acceptor._budget.tokens, 100.0 - acceptor.frames_received - 5)  # noqa: SLF001
+
     def test_close_fails_pending_requests_and_tells_the_peer(self) -> None:
         rid = self.dialer.send_request(lambda r: m.Fetch(r, 1), 0.0, 5)
         events = self.dialer.close(E.SHUTDOWN, "bye")

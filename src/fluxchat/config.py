@@ -55,6 +55,7 @@ class MailConfig:
     quota_per_recipient: int = 64 * 1024 * 1024
     quota_per_peer: int = 64 * 1024 * 1024
     quota_total: int = 1024 * 1024 * 1024
+    display_name: str = ""  # signed into our mail as a hint to the reader; never an identity
     # One storing peer for one recipient: well below quota_per_recipient, so no single
     # sender can fill a recipient's share (see held.py for the fair eviction).
     quota_per_sender_recipient: int = 8 * 1024 * 1024
@@ -73,6 +74,14 @@ class IpcConfig:
     address: str = "127.0.0.1"
     port: int = 26001
     allow_remote: bool = False
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The local web app (fluxchat/web): off by default, loopback only, signs in with the IPC token."""
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 26080
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Config:
     discovery: DiscoveryConfig
     log: LogConfig
     mail_keys: MailKeysConfig = MailKeysConfig()
+    web: WebConfig = WebConfig()
 
 
 class _Reader:
@@ -221,6 +231,10 @@ def _build(root: _Reader) -> Config:
     if log_file is not None and not (isinstance(log_file, str) and log_file):
         raise log.fail("file", "a file name or null", log_file)
     data_dir = Path(root.text("data_dir", "var/data1"))
+    ipc, web = _ipc(root.section("ipc")), _web(root.section("web"))
+    if web.enabled and not ipc.enabled:
+        raise ConfigError(f"{path}: web.enabled: the web app signs in with the local API's token; "
+                          "set ipc.enabled to true as well")
     return Config(
         path=path,
         id=_node_id(root),
@@ -233,7 +247,8 @@ def _build(root: _Reader) -> Config:
         client=_client(root.section("client")),
         kademlia=_kademlia(root.section("kademlia")),
         mail=_mail(root.section("mail")),
-        ipc=_ipc(root.section("ipc")),
+        ipc=ipc,
+        web=web,
         discovery=_discovery(root.section("discovery")),
         log=LogConfig(
             level=log.get("level", "info", lambda v: v in LOG_LEVELS, " or ".join(LOG_LEVELS)),
@@ -278,6 +293,9 @@ def _mail(r: _Reader) -> MailConfig:
         quota_per_recipient=r.integer("quota_per_recipient", d.quota_per_recipient, 0, 2**40),
         quota_per_peer=r.integer("quota_per_peer", d.quota_per_peer, 0, 2**40),
         quota_total=r.integer("quota_total", d.quota_total, 0, 2**44),
+        display_name=r.get("display_name", d.display_name,
+                           lambda v: isinstance(v, str) and len(v) <= 64 and v.isprintable(),
+                           "printable text of at most 64 characters"),
         quota_per_sender_recipient=r.integer("quota_per_sender_recipient",
                                              d.quota_per_sender_recipient, 0, 2**40),
     )
@@ -298,6 +316,19 @@ def _ipc(r: _Reader) -> IpcConfig:
         address=r.text("address", d.address),
         port=r.integer("port", d.port, 0, 65535),
         allow_remote=r.flag("allow_remote", d.allow_remote),
+    )
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _web(r: _Reader) -> WebConfig:
+    d = WebConfig
+    return WebConfig(
+        enabled=r.flag("enabled", d.enabled),
+        # Never anything but loopback: the web app trusts whoever holds the session cookie.
+        address=r.get("address", d.address, lambda v: v in _LOOPBACK, " or ".join(_LOOPBACK)),
+        port=r.integer("port", d.port, 0, 65535),
     )
 
 

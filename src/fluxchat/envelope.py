@@ -16,7 +16,9 @@ Byte layout (all canonical CBOR, see cbor.py):
     plaintext = [inner, signature, padding]   (padding: zero bytes up to a size bucket;
                                                 old senders omit it)
     inner     = [version, kind, uuid, sender, recipient, created_at,
-                 subject, body, ref, sender_public_der]
+                 subject, body, ref, sender_public_der]            (no display name)
+              | [..., sender_public_der, sender_name]              (with one)
+    ref       = receipts: the acknowledged mail's uuid; mail: b"" or the uuid it replies to
     signature = RSA-PSS-SHA256(SIGNATURE_CONTEXT + inner)
 
 Pure: no I/O, no clock, no randomness; the caller passes the key and nonce.
@@ -38,6 +40,7 @@ from .ids import ID_BYTES, id_from_spki
 from .mail_rules import MAX_SUBJECT_CHARS as MAX_SUBJECT_CHARS
 
 ENVELOPE_VERSION = 1
+MAX_NAME_CHARS = 64  # the sender's display name: a hint shown to people, never an identity
 KIND_MAIL = "mail"
 KIND_RECEIPT = "receipt"
 KINDS = (KIND_MAIL, KIND_RECEIPT)
@@ -69,7 +72,8 @@ class MailContent:
     created_at: int
     subject: str
     body: str
-    ref: bytes  # receipts: uuid of the acknowledged mail; mail: b""
+    ref: bytes  # receipts: uuid of the acknowledged mail; mail: b"" or the uuid it replies to
+    sender_name: str = ""  # optional display name; signed, but only a hint
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,14 @@ def _header_array(header: OuterHeader) -> list[object]:
 
 
 def encode_inner(content: MailContent, sender_public_der: bytes) -> bytes:
-    """The canonical bytes the sender signs."""
-    return dumps([ENVELOPE_VERSION, content.kind, content.uuid, content.sender,
-                  content.recipient, content.created_at, content.subject, content.body,
-                  content.ref, sender_public_der])
+    """The canonical bytes the sender signs. The display name is a trailing element only
+    when there is one, so mail without a name keeps the first release's layout."""
+    fields: list[object] = [ENVELOPE_VERSION, content.kind, content.uuid, content.sender,
+                            content.recipient, content.created_at, content.subject, content.body,
+                            content.ref, sender_public_der]
+    if content.sender_name:
+        fields.append(content.sender_name)
+    return dumps(fields)
 
 
 def bucket_size(size: int) -> int:
@@ -154,9 +162,11 @@ def _content_problem(content: MailContent) -> str | None:
         return f"subject must be text of at most {MAX_SUBJECT_CHARS} characters"
     if not isinstance(content.body, str):
         return "body must be text"
-    wanted_ref = UUID_BYTES if content.kind == KIND_RECEIPT else 0
-    if not isinstance(content.ref, bytes) or len(content.ref) != wanted_ref:
-        return f"ref must be {wanted_ref} bytes for a {content.kind}"
+    wanted_ref = (UUID_BYTES,) if content.kind == KIND_RECEIPT else (0, UUID_BYTES)
+    if not isinstance(content.ref, bytes) or len(content.ref) not in wanted_ref:
+        return f"ref must be {' or '.join(map(str, wanted_ref))} bytes for a {content.kind}"
+    if not isinstance(content.sender_name, str) or len(content.sender_name) > MAX_NAME_CHARS:
+        return f"sender_name must be text of at most {MAX_NAME_CHARS} characters"
     return None
 
 
@@ -237,12 +247,14 @@ def parse_header(envelope: bytes, max_size: int) -> OuterHeader:
 def _decode_inner(inner: bytes) -> tuple[int, MailContent, bytes]:
     """(version, content, sender_public_der) from the signed bytes."""
     fields = loads(inner, max_depth=1, max_items=16)
-    if not isinstance(fields, list) or len(fields) != 10:
+    if not isinstance(fields, list) or len(fields) not in (10, 11):
         raise EnvelopeError()
-    version, *middle, sender_der = fields
-    content = MailContent(*middle)  # types checked just below
+    version, kind, uuid, sender, recipient, created_at, subject, body, ref, sender_der = fields[:10]
+    name = fields[10] if len(fields) == 11 else ""
+    content = MailContent(kind, uuid, sender, recipient, created_at, subject, body, ref, name)
+    # An empty trailing name would give the same content two encodings.
     if not _is_int(version) or _content_problem(content) is not None \
-            or not isinstance(sender_der, bytes):
+            or not isinstance(sender_der, bytes) or (len(fields) == 11 and not name):
         raise EnvelopeError()
     return version, content, sender_der
 

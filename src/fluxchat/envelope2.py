@@ -14,7 +14,7 @@ Byte layout (canonical CBOR):
                 info = SEAL_CONTEXT ‖ CBOR(header): enc (1120 bytes) ‖ ciphertext
     plaintext = [inner, signature, padding]
     inner     = [version=2, kind, uuid, sender, recipient, created_at, subject, body, ref,
-                 sender_public_der, sender_record]
+                 sender_public_der, sender_record (, sender_name when it is not empty)]
     signature = Ed25519(MAIL_CONTEXT ‖ CBOR(header) ‖ inner)
 
 Pure apart from one thing: HPKE draws its ephemeral key inside `cryptography`, whose API
@@ -82,9 +82,12 @@ class Opened:
 
 
 def encode_inner(content: MailContent, sender_der: bytes, sender_record: bytes) -> bytes:
-    return dumps([VERSION, content.kind, content.uuid, content.sender, content.recipient,
-                  content.created_at, content.subject, content.body, content.ref,
-                  sender_der, sender_record])
+    fields: list[object] = [VERSION, content.kind, content.uuid, content.sender, content.recipient,
+                            content.created_at, content.subject, content.body, content.ref,
+                            sender_der, sender_record]
+    if content.sender_name:   # as in v1: a trailing element only when there is a name
+        fields.append(content.sender_name)
+    return dumps(fields)
 
 
 # ----- sealing (our own input: mistakes are ValueError) --------------------------------
@@ -168,13 +171,15 @@ def prekey_id_of(envelope: bytes, max_size: int) -> bytes:
 
 def _decode_inner(inner: bytes) -> tuple[MailContent, bytes, bytes]:
     fields = loads(inner, max_depth=1, max_items=16)
-    if not isinstance(fields, list) or len(fields) != 11 or fields[0] != VERSION \
+    if not isinstance(fields, list) or len(fields) not in (11, 12) or fields[0] != VERSION \
             or not v1._is_int(fields[0]):
         raise EnvelopeError()
-    content = MailContent(*fields[1:9])
+    name = fields[11] if len(fields) == 12 else ""
+    kind, uuid, sender, recipient, created_at, subject, body, ref = fields[1:9]
+    content = MailContent(kind, uuid, sender, recipient, created_at, subject, body, ref, name)
     sender_der, sender_record = fields[9], fields[10]
     if v1._content_problem(content) is not None or not isinstance(sender_der, bytes) \
-            or not isinstance(sender_record, bytes):
+            or not isinstance(sender_record, bytes) or (len(fields) == 12 and not name):
         raise EnvelopeError()
     return content, sender_der, sender_record
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -95,6 +96,26 @@ class IpcClient:
             self.close()
             raise IpcError("unavailable", "the node closed the connection without answering")
         return self._result(parse_response(line), request_id)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """After a successful `call("watch")`: each event the node sends, until it closes the
+        connection (as it does to a reader too slow to keep up) or the caller stops iterating."""
+        assert self._sock is not None and self._file is not None
+        self._sock.settimeout(None)  # events may be hours apart
+        try:
+            while line := self._file.readline():
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    raise IpcError("bad_json", "malformed event line from the node") from None
+                if isinstance(message, dict) and isinstance(message.get("event"), dict):
+                    yield message["event"]
+        except OSError as exc:
+            raise IpcError("unavailable", f"the connection to the node broke: {exc.strerror or exc}") from None
+        finally:
+            self.close()
 
     def _result(self, response: Any, request_id: int) -> Any:
         if response.ok and response.id != request_id:

@@ -1,4 +1,9 @@
-"""The local API's commands, run against the node (arguments arrive already validated)."""
+"""The node's one narrow API: every face (the JSON-lines local API, `watch`, the web app) calls
+`NodeApi.call(cmd, args)` or `NodeApi.subscribe()`, never the node object itself.
+
+Arguments are checked against ipc_protocol.COMMANDS before a handler runs, whatever face the
+request came through. Results are JSON-ready dicts. Conversation commands live in chat_api.py.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
 from .backup import write_backup
+from .chat_api import ChatCommands, mail_item, protection_of_sent, uuid_text
 from .config import Config
-from .envelope2 import PROTECTION, version_of
-from .errors import EnvelopeError, IpcError, StorageError
+from .errors import IpcError, StorageError
+from .events import EventHub, Subscription, TooManySubscribers
 from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
-from .ipc_protocol import check_body_size
+from .ipc_protocol import check_body_size, validate_args
 from .mailer import Mailer, MailError
 from .outbox_states import OutboxState
-from .store import InboxMail, OutboxMail, Store
+from .store import Store
 
 if TYPE_CHECKING:
+    from .link import Link
     from .overlay import Overlay
     from .peer_net import PeerNet
     from .punch import Puncher
@@ -51,31 +58,18 @@ class NodeParts(Protocol):
     def request_stop(self) -> None: ...
 
 
-def _uuid(text: str) -> bytes:
-    return uuidlib.UUID(text).bytes
-
-
-def _uuid_text(raw: bytes) -> str:
-    return str(uuidlib.UUID(bytes=raw))
-
-
-def _protection(envelope: bytes | None) -> str | None:
-    """How a sealed outgoing mail is protected; None before it is sealed."""
-    if envelope is None:
-        return None
-    try:
-        return PROTECTION[version_of(envelope, len(envelope))]
-    except EnvelopeError:
-        return None
-
-
-class IpcHandlers:
-    def __init__(self, node: NodeParts) -> None:
+class NodeApi(ChatCommands):
+    def __init__(self, node: NodeParts, events: EventHub | None = None) -> None:
         self.node = node
+        self.events = events or EventHub()
+        # Set by the node when the web app runs: makes a one-time sign-in link.
+        self.web_login: Callable[[], str] | None = None
         self.commands: dict[str, Callable[[Args], Awaitable[Any] | Any]] = {
-            "mail": self.mail, "list": self.list, "read": self.read, "delete": self.delete,
-            "status": self.status, "resend": self.resend, "contacts": self.contacts, "peers": self.peers,
-            "info": self.info, "save": self.save, "stop": self.stop, "backup": self.backup,
+            "mail": self.mail, "reply": self.reply, "list": self.list, "read": self.read,
+            "mark": self.mark, "delete": self.delete, "status": self.status, "resend": self.resend,
+            "conversations": self.conversations, "conversation": self.conversation,
+            "contacts": self.contacts, "peers": self.peers, "info": self.info, "backup": self.backup,
+            "watch": self.watch, "web_link": self.web_link, "save": self.save, "stop": self.stop,
         }
         self._backup_running = False   # one archive at a time: each costs a database copy
 
@@ -85,10 +79,45 @@ class IpcHandlers:
         return self.node.store
 
     async def dispatch(self, cmd: str, args: Args) -> Any:
+        """Run a command whose arguments are already checked (the IPC server checks them)."""
         result = self.commands[cmd](args)
         if asyncio.iscoroutine(result):
             result = await result
         return result
+
+    async def call(self, cmd: str, raw: Args) -> Any:
+        """Check the arguments like the IPC server does, then run the command."""
+        return await self.dispatch(cmd, validate_args(cmd, raw))
+
+    def subscribe(self) -> Subscription:
+        try:
+            return self.events.subscribe()
+        except TooManySubscribers as exc:
+            raise IpcError("unavailable", str(exc)) from None
+
+    # ----- events: the node's changes, as the stream tells them --------------------------
+
+    def on_store_change(self, topic: str, uuid: bytes) -> None:
+        if not len(self.events):
+            return  # nobody listens: skip the lookup
+        if topic == "inbox":
+            mail = self.store.read_inbox(uuid)
+            if mail is not None:
+                item = mail_item(self, mail)
+                item.pop("body")
+                self.events.publish({"type": "mail", **item})
+            return
+        sent = self.store.get_outbox(uuid)
+        if sent is not None and sent.kind == "mail":
+            self.events.publish({"type": "state", "uuid": uuid_text(uuid), "peer": format_id(sent.recipient),
+                                 "state": sent.state, "at": sent.updated_at})
+
+    def on_reachability(self) -> None:
+        self.events.publish({"type": "reachability", **self.node.reach.describe()})
+
+    def on_link(self, link: Link, up: bool) -> None:
+        self.events.publish({"type": "link", "peer": format_id(link.peer_id), "up": up,
+                             "direction": link.direction, "links": len(self.node.net.links)})
 
     # ----- helpers ----------------------------------------------------------------------
 
@@ -107,103 +136,105 @@ class IpcHandlers:
     def alias(self, node_id: bytes) -> str | None:
         return self.store.alias_of(node_id)
 
-    def inbox_item(self, mail: InboxMail) -> dict[str, Any]:
-        return {"uuid": _uuid_text(mail.uuid), "from": format_id(mail.sender),
-                "alias": self.alias(mail.sender), "subject": mail.subject,
-                "created_at": mail.created_at, "received_at": mail.received_at,
-                "new": bool(mail.is_new)}
-
-    def outbox_item(self, mail: OutboxMail) -> dict[str, Any]:
-        return {"uuid": _uuid_text(mail.uuid), "to": format_id(mail.recipient),
-                "alias": self.alias(mail.recipient), "subject": mail.subject,
-                "created_at": mail.created_at, "state": mail.state, "updated_at": mail.updated_at}
+    def resolve_uuid(self, text: str) -> bytes:
+        """A whole uuid, or a prefix naming exactly one mail (received or sent)."""
+        if len(text) == 36:
+            return uuidlib.UUID(text).bytes
+        low = bytes.fromhex(text.ljust(32, "0"))
+        high = bytes.fromhex(text.ljust(32, "f"))
+        found = self.store.uuids_between(low, high, 2)
+        if not found:
+            raise IpcError("not_found", f"no mail whose uuid starts with {text}")
+        if len(found) > 1:
+            raise IpcError("ambiguous", f"several mails' uuids start with {text}; give more digits")
+        return bytes(found[0])
 
     # ----- commands -------------------------------------------------------------------------
 
-    def mail(self, args: Args) -> dict[str, Any]:
-        recipient = self.resolve_peer(args["to"])
-        check_body_size(args["body"], self.node.config.mail.max_body_bytes)
+    def submit(self, recipient: bytes, subject: str, body: str, ref: bytes | None = None) -> Args:
+        check_body_size(body, self.node.config.mail.max_body_bytes)
         try:
-            mail = self.node.mailer.submit(recipient, args["subject"], args["body"])
+            mail = self.node.mailer.submit(recipient, subject, body, ref)
         except MailError as exc:
             raise IpcError("bad_argument", str(exc)) from None
-        return {"uuid": _uuid_text(mail.uuid), "state": mail.state}
+        return {"uuid": uuid_text(mail.uuid), "to": format_id(recipient), "alias": self.alias(recipient),
+                "state": mail.state}
 
-    def list(self, args: Args) -> dict[str, Any]:
-        folder, limit, offset = args["folder"], args["limit"], args["offset"]
-        if folder == "inbox":
-            total, mails = self.store.list_inbox(args["new_only"], limit, offset)
-            items = [self.inbox_item(mail) for mail in mails]
-        else:
-            total, outgoing = self.store.list_outbox(limit, offset)
-            items = [self.outbox_item(mail) for mail in outgoing]
-        return {"folder": folder, "total": total, "items": items}
+    def mail(self, args: Args) -> Args:
+        """One envelope per recipient; every recipient is resolved before anything is sent."""
+        recipients = [self.resolve_peer(to) for to in args["to"]]
+        sent = [self.submit(r, args["subject"], args["body"]) for r in dict.fromkeys(recipients)]
+        return {"uuid": sent[0]["uuid"], "state": sent[0]["state"], "sent": sent}
 
-    def read(self, args: Args) -> dict[str, Any]:
-        uuid = _uuid(args["uuid"])
-        mail = self.store.read_inbox(uuid)
-        if mail is None:
-            raise IpcError("not_found", f"no mail {args['uuid']} in the inbox")
-        self.store.mark_read(uuid)
-        item = self.inbox_item(mail)
-        # Only mail whose signature and key hash checked out ever reaches the inbox.
-        item.update(to=format_id(mail.recipient), body=mail.body, verified=True,
-                    protection=PROTECTION.get(self.store.inbox_envelope_version(uuid) or 1))
-        return item
-
-    def delete(self, args: Args) -> dict[str, Any]:
-        uuid = _uuid(args["uuid"])
-        if not (self.store.delete_inbox(uuid) or self.store.delete_outbox(uuid)):
+    def delete(self, args: Args) -> Args:
+        uuid = self.resolve_uuid(args["uuid"])
+        if not (self.store.delete_inbox(uuid) | self.store.delete_outbox(uuid)):
             raise IpcError("not_found", f"no mail {args['uuid']}")
-        return {"uuid": args["uuid"], "deleted": True}
+        return {"uuid": uuid_text(uuid), "deleted": True}
 
-    def status(self, args: Args) -> dict[str, Any]:
-        uuid = _uuid(args["uuid"])
+    def status(self, args: Args) -> Args:
+        uuid = self.resolve_uuid(args["uuid"])
         mail = self.store.get_outbox(uuid)
         if mail is None or mail.kind != "mail":
             raise IpcError("not_found", f"no mail {args['uuid']} in the outbox")
         history = [{"at": at, "state": state, "detail": detail}
                    for at, state, detail in self.store.outbox_history(uuid)]
-        return {"uuid": args["uuid"], "to": format_id(mail.recipient),
+        return {"uuid": uuid_text(uuid), "to": format_id(mail.recipient),
                 "alias": self.alias(mail.recipient), "state": mail.state, "reason": mail.reason,
                 "stored_on": mail.stored_on, "created_at": mail.created_at,
                 "expires_at": mail.expires_at, "history": history,
-                "protection": _protection(mail.envelope)}
+                "protection": protection_of_sent(mail.envelope)}
 
-    def resend(self, args: Args) -> dict[str, Any]:
-        uuid = _uuid(args["uuid"])
+    def resend(self, args: Args) -> Args:
+        uuid = self.resolve_uuid(args["uuid"])
         mail = self.store.get_outbox(uuid)
         if mail is None or mail.kind != "mail":
             raise IpcError("not_found", f"no mail {args['uuid']} in the outbox")
         if not self.node.mailer.resend(uuid):
             raise IpcError("bad_state", f"mail {args['uuid']} is {mail.state}; only failed or expired mail "
                                         "can be resent")
-        return {"uuid": args["uuid"], "state": str(OutboxState.QUEUED)}
+        return {"uuid": uuid_text(uuid), "state": str(OutboxState.QUEUED)}
 
-    def contacts(self, args: Args) -> dict[str, Any]:
+    def contacts(self, args: Args) -> Args:
         action = args["action"]
         if action == "add":
-            node_id = self.resolve_peer(args["id"])
-            self.store.add_contact(args["alias"], node_id)
-            return {"alias": args["alias"], "id": format_id(node_id)}
+            return self.add_contact(args)
         if action == "remove":
             return {"alias": args["alias"], "removed": self.store.remove_contact(args["alias"])}
-        return {"contacts": [{"alias": alias, "id": format_id(node_id)}
+        return {"contacts": [{"alias": alias, "id": format_id(node_id), "fingerprint": fingerprint(node_id),
+                              "name": self.store.latest_name(node_id)}
                              for alias, node_id in self.store.contacts()]}
 
-    def peers(self, args: Args) -> dict[str, Any]:
+    def add_contact(self, args: Args) -> Args:
+        if args["id"] is not None:
+            node_id = self.resolve_peer(args["id"])
+        else:
+            mail = self.store.read_inbox(self.resolve_uuid(args["from"]))
+            if mail is None:
+                raise IpcError("not_found", f"no received mail {args['from']}: --from takes a mail they sent")
+            node_id = mail.sender
+        current = self.store.resolve_alias(args["alias"])
+        if current is not None and current != node_id and not args["force"]:
+            raise IpcError("exists", f"{args['alias']} already names {format_id(current)}; "
+                                     "use force to point it at another node")
+        self.store.add_contact(args["alias"], node_id)
+        return {"alias": args["alias"], "id": format_id(node_id), "replaced": format_id(current)
+                if current is not None and current != node_id else None}
+
+    def peers(self, args: Args) -> Args:
         now = asyncio.get_running_loop().time()
         links = [{"id": format_id(link.peer_id), "address": f"{link.address[0]}:{link.address[1]}",
                   "direction": link.direction, "age": round(now - link.established_at, 3)}
                  for link in self.node.net.links.values()]
         return {"links": links, "routing_table_size": len(self.node.overlay.table)}
 
-    def info(self, args: Args) -> dict[str, Any]:
+    def info(self, args: Args) -> Args:
         node, cfg = self.node, self.node.config
         total, new = self.store.count_inbox()
         held, _ = self.store.held_stats()
         return {
             "id": node.identity.id_text, "fingerprint": fingerprint(node.identity.node_id),
+            "name": cfg.mail.display_name,
             "version": __version__, "uptime": round(node.clock() - node.started_at, 1),
             "listen": [f"{cfg.address}:{node.port}"], "ipc": f"{cfg.ipc.address}:{node.ipc_port}",
             "reachability": {**node.reach.describe(), "relays": node.relays.describe(),
@@ -211,13 +242,23 @@ class IpcHandlers:
             "counts": {"inbox": total, "new": new, "outbox": sum(self.store.count_outbox().values()),
                        "held": held, "links": len(node.net.links),
                        "routing": len(node.overlay.table)},
+            "watchers": len(self.events),
         }
 
-    def save(self, args: Args) -> dict[str, Any]:
+    def watch(self, args: Args) -> Subscription:
+        """The IPC server turns this connection into a stream of event lines."""
+        return self.subscribe()
+
+    def web_link(self, args: Args) -> Args:
+        if self.web_login is None:
+            raise IpcError("unavailable", "the web app is off; set web.enabled to true in the node's config")
+        return {"url": self.web_login()}
+
+    def save(self, args: Args) -> Args:
         self.node.overlay.save()   # mail is committed as it happens; this persists the table
         return {"saved": True}
 
-    async def backup(self, args: Args) -> dict[str, Any]:
+    async def backup(self, args: Args) -> Args:
         """Write an encrypted archive of this node to an absolute path on its machine (backup.py)."""
         node, target = self.node, Path(args["file"])
         if not target.is_absolute():
@@ -236,7 +277,11 @@ class IpcHandlers:
             self._backup_running = False
         return {"file": str(target), "bytes": size, "id": node.identity.id_text}
 
-    def stop(self, args: Args) -> dict[str, Any]:
+    def stop(self, args: Args) -> Args:
         # Reply first: stopping closes this very connection.
         asyncio.get_running_loop().call_later(0.05, self.node.request_stop)
         return {"stopping": True}
+
+
+# The IPC server's historical name for the API object.
+IpcHandlers = NodeApi

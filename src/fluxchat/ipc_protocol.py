@@ -28,10 +28,13 @@ MAX_REQUEST_ID = 128
 
 ERROR_CODES = frozenset({
     "bad_json", "bad_request", "too_long", "unknown_command", "bad_argument", "bad_token",
-    "not_found", "invalid_id", "too_large", "internal", "unavailable",
+    "not_found", "invalid_id", "too_large", "internal", "unavailable", "ambiguous", "exists",
 })
+MIN_UUID_PREFIX = 6      # hex digits: short handles for people typing uuids
+MAX_RECIPIENTS = 32
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX_RE = re.compile(rf"[0-9a-f]{{{MIN_UUID_PREFIX},32}}")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_ID_CHARS = 64  # FC_ + at most 44 base58 digits
 
@@ -46,7 +49,8 @@ class RequestError(IpcError):
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument: `kind` is text, int, bool, choice, uuid, peer (ID or alias), node_id or alias.
+    """One argument: `kind` is text, int, bool, choice, uuid (or a prefix of at least 6 hex digits),
+    peer (ID or alias), peers (one peer or a list of them), node_id or alias.
 
     For int, low/high bound the value; for text, high bounds the length in characters.
     """
@@ -86,8 +90,13 @@ class Response:
 
 
 def _contacts_check(args: dict[str, Any]) -> None:
-    needed = {"list": (), "add": ("alias", "id"), "remove": ("alias",)}[args["action"]]
-    for name in ("alias", "id"):
+    action = args["action"]
+    if action == "add" and (args["id"] is None) == (args["from"] is None):
+        raise IpcError("bad_argument", "contacts add needs either id or from (the uuid of a mail they sent)")
+    needed = {"list": (), "add": ("alias", "id" if args["id"] else "from"), "remove": ("alias",)}[action]
+    if args["force"] and action != "add":
+        raise IpcError("bad_argument", f"force: not used by contacts {action}")
+    for name in ("alias", "id", "from"):
         if name in needed and args[name] is None:
             raise IpcError("bad_argument", f"{name}: required by contacts {args['action']}")
         if name not in needed and args[name] is not None:
@@ -99,18 +108,28 @@ def _uuid_arg() -> Arg:
 
 
 _TABLE = (
-    Command("mail", (Arg("to", "peer", required=True), Arg("subject", "text", default="", high=MAX_SUBJECT),
+    Command("mail", (Arg("to", "peers", required=True), Arg("subject", "text", default="", high=MAX_SUBJECT),
                      Arg("body", "text", required=True))),
-    Command("list", (Arg("folder", "choice", default="inbox", choices=("inbox", "outbox")),
+    Command("reply", (_uuid_arg(), Arg("body", "text", required=True),
+                      Arg("subject", "text", high=MAX_SUBJECT), Arg("quote", "bool", default=False))),
+    Command("list", (Arg("folder", "choice", default="inbox", choices=("inbox", "outbox", "sent")),
                      Arg("new_only", "bool", default=False),
                      Arg("limit", "int", default=50, low=1, high=1000),
                      Arg("offset", "int", default=0, low=0, high=2**53))),
-    Command("read", (_uuid_arg(),)),
+    Command("read", (_uuid_arg(), Arg("mark", "bool", default=True))),
+    Command("mark", (_uuid_arg(), Arg("read", "bool", default=True))),
+    Command("conversations", (Arg("limit", "int", default=50, low=1, high=1000),)),
+    Command("conversation", (Arg("peer", "peer", required=True),
+                             Arg("limit", "int", default=50, low=1, high=1000),
+                             Arg("mark_read", "bool", default=True))),
+    Command("watch"),
+    Command("web_link"),
     Command("delete", (_uuid_arg(),)),
     Command("status", (_uuid_arg(),)),
     Command("resend", (_uuid_arg(),)),
     Command("contacts", (Arg("action", "choice", default="list", choices=("list", "add", "remove")),
-                         Arg("alias", "alias"), Arg("id", "node_id")), check=_contacts_check),
+                         Arg("alias", "alias"), Arg("id", "node_id"), Arg("from", "uuid"),
+                         Arg("force", "bool", default=False)), check=_contacts_check),
     Command("peers"),
     Command("info"),
     Command("save"),
@@ -169,10 +188,18 @@ def _check_choice(arg: Arg, value: Any) -> str:
 
 
 def _check_uuid(arg: Arg, value: Any) -> str:
-    # Accept upper case from users pasting uuids; everything downstream sees lower case.
-    if not isinstance(value, str) or not _UUID_RE.fullmatch(value.lower()):
-        raise _bad(arg, "a uuid like 123e4567-e89b-12d3-a456-426614174000", value)
-    return value.lower()
+    """A whole uuid (returned in its usual dashed form) or a prefix of 6..31 hex digits
+    (returned as bare hex); accepts upper case from users pasting, returns lower case."""
+    text = value.lower() if isinstance(value, str) else ""
+    if _UUID_RE.fullmatch(text):
+        return text
+    digits = text.replace("-", "")
+    if len(text) <= 36 and _HEX_RE.fullmatch(digits):
+        if len(digits) == 32:
+            return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+        return digits
+    raise _bad(arg, f"a uuid like 123e4567-e89b-12d3-a456-426614174000 or its first "
+                    f"{MIN_UUID_PREFIX}+ hex digits", value)
 
 
 def _check_node_id(arg: Arg, value: Any) -> str:
@@ -204,9 +231,18 @@ def _check_peer(arg: Arg, value: Any) -> str:
     return value
 
 
+def _check_peers(arg: Arg, value: Any) -> list[str]:
+    """One peer, or a list of 1..MAX_RECIPIENTS distinct peers; always returned as a list."""
+    values = value if isinstance(value, list) else [value]
+    if not 1 <= len(values) <= MAX_RECIPIENTS:
+        raise _bad(arg, f"a peer or a list of 1..{MAX_RECIPIENTS} peers", value)
+    return list(dict.fromkeys(_check_peer(arg, v) for v in values))
+
+
 _CHECKS: dict[str, Callable[[Arg, Any], Any]] = {
     "text": _check_text, "int": _check_int, "bool": _check_bool, "choice": _check_choice,
     "uuid": _check_uuid, "node_id": _check_node_id, "alias": _check_alias, "peer": _check_peer,
+    "peers": _check_peers,
 }
 
 
@@ -327,6 +363,11 @@ def ok_response(request_id: int | str | None, result: Any) -> bytes:
 
 def error_response(request_id: int | str | None, code: str, message: str) -> bytes:
     return _encode({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+
+
+def event_line(event: dict[str, Any]) -> bytes:
+    """One line of a `watch` stream."""
+    return _encode({"event": event})
 
 
 def make_request(request_id: int | str, cmd: str, args: dict[str, Any] | None, token: str) -> bytes:

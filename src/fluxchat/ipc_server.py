@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IpcError
+from .events import Subscription
 from .ids import IdError
 from .ipc_hello import hello_nonce, hello_proof
 from .ipc_protocol import (
@@ -31,6 +32,7 @@ from .ipc_protocol import (
     check_token,
     decode_line,
     error_response,
+    event_line,
     ok_response,
     parse_envelope,
     validate_request,
@@ -144,6 +146,7 @@ class IpcServer:
         # Our own splitter rather than readline(): after an overlong line it really resyncs
         # at the next newline instead of treating the line's tail as a new request.
         splitter = LineSplitter(min(PENDING_MAX_LINE, self.max_line))
+        keep: bool | Subscription
         loop = asyncio.get_running_loop()
         auth_deadline = loop.time() + self.auth_timeout
         while True:
@@ -169,12 +172,17 @@ class IpcServer:
                     reply, keep = await self._answer(line, client)
                     if client.authenticated:
                         splitter.max_line = self.max_line
+                if isinstance(keep, Subscription):   # `watch`: this connection becomes a stream
+                    await _send(client.writer, reply)
+                    await _stream(keep, reader, client.writer)
+                    return
                 await _send(client.writer, reply)
                 if not keep:
                     return
 
-    async def _answer(self, line: bytes, client: _Client) -> tuple[bytes, bool]:
-        """The reply to one line, and whether the connection stays open."""
+    async def _answer(self, line: bytes, client: _Client) -> tuple[bytes, bool | Subscription]:
+        """The reply to one line, and whether the connection stays open (or the event
+        subscription it turns into)."""
         hello = _hello(line)
         if hello is not None and hello[2] is None:
             rid, nonce, _ = hello
@@ -203,6 +211,8 @@ class IpcServer:
         try:
             request = validate_request(envelope)
             result = await self.dispatch(request.cmd, request.args)
+            if isinstance(result, Subscription):
+                return ok_response(request.id, {"watching": True}), result
             return ok_response(request.id, result), True
         except IpcError as exc:
             return error_response(envelope.id, exc.code, exc.message), True
@@ -228,6 +238,21 @@ def _hello(line: bytes) -> tuple[Any, bytes, str | None] | None:
         return None
     token = obj.get("token")
     return rid, nonce, token if isinstance(token, str) else None
+
+
+async def _stream(subscription: Subscription, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+    """Event lines until the node stops, the client sends anything or hangs up, or the
+    client reads too slowly: then its queue overflows and the connection is dropped."""
+    subscription.on_overflow = writer.transport.abort
+    ended = asyncio.ensure_future(reader.read(1))
+    ended.add_done_callback(lambda _: subscription.close())
+    try:
+        async for event in subscription:
+            await _send(writer, event_line(event))
+    finally:
+        subscription.close()
+        ended.cancel()
 
 
 async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:

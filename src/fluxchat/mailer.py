@@ -89,16 +89,19 @@ class Mailer:
 
     # ----- the user's side -------------------------------------------------------------
 
-    def submit(self, recipient: bytes, subject: str, body: str) -> OutboxMail:
+    def submit(self, recipient: bytes, subject: str, body: str,
+               ref: bytes | None = None) -> OutboxMail:
+        """Queue a mail; `ref` is the uuid of the mail it replies to (signed with the content)."""
         problem = subject_problem(subject) or body_problem(body, self.config.max_body_bytes)
         if problem is not None:
             raise MailError(problem)
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
-                          body=body, created_at=now, expires_at=now + self.retention)
+                          body=body, created_at=now, expires_at=now + self.retention, ref=ref)
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
-            self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now))
+            self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
+                                           ref=ref, sender_name=self.config.display_name))
             self.store.set_outbox_state(mail.uuid, S.DELIVERED, now, "to ourselves")
         self.wake.set()
         return self.store.get_outbox(mail.uuid) or mail
@@ -219,7 +222,8 @@ class Mailer:
                         state=S.WAITING_FOR_KEY)
             return None
         content = MailContent("mail", mail.uuid, self.me.node_id, mail.recipient,
-                              mail.created_at, mail.subject, mail.body, b"")
+                              mail.created_at, mail.subject, mail.body, mail.ref or b"",
+                              self.config.display_name)
         keyring = self.keyring
         if keyring is not None and keyring.signer is not None:
             record = await keyring.record_for(mail.recipient, key)

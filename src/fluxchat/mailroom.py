@@ -133,7 +133,8 @@ class Mailroom:
     async def _accept_mail(self, content: MailContent, sender_key: bytes,
                            record: MailKeyRecord | None, now: int, version: int) -> None:
         mail = InboxMail(content.uuid, content.sender, content.recipient, content.subject,
-                         content.body, content.created_at, now)
+                         content.body, content.created_at, now, ref=content.ref or None,
+                         sender_name=content.sender_name)
         if self.store.add_inbox(mail, version):
             log.info("mail %s from %s received", uuidlib.UUID(bytes=content.uuid),
                      short_id(content.sender))

@@ -20,10 +20,11 @@ from . import messages as m
 from .config import Config
 from .contact import advertise, resolve
 from .errors import ConfigError, FluxError
+from .events import EventHub
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
 from .ids import id_from_spki
-from .ipc_handlers import IpcHandlers
+from .ipc_handlers import NodeApi
 from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
@@ -82,16 +83,20 @@ class Node:
         self._stop = asyncio.Event()
         self.port = 0
         self.ipc_port = 0
+        self.web_port = 0
         self.store: Store | None = None
         self.lan: LanDiscovery | None = None
         self._last_publish = self.started_at   # _join publishes first
         self._last_replication = self.started_at
+        # The one narrow interface the local API, the event stream and the web app use.
+        self.api = NodeApi(self, EventHub())
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         self.store = Store.open(self.config.data_dir / DB_FILE, self.storage_key)
+        self.store.observers.append(self.api.on_store_change)
         try:
             await self._start()
             async with asyncio.TaskGroup() as group:
@@ -131,6 +136,7 @@ class Node:
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
         self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
         self.overlay.admit = self.reach.admit
+        self.reach.observers.append(self.api.on_reachability)
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
                              self.reach, client.idle_timeout, self.clock)
         self.mailer.relay = self.relays.send
@@ -152,17 +158,32 @@ class Node:
             check_bind_address(cfg.ipc.address, cfg.ipc.allow_remote)
             token = write_token_file(cfg.data_dir)
             self.ipc = IpcServer(cfg.ipc.address, cfg.ipc.port, token,
-                                 IpcHandlers(self).dispatch)
+                                 self.api.dispatch)
             await self.ipc.start()
             self.ipc_port = self.ipc.port
             log.info("local API on %s:%d", cfg.ipc.address, self.ipc_port)
+            if cfg.web.enabled:
+                await self._start_web(token)
+
+    async def _start_web(self, token: str) -> None:
+        """Binds the web app's port; aiohttp loads on the first connection (see web/front.py)."""
+        from .web.auth import WebAuth
+        from .web.front import WebFront
+
+        auth = WebAuth(token)
+        self.web = WebFront(self.api, auth, self.config.web.address, self.config.web.port, self.clock)
+        await self.web.start()
+        self.web_port = self.web.port
+        self.api.web_login = lambda: f"{self.web.url}/login?code={auth.issue_code(self.clock())}"
+        log.info("web app on %s", self.web.url)
 
     def _write_runtime(self) -> None:
         """data_dir/runtime.json tells scripts and tests the ports we really bound."""
         path = self.config.data_dir / RUNTIME_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "id": self.identity.id_text,
-                                   "port": self.port, "ipc_port": self.ipc_port}) + "\n")
+                                   "port": self.port, "ipc_port": self.ipc_port,
+                                   "web_port": self.web_port}) + "\n")
         tmp.replace(path)
 
     async def _shutdown(self) -> None:
@@ -170,10 +191,13 @@ class Node:
         for name in (RUNTIME_FILE, TOKEN_FILE):
             (self.config.data_dir / name).unlink(missing_ok=True)
         closers = []
+        self.api.events.close()
         if self.lan is not None:
             self.lan.close()
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
+        if hasattr(self, "web"):
+            closers.append(self.web.close())
         if hasattr(self, "mailroom"):   # built last in _start: everything below exists
             closers += [self.mailer.tasks.close(), self.overlay.tasks.close(),
                         self.reach.tasks.close(), self.relays.tasks.close(),
@@ -311,10 +335,12 @@ class Node:
         self.reach.on_link(link)
         self.relays.on_link(link)
         self.mailer.link_opened(link.peer_id, len(self.net.links))
+        self.api.on_link(link, True)
 
     def _on_unlink(self, link: Link) -> None:
         if hasattr(self, "relays"):
             self.relays.on_unlink(link)
+        self.api.on_link(link, False)
 
     def _on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
         reply = self.overlay.on_store_key(link, request)

@@ -13,6 +13,7 @@ push out an idle link at the link cap; a bare connection never can.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import ipaddress
 import logging
@@ -174,8 +175,8 @@ class PeerNet:
         accepted = time.monotonic()
         peer = writer.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
-        slot = self.admission.admit(host) if self._rate.allow(prefix_of(host), accepted) \
-            else "connection rate"
+        allowed = self._rate.allow(self.admission.key_of(host), accepted)
+        slot = self.admission.admit(host) if allowed else "connection rate"
         if isinstance(slot, str):
             self.refused += 1
             log.info("refusing a connection from %s: %s", host, slot, extra=about_peer(host))
@@ -203,7 +204,8 @@ class PeerNet:
                      extra=about_peer(host))
             shut(writer, 0)
             return None
-        session = Session.acceptor(self.config, os.urandom(32), accepted, host)
+        config = dataclasses.replace(self.config, admit=self._room_for)
+        session = Session.acceptor(config, os.urandom(32), accepted, host)
         return await self._handshake(LinkLoop(session, reader, writer, self.limits.output),
                                      f"{host}")
 
@@ -305,6 +307,8 @@ class PeerNet:
                     time.monotonic(), self.limits.request_timeout, self.limits.output,
                     loop.rearm)
         survivor = self._register(link)
+        if direction == "out" and not survivor.closed:
+            self.admission.remember(address[0])   # a host we reached is a known peer too
         if future is not None and not future.done():
             if survivor.closed:
                 future.set_exception(DialError(f"{address[0]}:{address[1]}: link cap reached"))
@@ -364,6 +368,14 @@ class PeerNet:
         asyncio.get_running_loop().call_soon(self._announce, link)
         return link
 
+    def _room_for(self, peer_id: bytes) -> str | None:
+        """Whether a dialer that proved `peer_id` can have a link (see _register)."""
+        if peer_id in self.links or len(self.links) < self.limits.max_links:
+            return None
+        if any(link.idle_since() is not None for link in self.links.values()):
+            return None
+        return "link cap reached and every link is busy"
+
     def _announce(self, link: Link) -> None:
         if link.closed or self.links.get(link.peer_id) is not link:
             return
@@ -373,15 +385,20 @@ class PeerNet:
             log.exception("setting up the link to %s failed", short_id(link.peer_id))
 
     def _evict_idle_link(self) -> bool:
-        """At the link cap, close the link unused the longest (none with requests in
-        flight) to make room for an authenticated newcomer; False if every link is busy."""
+        """At the link cap, make room for an authenticated newcomer: close the idle link
+        (no request in flight) unused the longest, from the source prefix that holds the
+        most links. So a crowd of identities from one place displaces its own links first,
+        not those of everybody else. False if every link is busy."""
+        per_prefix = collections.Counter(prefix_of(link.address[0])
+                                         for link in self.links.values())
         idle = [link for link in self.links.values() if link.idle_since() is not None]
         if not idle:
             return False
-        oldest = min(idle, key=lambda link: link.idle_since() or 0.0)
-        log.info("link cap reached: closing the idle link to %s", short_id(oldest.peer_id))
-        oldest.close(E.SHUTDOWN, "making room for another link")
-        self._forget(oldest)
+        victim = min(idle, key=lambda link: (-per_prefix[prefix_of(link.address[0])],
+                                             link.idle_since() or 0.0))
+        log.info("link cap reached: closing the idle link to %s", short_id(victim.peer_id))
+        victim.close(E.SHUTDOWN, "making room for another link")
+        self._forget(victim)
         return True
 
     def _prove(self, need: WorkNeeded, limit: int) -> tuple[int, bytes]:

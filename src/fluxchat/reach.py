@@ -60,6 +60,7 @@ class Reach:
         self.guard = DialBackGuard()
         self.tasks = Background()
         self.changed = asyncio.Event()     # the verdict's status changed
+        self.observers: list[Callable[[], None]] = []   # told on each change (the event stream)
         self._recheck = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_PROBES)
         self._pending = 0
@@ -190,3 +191,5 @@ class Reach:
                  verdict.answers, "; advertising no contact" if contact == "private" else "")
         if verdict.status is not before:
             self.changed.set()
+            for observer in self.observers:
+                observer()

@@ -77,6 +77,9 @@ class SessionConfig:
     # read from until the budget has refilled: flooding only slows the flooder's own link.
     frame_rate: float = 250.0
     frame_burst: float = 1000.0
+    # Acceptor: asked once the dialer has proved its ID, before Welcome; a refusal reason
+    # closes the handshake with BUSY, so a dialer never gets a link we would close at once.
+    admit: Callable[[bytes], str | None] | None = None
 
 
 @dataclass
@@ -332,6 +335,9 @@ class Session:
         if not verify_signature(key, auth.signature,
                                 auth_payload(self.hs.nonce, self.hs.peer_id, me.node_id)):
             raise ProtocolError(E.AUTH_FAILED, "bad signature")
+        refusal = self.config.admit(self.hs.peer_id) if self.config.admit else None
+        if refusal is not None:
+            raise ProtocolError(E.BUSY, refusal)
         self.hs.peer_key = auth.public_key
         self._send(m.Welcome(self.hs.observed[:255]))
         return self._open(observed_host="")

@@ -10,7 +10,7 @@ commit in the WAL file and survives the process being killed the next instant.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,8 @@ class InboxMail:
     created_at: int
     received_at: int
     is_new: bool = True
+    ref: bytes | None = None  # the uuid of the mail this one replies to
+    sender_name: str = ""     # the display name the sender signed: a hint, not an identity
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,32 @@ class OutboxMail:
     stored_on: int = 0  # how many storing nodes accepted the envelope
     updated_at: int = 0
     kind: str = "mail"  # "receipt": our signed receipt on its way back; hidden from listings
+    ref: bytes | None = None  # the uuid of the mail this one replies to
 
 
 # Inbox counts too: forget_seen_before may drop a uuid whose mail is still in the inbox.
 _SEEN_SQL = "SELECT EXISTS (SELECT 1 FROM seen WHERE uuid = ?) OR EXISTS (SELECT 1 FROM inbox WHERE uuid = ?)"
-_INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new"
+_INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new, ref, sender_name"
 _OUTBOX_COLS = (
     "uuid, recipient, subject, body, created_at, expires_at, state, reason, envelope, "
-    "attempts, next_attempt_at, stored_on, updated_at, kind"
+    "attempts, next_attempt_at, stored_on, updated_at, kind, ref"
 )
+# One row per peer we exchanged mail with: (peer, last activity, unread, total).
+_CONVERSATIONS_SQL = (
+    "SELECT peer, max(at), sum(unread), count(*) FROM ("
+    " SELECT sender AS peer, received_at AS at, is_new AS unread FROM inbox"
+    " UNION ALL SELECT recipient, created_at, 0 FROM outbox WHERE kind = 'mail')"
+    " GROUP BY peer ORDER BY max(at) DESC LIMIT ?"
+)
+
+# Told (topic "inbox" or "outbox", uuid) after each committed change to a mail.
+StoreObserver = Callable[[str, bytes], None]
 
 
 def _inbox(row: Sequence[Any]) -> InboxMail:
-    uuid, sender, recipient, subject, body, created_at, received_at, is_new = row[:8]
-    return InboxMail(uuid, sender, recipient, subject, body, created_at, received_at, bool(is_new))
+    uuid, sender, recipient, subject, body, created_at, received_at, is_new, ref, name = row
+    return InboxMail(uuid, sender, recipient, subject, body, created_at, received_at,
+                     bool(is_new), ref, name)
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMail:
@@ -83,6 +97,7 @@ class Store:
 
     def __init__(self, db: dbapi.Connection) -> None:
         self._db = db
+        self.observers: list[StoreObserver] = []
         self._closed = False
 
     @classmethod
@@ -123,6 +138,11 @@ class Store:
         rows = self._rows(sql, params)
         return rows[0][0] if rows else None
 
+    def _changed(self, topic: str, uuid: bytes) -> None:
+        """Called after a commit: observers (the live event stream) never see a rolled-back change."""
+        for observer in self.observers:
+            observer(topic, uuid)
+
     # --- inbox and seen ------------------------------------------------------------------------
 
     def add_inbox(self, mail: InboxMail, envelope_version: int = 1) -> bool:
@@ -133,12 +153,14 @@ class Store:
                 return False
             db.execute(
                 f"INSERT INTO inbox ({_INBOX_COLS}, envelope_version) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (mail.uuid, mail.sender, mail.recipient, mail.subject, mail.body,
-                 mail.created_at, mail.received_at, int(mail.is_new), envelope_version),
+                 mail.created_at, mail.received_at, int(mail.is_new), mail.ref, mail.sender_name,
+                 envelope_version),
             )
             db.execute("INSERT INTO seen VALUES (?, ?, ?)", (mail.uuid, mail.created_at, mail.received_at))
-            return True
+        self._changed("inbox", mail.uuid)
+        return True
 
     def list_inbox(self, new_only: bool, limit: int, offset: int) -> tuple[int, list[InboxMail]]:
         where = "WHERE is_new = 1" if new_only else ""
@@ -158,9 +180,10 @@ class Store:
         value = self._value("SELECT envelope_version FROM inbox WHERE uuid = ?", (uuid,))
         return None if value is None else int(value)
 
-    def mark_read(self, uuid: bytes) -> bool:
+    def mark_read(self, uuid: bytes, read: bool = True) -> bool:
         with self._tx() as db:
-            return db.execute("UPDATE inbox SET is_new = 0 WHERE uuid = ?", (uuid,)).rowcount > 0
+            sql = "UPDATE inbox SET is_new = ? WHERE uuid = ?"
+            return db.execute(sql, (int(not read), uuid)).rowcount > 0
 
     def delete_inbox(self, uuid: bytes) -> bool:
         # The uuid stays in `seen`, so a replay of a deleted mail is still dropped.
@@ -196,12 +219,13 @@ class Store:
         _check_state(mail.state)
         with self._tx() as db:
             db.execute(
-                f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES ({', '.join('?' * 15)})",
                 (mail.uuid, mail.recipient, mail.subject, mail.body, mail.created_at, mail.expires_at,
                  mail.state, mail.reason, mail.envelope, mail.attempts, mail.next_attempt_at,
-                 mail.stored_on, now, mail.kind),
+                 mail.stored_on, now, mail.kind, mail.ref),
             )
             self._history(db, mail.uuid, now, mail.state, "")
+        self._changed("outbox", mail.uuid)
 
     def set_outbox_state(
         self, uuid: bytes, state: str, now: int, detail: str = "", reason: str | None = None,
@@ -224,7 +248,8 @@ class Store:
                 (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted), uuid),
             )
             self._history(db, uuid, now, state, detail)
-            return True
+        self._changed("outbox", uuid)
+        return True
 
     def hurry_outbox(self, recipient: bytes | None = None,
                      states: frozenset[OutboxState] = PENDING) -> int:
@@ -251,7 +276,8 @@ class Store:
                 "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
                 "WHERE uuid = ?", (OutboxState.QUEUED, now, expires_at, now, uuid))
             self._history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
-            return True
+        self._changed("outbox", uuid)
+        return True
 
     def keep_outbox_envelope(self, uuid: bytes, envelope: bytes) -> None:
         """Record the sealed envelope of a mail that has none yet, leaving its state alone."""
@@ -303,12 +329,67 @@ class Store:
                 db.execute("UPDATE outbox SET state = ?, updated_at = ? WHERE uuid = ?",
                            (OutboxState.EXPIRED, now, uuid))
                 self._history(db, uuid, now, OutboxState.EXPIRED, "retention time ended")
-            return uuids
+        for uuid in uuids:
+            self._changed("outbox", uuid)
+        return uuids
 
     @staticmethod
     def _history(db: dbapi.Connection, uuid: bytes, now: int, state: str, detail: str) -> None:
         db.execute("INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, ?, ?, ?)",
                    (uuid, now, state, detail))
+
+    # --- conversations -------------------------------------------------------------------------
+
+    def conversations(self, limit: int) -> list[tuple[bytes, int, int, int]]:
+        """(peer, last activity, unread, total) per peer we exchanged mail with, latest first."""
+        rows = self._rows(_CONVERSATIONS_SQL, (limit,))
+        return [(peer, int(at), int(unread), int(total)) for peer, at, unread, total in rows]
+
+    def conversation(self, peer: bytes, limit: int) -> list[InboxMail | OutboxMail]:
+        """The last `limit` mails exchanged with `peer`, oldest first (ours by creation time,
+        theirs by arrival: our own clock orders both)."""
+        got = self._rows(f"SELECT {_INBOX_COLS} FROM inbox WHERE sender = ? "
+                         "ORDER BY received_at DESC, rowid DESC LIMIT ?", (peer, limit))
+        sent = self._rows(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE recipient = ? AND kind = 'mail' "
+                          "ORDER BY created_at DESC, rowid DESC LIMIT ?", (peer, limit))
+        mails: list[InboxMail | OutboxMail] = [_inbox(r) for r in got] + [_outbox(r) for r in sent]
+        # Times are whole seconds: within one second, a reply goes after the mail it answers.
+        refs = {m.uuid: m.ref for m in mails}
+        depth: dict[bytes, int] = {}
+
+        def hops(uuid: bytes) -> int:
+            """How many replies deep `uuid` is among these mails (a forged cycle just ends)."""
+            path: list[bytes] = []
+            cur: bytes | None = uuid
+            while cur is not None and cur in refs and cur not in depth and cur not in path:
+                path.append(cur)
+                cur = refs[cur]
+            known = depth.get(cur, -1) if cur is not None else -1
+            for step in reversed(path):
+                known += 1
+                depth[step] = known
+            return depth[uuid]
+
+        mails.sort(key=lambda m: (m.received_at if isinstance(m, InboxMail) else m.created_at, hops(m.uuid)))
+        return mails[-limit:]
+
+    def mark_conversation_read(self, peer: bytes) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE inbox SET is_new = 0 WHERE sender = ? AND is_new = 1",
+                              (peer,)).rowcount
+
+    def latest_name(self, peer: bytes) -> str:
+        """The display name `peer` signed most recently, or ""."""
+        name = self._value("SELECT sender_name FROM inbox WHERE sender = ? AND sender_name != '' "
+                           "ORDER BY received_at DESC LIMIT 1", (peer,))
+        return str(name or "")
+
+    def uuids_between(self, low: bytes, high: bytes, limit: int) -> list[bytes]:
+        """Mail uuids (inbox or sent) in [low, high]: how a uuid prefix finds its mail."""
+        rows = self._rows("SELECT uuid FROM inbox WHERE uuid BETWEEN ?1 AND ?2 UNION "
+                          "SELECT uuid FROM outbox WHERE uuid BETWEEN ?1 AND ?2 AND kind = 'mail' "
+                          "LIMIT ?3", (low, high, limit))
+        return [r[0] for r in rows]
 
     # --- envelopes held for other nodes --------------------------------------------------------
 

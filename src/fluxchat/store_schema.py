@@ -169,7 +169,19 @@ _MAIL_KEYS: tuple[str, ...] = (
     "ALTER TABLE inbox ADD COLUMN envelope_version INTEGER NOT NULL DEFAULT 1",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY, _MAIL_KEYS)
+
+# Conversations: the mail a message replies to, the sender's display name (a hint), and
+# indexes that list the mail exchanged with one peer without scanning the mailbox.
+_CONVERSATIONS: tuple[str, ...] = (
+    "ALTER TABLE inbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
+    "ALTER TABLE inbox ADD COLUMN sender_name TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE outbox ADD COLUMN ref BLOB CHECK (ref IS NULL OR (typeof(ref) = 'blob' AND length(ref) = 16))",
+    "CREATE INDEX inbox_sender ON inbox (sender, received_at)",
+    "CREATE INDEX inbox_new ON inbox (is_new, sender)",
+    "CREATE INDEX outbox_recipient ON outbox (recipient, created_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _HELD_TOTALS, _WAITING_FOR_KEY, _MAIL_KEYS, _CONVERSATIONS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
