@@ -59,7 +59,7 @@ def run_lookups(params: Params, seed: int, size: int, stale: float, count: int) 
         source, target = net.random_live(), net.random_live()
         while target is source:
             target = net.random_live()
-        net.loop.at(i * 0.5, net.find_node, source, target.node_id, record(target.node_id))
+        net.loop.at(i * 0.5, net.find_node, source, target.node_id, record(target.node_id), True)
     net.loop.run()
     latencies = [o.latency for o, _ in rows]
     return {
@@ -161,10 +161,15 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--churn", type=float, default=0.3, help="fraction replaced per hour")
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--mails", type=int, default=200)
+    parser.add_argument("--name", default="sim", help="results go to bench/results/NAME.json")
     parser.add_argument("--skip", default="", help="lookups,churn: experiments to leave out")
     for field in dataclasses.fields(Params):
         flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=field.default)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default)
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.lookups, args.churn_nodes, args.hours, args.mails = "300", 100, 200, 3, 50
@@ -178,8 +183,11 @@ def main() -> None:
     results: dict[str, Any] = {"params": dataclasses.asdict(params), "seed": args.seed}
     if "lookups" not in args.skip:
         sizes = [int(s) for s in args.sizes.split(",")]
-        results["lookups"] = [in_child(run_lookups, params, args.seed, size, args.stale,
-                                       args.lookups) for size in sizes]
+        results["lookups"] = []
+        for size in sizes:
+            row = in_child(run_lookups, params, args.seed, size, args.stale, args.lookups)
+            print(f"N = {size}: {row}", flush=True)
+            results["lookups"].append(row)
         print_table(f"lookups ({args.stale:.0%} stale entries, timeout {params.timeout} s, "
                     f"alpha {params.alpha})",
                     ["nodes", "success", "RPCs", "max", "rounds", "timeouts", "median s", "p95 s",
@@ -202,7 +210,7 @@ def main() -> None:
                       churn["upkeep_lookups_per_node_hour"], churn["replaced"], churn["cpu_s"],
                       churn["max_rss_mib"]]])
         print(f"calls: {churn['calls']}; stored on {churn['stored_on_mean']:.2f} nodes per mail")
-    write_results("sim", results)
+    write_results(args.name, results)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,13 @@ from statistics import NormalDist
 from typing import Any
 
 from fluxchat import messages as m
+from fluxchat import overlay
 from fluxchat.lookup import Lookup
-from fluxchat.overlay import HEAD_FRESH
 from fluxchat.routing import REPLACEMENT_SIZE, Added, Peer, PingHead, RoutingTable
 
+HEAD_FRESH = overlay.HEAD_FRESH
+# Lookup queries get their own timeout where the overlay has one, else the request timeout.
+QUERY_TIMEOUT: float = getattr(overlay, "QUERY_TIMEOUT", 10.0)
 _UNIT = NormalDist()
 FRAME_OVERHEAD = 5 + 22 + 52   # frame header, TLS record (header, tag, type), TCP/IP headers
 HANDSHAKE_BYTES = 6000          # estimate: TCP + TLS 1.3 with an RSA-4096 certificate + link auth
@@ -59,7 +62,9 @@ class Params:
     rtt_sigma: float = 0.8          # log-normal: p95 = 3.7x, p99 = 6.4x the median
     jitter: float = 0.1             # each message: x U(1, 1 + jitter)
     loss: float = 0.01              # per packet; costs a retransmission timeout
-    timeout: float = 10.0           # per query: client.request_timeout / auth_timeout
+    timeout: float = 10.0           # other requests: client.request_timeout / auth_timeout
+    query_timeout: float = QUERY_TIMEOUT   # one lookup query, dial included
+    stop_at_target: bool = True     # Overlay.locate: ends when the target itself answers
     handshake_rtts: int = 4         # TCP, TLS 1.3, Hello/Challenge, Auth/Welcome
     handshake_cpu: float = 0.08     # proof of work + RSA-4096 signature and verification
     idle_timeout: float = 300.0     # client.idle_timeout: links close after this long unused
@@ -181,8 +186,8 @@ class Network:
         nodes its lookups touch (the population is fixed, so the table is the same either way)."""
         self._ordered = sorted(self.nodes)
         self._values = [int.from_bytes(i, "big") for i in self._ordered]
-        # Last seen up to 10 minutes before the start, in the observed order.
-        self._ages = sorted(now - 600.0 * self.rng.random() for _ in range(64))
+        # Last seen up to an hour (the bucket refresh interval) before the start.
+        self._ages = sorted(now - 3600.0 * self.rng.random() for _ in range(64))
         for node in self.live:
             node.veteran = True
             if not lazy:
@@ -293,15 +298,17 @@ class Network:
 
     def rpc(self, src: SimNode, dst_peer: Peer, request: int,
             respond: Callable[[SimNode], tuple[Any, int]],
-            done: Callable[[Any], None], kind: str = "find_node") -> None:
+            done: Callable[[Any], None], kind: str = "find_node",
+            timeout: float | None = None) -> None:
         """One request/reply; `done(None)` after the timeout when the peer is gone or slow.
         Lost packets cost a retransmission timeout (TCP), not the query."""
         start = self.loop.now
+        limit = self.p.timeout if timeout is None else timeout
         self.calls[kind] += 1
         dst = self.nodes.get(dst_peer.node_id)
         if dst is None or not dst.alive:
             self.count(src, request, 0)
-            self.loop.at(start + self.p.timeout, done, None)
+            self.loop.at(start + limit, done, None)
             return
         rtt = self.rtt(src, dst)
         linked = self._linked(src, dst)
@@ -313,17 +320,18 @@ class Network:
             if self.rng.random() < self.p.loss:
                 # The first packet of a new connection is a SYN: 1 s initial retransmission.
                 delay += 1.0 if packet == 0 and not linked else max(0.2, 2 * rtt)
-        if delay >= self.p.timeout:
+        if delay >= limit:
             self.count(src, request, 0)
-            self.loop.at(start + self.p.timeout, done, None)
+            self.loop.at(start + limit, done, None)
             return
-        self.loop.at(start + delay, self._arrive, src, dst, linked, request, respond, done, start)
+        self.loop.at(start + delay, self._arrive, src, dst, linked, request, respond, done,
+                     start + limit)
 
     def _arrive(self, src: SimNode, dst: SimNode, linked: bool, request: int,
                 respond: Callable[[SimNode], tuple[Any, int]], done: Callable[[Any], None],
-                start: float) -> None:
+                deadline: float) -> None:
         if not dst.alive:   # died while the request was on its way
-            self.loop.at(start + self.p.timeout, done, None)
+            self.loop.at(deadline, done, None)
             return
         if not src.alive:
             return
@@ -367,13 +375,17 @@ class Network:
             node.changed = True
 
     def find_node(self, src: SimNode, target: bytes,
-                  done: Callable[[LookupOutcome], None]) -> None:
-        """Overlay.find_node: a real Lookup, alpha queries in flight, settled one by one."""
+                  done: Callable[[LookupOutcome], None], contact: bool = False) -> None:
+        """Overlay.find_node: a real Lookup, alpha queries in flight, settled one by one.
+        `contact` (with Params.stop_at_target): the lookup is looking for the target node
+        itself and ends when it answers (its reply is the value found)."""
         table = self.table_of(src)
         assert table is not None
+        stop = contact and self.p.stop_at_target
         lookup = Lookup(target, src.node_id, table.closest(target, self.p.k),
-                        k=self.p.k, alpha=self.p.alpha)
+                        k=self.p.k, alpha=self.p.alpha, want_value=stop)
         start, running, failures = self.loop.now, [0], [0]
+        finished = False
         exclude = {src.node_id}
         nodes_bytes = self.size["nodes"]
 
@@ -384,24 +396,35 @@ class Network:
 
         def settle(peer: Peer, reply: Any) -> None:
             running[0] -= 1
+            if finished:
+                return   # cancelled in the node: no outcome reaches the table
             if reply is None:
                 failures[0] += 1
                 lookup.on_failure(peer.node_id)
                 self.failed(src, peer.node_id)
+            elif stop and peer.node_id == target:
+                self.observe(src, peer)
+                lookup.on_value(peer.node_id, peer)
             else:
                 self.observe(src, peer)
                 lookup.on_reply(peer.node_id, [p for p in reply if p.node_id != src.node_id])
             pump()
 
         def pump() -> None:
+            nonlocal finished
             for peer in lookup.next_queries():
                 running[0] += 1
                 self.rpc(src, peer, self.size["find_node"], respond,
-                         lambda reply, peer=peer: settle(peer, reply))
-            if running[0] == 0:
+                         lambda reply, peer=peer: settle(peer, reply),
+                         timeout=self.p.query_timeout)
+            # Overlay._drive waits for the queries in flight unless a value was found: then
+            # it returns at once and cancels them.
+            if running[0] == 0 or lookup.found:
+                finished = True
                 if src.table is not None:
                     src.table.touch_bucket(target, self.loop.now)
-                done(LookupOutcome(target, lookup.result(), lookup.rpc_count, lookup.rounds,
+                result = [lookup.value] if lookup.found else lookup.result()
+                done(LookupOutcome(target, result, lookup.rpc_count, lookup.rounds,
                                    self.loop.now - start, failures[0]))
 
         pump()

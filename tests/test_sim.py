@@ -17,14 +17,22 @@ from bench.simnode import Churn
 
 class LookupSimulationTest(unittest.TestCase):
     def test_lookups_find_live_targets_and_pay_for_dead_entries(self) -> None:
-        fresh = run_lookups(Params(), 3, 200, 0.0, 40)
+        full = Params(stop_at_target=False)   # every lookup settles the target's k closest
+        fresh = run_lookups(full, 3, 200, 0.0, 40)
         self.assertEqual(fresh["success"], 1.0)
-        self.assertEqual(fresh["timeouts"], 0.0)
-        stale = run_lookups(Params(timeout=5.0), 3, 200, 0.3, 40)
+        self.assertLess(fresh["timeouts"], 0.2)   # only a slow handshake now and then
+        stale = run_lookups(Params(query_timeout=5.0, stop_at_target=False), 3, 200, 0.3, 40)
         self.assertGreater(stale["timeouts"], 1.0)
         self.assertGreaterEqual(stale["median_s"], 5.0)   # waited out at least one timeout
         self.assertGreaterEqual(stale["success"], 0.9)
         self.assertLess(fresh["median_s"], stale["median_s"] - 4.0)
+
+    def test_locating_ends_when_the_target_answers(self) -> None:
+        full = run_lookups(Params(query_timeout=5.0, stop_at_target=False), 4, 200, 0.3, 40)
+        located = run_lookups(Params(query_timeout=5.0), 4, 200, 0.3, 40)
+        self.assertGreaterEqual(located["success"], 0.9)
+        self.assertLess(located["rpcs"], full["rpcs"] / 2)
+        self.assertLess(located["median_s"], full["median_s"] / 2)
 
     def test_same_seed_same_figures(self) -> None:
         first = run_lookups(Params(), 5, 150, 0.2, 20)
@@ -57,8 +65,10 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertGreater(max(draws), 50 * min(draws))   # the long tail
 
     def test_params_mirror_the_node_defaults(self) -> None:
+        from fluxchat import overlay
         from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
         from fluxchat.node import REREPLICATE_MIN, UPKEEP_INTERVAL
+        from fluxchat.overlay import Overlay
         p = dataclasses.asdict(Params())
         self.assertEqual(p["timeout"], ClientConfig().request_timeout)
         self.assertEqual(p["idle_timeout"], ClientConfig().idle_timeout)
@@ -67,6 +77,9 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertEqual(p["refresh_interval"], KademliaConfig().refresh_interval)
         self.assertEqual((p["replicas"], p["fetch_interval"]),
                          (MailConfig().replicas, MailConfig().fetch_interval))
+        self.assertTrue(hasattr(Overlay, "locate") and p["stop_at_target"])
+        self.assertEqual(p["query_timeout"], getattr(overlay, "QUERY_TIMEOUT", 10.0))
+        self.assertEqual(p["head_fresh"], overlay.HEAD_FRESH)
         self.assertEqual((p["upkeep_interval"], p["rereplicate_min"]),
                          (UPKEEP_INTERVAL, REREPLICATE_MIN))
 

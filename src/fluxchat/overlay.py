@@ -186,10 +186,16 @@ class Overlay:
         if known is not None:
             address = self.address_of(known)
             return Peer(node_id, *address) if address else Peer(node_id, *known.address)
-        for peer in await self.find_node(node_id):
-            if peer.node_id == node_id:
-                return peer
-        return None
+        return await self.locate(node_id)
+
+    async def locate(self, node_id: bytes) -> Peer | None:
+        """Look node_id up and stop as soon as it answers: its own reply proves where it is,
+        so its neighbours need not all be asked, nor dead ones waited for (bench/sim.py:
+        about a quarter of the RPCs of a full lookup)."""
+        lookup = Lookup(node_id, self.me.node_id, self.table.closest(node_id, self.config.k),
+                        k=self.config.k, alpha=self.config.alpha, want_value=True)
+        await self._drive(lookup, lambda rid: m.FindNode(rid, node_id))
+        return lookup.value if isinstance(lookup.value, Peer) else None
 
     async def _drive(self, lookup: Lookup, build: Callable[[int], m.Message]) -> None:
         self.lookups += 1
@@ -198,7 +204,7 @@ class Overlay:
             while True:
                 for peer in lookup.next_queries():
                     running[asyncio.ensure_future(self._query(peer, build))] = peer
-                if not running:
+                if not running or lookup.found:   # a found value is final: stop waiting
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -250,13 +256,20 @@ class Overlay:
             link = self.net.links.get(peer.node_id)
             if reached is not None:
                 self._learn(link, reached)
+            if isinstance(reply, m.Nodes) and lookup.want_value and peer.node_id == lookup.target:
+                # locate(): the node itself answered, at the address we reached it on
+                lookup.on_value(peer.node_id, reached or peer)
+                return
             source = link.address[0] if link is not None else peer.host
             found = [to_peer(n) for n in reply.nodes
                      if n.node_id != self.me.node_id and reported_ok(n.host, source)]
             lookup.on_reply(peer.node_id, found)
             return
         lookup.on_failure(peer.node_id)
-        self._failed(peer.node_id)
+        if peer.node_id not in self.net.links:
+            # A slow answer over a live link is load, not death (the keepalive judges the
+            # link); evicting it could leave a node behind NAT with an empty table.
+            self._failed(peer.node_id)
 
     # ----- joining and upkeep -------------------------------------------------------
 
