@@ -49,9 +49,12 @@ class SquatterTest(GuardCase):
         received = bytearray()
 
         async def squat(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while line := await reader.readline():
-                received.extend(line)
-                writer.write(b'{"id": 0, "ok": true, "result": {"proof": "' + b"00" * 32 + b'"}}\n')
+            try:
+                while line := await reader.readline():
+                    received.extend(line)
+                    writer.write(b'{"id": 0, "ok": true, "result": {"proof": "' + b"00" * 32 + b'"}}\n')
+            finally:
+                writer.close()
         fake = await asyncio.start_server(squat, "127.0.0.1", 0)
         self.addAsyncCleanup(fake.wait_closed)
         self.addCleanup(fake.close)

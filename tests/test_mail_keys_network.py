@@ -81,6 +81,13 @@ class MailKeysNetworkTest(NodeTestCase):
         record = await a.keyring.record_for(c.identity.node_id, c.identity.public_der)
         self.assertEqual(record, c.keyring.current)
 
+    async def test_a_linked_recipient_is_asked_for_its_record_first(self) -> None:
+        a, b = await self.chain(2)
+        assert b.keyring.current is not None
+        self.assertEqual(await a.keyring._ask_directly(b.identity.node_id),
+                         b.keyring.current.encode())
+        self.assertIsNone(await a.keyring._ask_directly(identity(7).node_id))   # not linked
+
     async def test_directory_refuses_foreign_expired_and_replayed_records(self) -> None:
         a, b = await self.chain(2)
         host, port = "127.0.0.1", b.port

@@ -178,13 +178,28 @@ class MailKeyring:
             return held
         if now - self._looked_up.get(node_id, -LOOKUP_GAP) >= LOOKUP_GAP:
             self._remember_lookup(node_id, now)
-            found = await self.overlay.find_mail_key(node_id)
+            # The node itself knows its newest record: ask it first when we are linked.
+            found = await self._ask_directly(node_id) or await self.overlay.find_mail_key(node_id)
             if found:
                 try:
                     return self.learn(found, node_id, identity_der)
                 except MailKeyError as exc:
                     log.info("record of %s not taken: %s", short_id(node_id), exc)
         return held if held is not None and held.valid_at(now) else None
+
+    async def _ask_directly(self, node_id: bytes) -> bytes | None:
+        link = self.overlay.net.links.get(node_id)
+        if link is None:
+            return None
+        try:
+            reply = await self.overlay.net.request(link.address[0], link.address[1], node_id,
+                                                   lambda rid: m.FindMailKey(rid, node_id))
+        except FluxError:
+            return None
+        if isinstance(reply, m.MailKeyReply) and reply.record \
+                and self._record_for_lookup(node_id, reply.record):
+            return reply.record
+        return None
 
     def _remember_lookup(self, node_id: bytes, now: int) -> None:
         self._looked_up[node_id] = now

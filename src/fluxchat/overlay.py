@@ -266,7 +266,10 @@ class Overlay:
             lookup.on_reply(peer.node_id, found)
             return
         lookup.on_failure(peer.node_id)
-        self._failed(peer.node_id)
+        if peer.node_id not in self.net.links:
+            # A slow answer over a live link is load, not death (the keepalive judges the
+            # link); evicting it could leave a node behind NAT with an empty table.
+            self._failed(peer.node_id)
 
     # ----- joining and upkeep -------------------------------------------------------
 

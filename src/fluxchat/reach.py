@@ -38,10 +38,12 @@ from .wire_fields import MAX_TEXT
 from .wire_fields import ErrorCode as E
 
 log = logging.getLogger("fluxchat.reach")
-PROBE_TIMEOUT = 3.0      # a silent NAT drops our SYN: this long is "nobody answers"
+PROBE_TIMEOUT = 5.0      # a silent NAT drops our SYN: this long is "nobody answers"
 HELPERS = 3              # dial-backs asked per check (at least two networks when we can)
 RECHECK_INTERVAL = 600.0
 UNKNOWN_RETRY = 5.0      # nobody answered yet: ask again this soon
+MIN_RECHECK_GAP = 2.0    # seconds between two checks at least
+UNREACHABLE_RETRY = 60.0  # first recheck of an unreachable verdict
 START_WAIT = 8.0         # seconds after start to wait for links before checking anyway
 MAX_PENDING_CHECKS = 256  # inbound contacts waiting for verification
 
@@ -62,6 +64,7 @@ class Reach:
         self.changed = asyncio.Event()     # the verdict's status changed
         self.observers: list[Callable[[], None]] = []   # told on each change (the event stream)
         self._recheck = asyncio.Event()
+        self._unreachable_wait = UNREACHABLE_RETRY / 2
         self._slots = asyncio.Semaphore(MAX_PROBES)
         self._pending = 0
         self.verdict = Verdict(Status.UNREACHABLE if self.private else Status.UNKNOWN)
@@ -131,17 +134,38 @@ class Reach:
             except FluxError as exc:
                 log.warning("reachability check failed: %s", exc)
             self._recheck.clear()
-            unknown = self.verdict.status is Status.UNKNOWN
             try:
-                async with asyncio.timeout(UNKNOWN_RETRY if unknown else RECHECK_INTERVAL):
+                async with asyncio.timeout(self._next_check()):
                     await self._recheck.wait()
             except TimeoutError:
                 pass
+            await asyncio.sleep(MIN_RECHECK_GAP)   # triggers come in bursts (new links)
+
+    def _next_check(self) -> float:
+        """Seconds to the next periodic check: soon while unknown; an unreachable verdict is
+        checked again after 1 minute, doubling to 10 (a probe slowed by load may have
+        misjudged us); a reachable one every 10 minutes."""
+        status = self.verdict.status
+        if status is Status.UNKNOWN:
+            return UNKNOWN_RETRY
+        if status is Status.UNREACHABLE:
+            self._unreachable_wait = min(self._unreachable_wait * 2, RECHECK_INTERVAL)
+            return self._unreachable_wait
+        self._unreachable_wait = UNREACHABLE_RETRY / 2
+        return RECHECK_INTERVAL
 
     def on_link(self, link: Link) -> None:
-        """An outbound link tells us the address we are seen at; a new one means a new check."""
-        if self.verdict.status is Status.UNKNOWN and not self.private:
+        """Check again when we may learn something new: someone new to ask while we know
+        nothing, an inbound link while we think nobody can reach us, or an outbound link that
+        reports another observed address."""
+        if self.private:
+            return
+        if self.verdict.status is Status.UNKNOWN:
             self._recheck.set()   # someone new to ask
+            return
+        if link.direction == "in" and self.verdict.status is Status.UNREACHABLE:
+            # Someone reached us after all (a slow probe under load misjudged us?): ask again.
+            self._recheck.set()
             return
         seen = link.observed_host
         if link.direction == "out" and seen and self.verdict.address and \

@@ -185,6 +185,9 @@ class Relays:
         """Renew the reservations we hold, replace failed relays, publish when they change."""
         moment = time.monotonic()
         self._failed = {n: t for n, t in self._failed.items() if moment < t}
+        for link in list(self.net.links.values()):   # our links are all the table we have
+            if link.direction == "out" and link.peer_id not in self.overlay.table:
+                self.overlay.on_link(link)
         closest = await self.overlay.find_node(self.me.node_id)
         by_id = {p.node_id: p for p in closest} | self.relays
         wanted = choose_relays(list(self.relays), [p.node_id for p in closest],
