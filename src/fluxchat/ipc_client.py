@@ -83,8 +83,14 @@ class IpcClient:
         assert self._sock is not None and self._file is not None
         self._next_id += 1
         request_id = self._next_id
+        line = self._round_trip(make_request(request_id, cmd, args, self.token))
+        return self._result(parse_response(line), request_id)
+
+    def _round_trip(self, request: bytes) -> bytes:
+        """Sends one request line and reads one answer line; IpcError (connection closed) when it fails."""
+        assert self._sock is not None and self._file is not None
         try:
-            self._sock.sendall(make_request(request_id, cmd, args, self.token))
+            self._sock.sendall(request)
             line = self._file.readline()
         except TimeoutError:
             self.close()
@@ -95,7 +101,7 @@ class IpcClient:
         if not line.endswith(b"\n"):
             self.close()
             raise IpcError("unavailable", "the node closed the connection without answering")
-        return self._result(parse_response(line), request_id)
+        return line
 
     def events(self) -> Iterator[dict[str, Any]]:
         """After a successful `call("watch")`: each event the node sends, until it closes the
@@ -156,19 +162,7 @@ class IpcClient:
 
     def _exchange(self, request: dict[str, Any]) -> Any:
         """One hello request and its result; IpcError (connection closed) when it fails."""
-        assert self._sock is not None and self._file is not None
-        try:
-            self._sock.sendall(json.dumps(request).encode() + b"\n")
-            answer = self._file.readline()
-        except TimeoutError:
-            self.close()
-            raise IpcError("unavailable", f"the node did not answer within {self.timeout:g} s") from None
-        except OSError as exc:
-            self.close()
-            raise IpcError("unavailable", f"the connection to the node broke: {exc.strerror or exc}") from None
-        if not answer.endswith(b"\n"):
-            self.close()
-            raise IpcError("unavailable", "the node closed the connection without answering")
+        answer = self._round_trip(json.dumps(request).encode() + b"\n")
         response = parse_response(answer)
         if not response.ok:
             self.close()

@@ -16,23 +16,31 @@ MIN_CHOSEN_CHARS = 10   # a password chosen at the prompt; it guards the key if 
 PROMPT_TRIES = 3
 
 
-def read_password(confirm: bool = False) -> str:
-    """$FLUXCHAT_KEY_PASSWORD, else the first line of $FLUXCHAT_KEY_PASSWORD_FILE, else a prompt."""
-    password = os.environ.get(PASSWORD_ENV)
+def password_from_env(value_env: str, file_env: str, what: str) -> str | None:
+    """$value_env, else the first line of the file named by $file_env; None when a terminal may ask.
+    Raises IdentityError when neither is set and there is no terminal to ask on."""
+    password = os.environ.get(value_env)
     if password:
         return password
-    path = os.environ.get(PASSWORD_FILE_ENV)
+    path = os.environ.get(file_env)
     if path:
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise IdentityError(f"{PASSWORD_FILE_ENV}={path}: {exc.strerror}") from None
+            raise IdentityError(f"{file_env}={path}: {exc.strerror}") from None
         if not lines or not lines[0]:
-            raise IdentityError(f"{PASSWORD_FILE_ENV}={path}: the file is empty")
+            raise IdentityError(f"{file_env}={path}: the file is empty")
         return lines[0]
     if not sys.stdin.isatty():
-        raise IdentityError(f"no key password: set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}, "
-                            "or run from a terminal to be asked")
+        raise IdentityError(f"no {what}: set {value_env} or {file_env}, or run from a terminal to be asked")
+    return None
+
+
+def read_password(confirm: bool = False) -> str:
+    """$FLUXCHAT_KEY_PASSWORD, else the first line of $FLUXCHAT_KEY_PASSWORD_FILE, else a prompt."""
+    password = password_from_env(PASSWORD_ENV, PASSWORD_FILE_ENV, "key password")
+    if password is not None:
+        return password
     if not confirm:
         password = getpass.getpass("Key password: ")
         if not password:

@@ -10,7 +10,7 @@ from pathlib import Path
 from .backup import restore
 from .config import load_config
 from .errors import FluxError, IdentityError
-from .password import read_password
+from .password import password_from_env, read_password
 from .pidfile import PidFile
 from .vault import change_password, params_from_env
 from .vault_format import DEFAULT_KDF
@@ -23,20 +23,9 @@ DEFAULT_ITERATIONS = 600_000
 
 def read_new_password() -> str:
     """$FLUXCHAT_NEW_KEY_PASSWORD, the first line of $FLUXCHAT_NEW_KEY_PASSWORD_FILE, or asked twice."""
-    if os.environ.get(NEW_PASSWORD_ENV):
-        return os.environ[NEW_PASSWORD_ENV]
-    path = os.environ.get(NEW_PASSWORD_FILE_ENV)
-    if path:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise IdentityError(f"{NEW_PASSWORD_FILE_ENV}={path}: {exc.strerror}") from None
-        if not lines or not lines[0]:
-            raise IdentityError(f"{NEW_PASSWORD_FILE_ENV}={path}: the file is empty")
-        return lines[0]
-    if not sys.stdin.isatty():
-        raise IdentityError(f"no new password: set {NEW_PASSWORD_ENV} or {NEW_PASSWORD_FILE_ENV}, "
-                            "or run from a terminal to be asked")
+    new = password_from_env(NEW_PASSWORD_ENV, NEW_PASSWORD_FILE_ENV, "new password")
+    if new is not None:
+        return new
     new = getpass.getpass("New key password: ")
     if getpass.getpass("Repeat the new key password: ") != new:
         raise IdentityError("the two passwords differ")
