@@ -16,6 +16,7 @@ from fluxchat.mailkeyring import MailKeyring
 from fluxchat.mailkeys import MailKeySecrets, RecordCache, make_record
 from fluxchat.node import Node
 from fluxchat.store import Store
+from fluxchat.wire_fields import ErrorCode as E
 from tests.keys import TEST_PASSWORD, identity
 from tests.lab import NodeTestCase, eventually
 
@@ -112,6 +113,11 @@ class MailKeysNetworkTest(NodeTestCase):
                                  other.sign_key, other.prekey, other.signature)
         self.assertIsInstance(await offer(forged.encode()), m.Fail)
         self.assertIsInstance(await offer(b"\x80"), m.Fail)
+        # A valid record, but of another node than the one at the other end of the link.
+        assert b.keyring.current is not None
+        reply = await offer(b.keyring.current.encode())
+        self.assertIsInstance(reply, m.Fail)
+        self.assertEqual(reply.code, int(E.FORBIDDEN))   # type: ignore[union-attr]
         assert b.store is not None
         self.assertEqual(b.store.get_mail_key(me.node_id), newer.encode())
 

@@ -230,10 +230,15 @@ class MailKeyring:
         return m.MailKeyReply(request.rid, record, nodes)
 
     def on_store_mail_key(self, link: Link, request: m.StoreMailKey) -> m.Message:
+        """Only a node's own record, over a link authenticated as that node (as for StoreKey):
+        a peer cannot fill the directory with records it harvested from others."""
         try:
             record = decode_record(request.record)
         except MailKeyError as exc:
             return m.Fail(request.rid, int(E.INVALID), str(exc))
+        if record.node_id != link.peer_id:
+            return m.Fail(request.rid, int(E.FORBIDDEN),
+                          "only the record of the node at the other end of the link is stored")
         identity_der = self.store.get_key(record.node_id)
         if identity_der is None:
             return m.Fail(request.rid, int(E.NOT_FOUND), "store the node's public key first")

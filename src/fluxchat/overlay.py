@@ -299,23 +299,18 @@ class Overlay:
 
     async def publish_key(self) -> int:
         """Store our key on the k nodes closest to our ID; returns how many took it."""
-        peers = await self.find_node(self.me.node_id)
-
-        async def push(peer: Peer) -> bool:
-            reply = await self.net.request(peer.host, peer.port, peer.node_id,
-                                           lambda rid: m.StoreKey(rid, self.me.public_der))
-            return isinstance(reply, m.Ok)
-
-        results = await settle((push(p) for p in peers), "publishing a key")
-        return sum(1 for r in results if r is True)
+        return await self._publish(lambda rid: m.StoreKey(rid, self.me.public_der))
 
     async def publish_mail_key(self, record: bytes) -> int:
         """Store our mail key record on the k nodes closest to our ID (after our key)."""
+        return await self._publish(lambda rid: m.StoreMailKey(rid, record))
+
+    async def _publish(self, make: Callable[[int], m.Message]) -> int:
+        """Send one store request to each of the k nodes closest to our ID; how many said Ok."""
         peers = await self.find_node(self.me.node_id)
 
         async def push(peer: Peer) -> bool:
-            reply = await self.net.request(peer.host, peer.port, peer.node_id,
-                                           lambda rid: m.StoreMailKey(rid, record))
+            reply = await self.net.request(peer.host, peer.port, peer.node_id, make)
             return isinstance(reply, m.Ok)
 
         results = await settle((push(p) for p in peers), "publishing a key")
