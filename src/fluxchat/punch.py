@@ -19,6 +19,7 @@ from . import messages as m
 from .errors import FluxError
 from .ids import short_id
 from .link import Link
+from .logsetup import about_peer
 from .peer_net import PeerNet
 from .punching import PUNCH_TIMEOUT, RELAY_PUNCHES_PER_SECOND, PunchBook, accept_offer, tls_server
 from .ratelimit import RateLimiter
@@ -94,7 +95,7 @@ class Puncher:
             reply = await relay.request(lambda rid: m.Punch(rid, peer, port), 2 * PUNCH_TIMEOUT)
         except FluxError as exc:
             sock.close()
-            log.info("punch to %s via %s: %s", short_id(peer), short_id(relay_id), exc)
+            log.info("punch to %s via %s: %s", short_id(peer), short_id(relay_id), exc, extra=about_peer(peer))
             return False
         if not isinstance(reply, m.PunchReady) or not reply.host:
             sock.close()
@@ -116,7 +117,7 @@ class Puncher:
         except (OSError, TimeoutError, FluxError) as exc:
             sock.close()   # (closing twice is harmless)
             log.info("simultaneous open with %s (%s:%d) failed: %s", short_id(peer), host, port,
-                     str(exc) or type(exc).__name__)
+                     str(exc) or type(exc).__name__, extra=about_peer(peer))
         finally:
             if counted:
                 self.book.end(peer, ok, time.monotonic())

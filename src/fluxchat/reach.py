@@ -20,6 +20,7 @@ from .contact import advertise, resolve
 from .errors import FluxError
 from .ids import short_id
 from .link import Link
+from .logsetup import about_peer
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .probe import probe
@@ -116,7 +117,7 @@ class Reach:
         else:
             self.book.failed(peer.host, peer.port, self.clock())
             log.info("contact %s:%d of %s does not answer: kept out of the routing table",
-                     peer.host, peer.port, short_id(peer.node_id))
+                     peer.host, peer.port, short_id(peer.node_id), extra=about_peer(peer.node_id))
 
     # ----- checking ourselves -------------------------------------------------------
 
@@ -196,7 +197,7 @@ class Reach:
             reply = await self.net.request(peer.host, peer.port, node_id,
                                            lambda rid: m.DialBack(rid, self.port))
         except FluxError as exc:
-            log.info("dial-back via %s: %s", short_id(node_id), exc)
+            log.info("dial-back via %s: %s", short_id(node_id), exc, extra=about_peer(node_id))
             return None
         if isinstance(reply, m.DialBackReply):
             return reply.reachable, reply.host

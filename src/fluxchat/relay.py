@@ -22,6 +22,7 @@ from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
 from .link import Link
+from .logsetup import about_peer
 from .lookup import Lookup
 from .mailer import Mailer
 from .overlay import Overlay, to_info, to_peer
@@ -118,7 +119,7 @@ class Relays:
                 answer = await target.request(lambda rid: m.Deliver(rid, request.envelope))
             except FluxError as exc:
                 log.info("relaying to %s failed: %s; holding the mail",
-                         short_id(header.recipient), exc)
+                         short_id(header.recipient), exc, extra=about_peer(header.recipient))
             else:
                 if isinstance(answer, m.Ok):
                     return m.Relayed(request.rid, False)
@@ -206,13 +207,14 @@ class Relays:
         try:
             reply = await self.net.request(peer.host, peer.port, peer.node_id, m.Reserve)
         except FluxError as exc:
-            log.info("reservation at %s failed: %s", short_id(peer.node_id), exc)
+            log.info("reservation at %s failed: %s", short_id(peer.node_id), exc, extra=about_peer(peer.node_id))
             reply = None
         if isinstance(reply, m.Reserved):
             return True
         pause = FAILED_FOR
         if isinstance(reply, m.Fail):
-            log.info("%s refused to relay: %s", short_id(peer.node_id), reply.message)
+            log.info("%s refused to relay: %s", short_id(peer.node_id), reply.message,
+                     extra=about_peer(peer.node_id))
             pause = REFUSED_FOR
         self._failed[peer.node_id] = time.monotonic() + pause
         return False
@@ -275,7 +277,8 @@ class Relays:
             try:
                 lookup.on_value(peer.node_id, parse_record(reply.record, self.now(), node_id))
             except RelayError as exc:
-                log.info("%s served a bad relay record: %s", short_id(peer.node_id), exc)
+                log.info("%s served a bad relay record: %s", short_id(peer.node_id), exc,
+                         extra=about_peer(peer.node_id))
                 lookup.on_failure(peer.node_id)
             return
         lookup.on_reply(peer.node_id, [to_peer(n) for n in reply.nodes
@@ -294,7 +297,8 @@ class Relays:
                 reply = await self.net.request(info.host, info.port, info.node_id,
                                                lambda rid: m.Relay(rid, envelope))
             except FluxError as exc:
-                log.info("relay %s for %s: %s", short_id(info.node_id), short_id(recipient), exc)
+                log.info("relay %s for %s: %s", short_id(info.node_id), short_id(recipient), exc,
+                         extra=about_peer(info.node_id))
                 continue
             if isinstance(reply, m.Relayed):
                 if not reply.held and self.on_relayed is not None:
@@ -302,6 +306,6 @@ class Relays:
                 return ("held" if reply.held else "forwarded"), info.node_id
             if isinstance(reply, m.Fail):
                 log.info("relay %s refused mail for %s: %s", short_id(info.node_id),
-                         short_id(recipient), reply.message)
+                         short_id(recipient), reply.message, extra=about_peer(info.node_id))
         self._known.pop(recipient, None)   # stale: look it up again next time
         return None
