@@ -16,9 +16,8 @@ from fluxchat import messages as m
 from fluxchat.link import Link, OutputLimits, RequestTimeout
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
 from fluxchat.session import SessionConfig
-from fluxchat.tls import server_context
 from tests.adversary import Attacker, crowd, hostile_net, tcp
-from tests.keys import identity, key_dir
+from tests.keys import identity
 from tests.lab import LabNode, NodeTestCase, eventually
 
 ATTACKER = 21
@@ -39,8 +38,7 @@ class Victim:
                                          ping_interval=30)
         values.update(session)
         config = SessionConfig(identity(0), "public:1", 4, 16, **values)  # type: ignore[arg-type]
-        self.net = PeerNet(config, limits, server_context(identity(0), key_dir(0)),
-                           self.handle, self.links.append, lambda link: None)
+        self.net = PeerNet(config, limits, self.handle, self.links.append, lambda link: None)
 
     async def handle(self, link: Link, message: m.Message) -> m.Message | None:
         self.seen[type(message).__name__] += 1
@@ -331,7 +329,7 @@ class TimerTest(PeerAttackCase):
         def broken(link: Link) -> None:
             raise RuntimeError("database is locked")
 
-        victim.net._on_link = broken   # noqa: SLF001 - the failure under test
+        victim.net.registry._on_link = broken   # noqa: SLF001 - the failure under test
         dialer = await self.honest(1)
         with self.assertLogs("fluxchat.peer", "ERROR"):
             link = await dialer.dial("127.0.0.1", port)
@@ -350,9 +348,8 @@ class WorkTest(PeerAttackCase):
         self.nets.append(acceptor)
         port = await acceptor.listen("127.0.0.1", 0)
         config = SessionConfig(identity(1), "private", 4, 40, handshake_timeout=2)
-        dialer = PeerNet(config, limits(), server_context(identity(1), key_dir(1)),
-                         lambda link, message: _nothing(), lambda link: None,
-                         lambda link: None)
+        dialer = PeerNet(config, limits(), lambda link, message: _nothing(),
+                         lambda link: None, lambda link: None)
         self.nets.append(dialer)
         with self.assertRaisesRegex(DialError, "difficulty 36 is above our limit"):
             await dialer.dial("127.0.0.1", port)
