@@ -212,7 +212,9 @@ class PeerKilledMidFrameTest(LabTest):
         return format_id(identity(RAW_PEER).node_id) in {link["id"] for link in links}
 
     async def test_killed_during_the_handshake(self) -> None:
-        hello = frame(m.Hello(identity(RAW_PEER).node_id, identity(0).node_id, "private"))
+        link = link_credentials(RAW_PEER)
+        hello = frame(m.Hello(link.node_id, identity(0).node_id, "private", link.encoded,
+                              link.identity_der, bytes(64)))
         for cut in (1, 3, 5, 6, len(hello) // 2, len(hello) - 1):
             with self.subTest(cut=cut):
                 peer = await RawPeer.connect(self.target.address)
