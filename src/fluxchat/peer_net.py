@@ -15,30 +15,37 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from . import messages as m
 from . import pow as work
-from .admission import Admission, AdmissionLimits
-from .errors import FluxError, IdentityError
+from .admission import Admission
+from .errors import FluxError
 from .ids import short_id
-from .link import Link, LinkClosed, OutputLimits, RequestTimeout, shut
+from .link import Link, LinkClosed, RequestTimeout
 from .link_loop import LinkLoop
 from .link_registry import LinkCallback, LinkRegistry
+from .link_setup import (
+    FAULTS,
+    DialError,
+    NetLimits,
+    accept_tls,
+    dial_tls,
+    log_closed,
+    measure_hash_rate,
+    run_handshake,
+)
 from .linkkeys import RecordCheck
 from .logsetup import about_peer
 from .ratelimit import RateLimiter
 from .session import LinkContext, Session, SessionConfig
-from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived, WorkNeeded
+from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived
 from .tasks import Background
-from .tls import LinkTls, channel_binding, client_context, peer_certificate
+from .tls import LinkTls, client_context
 from .wire_fields import ErrorCode
 from .workpolicy import WorkLimits, WorkPolicy
 
@@ -46,32 +53,6 @@ log = logging.getLogger("fluxchat.peer")
 E = ErrorCode
 
 RequestHandler = Callable[[Link, m.Message], Awaitable[m.Message | None]]
-# Closing a link with one of these says the peer broke the rules: it pays work for a while.
-FAULTS = frozenset({E.MALFORMED, E.TOO_LARGE, E.UNKNOWN_TYPE, E.UNEXPECTED, E.AUTH_FAILED,
-                    E.WORK_INSUFFICIENT, E.TIMEOUT})
-
-
-@dataclass(frozen=True)
-class NetLimits:
-    auth_timeout: float
-    request_timeout: float
-    max_links: int
-    max_handshakes: int
-    connections_per_second: float       # new connections per source prefix
-    tls_timeout: float = 3.0            # accept to TLS done (a silent socket's lifetime)
-    handshakes_per_prefix: int | None = None   # default: max_handshakes // 8, at least 1
-    reserved_handshakes: int | None = None     # default: max_handshakes // 4
-    output: OutputLimits = OutputLimits()
-
-    def admission(self) -> AdmissionLimits:
-        per_prefix = self.handshakes_per_prefix or max(1, self.max_handshakes // 8)
-        reserved = (self.max_handshakes // 4 if self.reserved_handshakes is None
-                    else self.reserved_handshakes)
-        return AdmissionLimits(self.max_handshakes, per_prefix, reserved)
-
-
-class DialError(FluxError):
-    """A dial failed before a link was established."""
 
 
 class PeerNet:
@@ -95,7 +76,7 @@ class PeerNet:
         self._tasks = Background()
         self._dials: dict[tuple[str, int, bytes | None], asyncio.Future[Link]] = {}
         self._server: asyncio.Server | None = None
-        self.hash_rate = _measure_hash_rate()
+        self.hash_rate = measure_hash_rate()
         self.refused = 0   # connections turned away before TLS (rate, slots)
 
     # ----- public interface ---------------------------------------------------------
@@ -206,14 +187,8 @@ class PeerNet:
         """TLS then the link handshake, all within one deadline counted from accept."""
         tls_deadline = accepted + min(self.limits.tls_timeout, self.config.handshake_timeout)
         credentials, server_ssl = self.tls.current()
-        try:
-            async with asyncio.timeout_at(tls_deadline):
-                await writer.start_tls(server_ssl)
-            binding = channel_binding(writer.get_extra_info("ssl_object"))
-        except (OSError, ssl.SSLError, TimeoutError, EOFError, IdentityError) as exc:
-            log.info("connection from %s ended before a link: %s", host, _describe(exc),
-                     extra=about_peer(host))
-            shut(writer, 0)
+        binding = await accept_tls(writer, server_ssl, tls_deadline, host)
+        if binding is None:
             return None
         source = self.admission.key_of(host)
 
@@ -225,8 +200,7 @@ class PeerNet:
                                      link=credentials, records=self.records, work_for=work_for)
         session = Session.acceptor(config, os.urandom(32),
                                    LinkContext(binding, int(time.time())), accepted, host)
-        loop = await self._handshake(LinkLoop(session, reader, writer, self.limits.output),
-                                     f"{host}")
+        loop = await run_handshake(LinkLoop(session, reader, writer, self.limits.output), host)
         if loop is None and session.closed_code in FAULTS:
             self.work.blame(source, time.monotonic())
         return loop
@@ -263,22 +237,11 @@ class PeerNet:
                          ) -> None:
         started = time.monotonic()
         deadline = started + self.config.handshake_timeout
-        writer = None
         try:
-            async with asyncio.timeout_at(deadline):
-                if sock is not None:   # already connected (see adopt)
-                    reader, writer = await asyncio.open_connection(
-                        sock=sock, ssl=self._client_ssl, server_hostname="")
-                else:
-                    reader, writer = await asyncio.open_connection(
-                        host, port, ssl=self._client_ssl,
-                        server_hostname=None if _is_ip(host) else host)
-            ssl_object = writer.get_extra_info("ssl_object")
-            certificate, binding = peer_certificate(ssl_object), channel_binding(ssl_object)
-        except (OSError, ssl.SSLError, TimeoutError, IdentityError) as exc:
-            if writer is not None:
-                writer.transport.abort()
-            future.set_exception(DialError(f"{host}:{port}: {_describe(exc)}"))
+            reader, writer, certificate, binding = await dial_tls(
+                host, port, sock, self._client_ssl, deadline)
+        except DialError as exc:
+            future.set_exception(exc)
             return
         # Refuse at once a challenge we could not solve before the deadline, and never
         # hash beyond that budget.
@@ -295,8 +258,8 @@ class PeerNet:
             writer.transport.abort()
             future.set_result(linked)
             return
-        loop = await self._handshake(LinkLoop(session, reader, writer, self.limits.output),
-                                     f"{host}:{port}", budget)
+        loop = await run_handshake(LinkLoop(session, reader, writer, self.limits.output),
+                                   f"{host}:{port}", budget)
         if loop is None:
             reason = session.closed_reason or "link closed during handshake"
             future.set_exception(DialError(f"{host}:{port}: {reason}"))
@@ -304,25 +267,6 @@ class PeerNet:
         await self._serve_link(loop, (host, port), "out", future)
 
     # ----- the link loop ------------------------------------------------------------------
-
-    async def _handshake(self, loop: LinkLoop, who: str,
-                         work_limit: int = 0) -> LinkLoop | None:
-        """Run the session until it is open (the loop, ready to serve) or closed (None)."""
-        async def on_event(event: Event) -> None:
-            if isinstance(event, WorkNeeded):
-                # Hashing runs in a worker thread, off the event loop.
-                try:
-                    counter = await asyncio.get_running_loop().run_in_executor(
-                        None, self._prove, event, work_limit)
-                except ValueError:
-                    loop.session.close(E.TIMEOUT, "proof of work not found within our budget")
-                    return
-                loop.session.work_done(counter)
-            elif isinstance(event, Closed):
-                self._log_closed(event, who)
-
-        await loop.run(on_event, until_open=True)
-        return loop if loop.session.established is not None else None
 
     async def _serve_link(self, loop: LinkLoop, address: tuple[str, int], direction: str,
                           future: asyncio.Future[Link] | None) -> None:
@@ -366,19 +310,7 @@ class PeerNet:
         elif isinstance(event, (ResponseReceived, RequestFailed)):
             link.resolve(event)
         elif isinstance(event, Closed):
-            self._log_closed(event, short_id(link.peer_id))
-
-    def _log_closed(self, event: Closed, who: str) -> None:
-        level = logging.INFO if event.by_peer or event.code in (
-            E.SHUTDOWN, E.DUPLICATE) else logging.WARNING
-        log.log(level, "link %s closed (%s, code %d): %s", who,
-                "by peer" if event.by_peer else "by us", event.code, event.message,
-                extra=about_peer(who.rpartition(":")[0] if ":" in who else who))
-
-    @staticmethod
-    def _prove(need: WorkNeeded, limit: int) -> int:
-        return work.solve(need.nonce, need.dialer_id, need.acceptor_id, need.difficulty,
-                          limit=max(1, limit))
+            log_closed(event, short_id(link.peer_id))
 
     async def _serve_notice(self, link: Link, message: m.Message) -> None:
         link.queued_notices.discard(message)   # from now on, an equal notice is news again
@@ -394,34 +326,6 @@ class PeerNet:
             answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
         if answer is not None and not link.closed:
             await link.respond(answer)
-
-
-def _measure_hash_rate(samples: int = 5, count: int = 2048) -> float:
-    """Proof-of-work hashes per second on this machine: the best of a few short runs (a
-    few milliseconds in all), so a run that lost the CPU to other work does not count."""
-    best = 0.0
-    for _ in range(samples):
-        start = time.perf_counter()
-        try:
-            work.solve(bytes(32), bytes(32), bytes(32), work.MAX_DIFFICULTY, limit=count)
-        except ValueError:
-            pass
-        best = max(best, count / max(time.perf_counter() - start, 1e-6))
-    return best
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["PeerNet", "NetLimits", "DialError", "Link", "LinkClosed", "RequestTimeout"]
