@@ -28,6 +28,9 @@ LAYERS = {
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
     LAYERS[_layer] |= _names
+# Link keys and the link handshake (docs/PROTOCOL.md §5).
+LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
+LAYERS[2] |= {"link_registry", "link_setup"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

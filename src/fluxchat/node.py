@@ -41,7 +41,6 @@ from .replication import Replication
 from .session import SessionConfig
 from .store import Store
 from .tasks import settle
-from .tls import server_context
 
 log = logging.getLogger("fluxchat.node")
 DB_FILE = "fluxchat.db"
@@ -125,8 +124,7 @@ class Node:
             idle_timeout=client.idle_timeout, ping_interval=client.ping_interval)
         limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
                            client.max_handshakes, client.connections_per_second)
-        self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
-                           self._on_peer_request, self._on_link, self._on_unlink)
+        self.net = PeerNet(session, limits, self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
         self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
