@@ -21,7 +21,8 @@ LAYERS = {
         "placement", "reachability", "relaying", "punching"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe", "events"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "reach", "relay", "punch",
+    3: {"node", "overlay", "mailer", "mailroom", "replication", "ipc_handlers", "mailkeyring", "reach",
+        "relay", "punch",
         "chat_api", "web"},   # web: the web app package (aiohttp), given the node API; see test_web_auth
 }
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.

@@ -38,6 +38,7 @@ from .peer_net import PeerNet
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
+from .replication import Replication
 from .store import Store
 from .tasks import settle
 
@@ -127,6 +128,9 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.replication = Replication(self.identity.node_id, self.store, self.overlay,
+                                       self.mailer)
+        self.mailroom.on_held = self.replication.arrived
         self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
         self.overlay.admit = self.reach.admit
         self.reach.observers.append(self.api.on_reachability)
@@ -265,18 +269,21 @@ class Node:
             self._last_publish = moment
             await self.overlay.publish_key()
             await self.keyring.publish()
-            await self._replicate_held(moment)
+            await self._replicate_held(moment, lookup=True)
         elif self.overlay.membership_changed and \
                 moment - self._last_replication >= REREPLICATE_MIN:
             # Nodes came or went: copies of held mail may now belong on other nodes.
-            await self._replicate_held(moment)
+            await self._replicate_held(moment, lookup=False)
 
-    async def _replicate_held(self, moment: float) -> None:
+    async def _replicate_held(self, moment: float, lookup: bool) -> None:
+        """Held mail to the members new to its recipient's replica set (replication.py):
+        read from our table after membership changes, from lookups once per interval."""
         self.overlay.membership_changed = False
         self._last_replication = moment
         if self.store is not None and self.store.held_stats()[0]:
-            pushed = await self.mailroom.replicate_held()
-            log.info("held mail pushed to %d storing nodes", pushed)
+            pushed = await self.replication.push(lookup)
+            if pushed:
+                log.info("held mail: %d copies stored on nodes new to replica sets", pushed)
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:
