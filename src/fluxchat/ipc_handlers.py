@@ -1,7 +1,7 @@
 """The node's one narrow API: every face (the JSON-lines local API, `watch`, the web app) calls
 `NodeApi.call(cmd, args)` or `NodeApi.subscribe()`, never the node object itself.
 
-Arguments are checked against ipc_protocol.COMMANDS before a handler runs, whatever face the
+Arguments are checked against ipc_commands.COMMANDS before a handler runs, whatever face the
 request came through. Results are JSON-ready dicts. Conversation commands live in chat_api.py.
 """
 
@@ -21,7 +21,7 @@ from .errors import IpcError, StorageError
 from .events import EventHub, Subscription, TooManySubscribers
 from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
-from .ipc_protocol import check_body_size, validate_args
+from .ipc_commands import check_body_size, validate_args
 from .mailer import Mailer, MailError
 from .outbox_states import OutboxState
 from .store import Store
