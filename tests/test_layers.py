@@ -30,7 +30,7 @@ for _layer, _names in ((1, {"vault_format", "backup_format"}),
     LAYERS[_layer] |= _names
 # Split out of messages.py, ipc_protocol.py and src/ipc_app.py (the command line's parser and output).
 LAYERS[1] |= {"message_base", "messages_overlay", "messages_nat", "ipc_args", "ipc_commands"}
-LAYERS[2] |= {"cli_args", "cli_show"}
+LAYERS[2] |= {"cli_args", "cli_show", "tls_stream"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
