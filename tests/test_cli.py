@@ -27,10 +27,10 @@ from fluxchat import cli_show
 from fluxchat.ids import fingerprint, parse_id
 from fluxchat.ipc_protocol import MAX_LINE, make_request
 from tests.keys import identity
-from tests.lab import ProcessNode
+from tests.lab import WAIT, ProcessNode
 
 APP = Path(__file__).resolve().parent.parent / "src" / "ipc_app.py"
-DEADLINE = 10.0
+DEADLINE = WAIT   # a bound for a command or a condition, not a sleep: see tests/lab.py
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_BODY = 1000
 A_ID, B_ID = identity(0).id_text, identity(1).id_text

@@ -33,7 +33,7 @@ from fluxchat.mailer import receipt_uuid
 from fluxchat.session import Established, Session, SessionConfig, WorkNeeded
 from fluxchat.tls import client_context, peer_certificate_key
 from tests.keys import identity
-from tests.lab import LabNode, ProcessNode, eventually, write_config
+from tests.lab import WAIT, LabNode, ProcessNode, eventually, write_config
 
 ACKNOWLEDGED = ("handed_over", "stored", "delivered")
 FAST_RETRY = 1.0          # seconds before a sender's first retry (5 s in production)
@@ -158,7 +158,7 @@ class RawPeer:
 
     async def read_prologue(self) -> None:
         """The node's prologue arrives once its session runs: it is reading our bytes."""
-        prologue = await asyncio.wait_for(self.reader.readexactly(len(encode_prologue())), 5)
+        prologue = await asyncio.wait_for(self.reader.readexactly(len(encode_prologue())), WAIT)
         assert prologue == encode_prologue(), prologue
 
     async def handshake(self, index: int) -> Session:
