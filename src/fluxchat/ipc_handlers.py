@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
-from .backup import write_backup
 from .chat_api import ChatCommands, mail_item, protection_of_sent, uuid_text
 from .config import Config
 from .errors import IpcError, StorageError
@@ -267,6 +266,8 @@ class NodeApi(ChatCommands):
             raise IpcError("unavailable", "this node runs without a storage key (tests only)")
         if self._backup_running:
             raise IpcError("busy", "a backup is being written already; try again when it is done")
+        from .backup import write_backup  # here: a running node seldom writes one (bench/rss.py)
+
         self._backup_running = True
         try:
             size = await asyncio.to_thread(write_backup, node.config.data_dir, node.storage_key,
