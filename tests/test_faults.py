@@ -106,6 +106,9 @@ class LabTest(unittest.IsolatedAsyncioTestCase):
     """Owns a temporary lab directory; every node started here is stopped in cleanup."""
 
     async def asyncSetUp(self) -> None:
+        # As NodeTestCase: debug mode slows the nodes and, on a loaded machine, fills the output
+        # with "Executing <Task ...> took 0.1 seconds" for callbacks that only waited for a core.
+        asyncio.get_running_loop().set_debug(False)
         self.dir = Path(tempfile.mkdtemp(prefix="fluxchat-faults-"))
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.enterContext(mock.patch.object(mailer_module, "RETRY_BASE", FAST_RETRY))
