@@ -42,8 +42,9 @@ from .messages_nat import (  # noqa: F401 (re-exported)
     StoreRelay,
 )
 from .messages_overlay import (  # noqa: F401 (re-exported)
+    LINK_RECORD,
+    LINK_SIGNATURE,
     MAIL_KEY_RECORD,
-    Auth,
     Challenge,
     Delete,
     Deliver,
@@ -66,6 +67,7 @@ from .messages_overlay import (  # noqa: F401 (re-exported)
     StoreKey,
     StoreMailKey,
     Welcome,
+    Work,
 )
 from .wire_fields import (  # noqa: F401 (re-exported)
     BLOB,
@@ -97,7 +99,7 @@ from .wire_fields import (  # noqa: F401 (re-exported)
 )
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
+    0x01: Hello, 0x02: Challenge, 0x03: Work, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
     0x15: FindMailKey, 0x16: MailKeyReply, 0x17: StoreMailKey,
