@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from fluxchat import tls_stream
 from fluxchat.tls import client_context, server_context
-from tests.keys import identity, key_dir
+from tests.keys import link_credentials
 
 CONNECTIONS = 20
 Listen = Callable[[tls_stream.Accept, str, int], Awaitable[asyncio.Server]]
@@ -17,7 +17,7 @@ Listen = Callable[[tls_stream.Accept, str, int], Awaitable[asyncio.Server]]
 
 class TlsStreamTest(unittest.IsolatedAsyncioTestCase):
     async def asyncSetUp(self) -> None:
-        self.server_ssl = server_context(identity(0), key_dir(0))
+        self.server_ssl = server_context(link_credentials(0))
         self.ended: asyncio.Queue[str] = asyncio.Queue()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
