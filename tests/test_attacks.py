@@ -370,10 +370,10 @@ class TimerTest(PeerAttackCase):
 
         victim.net.registry._on_link = broken   # noqa: SLF001 - the failure under test
         dialer = await self.honest(1)
-        with self.assertLogs("fluxchat.peer", "ERROR"):
+        with self.assertLogs("fluxchat.peer", "ERROR") as logs:
             link = await dialer.dial("127.0.0.1", port)
             await eventually(lambda: identity(1).node_id in victim.net.links)
-            await asyncio.sleep(0.05)
+            await eventually(lambda: logs.records)
         self.assertIsInstance(await link.request(lambda rid: m.FindNode(rid, bytes(32))),
                               m.Nodes)
         self.assertIn(identity(1).node_id, victim.net.links)

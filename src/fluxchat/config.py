@@ -6,7 +6,6 @@ Every message names the file and the key, e.g. `var/config1.json: ipc.port: expe
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
@@ -223,6 +222,8 @@ def _refuse_unknown_keys(path: Path, data: dict[str, Any], section: Any, prefix:
     known = [f.name for f in fields(section) if f.name not in _NOT_IN_FILE]
     for key in data:
         if key not in known:
+            import difflib  # here: only a misspelled config needs it (bench/rss.py)
+
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
             raise ConfigError(f"{path}: unknown key {json.dumps(prefix + key)[1:-1]!r}{hint}")

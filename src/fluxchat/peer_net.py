@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from . import messages as m
 from . import pow as work
+from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
 from .ids import short_id
@@ -84,7 +85,7 @@ class PeerNet:
 
     async def listen(self, host: str, port: int) -> int:
         try:
-            self._server = await asyncio.start_server(self._accept, host, port)
+            self._server = await tls_stream.listen(self._accept, host, port)
         except OSError as exc:
             raise FluxError(f"cannot listen for peers on {host}:{port}: "
                             f"{exc.strerror or exc}") from None
@@ -216,8 +217,7 @@ class PeerNet:
         where neither end accepted): one end takes the acceptor's part, the other dials."""
         if tls_server:
             # As if our listener had accepted it (a server-side stream for start_tls).
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._accept), sock)
+            await asyncio.get_running_loop().connect_accepted_socket(tls_stream.stream_protocol(self._accept), sock)
             async with asyncio.timeout(self.config.handshake_timeout):
                 while expected_id not in self.links:
                     await asyncio.sleep(0.01)
