@@ -67,11 +67,12 @@ class PeerNet:
         self.tls, self._client_ssl = LinkTls(session_config.identity), client_context()
         self.records = RecordCheck()
         self._on_request = on_request
-        self.registry = LinkRegistry(self.own_id, limits.max_links, on_link, on_unlink)
+        self.registry = LinkRegistry(self.own_id, limits.max_links, limits.prefix_links(),
+                                     on_link, on_unlink)
         self.links = self.registry.links
         self.admission = Admission(limits.admission())
-        self.work = WorkPolicy(WorkLimits(session_config.difficulty,
-                                          busy_handshakes=max(1, limits.max_handshakes // 2)))
+        self.work = WorkPolicy(WorkLimits(session_config.difficulty, limits.busy(),
+                                          limits.blame_seconds))
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
@@ -197,7 +198,10 @@ class PeerNet:
             return self.work.difficulty(peer_id, record, source, self.admission.in_flight,
                                         time.monotonic())
 
-        config = dataclasses.replace(self.config, admit=self.registry.room_for,
+        def room_for(peer_id: bytes) -> str | None:
+            return self.registry.room_for(peer_id, host)
+
+        config = dataclasses.replace(self.config, admit=room_for,
                                      link=credentials, records=self.records, work_for=work_for)
         session = Session.acceptor(config, os.urandom(32),
                                    LinkContext(binding, int(time.time())), accepted, host)
