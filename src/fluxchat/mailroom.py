@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 
 from . import envelope2
 from . import messages as m
@@ -47,8 +48,6 @@ def max_held_envelope(max_payload: int) -> int:
     return max_payload - BATCH_OVERHEAD - ENVELOPE_OVERHEAD
 
 
-REPLICATION_PAGE = 256     # held envelopes listed per page (uuid and recipient only)
-
 
 class WorkRefused(FluxError):
     """A peer has spent its budget of private-key operations for now (see mail_limits)."""
@@ -65,6 +64,8 @@ class Mailroom:
         self._private_ops = RateLimiter(PRIVATE_OPS_RATE, PRIVATE_OPS_BURST)
         self._v2_ops = RateLimiter(V2_OPENS_RATE, V2_OPENS_BURST)
         self.private_ops = 0   # envelopes opened for peers since start (for tests, benchmarks)
+        # replication.py: learns whom a newly held recipient's storer gave the mail to.
+        self.on_held: Callable[[bytes, bytes], None] = lambda recipient, storer: None
 
     def now(self) -> int:
         return self.mailer.now()
@@ -241,6 +242,7 @@ class Mailroom:
                             request.envelope, now, self.mailer.quotas)
         except QuotaExceeded as exc:
             return m.Fail(request.rid, int(E.REFUSED), str(exc))
+        self.on_held(header.recipient, link.peer_id)
         waiting = self.net.links.get(header.recipient)
         if waiting is not None:
             waiting.notify(m.Notify())
@@ -355,21 +357,3 @@ class Mailroom:
             log.info("dropping a stored envelope from %s that does not verify", short_id(peer),
                      extra=about_peer(peer))
             return header.uuid, False
-
-    # ----- keeping held mail alive under churn --------------------------------------------
-
-    async def replicate_held(self) -> int:
-        """Push held envelopes to the current closest nodes of their recipients: paged by
-        rowid (no OFFSET that shifts while we await), one envelope in memory at a time."""
-        now, pushed, after = self.now(), 0, 0
-        self.store.expire_held(now)
-        closest: dict[bytes, list[Peer]] = {}   # one lookup per recipient, not per envelope
-        while page := self.store.held_page(after, REPLICATION_PAGE):
-            after = page[-1][0]
-            for _rowid, uuid, recipient in page:
-                if recipient not in closest:
-                    closest[recipient] = await self.overlay.find_node(recipient)
-                envelope = self.store.held_envelope(uuid)   # gone meanwhile: fetched or expired
-                if envelope is not None:
-                    pushed += await self.mailer.replicate(envelope, recipient, closest[recipient])
-        return pushed

@@ -29,18 +29,18 @@ from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
 from .link import Link
+from .link_setup import link_settings
 from .mailer import CLOCK_SKEW, Mailer
 from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
-from .peer_net import NetLimits, PeerNet
+from .peer_net import PeerNet
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
-from .session import SessionConfig
+from .replication import Replication
 from .store import Store
 from .tasks import settle
-from .tls import server_context
 
 log = logging.getLogger("fluxchat.node")
 DB_FILE = "fluxchat.db"
@@ -118,15 +118,9 @@ class Node:
 
     async def _start(self) -> None:
         assert self.store is not None
-        cfg, client = self.config, self.config.client
-        session = SessionConfig(
-            identity=self.identity, contact="private", difficulty=cfg.challenge.min,
-            max_difficulty=cfg.challenge.max, handshake_timeout=client.auth_timeout,
-            idle_timeout=client.idle_timeout, ping_interval=client.ping_interval)
-        limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
-                           client.max_handshakes, client.connections_per_second)
-        self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
-                           self._on_peer_request, self._on_link, self._on_unlink)
+        cfg = self.config
+        session, limits = link_settings(cfg, self.identity)
+        self.net = PeerNet(session, limits, self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
         self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
@@ -135,11 +129,14 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.replication = Replication(self.identity.node_id, self.store, self.overlay,
+                                       self.mailer)
+        self.mailroom.on_held = self.replication.arrived
         self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
         self.overlay.admit = self.reach.admit
         self.reach.observers.append(self.api.on_reachability)
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
-                             self.reach, client.idle_timeout, self.clock)
+                             self.reach, cfg.client.idle_timeout, self.clock)
         self.mailer.relay = self.relays.send
         self.puncher = Puncher(self.net, self.relays)
         self.relays.on_relayed = self.puncher.after_relayed
@@ -290,18 +287,21 @@ class Node:
             self._last_publish = moment
             await self.overlay.publish_key()
             await self.keyring.publish()
-            await self._replicate_held(moment)
+            await self._replicate_held(moment, lookup=True)
         elif self.overlay.membership_changed and \
                 moment - self._last_replication >= REREPLICATE_MIN:
             # Nodes came or went: copies of held mail may now belong on other nodes.
-            await self._replicate_held(moment)
+            await self._replicate_held(moment, lookup=False)
 
-    async def _replicate_held(self, moment: float) -> None:
+    async def _replicate_held(self, moment: float, lookup: bool) -> None:
+        """Held mail to the members new to its recipient's replica set (replication.py):
+        read from our table after membership changes, from lookups once per interval."""
         self.overlay.membership_changed = False
         self._last_replication = moment
         if self.store is not None and self.store.held_stats()[0]:
-            pushed = await self.mailroom.replicate_held()
-            log.info("held mail pushed to %d storing nodes", pushed)
+            pushed = await self.replication.push(lookup)
+            if pushed:
+                log.info("held mail: %d copies stored on nodes new to replica sets", pushed)
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:
