@@ -14,7 +14,7 @@ the key pool's rsa4096b), once with mail keys (envelope v2, the default) and onc
 `mail_keys.enabled` false (envelope v1, RSA only; sequential only, see BURST_RUNS), and with
 RSA-2048 keys (test identities) and mail keys. Run 2 also reports the recipient process's RSS.
 
-Usage: python3 bench/delivery.py [--quick] [--profile DIR]
+Usage: python3 bench/delivery.py [--quick] [--split-only] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
         if command == "cpu":
             if profile is not None and profiler is None:
                 counter = SqlCount(node.node)
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)
                 profiler.enable()
             conn.send(time.process_time())
         elif command == "sql":
@@ -240,7 +240,7 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             text = body(1024)
             parent.send(("cpu", None))
             child_cpu0 = await recv()
-            profiler = None if profile is None else cProfile.Profile()
+            profiler = None if profile is None else cProfile.Profile(time.process_time)
             counter = None if profile is None else SqlCount(a.node)
             if profiler is not None:
                 profiler.enable()
@@ -284,6 +284,8 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
 
 
 def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
+    if not single:
+        return report_split(split)
     rows = []
     for run in single:
         for name, seq in run["sequential"].items():
@@ -300,6 +302,10 @@ def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
                   b["mails_per_s_to_receipt"], b["cpu_ms_per_mail_to_inbox_both_sides"],
                   b["cpu_ms_per_mail_with_receipts_both_sides"]]
                  for r in single for b in [r["burst"]] if b is not None])
+    report_split(split)
+
+
+def report_split(split: list[dict[str, Any]]) -> None:
     print_table("Burst of 1 KiB mails, recipient in its own process (CPU per side)",
                 ["keys", "n", "all in", "mails/s to inbox", "mails/s to receipt",
                  "sender ms/mail", "recipient ms/mail", "sender incl. rcpt",
@@ -317,16 +323,18 @@ async def profile_split(directory: Path, burst: int) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     keys, overrides = RUNS["RSA-4096 v2"]
     result = await run_split("RSA-4096 v2", keys, overrides, burst, directory.resolve())
-    print(f"profiles in {directory}/sender.prof and recipient.prof; "
-          f"SQL per mail: {result['sql_per_mail']}")
+    print(f"profiles in {directory}/sender.prof and recipient.prof (rates under cProfile)")
+    for key, value in result.items():
+        print(f"  {key}: {value}")
     return result
 
 
-async def main_async(quick: bool) -> dict[str, Any]:
+async def main_async(quick: bool, split_only: bool = False) -> dict[str, Any]:
     seq_count, burst = (20, 200) if quick else (100, 1000)
     keypool.ensure_4096()
-    single = [await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
-              for label, (keys, overrides) in RUNS.items()]
+    single = [] if split_only else [
+        await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
+        for label, (keys, overrides) in RUNS.items()]
     split = [await run_split(label, keys, overrides, burst)
              for label, (keys, overrides) in RUNS.items() if label in BURST_RUNS]
     return {"single_process": single, "split_process": split}
@@ -336,6 +344,8 @@ def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--profile", type=Path, metavar="DIR",
                             help="only profile the split RSA-4096 v2 burst (cProfile, both sides)")
+        parser.add_argument("--split-only", action="store_true",
+                            help="only the bursts with the recipient in its own process")
 
     args = parse_args(__doc__.splitlines()[0], extra)
     quiet_logs()
@@ -343,7 +353,7 @@ def main() -> None:
         asyncio.run(profile_split(args.profile, 1000))
         return
     load_before = os.getloadavg()
-    results = asyncio.run(main_async(args.quick))
+    results = asyncio.run(main_async(args.quick, args.split_only))
     report(results["single_process"], results["split_process"])
     write_results("delivery", {**results, "loadavg_before": load_before,
                                "loadavg_after": os.getloadavg(),

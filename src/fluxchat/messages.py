@@ -224,6 +224,25 @@ class Deliver(Message):
 
 
 @dataclass(frozen=True)
+class DeliverMany(Message):
+    """Several envelopes for the receiving node in one request: a burst of mail or receipts
+    costs one frame, one round trip and one commit at the receiver."""
+    rid: int
+    envelopes: tuple[bytes, ...]
+    FIELDS = (RID, ("envelopes", ListOf(BLOB, MAX_ENVELOPES)))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Delivered(Message):
+    """The answer to DeliverMany: per envelope, in order, 0 (committed) or an ErrorCode."""
+    rid: int
+    codes: tuple[int, ...]
+    FIELDS = (RID, ("codes", ListOf(UINT, MAX_ENVELOPES)))
+    ROLE = Role.RESPONSE
+
+
+@dataclass(frozen=True)
 class Store(Message):
     rid: int
     envelope: bytes
@@ -409,6 +428,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
     0x15: FindMailKey, 0x16: MailKeyReply, 0x17: StoreMailKey,
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
+    0x26: DeliverMany, 0x27: Delivered,
     0x30: Ok, 0x31: Fail,
     0x40: DialBack, 0x41: DialBackReply, 0x42: Reserve, 0x43: Reserved, 0x44: StoreRelay,
     0x45: FindRelay, 0x46: RelayReply, 0x47: Relay, 0x48: Relayed, 0x49: Punch,

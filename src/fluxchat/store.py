@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .held import QuotaExceeded, Quotas
 from .store_base import StoreObserver
+from .store_batch import BatchStore
 from .store_inbox import INBOX_COLS, InboxMail, InboxStore, inbox_row
 from .store_outbox import OUTBOX_COLS, OutboxMail, OutboxStore, outbox_row
 from .store_peers import PeerStore, RoutingEntry
@@ -28,7 +29,7 @@ _CONVERSATIONS_SQL = (
 )
 
 
-class Store(InboxStore, OutboxStore, PeerStore):
+class Store(InboxStore, OutboxStore, PeerStore, BatchStore):
     """One SQLite database per node. Not thread-safe: use it from the event loop thread only."""
 
     # --- conversations: the inbox and the outbox together ---------------------------------------

@@ -6,7 +6,7 @@ methods below and a group commit (store_batch) run the very same statements.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,13 +150,15 @@ class OutboxStore(StoreBase):
         with self._tx() as db:
             keep_envelope(db, uuid, envelope)
 
-    def due_outbox(self, now: int, limit: int) -> list[OutboxMail]:
+    def due_outbox(self, now: int, limit: int, exclude: Collection[bytes] = ()) -> list[OutboxMail]:
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
-        awaiting a receipt), not yet past its expiry; most overdue first."""
+        awaiting a receipt), not yet past its expiry, and not in `exclude` (mail an attempt is
+        working on); most overdue first."""
+        skip = f"AND uuid NOT IN ({', '.join('?' * len(exclude))}) " if exclude else ""
         rows = self._rows(
             f"SELECT {OUTBOX_COLS} FROM outbox WHERE state IN ({IN_PENDING}) AND next_attempt_at <= ? "
-            "AND expires_at > ? ORDER BY next_attempt_at, created_at LIMIT ?",
-            (*PENDING_STATES, now, now, limit),
+            f"AND expires_at > ? {skip}ORDER BY next_attempt_at, created_at LIMIT ?",
+            (*PENDING_STATES, now, now, *exclude, limit),
         )
         return [outbox_row(r) for r in rows]
 
