@@ -22,7 +22,8 @@ from typing import Any
 
 from fluxchat import messages as m
 from fluxchat import overlay
-from fluxchat.lookup import Lookup
+from fluxchat.lookup import Lookup, QueryTimes
+from fluxchat.placement import ReplicaSets
 from fluxchat.routing import REPLACEMENT_SIZE, Added, Peer, PingHead, RoutingTable
 
 HEAD_FRESH = overlay.HEAD_FRESH
@@ -65,6 +66,8 @@ class Params:
     timeout: float = 10.0           # other requests: client.request_timeout / auth_timeout
     query_timeout: float = QUERY_TIMEOUT   # one lookup query, dial included
     stop_at_target: bool = True     # Overlay.locate: ends when the target itself answers
+    slow_factor: float = 2.0        # lookup.QueryTimes: slow after factor x median (0: never)
+    slow_floor: float = 0.25        # ... but not before this many seconds
     handshake_rtts: int = 4         # TCP, TLS 1.3, Hello/Challenge, Auth/Welcome
     handshake_cpu: float = 0.08     # proof of work + RSA-4096 signature and verification
     idle_timeout: float = 300.0     # client.idle_timeout: links close after this long unused
@@ -72,6 +75,7 @@ class Params:
     k: int = 20
     alpha: int = 3
     replicas: int = 5
+    exact_replication: bool = True  # replication.py; off: every push to all, after a lookup
     refresh_interval: float = 3600.0
     republish_interval: float = 3600.0
     upkeep_interval: float = 60.0   # node.UPKEEP_INTERVAL
@@ -111,6 +115,8 @@ class SimNode:
     alive: bool = True
     born: float = 0.0
     held: dict[int, bytes] = field(default_factory=dict)   # mail number -> recipient
+    sets: ReplicaSets = field(default_factory=ReplicaSets)  # who else holds it (replication.py)
+    times: QueryTimes | None = None   # the node's lookup query durations (Overlay.times)
     changed: bool = False          # Overlay.membership_changed
     last_publish: float = 0.0
     last_replication: float = 0.0
@@ -169,6 +175,7 @@ class Network:
         node.table = None
         self._built.pop(node.index, None)
         node.held.clear()
+        node.sets = ReplicaSets()
         at = self._live_at.pop(node.node_id)
         last = self.live.pop()
         if last is not node:
@@ -261,6 +268,24 @@ class Network:
             self._keepalive(a, b, self.p.idle_timeout)
             return False
         return True
+
+    def is_linked(self, a: SimNode, b: SimNode) -> bool:
+        last = self.links.get((min(a.index, b.index), max(a.index, b.index)))
+        return last is not None and self.loop.now - last <= self.p.idle_timeout
+
+    def times_of(self, node: SimNode) -> QueryTimes:
+        """The node's query timer; a veteran's starts with durations drawn from the model,
+        as if it had run lookups before (a newcomer starts with none)."""
+        if node.times is None:
+            p = self.p
+            node.times = QueryTimes(p.query_timeout, p.slow_floor, p.slow_factor or math.inf)
+            if node.veteran:
+                for _ in range(node.times.window):
+                    other = self.random_live()
+                    rtt = self.rtt(node, other)
+                    node.times.record(True, rtt)
+                    node.times.record(False, (1 + p.handshake_rtts) * rtt + p.handshake_cpu)
+        return node.times
 
     def _use_link(self, a: SimNode, b: SimNode) -> None:
         key = (min(a.index, b.index), max(a.index, b.index))
@@ -394,29 +419,48 @@ class Network:
             assert served is not None
             return served.closest(target, self.p.k, exclude=exclude), nodes_bytes
 
+        times = self.times_of(src)
+        waiting: dict[bytes, tuple[float, bool]] = {}   # queries in flight: start, linked
+
         def settle(peer: Peer, reply: Any) -> None:
             running[0] -= 1
+            began, linked = waiting.pop(peer.node_id)
             if finished:
                 return   # cancelled in the node: no outcome reaches the table
             if reply is None:
                 failures[0] += 1
                 lookup.on_failure(peer.node_id)
                 self.failed(src, peer.node_id)
-            elif stop and peer.node_id == target:
-                self.observe(src, peer)
-                lookup.on_value(peer.node_id, peer)
             else:
+                times.record(linked, self.loop.now - began)
                 self.observe(src, peer)
-                lookup.on_reply(peer.node_id, [p for p in reply if p.node_id != src.node_id])
+                if stop and peer.node_id == target:
+                    lookup.on_value(peer.node_id, peer)
+                else:
+                    lookup.on_reply(peer.node_id,
+                                    [p for p in reply if p.node_id != src.node_id])
             pump()
+
+        def slow(peer: Peer) -> None:
+            if not finished and peer.node_id in waiting:
+                lookup.on_slow(peer.node_id)
+                pump()
 
         def pump() -> None:
             nonlocal finished
             for peer in lookup.next_queries():
                 running[0] += 1
+                dst = self.nodes.get(peer.node_id)
+                linked = dst is not None and self.is_linked(src, dst)
+                waiting[peer.node_id] = (self.loop.now, linked)
+                after = times.slow_after(linked)
+                if after < self.p.query_timeout:
+                    self.loop.at(self.loop.now + after, slow, peer)
+                # Overlay._query: the target's own answer ends a contact lookup, so its
+                # query may take the full dial time; being slow, it holds nothing back.
+                limit = self.p.timeout if stop and peer.node_id == target else self.p.query_timeout
                 self.rpc(src, peer, self.size["find_node"], respond,
-                         lambda reply, peer=peer: settle(peer, reply),
-                         timeout=self.p.query_timeout)
+                         lambda reply, peer=peer: settle(peer, reply), timeout=limit)
             # Overlay._drive waits for the queries in flight unless a value was found: then
             # it returns at once and cancels them.
             if running[0] == 0 or lookup.found:

@@ -1,9 +1,9 @@
 """What a node does over time, on the simulated network: join, upkeep, held mail, churn.
 
-Mirrors `Node.upkeep` / `Node._join_network` / `Mailroom.replicate_held` / `Mailer.replicate`:
+Mirrors `Node.upkeep` / `Node._join_network` / `Replication.push` / `Mailer.replicate`:
 bucket refresh through `RoutingTable.stale_buckets`, the hourly key republication and push of
 held mail, the push after the table gained or lost nodes (at most every REREPLICATE_MIN), and
-mail placement through `fluxchat.placement.replica_targets`.
+mail placement through `fluxchat.placement` (`replica_targets`, `ReplicaSets`).
 """
 
 from __future__ import annotations
@@ -122,9 +122,9 @@ class Behaviour:
             moment = net.loop.now
             if moment - node.last_publish >= net.p.republish_interval:
                 node.last_publish = moment
-                self.publish_key(node, lambda: self.replicate_held(node, moment, again))
+                self.publish_key(node, lambda: self.replicate_held(node, moment, again, True))
             elif node.changed and moment - node.last_replication >= net.p.rereplicate_min:
-                self.replicate_held(node, moment, again)
+                self.replicate_held(node, moment, again, False)
             else:
                 again()
 
@@ -146,64 +146,99 @@ class Behaviour:
 
     def _publish(self, node: SimNode, peers: list[Peer], then: Then) -> None:
         net = self.net
-        self._each(node, peers, net.size["store_key"], lambda _dst: (True, net.size["ok"]), then)
+        self._each(node, peers, net.size["store_key"], lambda _dst: (True, net.size["ok"]),
+                   lambda _answered: then(), "store_key")
 
     def _each(self, node: SimNode, peers: list[Peer], request: int,
-              respond: Callable[[SimNode], tuple[Any, int]], then: Then) -> None:
-        """Requests to all peers at once (asyncio.gather); `then` when all have answered."""
-        left = [len(peers)]
+              respond: Callable[[SimNode], tuple[Any, int]],
+              then: Callable[[list[Peer]], None], kind: str) -> None:
+        """Requests to all peers at once (asyncio.gather); `then(answered)` when all are done."""
+        left, answered = [len(peers)], []
         if not peers:
-            then()
+            then([])
             return
 
-        def one(_reply: Any) -> None:
+        def one(peer: Peer, reply: Any) -> None:
             left[0] -= 1
+            if reply is not None:
+                answered.append(peer)
             if left[0] == 0:
-                then()
+                then(answered)
 
         for peer in peers:
-            self.net.rpc(node, peer, request, respond, one, "store")
+            self.net.rpc(node, peer, request, respond,
+                         lambda reply, peer=peer: one(peer, reply), kind)
 
     # ----- held mail ----------------------------------------------------------------------
 
-    def replicate_held(self, node: SimNode, moment: float, then: Then) -> None:
-        """Mailroom.replicate_held: one lookup per recipient, every envelope pushed to the
-        replica set of its recipient."""
+    def replicate_held(self, node: SimNode, moment: float, then: Then, lookup: bool) -> None:
+        """Node._replicate_held / replication.Replication.push: per held recipient, the
+        replica set from the table (after membership changes) or from a lookup (hourly);
+        its envelopes go only to the members new to it (`placement.ReplicaSets`). With
+        `exact_replication` off, as before: a lookup per recipient, every member gets all."""
         node.changed = False
         node.last_replication = moment
         by_recipient: dict[bytes, list[int]] = {}
         for number, recipient in node.held.items():
             by_recipient.setdefault(recipient, []).append(number)
-        self._push(node, list(by_recipient.items()), then)
+        node.sets.keep_only(set(by_recipient))
+        lookup = lookup or not self.net.p.exact_replication
+        self._push(node, list(by_recipient.items()), lookup, then)
 
-    def _push(self, node: SimNode, work: list[tuple[bytes, list[int]]], then: Then) -> None:
+    def _push(self, node: SimNode, work: list[tuple[bytes, list[int]]], lookup: bool,
+              then: Then) -> None:
         if not work or not node.alive:
             then()
             return
         recipient, numbers = work[0]
 
-        def found(outcome: LookupOutcome) -> None:
-            self._store(node, recipient, numbers, outcome.result,
-                        lambda _stored: self._push(node, work[1:], then))
+        def found(closest: list[Peer]) -> None:
+            targets = self._targets(node, recipient, closest)
+            if self.net.p.exact_replication:
+                targets = node.sets.newcomers(recipient, targets)
 
-        self.net.find_node(node, recipient, found)
+            def took(peers: list[Peer]) -> None:
+                node.sets.given(recipient, closest, peers)
+                self._push(node, work[1:], lookup, then)
 
-    def _store(self, node: SimNode, recipient: bytes, numbers: list[int], closest: list[Peer],
-               then: Callable[[int], None]) -> None:
-        """Mailer.replicate: STORE on the replica set (placement.replica_targets)."""
+            self._store_on(node, recipient, numbers, targets, took)
+
+        if lookup:
+            self.net.find_node(node, recipient, lambda o: found(o.result))
+        else:
+            table = self.net.table_of(node)
+            assert table is not None
+            found(table.closest(recipient, self.net.p.k))
+
+    def _targets(self, node: SimNode, recipient: bytes, closest: list[Peer]) -> list[Peer]:
+        return replica_targets(closest, {node.node_id, recipient}, self.net.p.replicas)
+
+    def _store_on(self, node: SimNode, recipient: bytes, numbers: list[int],
+                  targets: list[Peer], then: Callable[[list[Peer]], None]) -> None:
+        """Mailer.store_on: one STORE per envelope to every target at once; `then` gets the
+        targets that took them. A new holder learns its storer filled the set it sees."""
         net = self.net
-        targets = replica_targets(closest, {node.node_id, recipient}, net.p.replicas)
+
         def hold(dst: SimNode) -> tuple[Any, int]:
+            dst_table = net.table_of(dst)
+            if dst_table is not None:
+                closest = dst_table.closest(recipient, net.p.k)
+                dst.sets.arrived(recipient, node.node_id, self._targets(dst, recipient, closest))
             for number in numbers:
                 dst.held[number] = recipient
             return True, net.size["ok"]
 
-        def count_and_go() -> None:
-            then(sum(1 for p in targets if self._holds(p, numbers[0])))
-
         extra = (len(numbers) - 1) * len(targets)   # one STORE per envelope; the first below
         net.count(node, extra * net.size["store_mail"], extra * net.size["ok"])
-        self._each(node, targets, net.size["store_mail"], hold, count_and_go)
+        net.calls["store_mail"] += extra
+        self._each(node, targets, net.size["store_mail"], hold, then, "store_mail")
+
+    def _store(self, node: SimNode, recipient: bytes, numbers: list[int], closest: list[Peer],
+               then: Callable[[int], None]) -> None:
+        """Mailer.replicate: STORE on the replica set (placement.replica_targets)."""
+        targets = self._targets(node, recipient, closest)
+        self._store_on(node, recipient, numbers, targets,
+                       lambda _took: then(sum(1 for p in targets if self._holds(p, numbers[0]))))
 
     def _holds(self, peer: Peer, number: int) -> bool:
         node = self.net.nodes.get(peer.node_id)

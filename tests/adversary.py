@@ -28,15 +28,15 @@ from fluxchat.peer_net import NetLimits, PeerNet
 from fluxchat.session import (
     Closed,
     Event,
+    LinkContext,
     ResponseReceived,
     Session,
     SessionConfig,
     State,
     WorkNeeded,
-    auth_payload,
 )
-from fluxchat.tls import client_context, peer_certificate_key, server_context
-from tests.keys import identity, key_dir
+from fluxchat.tls import channel_binding, client_context, peer_certificate
+from tests.keys import identity, link_credentials
 
 READ_CHUNK = 65536
 # Smallest receive buffer the kernel grants: a peer that withholds reads makes the victim
@@ -78,7 +78,8 @@ class Attacker:
                       stage: str = "open", withhold_reads: bool = False,
                       max_difficulty: int = 24) -> Attacker:
         """Connect as test identity `index` and stop at `stage`: "tcp" (silent socket),
-        "tls" (TLS done, no prologue), "hello" (Hello sent, challenge never answered) or
+        "tls" (TLS done, no prologue), "hello" (Hello sent, challenge never answered; a victim that knows this identity
+        asks for no work and opens the link) or
         "open" (fully authenticated link)."""
         me = identity(index)
         reader, writer = await tcp(host, port, source,
@@ -89,10 +90,13 @@ class Attacker:
         await writer.start_tls(client_context())
         if stage == "tls":
             return attacker
-        key = peer_certificate_key(writer.get_extra_info("ssl_object"))
+        ssl_object = writer.get_extra_info("ssl_object")
         config = SessionConfig(me, "private", difficulty=0, max_difficulty=max_difficulty,
-                               handshake_timeout=3600, idle_timeout=3600, ping_interval=3600)
-        attacker.session = Session.dialer(config, key, time.monotonic())
+                               handshake_timeout=3600, idle_timeout=3600, ping_interval=3600,
+                               link=link_credentials(index))
+        context = LinkContext(channel_binding(ssl_object), int(time.time()))
+        attacker.session = Session.dialer(config, peer_certificate(ssl_object), context,
+                                          time.monotonic())
         attacker.flush()
         if stage == "hello":
             return attacker
@@ -108,8 +112,7 @@ class Attacker:
                     counter = await asyncio.get_running_loop().run_in_executor(
                         None, work.solve, event.nonce, event.dialer_id, event.acceptor_id,
                         event.difficulty)
-                    payload = auth_payload(event.nonce, event.dialer_id, event.acceptor_id)
-                    session.work_done(counter, self.me.sign(payload))
+                    session.work_done(counter)
                 elif isinstance(event, Closed):
                     raise ConnectionError(f"victim refused the link: {event.code} "
                                           f"{event.message}")
@@ -213,8 +216,7 @@ def hostile_net(index: int, handler: Handler, limits: NetLimits | None = None,
                            handshake_timeout=5, idle_timeout=60, ping_interval=30)
     limits = limits or NetLimits(auth_timeout=5, request_timeout=5, max_links=64,
                                  max_handshakes=32, connections_per_second=1000)
-    return PeerNet(config, limits, server_context(me, key_dir(index)), handler,
-                   lambda link: None, lambda link: None)
+    return PeerNet(config, limits, handler, lambda link: None, lambda link: None)
 
 
 __all__ = ["Attacker", "crowd", "frame", "hostile_net", "tcp", "encode_prologue"]

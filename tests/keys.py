@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import shutil
+import time
 from pathlib import Path
 
 from fluxchat.identity import Identity, load_identity
+from fluxchat.linkkeys import LinkCredentials
 
 KEYS = Path(__file__).resolve().parent / "data" / "keys"
 TEST_PASSWORD = "test-password"
@@ -34,3 +37,10 @@ def install_identity(index: int, data_dir: Path) -> None:
     for name in ("private_key.pem", "public_key.pem", "certificate.pem"):
         shutil.copyfile(key_dir(index) / name, data_dir / name)
         (data_dir / name).chmod(0o600)
+
+
+@functools.cache
+def link_credentials(index: int) -> LinkCredentials:
+    """Test node `index`'s link key (fixed seed), certified from a minute ago for two days."""
+    seed = hashlib.sha256(b"fluxchat-test-link-key-%d" % index).digest()
+    return LinkCredentials.issue(identity(index), seed, int(time.time()) - 60)

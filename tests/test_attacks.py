@@ -15,10 +15,10 @@ import unittest
 from fluxchat import messages as m
 from fluxchat.link import Link, OutputLimits, RequestTimeout
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
-from fluxchat.session import SessionConfig
-from fluxchat.tls import server_context
-from tests.adversary import Attacker, crowd, hostile_net, tcp
-from tests.keys import identity, key_dir
+from fluxchat.session import SessionConfig, WorkNeeded
+from fluxchat.tls import channel_binding, client_context
+from tests.adversary import Attacker, crowd, encode_prologue, frame, hostile_net, tcp
+from tests.keys import identity, link_credentials
 from tests.lab import LabNode, NodeTestCase, eventually
 
 ATTACKER = 21
@@ -39,8 +39,7 @@ class Victim:
                                          ping_interval=30)
         values.update(session)
         config = SessionConfig(identity(0), "public:1", 4, 16, **values)  # type: ignore[arg-type]
-        self.net = PeerNet(config, limits, server_context(identity(0), key_dir(0)),
-                           self.handle, self.links.append, lambda link: None)
+        self.net = PeerNet(config, limits, self.handle, self.links.append, lambda link: None)
 
     async def handle(self, link: Link, message: m.Message) -> m.Message | None:
         self.seen[type(message).__name__] += 1
@@ -331,7 +330,7 @@ class TimerTest(PeerAttackCase):
         def broken(link: Link) -> None:
             raise RuntimeError("database is locked")
 
-        victim.net._on_link = broken   # noqa: SLF001 - the failure under test
+        victim.net.registry._on_link = broken   # noqa: SLF001 - the failure under test
         dialer = await self.honest(1)
         with self.assertLogs("fluxchat.peer", "ERROR"):
             link = await dialer.dial("127.0.0.1", port)
@@ -342,6 +341,71 @@ class TimerTest(PeerAttackCase):
         self.assertIn(identity(1).node_id, victim.net.links)
 
 
+def paid_work(attacker: Attacker) -> bool:
+    return any(isinstance(event, WorkNeeded) for event in attacker.events)
+
+
+class WorkDemandTest(PeerAttackCase):
+    """Issue 13.4: proof of work is demanded of unknown or misbehaving dialers, and of every
+    dialer while the acceptor is busy; a peer the acceptor knows links without it."""
+
+    async def connect(self, port: int, index: int = ATTACKER,
+                      source: str = "127.0.0.1") -> Attacker:
+        attacker = await Attacker.connect("127.0.0.1", port, index, source=source)
+        self.attackers.append(attacker)
+        return attacker
+
+    async def test_a_known_peer_pays_no_work_and_a_newcomer_does(self) -> None:
+        victim, port = await self.victim(limits())
+        self.assertTrue(paid_work(await self.connect(port)))
+        again = await self.connect(port)
+        self.assertFalse(paid_work(again))
+        self.assertIsInstance(await again.response(again.request(m.Ping)), m.Pong)
+        self.assertTrue(paid_work(await self.connect(port, ATTACKER + 1)))
+        # From another address the known peer is still known: the ID and record are.
+        self.assertFalse(paid_work(await self.connect(port, source=ATTACK_SOURCES[0])))
+
+    async def test_claiming_a_known_id_without_its_link_key_is_refused_and_costs_work(
+            self) -> None:
+        victim, port = await self.victim(limits())
+        await self.connect(port)   # ATTACKER is now known
+        # An impostor shows ATTACKER's record and identity key but can sign the TLS session
+        # only with its own link key: no work is asked (the ID is known), the proof fails.
+        reader, writer = await tcp("127.0.0.1", port, ATTACK_SOURCES[0])
+        await writer.start_tls(client_context())
+        binding = channel_binding(writer.get_extra_info("ssl_object"))
+        copied, acceptor = link_credentials(ATTACKER), identity(0).node_id
+        proof = link_credentials(ATTACKER + 1).prove(binding, copied.node_id, acceptor)
+        impostor = Attacker(reader, writer, identity(ATTACKER + 1))
+        self.attackers.append(impostor)
+        impostor.send_raw(encode_prologue() + frame(m.Hello(
+            copied.node_id, acceptor, "private", copied.encoded, copied.identity_der, proof)))
+        self.assertEqual(await impostor.closed_by_victim(), E.AUTH_FAILED)
+        # The impostor's source now pays work, whoever it claims to be; the real peer's
+        # address does not.
+        self.assertTrue(paid_work(await self.connect(port, source=ATTACK_SOURCES[0])))
+        self.assertFalse(paid_work(await self.connect(port)))
+
+    async def test_a_peer_that_broke_the_protocol_pays_again(self) -> None:
+        victim, port = await self.victim(limits())
+        await self.connect(port)
+        rude = await self.connect(port)
+        self.assertFalse(paid_work(rude))
+        rude.send_raw(frame(m.Welcome("", "")))   # a handshake message on an open link
+        self.assertEqual(await rude.closed_by_victim(), E.UNEXPECTED)
+        await eventually(lambda: not victim.net.links)
+        self.assertTrue(paid_work(await self.connect(port)))
+
+    async def test_under_load_known_peers_pay_too(self) -> None:
+        victim, port = await self.victim(limits(max_handshakes=8))   # busy from 4 in flight
+        await self.connect(port)
+        for source in ATTACK_SOURCES:   # four silent handshakes, one per prefix
+            self.attackers.append(await Attacker.connect("127.0.0.1", port, ATTACKER + 1,
+                                                         source=source, stage="tls"))
+        await eventually(lambda: victim.net.admission.in_flight >= 4)
+        self.assertTrue(paid_work(await self.connect(port)))
+
+
 class WorkTest(PeerAttackCase):
     """Issue 10.7: a dialer refuses work it cannot finish before its deadline."""
 
@@ -350,9 +414,8 @@ class WorkTest(PeerAttackCase):
         self.nets.append(acceptor)
         port = await acceptor.listen("127.0.0.1", 0)
         config = SessionConfig(identity(1), "private", 4, 40, handshake_timeout=2)
-        dialer = PeerNet(config, limits(), server_context(identity(1), key_dir(1)),
-                         lambda link, message: _nothing(), lambda link: None,
-                         lambda link: None)
+        dialer = PeerNet(config, limits(), lambda link, message: _nothing(),
+                         lambda link: None, lambda link: None)
         self.nets.append(dialer)
         with self.assertRaisesRegex(DialError, "difficulty 36 is above our limit"):
             await dialer.dial("127.0.0.1", port)

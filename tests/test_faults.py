@@ -30,9 +30,9 @@ from fluxchat.envelope import MailContent, seal
 from fluxchat.framing import encode_frame, encode_prologue
 from fluxchat.ids import format_id
 from fluxchat.mailer import receipt_uuid
-from fluxchat.session import Established, Session, SessionConfig, WorkNeeded
-from fluxchat.tls import client_context, peer_certificate_key
-from tests.keys import identity
+from fluxchat.session import Established, LinkContext, Session, SessionConfig, WorkNeeded
+from fluxchat.tls import channel_binding, client_context, peer_certificate
+from tests.keys import identity, link_credentials
 from tests.lab import LabNode, ProcessNode, eventually, write_config
 
 ACKNOWLEDGED = ("handed_over", "stored", "delivered")
@@ -165,9 +165,12 @@ class RawPeer:
 
     async def handshake(self, index: int) -> Session:
         """A full dialer handshake as test identity `index`; returns the open session."""
-        key = peer_certificate_key(self.writer.get_extra_info("ssl_object"))
-        config = SessionConfig(identity(index), "private", difficulty=4, max_difficulty=12)
-        session = Session.dialer(config, key, time.monotonic())
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        config = SessionConfig(identity(index), "private", difficulty=4, max_difficulty=12,
+                               link=link_credentials(index))
+        context = LinkContext(channel_binding(ssl_object), int(time.time()))
+        session = Session.dialer(config, peer_certificate(ssl_object), context,
+                                 time.monotonic())
         deadline = time.monotonic() + 5
         while session.established is None:
             await self.send(session.data_to_send())
@@ -211,7 +214,9 @@ class PeerKilledMidFrameTest(LabTest):
         return format_id(identity(RAW_PEER).node_id) in {link["id"] for link in links}
 
     async def test_killed_during_the_handshake(self) -> None:
-        hello = frame(m.Hello(identity(RAW_PEER).node_id, identity(0).node_id, "private"))
+        link = link_credentials(RAW_PEER)
+        hello = frame(m.Hello(link.node_id, identity(0).node_id, "private", link.encoded,
+                              link.identity_der, bytes(64)))
         for cut in (1, 3, 5, 6, len(hello) // 2, len(hello) - 1):
             with self.subTest(cut=cut):
                 peer = await RawPeer.connect(self.target.address)

@@ -37,12 +37,12 @@ def feed_bytewise(decoder: FrameDecoder, data: bytes) -> list[Prologue | Frame]:
 class EncodeTest(unittest.TestCase):
     def test_constants(self) -> None:
         self.assertEqual(PROLOGUE_MAGIC, b"FLUXCHAT")
-        self.assertEqual(PROTOCOL_VERSION, 1)
+        self.assertEqual(PROTOCOL_VERSION, 2)
         self.assertIn(PROTOCOL_VERSION, SUPPORTED_VERSIONS)
         self.assertEqual(DEFAULT_MAX_PAYLOAD, 2 * 1024 * 1024)
 
     def test_golden_prologue(self) -> None:
-        self.assertEqual(PROLOGUE.hex(), "464c5558434841540001")
+        self.assertEqual(PROLOGUE.hex(), "464c5558434841540002")
         self.assertEqual(encode_prologue(0x0203).hex(), "464c5558434841540203")
 
     def test_golden_frame(self) -> None:
@@ -60,7 +60,7 @@ class EncodeTest(unittest.TestCase):
 class DecodeTest(unittest.TestCase):
     def test_prologue_then_frames(self) -> None:
         data = PROLOGUE + encode_frame(6, b"\x81\x01", 10) + encode_frame(0x25, b"", 10)
-        expected = [Prologue(1), Frame(6, b"\x81\x01"), Frame(0x25, b"")]
+        expected = [Prologue(PROTOCOL_VERSION), Frame(6, b"\x81\x01"), Frame(0x25, b"")]
         self.assertEqual(FrameDecoder(10).feed(data), expected)
         decoder = FrameDecoder(10)
         self.assertEqual(feed_bytewise(decoder, data), expected)
@@ -97,7 +97,7 @@ class DecodeTest(unittest.TestCase):
         payload = b"x" * 16
         decoder = FrameDecoder(16)
         self.assertEqual(decoder.feed(PROLOGUE + encode_frame(3, payload, 16)),
-                         [Prologue(1), Frame(3, payload)])
+                         [Prologue(PROTOCOL_VERSION), Frame(3, payload)])
 
     def test_failed_decoder_stays_failed(self) -> None:
         decoder = FrameDecoder(4)
@@ -148,7 +148,7 @@ class PropertyTest(unittest.TestCase):
         for chunk in data.draw(chunked(wire)):
             items.extend(decoder.feed(chunk))
             self.assertLessEqual(decoder.buffered, HEADER_SIZE + 40)
-        self.assertEqual(items, [Prologue(1), *(Frame(t, p) for t, p in sent)])
+        self.assertEqual(items, [Prologue(PROTOCOL_VERSION), *(Frame(t, p) for t, p in sent)])
         self.assertEqual(decoder.buffered, 0)
 
     @settings(max_examples=200, deadline=None)

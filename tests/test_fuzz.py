@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import unittest
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +28,14 @@ from fluxchat import pow as work
 from fluxchat.envelope import open_envelope, parse_header
 from fluxchat.errors import EnvelopeError, IpcError, ProtocolError
 from fluxchat.framing import HEADER_SIZE, Frame, FrameDecoder, Prologue, encode_frame, encode_prologue
+from fluxchat.handshake import certificate_of
 from fluxchat.ids import format_id
 from fluxchat.ipc_protocol import COMMANDS, MAX_LINE, LineSplitter, make_request, parse_request
 from fluxchat.session import (
     Closed,
     Established,
     Event,
+    LinkContext,
     NoticeReceived,
     RequestFailed,
     RequestReceived,
@@ -42,10 +45,11 @@ from fluxchat.session import (
     State,
     WorkNeeded,
 )
-from tests.keys import identity
+from tests.keys import identity, link_credentials
 
 MAX_PAYLOAD = 4096      # small, so inputs larger than the limit are easy to generate
 NONCE = bytes(range(32))
+CTX = LinkContext(bytes(range(48)), int(time.time()))
 KAT = Path(__file__).resolve().parent / "data" / "envelope_kat.json"
 EVENT_TYPES = (WorkNeeded, Established, RequestReceived, NoticeReceived, ResponseReceived,
                RequestFailed, Closed)
@@ -56,7 +60,8 @@ DIALER, ACCEPTOR = 0, 1
 def session_config(index: int) -> SessionConfig:
     return SessionConfig(identity(index), "public:25001", difficulty=4, max_difficulty=8,
                          handshake_timeout=5, idle_timeout=30, ping_interval=10,
-                         max_payload=MAX_PAYLOAD, max_inflight=4)
+                         max_payload=MAX_PAYLOAD, max_inflight=4,
+                         link=link_credentials(index))
 
 
 def frame(message: m.Message) -> bytes:
@@ -76,7 +81,7 @@ class Transcript:
     """The bytes each side sent in one real handshake (acceptor nonce fixed to NONCE)."""
 
     hello: bytes       # dialer: prologue + Hello
-    auth: bytes        # dialer: Auth
+    work: bytes        # dialer: Work
     challenge: bytes   # acceptor: prologue + Challenge
     welcome: bytes     # acceptor: Welcome
     counter: int       # the dialer's proof of work
@@ -84,8 +89,9 @@ class Transcript:
 
 @functools.cache
 def transcript() -> Transcript:
-    dialer = Session.dialer(session_config(DIALER), identity(ACCEPTOR).public_der, 0.0)
-    acceptor = Session.acceptor(session_config(ACCEPTOR), NONCE, 0.0, "192.0.2.7")
+    dialer = Session.dialer(session_config(DIALER), certificate_of(link_credentials(ACCEPTOR)),
+                            CTX, 0.0)
+    acceptor = Session.acceptor(session_config(ACCEPTOR), NONCE, CTX, 0.0, "192.0.2.7")
     hello = dialer.data_to_send()
     acceptor.receive_data(hello, 0.0)
     challenge = acceptor.data_to_send()
@@ -93,12 +99,12 @@ def transcript() -> Transcript:
     assert isinstance(needed, WorkNeeded)
     counter = work.solve(needed.nonce, needed.dialer_id, needed.acceptor_id, needed.difficulty)
     dialer.work_done(counter)
-    auth = dialer.data_to_send()
-    acceptor.receive_data(auth, 0.0)
+    sent_work = dialer.data_to_send()
+    acceptor.receive_data(sent_work, 0.0)
     welcome = acceptor.data_to_send()
     dialer.receive_data(welcome, 0.0)
     assert dialer.state is State.OPEN and acceptor.state is State.OPEN
-    return Transcript(hello, auth, challenge, welcome, counter)
+    return Transcript(hello, sent_work, challenge, welcome, counter)
 
 
 @functools.cache
@@ -120,7 +126,7 @@ def open_link_frames() -> tuple[bytes, ...]:
 def handshake_frames() -> tuple[bytes, ...]:
     t = transcript()
     prologue = len(encode_prologue())
-    return (t.hello[prologue:], t.auth, t.challenge[prologue:], t.welcome)
+    return (t.hello[prologue:], t.work, t.challenge[prologue:], t.welcome)
 
 
 # ----- sessions in every state --------------------------------------------------------------
@@ -131,15 +137,16 @@ Built = tuple[Session, bytes]   # a session and everything it has sent so far
 
 def _acceptor(steps: int) -> Built:
     t = transcript()
-    session = Session.acceptor(session_config(ACCEPTOR), NONCE, 0.0, "192.0.2.7")
-    for data in (encode_prologue(), t.hello[len(encode_prologue()):], t.auth)[:steps]:
+    session = Session.acceptor(session_config(ACCEPTOR), NONCE, CTX, 0.0, "192.0.2.7")
+    for data in (encode_prologue(), t.hello[len(encode_prologue()):], t.work)[:steps]:
         session.receive_data(data, 0.0)
     return session, session.data_to_send()
 
 
 def _dialer(steps: int) -> Built:
     t = transcript()
-    session = Session.dialer(session_config(DIALER), identity(ACCEPTOR).public_der, 0.0)
+    session = Session.dialer(session_config(DIALER), certificate_of(link_credentials(ACCEPTOR)),
+                             CTX, 0.0)
     if steps >= 1:
         session.receive_data(encode_prologue(), 0.0)
     if steps >= 2:
@@ -162,18 +169,18 @@ def _with_pending(built: Built) -> Built:
 # name -> (builder, state it must reach, the bytes a well-behaved peer would send next)
 STATES: dict[str, tuple[Callable[[], Built], State, Callable[[], bytes]]] = {
     "acceptor-prologue": (lambda: _acceptor(0), State.AWAIT_PROLOGUE,
-                          lambda: transcript().hello + transcript().auth),
-    "acceptor-hello": (lambda: _acceptor(1), State.AWAIT_HELLO,
-                       lambda: handshake_frames()[0] + transcript().auth),
-    "acceptor-auth": (lambda: _acceptor(2), State.AWAIT_AUTH, lambda: transcript().auth),
+                          lambda: transcript().hello + transcript().work),
+    "acceptor-hello": (lambda: _acceptor(1), State.HANDSHAKE,
+                       lambda: handshake_frames()[0] + transcript().work),
+    "acceptor-work": (lambda: _acceptor(2), State.HANDSHAKE, lambda: transcript().work),
     "acceptor-open": (lambda: _with_pending(_acceptor(3)), State.OPEN,
                       lambda: b"".join(open_link_frames())),
     "dialer-prologue": (lambda: _dialer(0), State.AWAIT_PROLOGUE,
                         lambda: transcript().challenge),
-    "dialer-challenge": (lambda: _dialer(1), State.AWAIT_CHALLENGE,
+    "dialer-challenge": (lambda: _dialer(1), State.HANDSHAKE,
                          lambda: handshake_frames()[2]),
-    "dialer-solving": (lambda: _dialer(2), State.SOLVING, lambda: transcript().welcome),
-    "dialer-welcome": (lambda: _dialer(3), State.AWAIT_WELCOME, lambda: transcript().welcome),
+    "dialer-solving": (lambda: _dialer(2), State.HANDSHAKE, lambda: transcript().welcome),
+    "dialer-welcome": (lambda: _dialer(3), State.HANDSHAKE, lambda: transcript().welcome),
     "dialer-open": (lambda: _with_pending(_dialer(4)), State.OPEN,
                     lambda: b"".join(open_link_frames())),
 }

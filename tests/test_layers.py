@@ -21,7 +21,8 @@ LAYERS = {
         "placement", "reachability", "relaying", "punching"},
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe", "events"},
-    3: {"node", "overlay", "mailer", "mailroom", "ipc_handlers", "mailkeyring", "reach", "relay", "punch",
+    3: {"node", "overlay", "mailer", "mailroom", "replication", "ipc_handlers", "mailkeyring", "reach",
+        "relay", "punch",
         "chat_api", "web"},   # web: the web app package (aiohttp), given the node API; see test_web_auth
 }
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
@@ -32,6 +33,9 @@ LAYERS[1] |= {"batching"}
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
     LAYERS[_layer] |= _names
+# Link keys and the link handshake (docs/PROTOCOL.md §5).
+LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
+LAYERS[2] |= {"link_registry", "link_setup"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

@@ -8,6 +8,7 @@ import os
 import time
 import unittest
 
+from fluxchat.overlay import QUERY_TIMEOUT
 from fluxchat.routing import Peer
 from tests.lab import NodeTestCase, eventually
 
@@ -48,6 +49,27 @@ class LocateTest(NodeTestCase):
         self.assertGreater(asker.config.client.auth_timeout, 2.0)
         self.assertLess(elapsed, 2.0)   # the silent neighbour's query was not waited for
         await eventually(lambda: len(self.held) == 1)   # ... although it was asked
+
+    async def test_a_slow_query_does_not_hold_up_the_next_one(self) -> None:
+        # alpha = 1: one query at a time, so only the slow mark lets the lookup go past the
+        # silent node before its QUERY_TIMEOUT.
+        asker, _middle, target = await self.chain(3, kademlia={"alpha": 1}, **QUIET)
+        goal = target.identity.node_id
+        await eventually(lambda: goal in asker.overlay.table)
+        await asker.overlay.find_node(os.urandom(32))     # the node has timed some queries
+        self.assertLess(asker.overlay.times.slow_after(True), 1.0)
+        neighbour = goal[:-1] + bytes([goal[-1] ^ 1])
+        port = self.silent.sockets[0].getsockname()[1]
+        asker.overlay.table.observe(Peer(neighbour, "127.0.0.1", port), time.time())
+        asker.overlay.table.remove(goal)   # so the silent node is the closest one we know
+        asker.overlay.times.record(False, 0.05)   # dialing here takes milliseconds
+        started = time.monotonic()
+        found = await asker.overlay.locate(goal)
+        elapsed = time.monotonic() - started
+        self.assertEqual(found.node_id if found else None, goal)
+        self.assertGreaterEqual(QUERY_TIMEOUT, 4.0)
+        self.assertLess(elapsed, 2.0)
+        await eventually(lambda: len(self.held) == 1)   # the silent node was asked first
 
     async def test_an_absent_node_is_not_found(self) -> None:
         asker, _middle, _last = await self.chain(3, **QUIET)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluxchat.ids import distance
-from fluxchat.lookup import Lookup
+from fluxchat.lookup import Lookup, QueryTimes
 from fluxchat.routing import Peer, RoutingTable
 
 OWN = bytes(32)
@@ -60,6 +60,46 @@ class LookupUnitTest(unittest.TestCase):
         self.assertTrue(lookup.done)
         self.assertEqual(lookup.result(), [peer(2), peer(3)])
         self.assertEqual(lookup.queried, frozenset({peer(1).node_id, peer(2).node_id, peer(3).node_id}))
+
+    def test_a_slow_query_frees_its_place_and_its_late_answer_still_counts(self) -> None:
+        lookup = Lookup(peer(0).node_id, OWN, [peer(1), peer(2), peer(3)], k=3, alpha=1)
+        self.assertEqual(lookup.next_queries(), [peer(1)])
+        self.assertEqual(lookup.next_queries(), [])
+        lookup.on_slow(peer(1).node_id)
+        lookup.on_slow(peer(9).node_id)   # never asked: ignored
+        self.assertEqual(lookup.next_queries(), [peer(2)])   # alpha = 1 is kept moving
+        lookup.on_slow(peer(2).node_id)
+        lookup.on_slow(peer(2).node_id)   # twice: still one candidate in flight, not two
+        self.assertEqual(lookup.next_queries(), [peer(3)])
+        lookup.on_reply(peer(3).node_id, [])
+        lookup.on_reply(peer(2).node_id, [])
+        self.assertFalse(lookup.done)     # the slow closest one may still answer
+        lookup.on_reply(peer(1).node_id, [])
+        self.assertTrue(lookup.done)
+        self.assertEqual(lookup.result(), [peer(1), peer(2), peer(3)])
+        self.assertEqual(lookup.rpc_count, 3)
+
+    def test_a_slow_query_that_fails_is_settled(self) -> None:
+        lookup = Lookup(peer(0).node_id, OWN, [peer(1)], k=2, alpha=1)
+        lookup.next_queries()
+        lookup.on_slow(peer(1).node_id)
+        self.assertFalse(lookup.done)
+        lookup.on_failure(peer(1).node_id)
+        self.assertTrue(lookup.done)
+
+    def test_query_times_set_the_slow_mark_between_floor_and_cap(self) -> None:
+        times = QueryTimes(cap=4.0, floor=0.25, factor=2.0, window=4)
+        self.assertEqual(times.slow_after(True), 4.0)   # nothing measured: the timeout
+        for seconds in (0.05, 0.06, 0.04):
+            times.record(True, seconds)
+        self.assertEqual(times.slow_after(True), 0.25)  # 2 x 0.05 is below the floor
+        for seconds in (0.4, 0.5, 0.6, 0.5, 0.5):
+            times.record(False, seconds)
+        self.assertEqual(times.slow_after(False), 1.0)  # 2 x the median of the last 4
+        for seconds in (3.0, 3.0, 3.0):
+            times.record(False, seconds)
+        self.assertEqual(times.slow_after(False), 4.0)  # never beyond the timeout
+        self.assertEqual(times.slow_after(True), 0.25)  # open links are timed apart
 
     def test_done_when_k_closest_answered_even_with_farther_candidates(self) -> None:
         lookup = Lookup(peer(0).node_id, OWN, [peer(v) for v in (1, 2, 30, 31)], k=2, alpha=3)

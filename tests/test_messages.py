@@ -23,11 +23,13 @@ HNODE = "83" + HA + "6831302e302e302e31" + "191b58"
 
 # (message, type byte, payload hex) — at least one entry per registered type.
 GOLDEN: list[tuple[m.Message, int, str]] = [
-    (m.Hello(A, B, "public"), 0x01, "83" + HA + HB + "667075626c6963"),
-    (m.Hello(A, b"", "private"), 0x01, "83" + HA + "40" + "6770726976617465"),
-    (m.Challenge(B, N, 20, "host:1"), 0x02, "84" + HB + HN + "14" + "66686f73743a31"),
-    (m.Auth(b"\x30\x01", 300, b"\x99" * 3), 0x03, "83" + "423001" + "19012c" + "43999999"),
-    (m.Welcome("1.2.3.4"), 0x04, "81" + "67312e322e332e34"),
+    (m.Hello(A, B, "public", b"\x81\x01", b"\x30\x01", b"\x99" * 64), 0x01,
+     "86" + HA + HB + "667075626c6963" + "428101" + "423001" + "5840" + "99" * 64),
+    (m.Hello(A, b"", "private", b"\x01", b"", bytes(64)), 0x01,
+     "86" + HA + "40" + "6770726976617465" + "4101" + "40" + "5840" + "00" * 64),
+    (m.Challenge(N, 20), 0x02, "82" + HN + "14"),
+    (m.Work(300), 0x03, "81" + "19012c"),
+    (m.Welcome("1.2.3.4", "public:1"), 0x04, "82" + "67312e322e332e34" + "687075626c69633a31"),
     (m.Error(5, "bad"), 0x05, "82" + "05" + "63626164"),
     (m.Ping(1), 0x06, "8101"),
     (m.Pong(1), 0x07, "8101"),
@@ -176,7 +178,8 @@ class ValidationTest(unittest.TestCase):
             m.Nodes(1, (m.NodeInfo(A, "h" * 255, 65535),) * 64),
             m.MailBatch(2**64 - 1, (b"",) * 256, False),
             m.Delete(0, (U,) * 256),
-            m.Auth(b"\x00" * 2048, 2**64 - 1, b"\x00" * 1024),
+            m.Hello(A, B, "h" * 255, b"\x00" * 1200, b"\x00" * 2048, b"\x00" * 64),
+            m.Work(2**64 - 1),
             m.Fail(1, 0, "水" * 255),
         ]
         for msg in edge:
@@ -184,7 +187,7 @@ class ValidationTest(unittest.TestCase):
                 self.assertEqual(m.decode_message(*m.encode_message(msg)), msg)
 
     def test_encode_refuses_bad_values(self) -> None:
-        for msg in (m.Ping(-1), m.FindNode(1, b"short"), m.Welcome("x" * 256),
+        for msg in (m.Ping(-1), m.FindNode(1, b"short"), m.Welcome("x" * 256, ""),
                     m.Nodes(1, ((A, "h", 1),)), m.Delete(1, [b"x"]), m.Fetch(1, True)):
             with self.subTest(msg=msg), self.assertRaises(ValueError):
                 m.encode_message(msg)  # type: ignore[arg-type]
@@ -204,7 +207,7 @@ class RoleTest(unittest.TestCase):
                                             m.Reserved, m.RelayReply, m.Relayed,
                                             m.PunchReady})
         self.assertEqual(m.NOTICE_TYPES, {m.Notify})
-        self.assertEqual(m.HANDSHAKE_TYPES, {m.Hello, m.Challenge, m.Auth, m.Welcome, m.Error})
+        self.assertEqual(m.HANDSHAKE_TYPES, {m.Hello, m.Challenge, m.Work, m.Welcome, m.Error})
         self.assertTrue(m.Ping(1).is_request and m.Ok(1).is_response)
         self.assertFalse(m.Notify().is_request or m.Notify().is_response)
 

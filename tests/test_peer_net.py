@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import ssl
 import tempfile
 import unittest
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from fluxchat import messages as m
 from fluxchat import pow as work
 from fluxchat.framing import Frame, FrameDecoder, encode_frame, encode_prologue
 from fluxchat.link import Link
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
-from fluxchat.session import SessionConfig, auth_payload
-from fluxchat.tls import client_context, server_context
-from tests.keys import identity, key_dir
+from fluxchat.session import SessionConfig
+from fluxchat.tls import channel_binding, client_context, link_certificate
+from tests.keys import identity, link_credentials
 from tests.lab import eventually
 
 LIMITS = NetLimits(auth_timeout=2, request_timeout=2, max_links=16, max_handshakes=8,
@@ -36,9 +37,7 @@ class Peer:
         self.hold: asyncio.Event | None = None
         config = SessionConfig(identity(index), "public:1", difficulty=4, max_difficulty=10,
                                handshake_timeout=2, idle_timeout=30, ping_interval=10)
-        context = server_context(identity(index), key_dir(index))
-        self.net = PeerNet(config, limits, context, self.handle, self.up.append,
-                           self.down.append)
+        self.net = PeerNet(config, limits, self.handle, self.up.append, self.down.append)
 
     async def handle(self, link: Link, message: m.Message) -> m.Message | None:
         self.requests.append(message)
@@ -103,29 +102,35 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         self.assertIsInstance(reply, m.Nodes)
 
     async def test_copied_certificate_without_its_key_is_useless(self) -> None:
-        # TLS 1.3 makes the server sign the handshake with the certificate's key, and ssl
-        # will not even pair node 1's certificate with node 3's key.
+        # TLS 1.3 makes the server sign the handshake with the certificate's key (the link
+        # key), and ssl will not even pair node 1's link certificate with node 3's link key.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        key = link_credentials(3).private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy(key_dir(1) / "certificate.pem", Path(tmp) / "cert.pem")
+            (Path(tmp) / "cert.pem").write_bytes(link_certificate(link_credentials(1)) + key)
             with self.assertRaises(ssl.SSLError):
-                context.load_cert_chain(Path(tmp) / "cert.pem",
-                                        key_dir(3) / "private_key.pem", password="test-password")
+                context.load_cert_chain(Path(tmp) / "cert.pem")
 
     async def test_dialer_with_a_copied_identity_is_refused(self) -> None:
-        # Node 3 dials claiming node 1's ID and public key but can only sign with its own key.
+        # Node 3 dials claiming node 1's ID, record and public key, but can only sign the
+        # TLS session with its own link key.
         _, port_a = await self.start(0)
         reader, writer = await asyncio.open_connection("127.0.0.1", port_a, ssl=client_context())
+        binding = channel_binding(writer.get_extra_info("ssl_object"))
         claimed, acceptor = identity(1).node_id, identity(0).node_id
-        writer.write(encode_prologue() + frame(m.Hello(claimed, acceptor, "private")))
+        copied = link_credentials(1)
+        hello = m.Hello(claimed, acceptor, "private", copied.encoded, copied.identity_der,
+                        link_credentials(3).prove(binding, claimed, acceptor))
+        writer.write(encode_prologue() + frame(hello))
         decoder = FrameDecoder(1 << 20)
         items: list = []
         while not any(isinstance(i, Frame) for i in items):
             items += decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
         challenge = m.decode_message(items[1].type, items[1].payload)
         counter = work.solve(challenge.nonce, claimed, acceptor, challenge.difficulty)
-        signature = identity(3).sign(auth_payload(challenge.nonce, claimed, acceptor))
-        writer.write(frame(m.Auth(identity(1).public_der, counter, signature)))
+        writer.write(frame(m.Work(counter)))
         rest = decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
         error = m.decode_message(rest[0].type, rest[0].payload)
         self.assertEqual(error.code, m.ErrorCode.AUTH_FAILED)

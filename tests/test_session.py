@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import unittest
 
 from fluxchat import messages as m
 from fluxchat import pow as work
 from fluxchat.framing import encode_frame, encode_prologue
+from fluxchat.handshake import certificate_of
+from fluxchat.linkkeys import LinkCredentials
 from fluxchat.session import (
     Closed,
     Established,
+    LinkContext,
     NoticeReceived,
     RequestFailed,
     RequestReceived,
@@ -18,18 +23,20 @@ from fluxchat.session import (
     SessionConfig,
     State,
     WorkNeeded,
-    auth_payload,
 )
-from tests.keys import identity
+from tests.keys import identity, link_credentials
 
 E = m.ErrorCode
 NONCE = bytes(range(32))
+BINDING = bytes(range(100, 148))     # both ends of one TLS session read the same binding
+CTX = LinkContext(BINDING, int(time.time()))
 
 
 def config(index: int, **overrides: object) -> SessionConfig:
     values: dict[object, object] = dict(identity=identity(index), contact="public:25001",
                                         difficulty=4, max_difficulty=8, handshake_timeout=5,
-                                        idle_timeout=30, ping_interval=10)
+                                        idle_timeout=30, ping_interval=10,
+                                        link=link_credentials(index))
     values.update(overrides)
     return SessionConfig(**values)  # type: ignore[arg-type]
 
@@ -56,9 +63,10 @@ def pump(a: Session, b: Session, now: float = 0.0) -> tuple[list, list]:
 def pair(dialer_cfg: SessionConfig | None = None, acceptor_cfg: SessionConfig | None = None,
          expected: bytes | None = None) -> tuple[Session, Session, list, list]:
     acceptor_cfg = acceptor_cfg or config(1)
-    dialer = Session.dialer(dialer_cfg or config(0), acceptor_cfg.identity.public_der, 0.0,
-                            expected)
-    acceptor = Session.acceptor(acceptor_cfg, NONCE, 0.0, "192.0.2.7")
+    assert acceptor_cfg.link is not None
+    dialer = Session.dialer(dialer_cfg or config(0), certificate_of(acceptor_cfg.link), CTX,
+                            0.0, expected)
+    acceptor = Session.acceptor(acceptor_cfg, NONCE, CTX, 0.0, "192.0.2.7")
     ev_d, ev_a = pump(dialer, acceptor)
     return dialer, acceptor, ev_d, ev_a
 
@@ -66,6 +74,21 @@ def pair(dialer_cfg: SessionConfig | None = None, acceptor_cfg: SessionConfig | 
 def closed_code(events: list) -> int | None:
     codes = [e.code for e in events if isinstance(e, Closed)]
     return codes[0] if codes else None
+
+
+def hello(dialer: LinkCredentials, acceptor_id: bytes, binding: bytes = BINDING,
+          claimed: bytes | None = None, key: bytes | None = None) -> m.Hello:
+    """The Hello `dialer` would send, or one claiming another ID or showing another key."""
+    claimed = claimed or dialer.node_id
+    proof = dialer.prove(binding, claimed, acceptor_id)
+    return m.Hello(claimed, acceptor_id, "private", dialer.encoded,
+                   key or dialer.identity_der, proof)
+
+
+def answer(index: int, message: m.Message, **overrides: object) -> list:
+    """Events of a fresh acceptor (node `index`) fed the prologue and `message`."""
+    acceptor = Session.acceptor(config(index, **overrides), NONCE, CTX, 0.0)
+    return acceptor.receive_data(encode_prologue() + frame(message), 0.0)
 
 
 class HandshakeTest(unittest.TestCase):
@@ -78,50 +101,113 @@ class HandshakeTest(unittest.TestCase):
         self.assertEqual(est_d.peer_id, identity(1).node_id)
         self.assertEqual(est_a.peer_id, identity(0).node_id)
         self.assertEqual(est_a.peer_key, identity(0).public_der)
+        self.assertEqual(est_d.peer_key, identity(1).public_der)
+        self.assertEqual(est_a.link_record, link_credentials(0).encoded)
         self.assertEqual(est_d.observed_host, "192.0.2.7")
         self.assertEqual(est_a.contact, "public:25001")
+        self.assertEqual(est_d.contact, "public:25001")
+
+    def test_known_dialer_pays_no_work_and_opens_in_one_round_trip(self) -> None:
+        asked: list[tuple[bytes, bytes]] = []
+
+        def work_for(peer_id: bytes, record: bytes) -> int:
+            asked.append((peer_id, record))
+            return 0
+        dialer = Session.dialer(config(0), certificate_of(link_credentials(1)), CTX, 0.0)
+        acceptor = Session.acceptor(config(1, work_for=work_for), NONCE, CTX, 0.0)
+        hello_bytes = dialer.data_to_send()
+        events_a = acceptor.receive_data(hello_bytes, 0.0)
+        self.assertIs(acceptor.state, State.OPEN)      # no Challenge: Welcome at once
+        events_d = dialer.receive_data(acceptor.data_to_send(), 0.0)
+        self.assertIs(dialer.state, State.OPEN)
+        self.assertEqual(asked, [(identity(0).node_id, link_credentials(0).encoded)])
+        self.assertFalse(any(isinstance(e, WorkNeeded) for e in events_a + events_d))
 
     def test_wrong_pinned_id_is_refused_before_sending_anything_useful(self) -> None:
-        dialer = Session.dialer(config(0), identity(1).public_der, 0.0, identity(2).node_id)
+        dialer = Session.dialer(config(0), certificate_of(link_credentials(1)), CTX, 0.0,
+                                identity(2).node_id)
         self.assertIs(dialer.state, State.CLOSED)
+        self.assertEqual(dialer.closed_code, E.WRONG_ID)
+
+    def test_certificate_key_must_be_the_certified_link_key(self) -> None:
+        # Node 1's record and identity key, but a TLS key that is node 2's link key.
+        shown = certificate_of(link_credentials(1))
+        forged = dataclasses.replace(shown, link_key=link_credentials(2).record.link_key)
+        dialer = Session.dialer(config(0), forged, CTX, 0.0)
+        self.assertEqual(dialer.closed_code, E.AUTH_FAILED)
+        # Node 1's link key and record, claimed under node 2's identity key.
+        other = dataclasses.replace(shown, identity_der=identity(2).public_der)
+        self.assertEqual(Session.dialer(config(0), other, CTX, 0.0).closed_code,
+                         E.AUTH_FAILED)
+
+    def test_expired_or_foreign_records_are_refused(self) -> None:
+        now = int(time.time())
+        old = LinkCredentials.issue(identity(0), bytes(32), now - 3 * 86400, 86400)
+        events = answer(1, hello(old, identity(1).node_id), difficulty=0)
+        self.assertEqual(closed_code(events), E.AUTH_FAILED)
+        future = LinkCredentials.issue(identity(0), bytes(32), now + 3600)
+        events = answer(1, hello(future, identity(1).node_id), difficulty=0)
+        self.assertEqual(closed_code(events), E.AUTH_FAILED)
+        # Node 2's record shown with node 0's identity key: it names another node.
+        mixed = dataclasses.replace(link_credentials(2), identity_der=identity(0).public_der,
+                                    node_id=identity(0).node_id)
+        events = answer(1, hello(mixed, identity(1).node_id), difficulty=0)
+        self.assertEqual(closed_code(events), E.AUTH_FAILED)
+        # A tampered record (one byte of its link key changed) does not verify.
+        raw = bytearray(link_credentials(0).encoded)
+        raw[raw.index(link_credentials(0).record.link_key)] ^= 1
+        tampered = m.Hello(identity(0).node_id, identity(1).node_id, "", bytes(raw),
+                           identity(0).public_der, bytes(64))
+        self.assertEqual(closed_code(answer(1, tampered, difficulty=0)), E.AUTH_FAILED)
 
     def test_dialer_claiming_an_id_without_its_key(self) -> None:
-        # The dialer claims node 2's ID but can only sign with node 0's key.
-        impostor = Session.dialer(config(0), identity(1).public_der, 0.0)
-        impostor.data_to_send()
-        acceptor = Session.acceptor(config(1), NONCE, 0.0)
-        hello = m.Hello(identity(2).node_id, identity(1).node_id, "private")
-        events = acceptor.receive_data(encode_prologue() + frame(hello), 0.0)
-        self.assertEqual(events, [])
-        counter = work.solve(NONCE, identity(2).node_id, identity(1).node_id, 4)
-        sig = identity(0).sign(auth_payload(NONCE, identity(2).node_id, identity(1).node_id))
-        for key in (identity(0).public_der, identity(2).public_der):
-            fresh = Session.acceptor(config(1), NONCE, 0.0)
-            fresh.receive_data(encode_prologue() + frame(hello), 0.0)
-            events = fresh.receive_data(frame(m.Auth(key, counter, sig)), 0.0)
+        # Node 0 claims node 2's ID, showing its own record or node 2's public material.
+        mine = hello(link_credentials(0), identity(1).node_id, claimed=identity(2).node_id)
+        theirs = dataclasses.replace(mine, link_record=link_credentials(2).encoded,
+                                     public_key=identity(2).public_der)
+        for message in (mine, theirs):
+            counter = work.solve(NONCE, identity(2).node_id, identity(1).node_id, 4)
+            acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
+            acceptor.receive_data(encode_prologue() + frame(message), 0.0)
+            events = acceptor.receive_data(frame(m.Work(counter)), 0.0)
             self.assertEqual(closed_code(events), E.AUTH_FAILED)
 
-    def test_signature_made_for_another_acceptor_is_useless(self) -> None:
+    def test_proof_made_on_another_tls_session_or_for_another_acceptor_is_useless(self) -> None:
+        elsewhere = hello(link_credentials(0), identity(1).node_id, binding=bytes(48))
+        self.assertEqual(closed_code(answer(1, elsewhere, difficulty=0)), E.AUTH_FAILED)
         me, other = identity(0).node_id, identity(2).node_id
-        acceptor = Session.acceptor(config(1), NONCE, 0.0)
-        acceptor.receive_data(encode_prologue() + frame(m.Hello(me, identity(1).node_id, "")), 0.0)
-        counter = work.solve(NONCE, me, identity(1).node_id, 4)
-        sig = identity(0).sign(auth_payload(NONCE, me, other))
-        events = acceptor.receive_data(frame(m.Auth(identity(0).public_der, counter, sig)), 0.0)
-        self.assertEqual(closed_code(events), E.AUTH_FAILED)
+        for_other = dataclasses.replace(
+            hello(link_credentials(0), identity(1).node_id),
+            signature=link_credentials(0).prove(BINDING, me, other))
+        self.assertEqual(closed_code(answer(1, for_other, difficulty=0)), E.AUTH_FAILED)
+
+    def test_unknown_dialer_pays_work_before_anything_is_verified(self) -> None:
+        # A Hello whose record and signature are garbage: with work demanded, the acceptor
+        # answers with a Challenge and checks nothing until the work arrives.
+        junk = m.Hello(identity(0).node_id, identity(1).node_id, "", b"\x00", b"\x00",
+                       bytes(64))
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
+        events = acceptor.receive_data(encode_prologue() + frame(junk), 0.0)
+        self.assertEqual(events, [])
+        challenge = m.decode_message(0x02, acceptor.data_to_send()[10 + 5:])
+        self.assertEqual(challenge, m.Challenge(NONCE, 4))
+        bad = next(c for c in range(100)
+                   if not work.verify(NONCE, identity(0).node_id, identity(1).node_id, c, 4))
+        events = acceptor.receive_data(frame(m.Work(bad)), 0.0)
+        self.assertEqual(closed_code(events), E.WORK_INSUFFICIENT)
 
     def test_too_little_work(self) -> None:
         dialer, acceptor, _, ev_a = pair(acceptor_cfg=config(1, difficulty=8),
                                          dialer_cfg=config(0, max_difficulty=8))
         self.assertIs(acceptor.state, State.OPEN)
         me = identity(0).node_id
-        fresh = Session.acceptor(config(1, difficulty=12), NONCE, 0.0)
-        fresh.receive_data(encode_prologue() + frame(m.Hello(me, identity(1).node_id, "")), 0.0)
+        fresh = Session.acceptor(config(1, difficulty=12), NONCE, CTX, 0.0)
+        fresh.receive_data(encode_prologue() + frame(hello(link_credentials(0),
+                                                            identity(1).node_id)), 0.0)
         weak = next(c for c in range(10**6)
                     if work.verify(NONCE, me, identity(1).node_id, c, 4)
                     and not work.verify(NONCE, me, identity(1).node_id, c, 12))
-        sig = identity(0).sign(auth_payload(NONCE, me, identity(1).node_id))
-        events = fresh.receive_data(frame(m.Auth(identity(0).public_der, weak, sig)), 0.0)
+        events = fresh.receive_data(frame(m.Work(weak)), 0.0)
         self.assertEqual(closed_code(events), E.WORK_INSUFFICIENT)
 
     def test_too_much_work_demanded_is_refused(self) -> None:
@@ -130,35 +216,35 @@ class HandshakeTest(unittest.TestCase):
         self.assertFalse(any(isinstance(e, WorkNeeded) for e in ev_d))
 
     def test_unsupported_version_names_the_supported_ones(self) -> None:
-        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
         events = acceptor.receive_data(encode_prologue(7), 0.0)
         closed = [e for e in events if isinstance(e, Closed)][0]
         self.assertEqual(closed.code, E.UNSUPPORTED_VERSION)
-        self.assertIn("supported versions: 1", closed.message)
-        self.assertIn(b"supported versions: 1", acceptor.data_to_send())
+        self.assertIn("supported versions: 2", closed.message)
+        self.assertIn(b"supported versions: 2", acceptor.data_to_send())
 
     def test_oversize_frame_closes_at_the_header(self) -> None:
-        acceptor = Session.acceptor(config(1, max_payload=1024), NONCE, 0.0)
+        acceptor = Session.acceptor(config(1, max_payload=1024), NONCE, CTX, 0.0)
         header = (10**6).to_bytes(4, "big") + bytes([0x01])
         events = acceptor.receive_data(encode_prologue() + header, 0.0)
         self.assertEqual(closed_code(events), E.TOO_LARGE)
 
     def test_unknown_type_and_garbage(self) -> None:
-        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
         events = acceptor.receive_data(encode_prologue() + encode_frame(0x7F, b"", 64), 0.0)
         self.assertEqual(closed_code(events), E.UNKNOWN_TYPE)
-        garbage = Session.acceptor(config(1), NONCE, 0.0)
+        garbage = Session.acceptor(config(1), NONCE, CTX, 0.0)
         self.assertEqual(closed_code(garbage.receive_data(b"GET / HTTP/1.1\r\n\r\n", 0.0)),
                          E.MALFORMED)
 
     def test_message_out_of_order_is_unexpected(self) -> None:
-        acceptor = Session.acceptor(config(1), NONCE, 0.0)
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
         events = acceptor.receive_data(encode_prologue() + frame(m.Ping(1)), 0.0)
         self.assertEqual(closed_code(events), E.UNEXPECTED)
 
     def test_truncated_input_waits_then_times_out(self) -> None:
-        acceptor = Session.acceptor(config(1), NONCE, 0.0)
-        data = encode_prologue() + frame(m.Hello(identity(0).node_id, identity(1).node_id, ""))
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
+        data = encode_prologue() + frame(hello(link_credentials(0), identity(1).node_id))
         self.assertEqual(acceptor.receive_data(data[:-3], 1.0), [])
         self.assertEqual(acceptor.tick(4.0), [])
         self.assertEqual(closed_code(acceptor.tick(5.0)), E.TIMEOUT)
@@ -202,7 +288,7 @@ class OpenLinkTest(unittest.TestCase):
         self.assertEqual(closed_code(self.dialer.tick(30.2)), E.TIMEOUT)  # never answered
 
     def test_next_deadline_names_the_next_timer(self) -> None:
-        fresh = Session.acceptor(config(1), NONCE, 100.0)
+        fresh = Session.acceptor(config(1), NONCE, CTX, 100.0)
         self.assertEqual(fresh.next_deadline(), 105.0)           # handshake_timeout 5
         self.assertEqual(self.dialer.next_deadline(), 10.0)      # keepalive: ping_interval 10
         rid = self.dialer.send_request(lambda r: m.Fetch(r, 1), 1.0, 2)

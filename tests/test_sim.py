@@ -58,6 +58,13 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertGreaterEqual(result["retrievable_end"], 0.9)
         self.assertGreater(result["upkeep_bytes_per_node_s"], 0)
 
+    def test_exact_replication_stores_less_and_keeps_the_mail(self) -> None:
+        exact = run_churn(Params(), 2, 80, 0.3, 1, 10, warmup=600.0)
+        every = run_churn(Params(exact_replication=False), 2, 80, 0.3, 1, 10, warmup=600.0)
+        self.assertGreaterEqual(exact["retrievable_end"], 0.9)
+        self.assertLess(exact["calls"]["store_mail"], every["calls"]["store_mail"] / 2)
+        self.assertLess(exact["upkeep_bytes_per_node_s"], every["upkeep_bytes_per_node_s"])
+
     def test_heavy_tailed_sessions_have_the_requested_mean(self) -> None:
         churn = Churn(rate=0.3)
         draws = [churn.session((i + 0.5) / 20000) for i in range(20000)]
@@ -67,6 +74,7 @@ class ChurnSimulationTest(unittest.TestCase):
     def test_params_mirror_the_node_defaults(self) -> None:
         from fluxchat import overlay
         from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
+        from fluxchat.lookup import QueryTimes
         from fluxchat.node import REREPLICATE_MIN, UPKEEP_INTERVAL
         from fluxchat.overlay import Overlay
         p = dataclasses.asdict(Params())
@@ -80,6 +88,8 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertTrue(hasattr(Overlay, "locate") and p["stop_at_target"])
         self.assertEqual(p["query_timeout"], getattr(overlay, "QUERY_TIMEOUT", 10.0))
         self.assertEqual(p["head_fresh"], overlay.HEAD_FRESH)
+        times = QueryTimes(overlay.QUERY_TIMEOUT)
+        self.assertEqual((p["slow_factor"], p["slow_floor"]), (times.factor, times.floor))
         self.assertEqual((p["upkeep_interval"], p["rereplicate_min"]),
                          (UPKEEP_INTERVAL, REREPLICATE_MIN))
 

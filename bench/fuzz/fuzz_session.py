@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import atheris  # noqa: E402
 
-from tests.keys import identity  # noqa: E402  (loads cryptography uninstrumented)
+from tests.keys import identity, link_credentials  # noqa: E402  (cryptography uninstrumented)
 
 with atheris.instrument_imports(include=["fluxchat"]):
     from fluxchat import cbor
@@ -38,40 +39,29 @@ with atheris.instrument_imports(include=["fluxchat"]):
     from fluxchat.envelope import parse_header
     from fluxchat.errors import EnvelopeError, IpcError, ProtocolError
     from fluxchat.framing import HEADER_SIZE, Frame, FrameDecoder, Prologue, encode_frame
+    from fluxchat.handshake import certificate_of
     from fluxchat.ipc_protocol import make_request, parse_request
-    from fluxchat.session import Closed, RequestReceived, Session, SessionConfig, WorkNeeded
+    from fluxchat.session import Closed, LinkContext, RequestReceived, Session, SessionConfig, WorkNeeded
 
 MAX_PAYLOAD = 4096
 NONCE = bytes(range(32))
+CTX = LinkContext(bytes(range(48)), int(time.time()))
 SESSION_TARGETS = 5
 TARGETS = 9
 
 
-class CachedSigner:
-    """An identity whose signatures are memoised: a dialer reaching the open state signs
-    the same handshake payload for every input, and RSA would dominate the run."""
-
-    def __init__(self, index: int) -> None:
-        self._identity = identity(index)
-        self.node_id = self._identity.node_id
-        self.public_der = self._identity.public_der
-
-    @functools.lru_cache(maxsize=4)  # noqa: B019 -- a handful of long-lived objects per run
-    def sign(self, data: bytes) -> bytes:
-        return self._identity.sign(data)
-
-
 def config(index: int) -> SessionConfig:
-    return SessionConfig(CachedSigner(index), "public:25001", difficulty=4,  # type: ignore
+    return SessionConfig(identity(index), "public:25001", difficulty=4,
                          max_difficulty=8, handshake_timeout=5, idle_timeout=30,
-                         ping_interval=10, max_payload=MAX_PAYLOAD, max_inflight=4)
+                         ping_interval=10, max_payload=MAX_PAYLOAD, max_inflight=4,
+                         link=link_credentials(index))
 
 
 @functools.cache
 def handshake() -> tuple[bytes, bytes, bytes, bytes, int]:
-    """(dialer's prologue+Hello, Auth; acceptor's prologue+Challenge, Welcome; work)."""
-    dialer = Session.dialer(config(0), identity(1).public_der, 0.0)
-    acceptor = Session.acceptor(config(1), NONCE, 0.0, "192.0.2.7")
+    """(dialer's prologue+Hello, Work; acceptor's prologue+Challenge, Welcome; work)."""
+    dialer = Session.dialer(config(0), certificate_of(link_credentials(1)), CTX, 0.0)
+    acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0, "192.0.2.7")
     hello = dialer.data_to_send()
     acceptor.receive_data(hello, 0.0)
     challenge = acceptor.data_to_send()
@@ -89,11 +79,11 @@ def build(target: int) -> tuple[Session, bytes]:
     """A session in the state `target` names, and what it has sent so far."""
     hello, auth, challenge, welcome, counter = handshake()
     if target < 3:
-        session = Session.acceptor(config(1), NONCE, 0.0, "192.0.2.7")
+        session = Session.acceptor(config(1), NONCE, CTX, 0.0, "192.0.2.7")
         for data in (hello, auth)[:target]:
             session.receive_data(data, 0.0)
     else:
-        session = Session.dialer(config(0), identity(1).public_der, 0.0)
+        session = Session.dialer(config(0), certificate_of(link_credentials(1)), CTX, 0.0)
         if target == 4:
             session.receive_data(challenge, 0.0)
             session.work_done(counter)

@@ -1,7 +1,10 @@
 """Iterative Kademlia lookup as a pure state machine.
 
 The node asks `next_queries()` whom to send FIND_NODE / FIND_VALUE to, performs the RPCs, and
-feeds each outcome back with `on_reply`, `on_failure` or `on_value`, until `done`.
+feeds each outcome back with `on_reply`, `on_failure` or `on_value`, until `done`. A query that
+takes longer than usual (`QueryTimes.slow_after`) is reported with `on_slow`: it gives up its
+place among the alpha in flight, so a dead or distant peer no longer holds the lookup back,
+while its answer, should it come, still counts.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ ALPHA = 3
 class _State(enum.Enum):
     NEW = "new"
     IN_FLIGHT = "in_flight"
+    SLOW = "slow"            # still awaited, but no longer counted against alpha
     ANSWERED = "answered"
     FAILED = "failed"
 
@@ -112,7 +116,7 @@ class Lookup:
     def _settle(self, node_id: bytes, state: _State) -> _Candidate | None:
         """Record the outcome of an RPC we sent; anything else (unsolicited, repeated) is ignored."""
         candidate = self._candidates.get(node_id)
-        if candidate is None or candidate.state is not _State.IN_FLIGHT:
+        if candidate is None or candidate.state not in (_State.IN_FLIGHT, _State.SLOW):
             return None
         candidate.state = state
         return candidate
@@ -124,6 +128,12 @@ class Lookup:
             return  # a late reply must not reopen a finished lookup
         for peer in peers[: self.k]:  # a reply longer than k is padding an attacker chose
             self._learn(peer, candidate.depth + 1)
+
+    def on_slow(self, node_id: bytes) -> None:
+        """The query to node_id is taking long: another candidate may be asked meanwhile."""
+        candidate = self._candidates.get(node_id)
+        if candidate is not None and candidate.state is _State.IN_FLIGHT:
+            candidate.state = _State.SLOW
 
     def on_failure(self, node_id: bytes) -> None:
         """Timeout or error: the node drops out and the next closest takes its place."""
@@ -164,3 +174,29 @@ class Lookup:
     @property
     def rounds(self) -> int:
         return self._rounds
+
+
+class QueryTimes:
+    """How long lookup queries take here (pure: the caller measures and reports them), and
+    from that, when one counts as slow: `factor` times the median of the last `window` that
+    answered, kept between `floor` and `cap` (the hard per-query timeout). Queries over an
+    open link and those that must set a link up first are timed apart: the second pay the
+    link's handshake round trips."""
+
+    def __init__(self, cap: float, floor: float = 0.25, factor: float = 2.0,
+                 window: int = 32) -> None:
+        self.cap, self.floor, self.factor, self.window = cap, floor, factor, window
+        self._recent: dict[bool, list[float]] = {True: [], False: []}
+
+    def record(self, linked: bool, seconds: float) -> None:
+        recent = self._recent[linked]
+        recent.append(seconds)
+        if len(recent) > self.window:
+            del recent[0]
+
+    def slow_after(self, linked: bool) -> float:
+        recent = sorted(self._recent[linked])
+        if not recent:
+            return self.cap      # nothing measured yet: wait as long as the timeout
+        median = recent[len(recent) // 2]
+        return min(self.cap, max(self.floor, self.factor * median))

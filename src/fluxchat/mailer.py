@@ -322,8 +322,11 @@ class Mailer:
         if closest is None:
             closest = await self.overlay.find_node(recipient)
         targets = replica_targets(closest, skip, self.config.replicas)
+        return sum(await self.store_on(targets, envelope))
 
-        async def store_on(peer: Peer) -> bool:
+    async def store_on(self, peers: list[Peer], envelope: bytes) -> list[bool]:
+        """STORE the envelope on each peer at once; which of them took it."""
+        async def store_at(peer: Peer) -> bool:
             reply = await self.net.request(peer.host, peer.port, peer.node_id,
                                            lambda rid: m.Store(rid, envelope))
             if isinstance(reply, m.Fail):
@@ -331,5 +334,5 @@ class Mailer:
                          extra=about_peer(peer.node_id))
             return isinstance(reply, m.Ok)
 
-        results = await settle((store_on(p) for p in targets), "storing mail")
-        return sum(1 for r in results if r is True)
+        results = await settle((store_at(p) for p in peers), "storing mail")
+        return [r is True for r in results]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
@@ -29,9 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import certified
 from .cbor import dumps, loads
 from .errors import FluxError
-from .identity import Identity, load_public_key, verify_signature
+from .identity import Identity
 from .ids import ID_BYTES, id_from_spki
 
 RECORD_VERSION = 1
@@ -47,7 +47,6 @@ PREKEY_ID_BYTES = 16
 MAX_RECORD_BYTES = 2048
 MAX_LIFETIME = 31 * 86400   # a record may not claim validity beyond this
 CLOCK_SKEW = 600            # a record may be dated this far ahead of our clock
-_MAX_TIME = 2**63 - 1
 _FAILURES = (FluxError, ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
 
 
@@ -119,11 +118,14 @@ def _signed_fields(node_id: bytes, created_at: int, expires_at: int, sign_key: b
     return [RECORD_VERSION, node_id, created_at, expires_at, sign_key, prekey]
 
 
+def _fields_of(record: MailKeyRecord) -> list[object]:
+    return _signed_fields(record.node_id, record.created_at, record.expires_at,
+                          record.sign_key, record.prekey)
+
+
 def signed_bytes(record: MailKeyRecord) -> bytes:
     """What the RSA identity signs."""
-    return RECORD_CONTEXT + dumps(_signed_fields(record.node_id, record.created_at,
-                                                 record.expires_at, record.sign_key,
-                                                 record.prekey))
+    return certified.signed_payload(RECORD_CONTEXT, _fields_of(record))
 
 
 def make_record(identity: Identity, secrets: MailKeySecrets, created_at: int,
@@ -134,14 +136,10 @@ def make_record(identity: Identity, secrets: MailKeySecrets, created_at: int,
     sign_key, prekey = secrets.public_halves()
     unsigned = MailKeyRecord(identity.node_id, created_at, expires_at, sign_key, prekey, b"")
     return MailKeyRecord(identity.node_id, created_at, expires_at, sign_key, prekey,
-                         identity.sign(signed_bytes(unsigned)))
+                         certified.certify(identity, RECORD_CONTEXT, _fields_of(unsigned)))
 
 
 # ----- parsing and checking (hostile input: every failure is MailKeyError) ---------------
-
-
-def _is_time(value: object) -> bool:
-    return type(value) is int and 0 <= value <= _MAX_TIME
 
 
 def decode_record(data: bytes) -> MailKeyRecord:
@@ -157,7 +155,7 @@ def decode_record(data: bytes) -> MailKeyRecord:
     version, node_id, created_at, expires_at, sign_key, prekey, signature = fields
     ok = (type(version) is int and version == RECORD_VERSION
           and isinstance(node_id, bytes) and len(node_id) == ID_BYTES
-          and _is_time(created_at) and _is_time(expires_at)
+          and certified.is_time(created_at) and certified.is_time(expires_at)
           and created_at < expires_at <= created_at + MAX_LIFETIME
           and isinstance(sign_key, bytes) and len(sign_key) == SIGN_KEY_BYTES
           and isinstance(prekey, bytes) and len(prekey) == PREKEY_BYTES
@@ -173,16 +171,15 @@ def check_record(data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRec
     record = decode_record(data)
     if record.node_id != node_id or id_from_spki(identity_der) != node_id:
         raise MailKeyError("mail key record belongs to another node")
+    if not certified.verify(identity_der, node_id, RECORD_CONTEXT, _fields_of(record),
+                            record.signature):
+        raise MailKeyError("mail key record does not verify")
     try:
-        rsa_key = load_public_key(identity_der)
-        signed = verify_signature(rsa_key, record.signature, signed_bytes(record))
         # Both public halves must load, or nobody can use the record.
         sign_key_public(record.sign_key)
         prekey_public(record.prekey)
     except _FAILURES:
         raise MailKeyError("mail key record does not verify") from None
-    if not signed:
-        raise MailKeyError("mail key record does not verify")
     return record
 
 
@@ -213,19 +210,13 @@ class RecordCache:
     costs one RSA verification however many envelopes carry it. Bounded (LRU)."""
 
     def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._seen: OrderedDict[bytes, MailKeyRecord] = OrderedDict()
+        self._seen: certified.VerifiedCache[MailKeyRecord] = certified.VerifiedCache(size)
 
     def check(self, data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRecord:
-        key = hashlib.sha256(data + identity_der).digest()
-        record = self._seen.get(key)
+        record = self._seen.get(data, identity_der)
         if record is None or record.node_id != node_id:
             record = check_record(data, node_id, identity_der)
-            self._seen[key] = record
-            if len(self._seen) > self.size:
-                self._seen.popitem(last=False)
-        else:
-            self._seen.move_to_end(key)
+            self._seen.put(data, identity_der, record)
         return record
 
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 
 from . import messages as m
 from .config import MailConfig
@@ -44,8 +45,6 @@ def max_held_envelope(max_payload: int) -> int:
     return max_payload - BATCH_OVERHEAD - ENVELOPE_OVERHEAD
 
 
-REPLICATION_PAGE = 256     # held envelopes listed per page (uuid and recipient only)
-
 
 # What a Deliver is answered when its envelope is not taken.
 _FAILURES: dict[type[Exception], tuple[E, str]] = {
@@ -73,6 +72,8 @@ class Mailroom:
         self.intake = Intake(identity, store, mailer)
         self._fetching: set[bytes] = set()
         self._notices = NoticeGate()
+        # replication.py: learns whom a newly held recipient's storer gave the mail to.
+        self.on_held: Callable[[bytes, bytes], None] = lambda recipient, storer: None
 
     @property
     def private_ops(self) -> int:
@@ -126,6 +127,7 @@ class Mailroom:
                             request.envelope, now, self.mailer.quotas)
         except QuotaExceeded as exc:
             return m.Fail(request.rid, int(E.REFUSED), str(exc))
+        self.on_held(header.recipient, link.peer_id)
         waiting = self.net.links.get(header.recipient)
         if waiting is not None:
             waiting.notify(m.Notify())
@@ -234,21 +236,3 @@ class Mailroom:
             return self.header(envelope).uuid
         except EnvelopeError:
             return None
-
-    # ----- keeping held mail alive under churn --------------------------------------------
-
-    async def replicate_held(self) -> int:
-        """Push held envelopes to the current closest nodes of their recipients: paged by
-        rowid (no OFFSET that shifts while we await), one envelope in memory at a time."""
-        now, pushed, after = self.now(), 0, 0
-        self.store.expire_held(now)
-        closest: dict[bytes, list[Peer]] = {}   # one lookup per recipient, not per envelope
-        while page := self.store.held_page(after, REPLICATION_PAGE):
-            after = page[-1][0]
-            for _rowid, uuid, recipient in page:
-                if recipient not in closest:
-                    closest[recipient] = await self.overlay.find_node(recipient)
-                envelope = self.store.held_envelope(uuid)   # gone meanwhile: fetched or expired
-                if envelope is not None:
-                    pushed += await self.mailer.replicate(envelope, recipient, closest[recipient])
-        return pushed

@@ -90,35 +90,41 @@ RID = ("rid", UINT)
 # ----- handshake --------------------------------------------------------------------------
 
 
+LINK_RECORD = Bytes(range(1, 1201))    # a link key record (linkkeys.py)
+LINK_SIGNATURE = Bytes(range(64, 65))  # Ed25519
+
+
 @dataclass(frozen=True)
 class Hello(Message):
     dialer_id: bytes
     acceptor_id: bytes  # empty: the dialer learnt the address only (bootstrap)
     contact: str
-    FIELDS = (("dialer_id", ID), ("acceptor_id", ID_OR_EMPTY), ("contact", TEXT))
+    link_record: bytes  # the dialer's link key record
+    public_key: bytes   # the dialer's identity key (SPKI DER); hashes to dialer_id
+    signature: bytes    # Ed25519 by the link key over this TLS session (linkkeys.py)
+    FIELDS = (("dialer_id", ID), ("acceptor_id", ID_OR_EMPTY), ("contact", TEXT),
+              ("link_record", LINK_RECORD), ("public_key", PUBLIC_KEY),
+              ("signature", LINK_SIGNATURE))
 
 
 @dataclass(frozen=True)
 class Challenge(Message):
-    acceptor_id: bytes
     nonce: bytes
     difficulty: int
-    contact: str
-    FIELDS = (("acceptor_id", ID), ("nonce", NONCE), ("difficulty", UINT), ("contact", TEXT))
+    FIELDS = (("nonce", NONCE), ("difficulty", UINT))
 
 
 @dataclass(frozen=True)
-class Auth(Message):
-    public_key: bytes  # DER SubjectPublicKeyInfo; must hash to the dialer ID
+class Work(Message):
     work: int
-    signature: bytes
-    FIELDS = (("public_key", PUBLIC_KEY), ("work", UINT), ("signature", SIGNATURE))
+    FIELDS = (("work", UINT),)
 
 
 @dataclass(frozen=True)
 class Welcome(Message):
     observed_host: str
-    FIELDS = (("observed_host", TEXT),)
+    contact: str
+    FIELDS = (("observed_host", TEXT), ("contact", TEXT))
 
 
 @dataclass(frozen=True)
@@ -423,7 +429,7 @@ class PunchReady(Message):
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    0x01: Hello, 0x02: Challenge, 0x03: Auth, 0x04: Welcome, 0x05: Error,
+    0x01: Hello, 0x02: Challenge, 0x03: Work, 0x04: Welcome, 0x05: Error,
     0x06: Ping, 0x07: Pong,
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
     0x15: FindMailKey, 0x16: MailKeyReply, 0x17: StoreMailKey,

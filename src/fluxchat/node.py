@@ -37,10 +37,10 @@ from .peer_net import NetLimits, PeerNet
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
+from .replication import Replication
 from .session import SessionConfig
 from .store import Store
 from .tasks import settle
-from .tls import server_context
 
 log = logging.getLogger("fluxchat.node")
 DB_FILE = "fluxchat.db"
@@ -124,8 +124,7 @@ class Node:
             idle_timeout=client.idle_timeout, ping_interval=client.ping_interval)
         limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
                            client.max_handshakes, client.connections_per_second)
-        self.net = PeerNet(session, limits, server_context(self.identity, cfg.data_dir),
-                           self._on_peer_request, self._on_link, self._on_unlink)
+        self.net = PeerNet(session, limits, self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
         self.net.config = dataclasses.replace(session, contact=advertise(cfg.contact, self.port))
@@ -134,6 +133,9 @@ class Node:
         self.mailer = Mailer(self.identity, self.store, self.overlay, self.net, cfg.mail,
                              DEFAULT_MAX_PAYLOAD, self.clock)
         self.mailroom = Mailroom(self.identity, self.store, self.overlay, self.net, self.mailer)
+        self.replication = Replication(self.identity.node_id, self.store, self.overlay,
+                                       self.mailer)
+        self.mailroom.on_held = self.replication.arrived
         self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
         self.overlay.admit = self.reach.admit
         self.reach.observers.append(self.api.on_reachability)
@@ -272,18 +274,21 @@ class Node:
             self._last_publish = moment
             await self.overlay.publish_key()
             await self.keyring.publish()
-            await self._replicate_held(moment)
+            await self._replicate_held(moment, lookup=True)
         elif self.overlay.membership_changed and \
                 moment - self._last_replication >= REREPLICATE_MIN:
             # Nodes came or went: copies of held mail may now belong on other nodes.
-            await self._replicate_held(moment)
+            await self._replicate_held(moment, lookup=False)
 
-    async def _replicate_held(self, moment: float) -> None:
+    async def _replicate_held(self, moment: float, lookup: bool) -> None:
+        """Held mail to the members new to its recipient's replica set (replication.py):
+        read from our table after membership changes, from lookups once per interval."""
         self.overlay.membership_changed = False
         self._last_replication = moment
         if self.store is not None and self.store.held_stats()[0]:
-            pushed = await self.mailroom.replicate_held()
-            log.info("held mail pushed to %d storing nodes", pushed)
+            pushed = await self.replication.push(lookup)
+            if pushed:
+                log.info("held mail: %d copies stored on nodes new to replica sets", pushed)
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:

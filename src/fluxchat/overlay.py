@@ -21,7 +21,7 @@ from .identity import Identity
 from .ids import id_from_spki, short_id
 from .link import Link
 from .logsetup import about_peer
-from .lookup import Lookup
+from .lookup import Lookup, QueryTimes
 from .peer_net import DialError, PeerNet
 from .reachability import AddressBook
 from .routing import Added, Peer, PingHead, RoutingTable
@@ -52,6 +52,8 @@ class Overlay:
         self.clock = clock
         self.tasks = Background("overlay task")
         self.table = RoutingTable(identity.node_id, k=config.k, head_fresh=HEAD_FRESH)
+        # How long our lookup queries take: one slower than usual frees its place (lookup.py).
+        self.times = QueryTimes(QUERY_TIMEOUT)
         self.lookups = 0
         # Nodes joined or left the table: the closest set of some ID may have changed.
         self.membership_changed = False
@@ -199,33 +201,51 @@ class Overlay:
 
     async def _drive(self, lookup: Lookup, build: Callable[[int], m.Message]) -> None:
         self.lookups += 1
+        loop = asyncio.get_running_loop()
         running: dict[asyncio.Task[m.Message], Peer] = {}
+        slow_at: dict[asyncio.Task[m.Message], float] = {}   # not yet reported slow
         try:
             while True:
                 for peer in lookup.next_queries():
-                    running[asyncio.ensure_future(self._query(peer, build))] = peer
+                    linked = peer.node_id in self.net.links
+                    task = asyncio.ensure_future(self._query(peer, build, lookup))
+                    running[task] = peer
+                    slow_at[task] = loop.time() + self.times.slow_after(linked)
                 if not running or lookup.found:   # a found value is final: stop waiting
                     break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                wake = min(slow_at.values(), default=None)
+                done, _ = await asyncio.wait(
+                    running, return_when=asyncio.FIRST_COMPLETED,
+                    timeout=None if wake is None else max(0.0, wake - loop.time()))
                 for task in done:
+                    slow_at.pop(task, None)
                     self._settle(lookup, running.pop(task), task)
+                for task in [t for t, at in slow_at.items() if at <= loop.time()]:
+                    del slow_at[task]
+                    lookup.on_slow(running[task].node_id)   # keeps alpha queries moving
         finally:
             for task in running:   # cancelled lookups leave no orphan queries behind
                 task.cancel()
         self.table.touch_bucket(lookup.target, self.clock())
 
-    async def _query(self, peer: Peer, build: Callable[[int], m.Message]) -> m.Message:
+    async def _query(self, peer: Peer, build: Callable[[int], m.Message],
+                     lookup: Lookup | None = None) -> m.Message:
         linked = peer.node_id in self.net.links
         if not linked and not self.book.dial_allowed(peer.host, peer.port, self.clock()):
             raise DialError(f"{peer.host}:{peer.port}: failed recently, backing off")
+        # A dead address must not hold the lookup for the whole handshake timeout; but the
+        # target's own answer is what a value lookup wants, so it gets the link's timeouts
+        # (being slow, it no longer holds the other queries back).
+        wanted = lookup is not None and lookup.want_value and peer.node_id == lookup.target
+        started = asyncio.get_running_loop().time()
         try:
-            # A dead address must not hold the lookup for the whole handshake timeout.
-            async with asyncio.timeout(QUERY_TIMEOUT):
+            async with asyncio.timeout(None if wanted else QUERY_TIMEOUT):
                 reply = await self.net.request(peer.host, peer.port, peer.node_id, build)
         except (FluxError, TimeoutError):
             if not linked:
                 self.book.failed(peer.host, peer.port, self.clock())
             raise
+        self.times.record(linked, asyncio.get_running_loop().time() - started)
         self.book.succeeded(None, peer.host, peer.port, self.clock())
         return reply
 

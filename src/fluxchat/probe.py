@@ -1,8 +1,9 @@
 """A contact probe: does host:port answer TLS with the certificate of the node we expect?
 
 The TLS 1.3 handshake proves the acceptor holds the private key of the certificate, and the
-certificate key must hash to the expected ID, so a success cannot be faked by a third party.
-No link is made (no proof of work, no RSA signature): the connection closes right after.
+certificate key must be the link key its identity certified (a link key record of the
+expected ID), so a success cannot be faked by a third party. No link is made (no proof of
+work): the connection closes right after.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+import time
 
 from .errors import IdentityError
-from .ids import id_from_spki
-from .tls import client_context, peer_certificate_key
+from .linkkeys import RecordCheck
+from .tls import client_context, verified_peer_id
 
 _CONTEXT = client_context()
+_RECORDS = RecordCheck(256)
 
 
 async def probe(host: str, port: int, expected_id: bytes, timeout: float) -> bool:
@@ -26,8 +29,8 @@ async def probe(host: str, port: int, expected_id: bytes, timeout: float) -> boo
             _, writer = await asyncio.open_connection(
                 host, port, ssl=_CONTEXT, server_hostname=None if _is_ip(host) else host,
                 ssl_handshake_timeout=timeout)
-        return id_from_spki(peer_certificate_key(writer.get_extra_info("ssl_object"))) \
-            == expected_id
+        return verified_peer_id(writer.get_extra_info("ssl_object"), _RECORDS,
+                                int(time.time())) == expected_id
     except (OSError, ssl.SSLError, TimeoutError, IdentityError, ValueError):
         return False
     finally:

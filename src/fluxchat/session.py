@@ -2,8 +2,9 @@
 
 The adapter feeds received bytes and the current time in, sends what `data_to_send()`
 returns and acts on the returned events. Nothing here touches a socket, the clock or
-the random source: nonces and `now` come from the caller, proof of work is solved by the
-caller off the event loop (`WorkNeeded` → `work_done`).
+the random source: nonces, `now` and the TLS session's binding come from the caller, proof
+of work is solved by the caller off the event loop (`WorkNeeded` → `work_done`). Who proves
+what before the link opens is handshake.py's; this module frames, times and routes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import messages as m
-from . import pow as work
-from .errors import IdentityError, ProtocolError
+from .errors import ProtocolError
 from .framing import (
-    DEFAULT_MAX_PAYLOAD,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Frame,
@@ -26,9 +25,9 @@ from .framing import (
     encode_frame,
     encode_prologue,
 )
-from .identity import Identity, load_public_key, verify_signature
-from .ids import id_from_spki
+from .handshake import AcceptorHandshake, DialerHandshake, LinkContext, PeerCertificate
 from .ratelimit import TokenBucket
+from .session_config import SessionConfig
 from .session_events import (
     Closed,
     Established,
@@ -40,56 +39,16 @@ from .session_events import (
     WorkNeeded,
 )
 
-AUTH_DOMAIN = b"fluxchat-auth-v1\x00"
 FRAME_BYTES_PER_TOKEN = 65536
 E = m.ErrorCode
-
-
-def auth_payload(nonce: bytes, dialer_id: bytes, acceptor_id: bytes) -> bytes:
-    """What the dialer signs: bound to this acceptor's nonce and to both identities."""
-    return AUTH_DOMAIN + nonce + dialer_id + acceptor_id
+Handshake = DialerHandshake | AcceptorHandshake
 
 
 class State(enum.Enum):
     AWAIT_PROLOGUE = "await-prologue"
-    AWAIT_HELLO = "await-hello"          # acceptor
-    AWAIT_CHALLENGE = "await-challenge"  # dialer
-    SOLVING = "solving"                  # dialer, work runs outside
-    AWAIT_AUTH = "await-auth"            # acceptor
-    AWAIT_WELCOME = "await-welcome"      # dialer
+    HANDSHAKE = "handshake"
     OPEN = "open"
     CLOSED = "closed"
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    identity: Identity
-    contact: str
-    difficulty: int            # bits we demand of dialers
-    max_difficulty: int        # bits we are willing to solve
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 300.0
-    ping_interval: float = 60.0
-    max_payload: int = DEFAULT_MAX_PAYLOAD
-    max_inflight: int = 64     # peer requests we have not answered yet
-    # Every frame the peer sends, notices and pings included, spends from this budget
-    # (one token, plus one per FRAME_BYTES_PER_TOKEN of payload). A peer in debt is not
-    # read from until the budget has refilled: flooding only slows the flooder's own link.
-    frame_rate: float = 250.0
-    frame_burst: float = 1000.0
-    # Acceptor: asked once the dialer has proved its ID, before Welcome; a refusal reason
-    # closes the handshake with BUSY, so a dialer never gets a link we would close at once.
-    admit: Callable[[bytes], str | None] | None = None
-
-
-@dataclass
-class _Handshake:
-    peer_id: bytes = b""
-    peer_key: bytes = b""
-    contact: str = ""
-    nonce: bytes = b""
-    observed: str = ""
-    version: int = PROTOCOL_VERSION
 
 
 @dataclass
@@ -108,7 +67,7 @@ class Session:
         self.config = config
         self.dialing = dialing
         self.state = State.AWAIT_PROLOGUE
-        self.hs = _Handshake()
+        self.handshake: Handshake | None = None
         self.timers = _Timers(deadline=now + config.handshake_timeout, last_rx=now, last_use=now)
         self._decoder = FrameDecoder(config.max_payload)
         self._out = bytearray(encode_prologue())
@@ -117,30 +76,33 @@ class Session:
         self._budget = TokenBucket(config.frame_rate, config.frame_burst, now)
         self.frames_received = 0
         self.closed_reason = ""
+        self.closed_code: int | None = None   # set when we (not the peer) closed the link
         self.established: Established | None = None
 
     # ----- construction -------------------------------------------------------------
 
     @classmethod
-    def dialer(cls, config: SessionConfig, acceptor_key: bytes, now: float,
-               expected_id: bytes | None = None) -> Session:
-        """`acceptor_key` is the SPKI DER from the TLS certificate the acceptor proved."""
+    def dialer(cls, config: SessionConfig, certificate: PeerCertificate, context: LinkContext,
+               now: float, expected_id: bytes | None = None) -> Session:
+        """`certificate` is what the acceptor's TLS certificate showed; the session checks
+        it (record, pin) and sends our Hello, or closes at once."""
         session = cls(config, True, now)
-        session.hs.peer_key = acceptor_key
-        session.hs.peer_id = id_from_spki(acceptor_key)
-        if expected_id is not None and expected_id != session.hs.peer_id:
-            session._fail(E.WRONG_ID, "the certificate does not belong to the expected node")
-            return session
-        session._send(m.Hello(config.identity.node_id, session.hs.peer_id, config.contact))
+        handshake = DialerHandshake(config, session._send, context, certificate,
+                                    PROTOCOL_VERSION)
+        session.handshake = handshake
+        try:
+            handshake.start(expected_id)
+        except ProtocolError as exc:
+            session._fail(exc.code, exc.message)
         return session
 
     @classmethod
-    def acceptor(cls, config: SessionConfig, nonce: bytes, now: float,
+    def acceptor(cls, config: SessionConfig, nonce: bytes, context: LinkContext, now: float,
                  peer_host: str = "") -> Session:
         """`peer_host` is the dialer's address as we see it; we tell the dialer in Welcome."""
         session = cls(config, False, now)
-        session.hs.nonce = nonce
-        session.hs.observed = peer_host
+        session.handshake = AcceptorHandshake(config, session._send, context, nonce,
+                                              peer_host, PROTOCOL_VERSION)
         return session
 
     # ----- the adapter's interface ----------------------------------------------------
@@ -148,6 +110,11 @@ class Session:
     @property
     def peer_id(self) -> bytes | None:
         return self.established.peer_id if self.established else None
+
+    @property
+    def claimed_id(self) -> bytes:
+        """The peer's ID as claimed so far (verified only once established)."""
+        return self.handshake.peer_id if self.handshake is not None else b""
 
     def data_to_send(self) -> bytes:
         data = bytes(self._out)
@@ -170,16 +137,10 @@ class Session:
             events.extend(self._fail(exc.code, exc.message))
         return events
 
-    def work_done(self, counter: int, signature: bytes | None = None) -> list[Event]:
-        """The dialer's proof of work is ready: prove our identity. The adapter may pass
-        the signature over `auth_payload(...)`, made off its event loop with the work."""
-        if self.state is not State.SOLVING:
-            return []
-        me = self.config.identity
-        if signature is None:
-            signature = me.sign(auth_payload(self.hs.nonce, me.node_id, self.hs.peer_id))
-        self._send(m.Auth(me.public_der, counter, signature))
-        self.state = State.AWAIT_WELCOME
+    def work_done(self, counter: int) -> list[Event]:
+        """The dialer's proof of work is ready: send it."""
+        if isinstance(self.handshake, DialerHandshake) and self.state is State.HANDSHAKE:
+            self.handshake.work_done(counter)
         return []
 
     def send_request(self, build: Callable[[int], m.Message], now: float, timeout: float) -> int:
@@ -273,6 +234,7 @@ class Session:
 
     def _closed(self, code: int, text: str, by_peer: bool) -> list[Event]:
         self.state = State.CLOSED
+        self.closed_code = None if by_peer else code
         self.closed_reason = f"{'peer' if by_peer else 'we'} closed the link ({code}): {text}"
         failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.pending
                                if rid != self.timers.ping_rid]
@@ -287,9 +249,10 @@ class Session:
         message = m.decode_message(item.type, item.payload)
         if isinstance(message, m.Error):
             return self._closed(message.code, message.message, by_peer=True)
-        handler = TRANSITIONS.get((self.state, type(message)))
-        if handler is None and self.state is State.OPEN:
-            handler = _open_handler(message)
+        if self.state is State.HANDSHAKE and type(message) in m.HANDSHAKE_TYPES:
+            assert self.handshake is not None
+            return self._opened(self.handshake.on_message(message))
+        handler = _open_handler(message) if self.state is State.OPEN else None
         if handler is None:
             raise ProtocolError(E.UNEXPECTED, f"{type(message).__name__} not expected in "
                                               f"state {self.state.value}")
@@ -303,65 +266,15 @@ class Session:
             raise ProtocolError(E.UNSUPPORTED_VERSION,
                                 f"protocol version {prologue.version} not supported; "
                                 f"supported versions: {supported}")
-        self.hs.version = prologue.version
-        self.state = State.AWAIT_CHALLENGE if self.dialing else State.AWAIT_HELLO
+        self.state = State.HANDSHAKE
         return []
 
-    # acceptor side
-    def _on_hello(self, hello: m.Hello) -> list[Event]:
-        me = self.config.identity
-        if hello.acceptor_id != me.node_id:
-            raise ProtocolError(E.WRONG_ID, "this node is not the one you asked for")
-        if hello.dialer_id == me.node_id:
-            raise ProtocolError(E.AUTH_FAILED, "a node cannot link to itself")
-        self.hs.peer_id, self.hs.contact = hello.dialer_id, hello.contact
-        self._send(m.Challenge(me.node_id, self.hs.nonce, self.config.difficulty,
-                               self.config.contact))
-        self.state = State.AWAIT_AUTH
-        return []
-
-    def _on_auth(self, auth: m.Auth) -> list[Event]:
-        me = self.config.identity
-        # Cheapest check first: the proof of work costs us one hash.
-        if not work.verify(self.hs.nonce, self.hs.peer_id, me.node_id, auth.work,
-                           self.config.difficulty):
-            raise ProtocolError(E.WORK_INSUFFICIENT, "proof of work does not meet the difficulty")
-        if id_from_spki(auth.public_key) != self.hs.peer_id:
-            raise ProtocolError(E.AUTH_FAILED, "public key does not hash to the claimed ID")
-        try:
-            key = load_public_key(auth.public_key)
-        except IdentityError as exc:
-            raise ProtocolError(E.AUTH_FAILED, str(exc)) from None
-        if not verify_signature(key, auth.signature,
-                                auth_payload(self.hs.nonce, self.hs.peer_id, me.node_id)):
-            raise ProtocolError(E.AUTH_FAILED, "bad signature")
-        refusal = self.config.admit(self.hs.peer_id) if self.config.admit else None
-        if refusal is not None:
-            raise ProtocolError(E.BUSY, refusal)
-        self.hs.peer_key = auth.public_key
-        self._send(m.Welcome(self.hs.observed[:255]))
-        return self._open(observed_host="")
-
-    # dialer side
-    def _on_challenge(self, challenge: m.Challenge) -> list[Event]:
-        if challenge.acceptor_id != self.hs.peer_id:
-            raise ProtocolError(E.WRONG_ID, "challenge names another node than the certificate")
-        if challenge.difficulty > self.config.max_difficulty:
-            raise ProtocolError(E.WORK_TOO_HARD, f"difficulty {challenge.difficulty} is above "
-                                                 f"our limit {self.config.max_difficulty}")
-        self.hs.nonce, self.hs.contact = challenge.nonce, challenge.contact
-        self.state = State.SOLVING
-        me = self.config.identity
-        return [WorkNeeded(challenge.nonce, challenge.difficulty, me.node_id, self.hs.peer_id)]
-
-    def _on_welcome(self, welcome: m.Welcome) -> list[Event]:
-        return self._open(observed_host=welcome.observed_host)
-
-    def _open(self, observed_host: str) -> list[Event]:
-        self.state = State.OPEN
-        self.established = Established(self.hs.peer_id, self.hs.peer_key, self.hs.contact,
-                                       observed_host, self.hs.version)
-        return [self.established]
+    def _opened(self, events: list[Event]) -> list[Event]:
+        for event in events:
+            if isinstance(event, Established):
+                self.state = State.OPEN
+                self.established = event
+        return events
 
     # open link
     def _on_ping(self, ping: m.Ping) -> list[Event]:
@@ -390,17 +303,11 @@ class Session:
 
 Handler = Callable[[Session, m.Message], list[Event]]
 
-TRANSITIONS: dict[tuple[State, type], Handler] = {
-    (State.AWAIT_HELLO, m.Hello): Session._on_hello,            # type: ignore[dict-item]
-    (State.AWAIT_AUTH, m.Auth): Session._on_auth,               # type: ignore[dict-item]
-    (State.AWAIT_CHALLENGE, m.Challenge): Session._on_challenge,  # type: ignore[dict-item]
-    (State.AWAIT_WELCOME, m.Welcome): Session._on_welcome,      # type: ignore[dict-item]
-    (State.OPEN, m.Ping): Session._on_ping,                     # type: ignore[dict-item]
-}
-
 
 def _open_handler(message: m.Message) -> Handler | None:
     """Routing on an open link follows the message's role, so new types need no entry here."""
+    if type(message) is m.Ping:
+        return Session._on_ping  # type: ignore[return-value]
     if type(message) in m.REQUEST_TYPES:
         return Session._on_request
     if type(message) in m.RESPONSE_TYPES:
@@ -408,3 +315,8 @@ def _open_handler(message: m.Message) -> Handler | None:
     if type(message) in m.NOTICE_TYPES:
         return Session._on_notice
     return None
+
+
+__all__ = ["Session", "SessionConfig", "State", "LinkContext", "PeerCertificate", "Closed",
+           "Established", "Event", "NoticeReceived", "RequestFailed", "RequestReceived",
+           "ResponseReceived", "WorkNeeded"]

@@ -22,6 +22,7 @@ class Established:
     contact: str          # what the peer advertises (`public`, `HOST:PORT`, …)
     observed_host: str    # how the acceptor sees the dialer (empty on the acceptor side)
     version: int
+    link_record: bytes = b""   # the peer's link key record, verified
 
 
 @dataclass(frozen=True)

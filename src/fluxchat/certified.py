@@ -1,0 +1,84 @@
+"""Records certified by a node's RSA identity: the one signing rule they all share.
+
+A certified record (mail key record, link key record) is a canonical CBOR array signed with
+RSA-PSS-SHA256 by the identity key, over its own domain-separation context followed by the
+CBOR encoding of the fields without the signature:
+
+    signature = RSA-PSS-SHA256(context ‖ CBOR([field, …]))
+
+It is worth as much as the key that hashes to the node ID it names: `verify` checks both.
+Checking costs one RSA public-key operation; `VerifiedCache` keeps records already checked so
+each distinct record costs it once. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+from .cbor import dumps
+from .errors import FluxError
+from .identity import Identity, load_public_key, verify_signature
+from .ids import id_from_spki
+
+MAX_TIME = 2**63 - 1
+_FAILURES = (FluxError, ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
+T = TypeVar("T")
+
+
+def signed_payload(context: bytes, fields: list[object]) -> bytes:
+    """The bytes an identity signs for a record with these fields."""
+    return context + dumps(fields)
+
+
+def certify(identity: Identity, context: bytes, fields: list[object]) -> bytes:
+    return identity.sign(signed_payload(context, fields))
+
+
+def verify(identity_der: bytes, node_id: bytes, context: bytes, fields: list[object],
+           signature: bytes) -> bool:
+    """Whether `identity_der` hashes to `node_id` and signed these fields under `context`.
+    False for every failure (bad key, wrong ID, bad signature): no detail for an attacker."""
+    if id_from_spki(identity_der) != node_id:
+        return False
+    try:
+        return verify_signature(load_public_key(identity_der), signature,
+                                signed_payload(context, fields))
+    except _FAILURES:
+        return False
+
+
+def is_time(value: object) -> bool:
+    """A record time: an int of seconds since the epoch within CBOR's unsigned range."""
+    return type(value) is int and 0 <= value <= MAX_TIME
+
+
+class VerifiedCache(Generic[T]):
+    """Records whose identity signature we already checked, keyed by their exact bytes and
+    the identity key, least recently used dropped first (bounded)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._seen: OrderedDict[bytes, T] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    @staticmethod
+    def key(data: bytes, identity_der: bytes) -> bytes:
+        return hashlib.sha256(len(data).to_bytes(4, "big") + data + identity_der).digest()
+
+    def get(self, data: bytes, identity_der: bytes) -> T | None:
+        key = self.key(data, identity_der)
+        found = self._seen.get(key)
+        if found is not None:
+            self._seen.move_to_end(key)
+        return found
+
+    def put(self, data: bytes, identity_der: bytes, value: T) -> None:
+        self._seen[self.key(data, identity_der)] = value
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)

@@ -1,0 +1,94 @@
+"""The node's established links, one per peer ID: who keeps which link when two meet, and
+who makes room at the link cap.
+
+Only an established (authenticated) newcomer may push out an idle link at the cap, and the
+one it pushes out comes from the source prefix holding the most links, so a crowd of
+identities from one place displaces its own links first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+
+from .admission import prefix_of
+from .ids import short_id
+from .link import Link
+from .wire_fields import ErrorCode
+
+log = logging.getLogger("fluxchat.peer")
+E = ErrorCode
+LinkCallback = Callable[[Link], None]
+
+
+class LinkRegistry:
+    def __init__(self, own_id: bytes, max_links: int, on_link: LinkCallback,
+                 on_unlink: LinkCallback) -> None:
+        self.own_id, self.max_links = own_id, max_links
+        self._on_link, self._on_unlink = on_link, on_unlink
+        self.links: dict[bytes, Link] = {}
+
+    def register(self, link: Link) -> Link:
+        """Make `link` the link to its peer, or close it; returns the link to use."""
+        existing = self.links.get(link.peer_id)
+        if existing is not None and not existing.closed:
+            # Both ends keep the link dialed by the smaller ID, so a simultaneous dial
+            # in both directions ends with the same single link on both sides. A second
+            # link from the same dialer replaces the first: a dialer does not dial a peer it
+            # has a link to (see PeerNet._dial_link), so the old connection must have died
+            # on its side, perhaps without our knowing.
+            if self._dialer_of(existing) < self._dialer_of(link):
+                link.close(E.DUPLICATE, "a link between us already exists")
+                return existing
+            existing.close(E.DUPLICATE, "replaced by a newer link")
+        elif len(self.links) >= self.max_links and not self._evict_idle_link():
+            link.close(E.BUSY, "link cap reached")
+            return link
+        self.links[link.peer_id] = link
+        log.info("link %s up (%s, %s:%d)", short_id(link.peer_id), link.direction, *link.address)
+        # Outside the link loop: a failing callback is our bug, not the peer's, and must
+        # not leave a registered link whose loop has died.
+        asyncio.get_running_loop().call_soon(self._announce, link)
+        return link
+
+    def room_for(self, peer_id: bytes) -> str | None:
+        """Whether a dialer that proved `peer_id` can have a link (see register)."""
+        if peer_id in self.links or len(self.links) < self.max_links:
+            return None
+        if any(link.idle_since() is not None for link in self.links.values()):
+            return None
+        return "link cap reached and every link is busy"
+
+    def forget(self, link: Link) -> None:
+        if self.links.get(link.peer_id) is link:
+            del self.links[link.peer_id]
+            self._on_unlink(link)
+
+    def _announce(self, link: Link) -> None:
+        if link.closed or self.links.get(link.peer_id) is not link:
+            return
+        try:
+            self._on_link(link)
+        except Exception:
+            log.exception("setting up the link to %s failed", short_id(link.peer_id))
+
+    def _evict_idle_link(self) -> bool:
+        """At the link cap, make room for an authenticated newcomer: close the idle link
+        (no request in flight) unused the longest, from the source prefix that holds the
+        most links. False if every link is busy."""
+        per_prefix = collections.Counter(prefix_of(link.address[0])
+                                         for link in self.links.values())
+        idle = [link for link in self.links.values() if link.idle_since() is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda link: (-per_prefix[prefix_of(link.address[0])],
+                                             link.idle_since() or 0.0))
+        log.info("link cap reached: closing the idle link to %s", short_id(victim.peer_id))
+        victim.close(E.SHUTDOWN, "making room for another link")
+        self.forget(victim)
+        return True
+
+    def _dialer_of(self, link: Link) -> bytes:
+        return self.own_id if link.direction == "out" else link.peer_id

@@ -1,0 +1,150 @@
+"""From a TCP connection to an open link session: the limits that bound it, TLS at either
+end, and the handshake run (proof of work off the event loop). PeerNet (peer_net.py) decides
+who may connect and what becomes of the link; this module does the steps in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+from . import pow as work
+from .admission import AdmissionLimits
+from .errors import FluxError, IdentityError
+from .handshake import PeerCertificate
+from .link import OutputLimits, shut
+from .link_loop import LinkLoop
+from .logsetup import about_peer
+from .session_events import Closed, Event, WorkNeeded
+from .tls import channel_binding, peer_certificate
+from .wire_fields import ErrorCode
+
+log = logging.getLogger("fluxchat.peer")
+E = ErrorCode
+# Closing a link with one of these says the peer broke the rules: it pays work for a while.
+FAULTS = frozenset({E.MALFORMED, E.TOO_LARGE, E.UNKNOWN_TYPE, E.UNEXPECTED, E.AUTH_FAILED,
+                    E.WORK_INSUFFICIENT, E.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class NetLimits:
+    auth_timeout: float
+    request_timeout: float
+    max_links: int
+    max_handshakes: int
+    connections_per_second: float       # new connections per source prefix
+    tls_timeout: float = 3.0            # accept to TLS done (a silent socket's lifetime)
+    handshakes_per_prefix: int | None = None   # default: max_handshakes // 8, at least 1
+    reserved_handshakes: int | None = None     # default: max_handshakes // 4
+    output: OutputLimits = OutputLimits()
+
+    def admission(self) -> AdmissionLimits:
+        per_prefix = self.handshakes_per_prefix or max(1, self.max_handshakes // 8)
+        reserved = (self.max_handshakes // 4 if self.reserved_handshakes is None
+                    else self.reserved_handshakes)
+        return AdmissionLimits(self.max_handshakes, per_prefix, reserved)
+
+
+class DialError(FluxError):
+    """A dial failed before a link was established."""
+
+
+async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext, deadline: float,
+                     host: str) -> bytes | None:
+    """TLS as the acceptor, done by `deadline`; the channel binding, or None (logged, shut)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await writer.start_tls(server_ssl)
+        return channel_binding(writer.get_extra_info("ssl_object"))
+    except (OSError, ssl.SSLError, TimeoutError, EOFError, IdentityError) as exc:
+        log.info("connection from %s ended before a link: %s", host, describe(exc),
+                 extra=about_peer(host))
+        shut(writer, 0)
+        return None
+
+
+async def dial_tls(host: str, port: int, sock: socket.socket | None,
+                   client_ssl: ssl.SSLContext, deadline: float
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, PeerCertificate, bytes]:
+    """TCP (unless `sock` is already connected) and TLS as the dialer, done by `deadline`:
+    the streams, what the acceptor's certificate shows and the channel binding."""
+    writer = None
+    try:
+        async with asyncio.timeout_at(deadline):
+            if sock is not None:
+                reader, writer = await asyncio.open_connection(
+                    sock=sock, ssl=client_ssl, server_hostname="")
+            else:
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=client_ssl, server_hostname=None if is_ip(host) else host)
+        ssl_object = writer.get_extra_info("ssl_object")
+        return reader, writer, peer_certificate(ssl_object), channel_binding(ssl_object)
+    except (OSError, ssl.SSLError, TimeoutError, IdentityError) as exc:
+        if writer is not None:
+            writer.transport.abort()
+        raise DialError(f"{host}:{port}: {describe(exc)}") from None
+
+
+async def run_handshake(loop: LinkLoop, who: str, work_limit: int = 0) -> LinkLoop | None:
+    """Run the session until it is open (the loop, ready to serve) or closed (None)."""
+    async def on_event(event: Event) -> None:
+        if isinstance(event, WorkNeeded):
+            # Hashing runs in a worker thread, off the event loop.
+            try:
+                counter = await asyncio.get_running_loop().run_in_executor(
+                    None, _prove, event, work_limit)
+            except ValueError:
+                loop.session.close(E.TIMEOUT, "proof of work not found within our budget")
+                return
+            loop.session.work_done(counter)
+        elif isinstance(event, Closed):
+            log_closed(event, who)
+
+    await loop.run(on_event, until_open=True)
+    return loop if loop.session.established is not None else None
+
+
+def log_closed(event: Closed, who: str) -> None:
+    level = logging.INFO if event.by_peer or event.code in (
+        E.SHUTDOWN, E.DUPLICATE) else logging.WARNING
+    log.log(level, "link %s closed (%s, code %d): %s", who,
+            "by peer" if event.by_peer else "by us", event.code, event.message,
+            extra=about_peer(who.rpartition(":")[0] if ":" in who else who))
+
+
+def _prove(need: WorkNeeded, limit: int) -> int:
+    return work.solve(need.nonce, need.dialer_id, need.acceptor_id, need.difficulty,
+                      limit=max(1, limit))
+
+
+def measure_hash_rate(samples: int = 5, count: int = 2048) -> float:
+    """Proof-of-work hashes per second on this machine: the best of a few short runs (a
+    few milliseconds in all), so a run that lost the CPU to other work does not count."""
+    best = 0.0
+    for _ in range(samples):
+        start = time.perf_counter()
+        try:
+            work.solve(bytes(32), bytes(32), bytes(32), work.MAX_DIFFICULTY, limit=count)
+        except ValueError:
+            pass
+        best = max(best, count / max(time.perf_counter() - start, 1e-6))
+    return best
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
