@@ -324,6 +324,7 @@ class Node:
             m.FindMailKey: self.keyring.on_find_mail_key,
             m.StoreMailKey: self.keyring.on_store_mail_key,
             m.Deliver: self.mailroom.on_deliver,
+            m.DeliverMany: self.mailroom.on_deliver_many,
             m.Store: self.mailroom.on_store,
             m.Fetch: self.mailroom.on_fetch,
             m.Delete: self.mailroom.on_delete,
