@@ -26,6 +26,10 @@ LAYERS = {
         "chat_api", "web"},   # web: the web app package (aiohttp), given the node API; see test_web_auth
 }
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
+# The store's parts (store.py composes them).
+LAYERS[2] |= {"store_base", "store_inbox", "store_outbox", "store_peers", "store_batch"}
+LAYERS[3] |= {"intake"}
+LAYERS[1] |= {"batching", "messages_mail"}
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
     LAYERS[_layer] |= _names
