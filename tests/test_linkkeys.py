@@ -112,7 +112,8 @@ class CertificateTest(unittest.TestCase):
         self.assertEqual(shown.link_key, link.record.link_key)
         self.assertEqual(shown.link_record, link.encoded)
         self.assertEqual(shown.identity_der, identity(1).public_der)
-        self.assertFalse(cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(LINK_EXTENSION)).critical)
+        extension = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(LINK_EXTENSION))
+        self.assertFalse(extension.critical)
         self.assertEqual(int(cert.not_valid_after_utc.timestamp()), NOW + LIFETIME)
 
     def test_an_rsa_certificate_is_not_a_link_certificate(self) -> None:
