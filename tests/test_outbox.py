@@ -171,10 +171,11 @@ class WaitingForKeyTest(NodeTestCase):
         link = await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         self.assertIsInstance(await link.request(lambda rid: m.Deliver(rid, envelope)), m.Ok)
         rid = receipt_uuid(content.uuid)
-        self.assertIsNotNone(b.store.get_outbox(rid))
+        store = b.store
+        await eventually(lambda: store.get_outbox(rid))   # written right after the Ok
         b.store.delete_outbox(rid)   # as if killed between the inbox commit and the receipt's
         self.assertIsInstance(await link.request(lambda rid: m.Deliver(rid, envelope)), m.Ok)
-        self.assertIsNotNone(b.store.get_outbox(rid))
+        await eventually(lambda: store.get_outbox(rid))
         self.assertEqual(len(b.store.list_inbox(False, 10, 0)[1]), 1)
 
     async def test_resend_through_the_local_api(self) -> None:

@@ -76,11 +76,16 @@ def insert_outbox(db: dbapi.Connection, mail: OutboxMail, now: int) -> None:
 def move_outbox(db: dbapi.Connection, uuid: bytes, state: str, now: int, detail: str = "",
                 reason: str | None = None, stored_on: int | None = None,
                 next_attempt_at: int | None = None, envelope: bytes | None = None,
-                attempted: bool = False) -> bool:
-    """Within the caller's transaction: see OutboxStore.set_outbox_state."""
+                attempted: bool = False, current: str | None = None) -> bool:
+    """Within the caller's transaction: see OutboxStore.set_outbox_state. `current`: the
+    mail's state if the caller just read it in this transaction."""
     check_state(state)
-    row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
-    if row is None or not allowed(row[0], state):
+    if current is None:
+        row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
+        if row is None:
+            return False
+        current = row[0]
+    if not allowed(current, state):
         return False
     db.execute(_MOVE, (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted),
                        uuid))
@@ -95,7 +100,6 @@ def keep_envelope(db: dbapi.Connection, uuid: bytes, envelope: bytes) -> None:
 
 class OutboxStore(StoreBase):
     def add_outbox(self, mail: OutboxMail, now: int) -> None:
-        check_state(mail.state)
         with self._tx() as db:
             insert_outbox(db, mail, now)
         self._changed("outbox", mail.uuid)
