@@ -34,6 +34,7 @@ INTERNET_PUBLIC = "198.51.100"   # public hosts
 INTERNET_WAN = "203.0.113"       # gateways' outside addresses
 HOME_LAN = "192.0.2"             # every home's inside network (as real homes share 192.168.1.x)
 NAT_KINDS = ("cone", "symmetric")
+BRIDGE_MAC = "02:fc:00:00:00:01"   # locally administered
 _runs = itertools.count()
 
 
@@ -105,7 +106,11 @@ class Lab:
         self._wan = itertools.count(1)
         try:
             self.internet = self._namespace("net")
-            _ip("-n", self.internet, "link", "add", "br0", "type", "bridge")
+            # A fixed address: a bridge without one takes the lowest address of its ports,
+            # so plugging in a new host could change it and strand every neighbour that
+            # cached the old one (its packets dropped until its ARP entry is renewed).
+            _ip("-n", self.internet, "link", "add", "br0", "address", BRIDGE_MAC, "type",
+                "bridge")
             _ip("-n", self.internet, "link", "set", "br0", "up")
             # The internet routes between its two networks: a public host and a gateway
             # are then in different /24s, as they would be out there.
@@ -238,7 +243,7 @@ class LabNode:
         settings: dict[str, Any] = {
             "id": identity(index).id_text, "address": "0.0.0.0", "port": PEER_PORT,
             "contact": "public", "data_dir": str(self.data_dir), "bootstrap": bootstrap,
-            "ipc": {"port": IPC_PORT}, "log": {"level": "info", "file": None}}
+            "ipc": {"port": IPC_PORT}, "log": {"level": os.environ.get("FLUXCHAT_LAB_LOG", "info"), "file": None}}
         for key, value in (overrides or {}).items():
             if isinstance(value, dict) and isinstance(settings.get(key), dict):
                 settings[key] = {**settings[key], **value}
