@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import unittest
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -19,7 +18,6 @@ from fluxchat.asn1 import Asn1Error
 from fluxchat.tls import LINK_EXTENSION, link_certificate
 from tests.keys import link_credentials
 
-ROOT = Path(__file__).resolve().parent.parent
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 KEY = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
