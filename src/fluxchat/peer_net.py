@@ -131,7 +131,7 @@ class PeerNet:
         has most likely kept us as known and asks no work), else with our Work."""
         for attempt in (1, 2):
             early = EarlyRequest(build, self.work.knows(node_id)) if attempt == 1 else None
-            link = await self.dial(host, port, node_id, early)
+            link = await self.dial(host, port, node_id, early=early)
             try:
                 if early is not None and early.answer is not None:
                     return await early.answer
