@@ -110,7 +110,8 @@ class Mailer:
             raise MailError(problem)
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
-                          body=body, created_at=now, expires_at=now + self.retention, ref=ref)
+                          body=body, created_at=now, expires_at=now + self.retention,
+                          updated_at=now, ref=ref)   # the row as add_outbox writes it
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
             self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
@@ -118,7 +119,7 @@ class Mailer:
             self.store.set_outbox_state(mail.uuid, S.DELIVERED, now, "to ourselves")
             return self.store.get_outbox(mail.uuid) or mail
         self.wake.set()
-        return dataclasses.replace(mail, updated_at=now)   # the row as add_outbox wrote it
+        return mail
 
     def resend(self, uuid: bytes) -> bool:
         """Queue a failed or expired mail again (dated now, sealed afresh); False if it is neither."""
