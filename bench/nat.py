@@ -26,12 +26,17 @@ Usage: sudo python3 bench/nat.py [--quick] [--mails N] [--idle SECONDS]
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+if Path(sys.prefix).resolve() != VENV.resolve() and (VENV / "bin" / "python").exists():
+    # `sudo python3 bench/nat.py` runs the system Python: the project's packages are in .venv.
+    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench.lablib import fresh_dir, parse_args, print_table, summary_ms, write_results  # noqa: E402
