@@ -331,13 +331,38 @@ async def profile_split(directory: Path, burst: int) -> dict[str, Any]:
 
 async def main_async(quick: bool, split_only: bool = False) -> dict[str, Any]:
     seq_count, burst = (20, 200) if quick else (100, 1000)
+    sustained = 600 if quick else 3000   # the two-process run: long enough to be sustained
     keypool.ensure_4096()
     single = [] if split_only else [
         await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
         for label, (keys, overrides) in RUNS.items()]
-    split = [await run_split(label, keys, overrides, burst)
+    split = [await run_split(label, keys, overrides, sustained)
              for label, (keys, overrides) in RUNS.items() if label in BURST_RUNS]
     return {"single_process": single, "split_process": split}
+
+
+def targets(results: dict[str, Any], load: tuple[float, ...]) -> None:
+    """The figures issue 13 asks for, beside its targets."""
+    split = next(r for r in results["split_process"] if r["keys"] == "RSA-4096 v2")
+    sender = split["sender_cpu_ms_per_mail_with_receipts"]
+    recipient = split["recipient_cpu_ms_per_mail_with_receipts"]
+    rows = [["sustained mails/s to inbox (2 processes, RSA-4096, v2)",
+             split["mails_per_s_to_inbox"], ">= 1,500"],
+            ["sustained mails/s with receipts verified", split["mails_per_s_to_receipt"], ""],
+            ["CPU ms per mail, sender (incl. receipts)", sender, ""],
+            ["CPU ms per mail, recipient (incl. receipts)", recipient, ""],
+            ["mails/s one core per side allows (1000 / busier side)",
+             1000 / max(sender, recipient), ">= 1,500"],
+            ["recipient node RSS MiB", split["recipient_rss_mib"], "< 40"]]
+    single = next((r for r in results["single_process"] if r["keys"] == "RSA-4096 v2"), None)
+    if single is not None:
+        for name, seq in single["sequential"].items():
+            inbox = seq["to_inbox_ms"]
+            rows.append([f"direct delivery {name} median / p95 ms (RSA-4096, v2)",
+                         f"{inbox['median']:.2f} / {inbox['p95']:.2f}",
+                         "median <= 1" if name == "1 KiB" else ""])
+    rows.append(["load average before / after", " / ".join(f"{x:.2f}" for x in load), ""])
+    print_table("Issue 13 targets", ["figure", "measured", "target"], rows)
 
 
 def main() -> None:
@@ -355,6 +380,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results = asyncio.run(main_async(args.quick, args.split_only))
     report(results["single_process"], results["split_process"])
+    targets(results, (load_before[0], os.getloadavg()[0]))
     write_results("delivery", {**results, "loadavg_before": load_before,
                                "loadavg_after": os.getloadavg(),
                                "note": "single_process CPU is both nodes together"})

@@ -250,16 +250,21 @@ class ReceiptWatch(_Stamps):
                 self.record(uuid)
 
         store.set_outbox_state = set_outbox_state  # type: ignore[method-assign]
+        # Receipts arrive through receive_all, which tells observers about each mail they
+        # marked delivered (and about our own receipts it writes: never awaited here).
+        receiving: list[bool] = []
         receive_all = store.receive_all
 
-        def receive_all_watched(arrivals: Any, *args: Any) -> Any:
-            outcomes = receive_all(arrivals, *args)
-            for arrival, outcome in zip(arrivals, outcomes, strict=True):
-                if outcome == "delivered":   # a receipt marked our mail delivered
-                    self.record(arrival.mail_uuid)
-            return outcomes
+        def receive_all_watched(*args: Any) -> Any:
+            receiving.append(True)
+            try:
+                return receive_all(*args)
+            finally:
+                receiving.pop()
 
         store.receive_all = receive_all_watched  # type: ignore[method-assign]
+        store.observers.append(lambda topic, uuid: receiving and topic == "outbox"
+                               and self.record(uuid))
 
     async def wait_all(self, uuids: list[bytes], timeout: float) -> float | None:
         """Time the last of `uuids` was delivered, or None on timeout."""

@@ -3,10 +3,13 @@ outcome per envelope, the peer's budget kept, and nothing acknowledged before th
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import unittest
 from typing import Any
 
 from fluxchat import messages as m
+from fluxchat.envelope import MAX_RECEIPT_REFS, MailContent, _content_problem
 from fluxchat.errors import StorageError
 from fluxchat.link import Link
 from fluxchat.mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE
@@ -49,6 +52,9 @@ class DeliverManyTest(MailAbuseCase):
         self.assertLessEqual(sum(to_b.values()), 8, to_b)
         self.assertLessEqual(sum(to_a.values()), 8, to_a)
         self.assertGreaterEqual(to_b[m.DeliverMany], 1)
+        # And one receipt per burst, not per mail: each confirms the mails of its burst.
+        receipts = b.store._rows("SELECT count(*) FROM outbox WHERE kind = 'receipt'")[0][0]
+        self.assertLessEqual(receipts, 8)
 
     async def test_each_envelope_gets_its_own_outcome(self) -> None:
         attacker, victim, link = await self.pair()
@@ -93,3 +99,17 @@ class DeliverManyTest(MailAbuseCase):
         assert isinstance(reply, m.Delivered)
         self.assertEqual(reply.codes, (0, 0))
         self.assertEqual(store.count_inbox(), (2, 2))
+
+
+class BurstReceiptContentTest(unittest.TestCase):
+    def content(self, ref: bytes) -> MailContent:
+        return MailContent("receipt", receipt_uuid(ref), bytes(32), bytes([1]) * 32, 1, "", "",
+                           ref)
+
+    def test_a_receipt_confirms_one_to_max_uuids(self) -> None:
+        for count in (1, 2, MAX_RECEIPT_REFS):
+            self.assertIsNone(_content_problem(self.content(bytes(16 * count))))
+        for ref in (b"", bytes(15), bytes(17), bytes(16 * (MAX_RECEIPT_REFS + 1))):
+            self.assertIsNotNone(_content_problem(self.content(ref)), len(ref))
+        mail = dataclasses.replace(self.content(bytes(16)), kind="mail", ref=bytes(32))
+        self.assertIsNotNone(_content_problem(mail))

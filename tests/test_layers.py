@@ -35,7 +35,7 @@ for _layer, _names in ((1, {"vault_format", "backup_format"}),
     LAYERS[_layer] |= _names
 # Split out of messages.py, ipc_protocol.py and src/ipc_app.py (the command line's parser and output).
 LAYERS[1] |= {"message_base", "messages_overlay", "messages_nat", "ipc_args", "ipc_commands"}
-LAYERS[2] |= {"cli_args", "cli_show", "tls_stream"}
+LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[2] |= {"link_registry", "link_setup"}

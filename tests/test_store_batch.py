@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import unittest
 
 from fluxchat.errors import StorageError
@@ -13,6 +14,7 @@ from fluxchat.store_batch import (
     IGNORED,
     NEW,
     MailArrival,
+    OurReceipt,
     OutboxMove,
     ReceiptArrival,
 )
@@ -24,52 +26,69 @@ def receipt_row(n: int, state: str = OutboxState.QUEUED) -> OutboxMail:
                       kind="receipt")
 
 
+def receipt_for(*mails: int, state: str = OutboxState.QUEUED) -> OurReceipt:
+    return OurReceipt(receipt_row(mails[0], state), tuple(uid(n) for n in mails))
+
+
 class ReceiveAllTest(StoreCase):
-    def test_mail_and_its_receipt_commit_together(self) -> None:
+    def test_mails_and_our_receipt_commit_together(self) -> None:
         seen: list[tuple[str, bytes]] = []
         self.store.observers.append(lambda topic, uuid: seen.append((topic, uuid)))
-        arrivals = [MailArrival(inbox_mail(n), 2, receipt_row(n)) for n in range(3)]
-        self.assertEqual(self.store.receive_all(arrivals, 100), [NEW] * 3)
+        arrivals = [MailArrival(inbox_mail(n), 2) for n in range(3)]
+        self.assertEqual(self.store.receive_all(arrivals, 100, [receipt_for(0, 1, 2)]), [NEW] * 3)
         for n in range(3):
             self.assertEqual(self.store.inbox_envelope_version(uid(n)), 2)
-            receipt = self.store.get_outbox(uid(1000 + n))
-            assert receipt is not None
-            self.assertEqual((receipt.kind, receipt.envelope), ("receipt", b"sealed"))
-        self.assertEqual(seen, [(topic, uid(base + n)) for n in range(3)
-                                for topic, base in (("inbox", 0), ("outbox", 1000))])
+        receipt = self.store.get_outbox(uid(1000))
+        assert receipt is not None
+        self.assertEqual((receipt.kind, receipt.envelope), ("receipt", b"sealed"))
+        self.assertEqual(seen, [("inbox", uid(n)) for n in range(3)] + [("outbox", uid(1000))])
 
     def test_copies_are_duplicates_even_within_one_batch(self) -> None:
-        self.store.receive_all([MailArrival(inbox_mail(1), 1, receipt_row(1))], 100)
-        again = [MailArrival(inbox_mail(1), 1, receipt_row(1)),
-                 MailArrival(inbox_mail(2), 1, receipt_row(2)),
-                 MailArrival(inbox_mail(2), 1, receipt_row(2))]
-        self.assertEqual(self.store.receive_all(again, 100), [DUPLICATE, NEW, DUPLICATE])
+        self.store.receive_all([MailArrival(inbox_mail(1), 1)], 100, [receipt_for(1)])
+        again = [MailArrival(inbox_mail(1), 1), MailArrival(inbox_mail(2), 1),
+                 MailArrival(inbox_mail(2), 1)]
+        self.assertEqual(self.store.receive_all(again, 100, [receipt_for(1), receipt_for(2)]),
+                         [DUPLICATE, NEW, DUPLICATE])
         self.assertEqual(self.store.count_inbox(), (2, 2))
+        self.assertIsNotNone(self.store.get_outbox(uid(1002)))
 
-    def test_a_failing_item_is_rolled_back_alone(self) -> None:
-        bad = MailArrival(inbox_mail(2), 1, receipt_row(2, state="bogus"))   # refused state
+    def test_a_failing_item_is_rolled_back_alone_and_gets_no_receipt(self) -> None:
+        bad = MailArrival(dataclasses.replace(inbox_mail(2), sender=b"short"), 1)   # CHECK fails
         outcomes = self.store.receive_all(
-            [MailArrival(inbox_mail(1), 1, None), bad, MailArrival(inbox_mail(3), 1, None)], 100)
+            [MailArrival(inbox_mail(1), 1), bad, MailArrival(inbox_mail(3), 1)], 100,
+            [receipt_for(1, 2), receipt_for(3)])
         self.assertEqual(outcomes[0], NEW)
         self.assertIsInstance(outcomes[1], StorageError)
         self.assertEqual(outcomes[2], NEW)
-        # Its inbox row went with it: a retry of that mail is new, not a duplicate.
+        # Its row went with it: a retry of that mail is new, not a duplicate.
         self.assertIsNone(self.store.read_inbox(uid(2)))
         self.assertFalse(self.store.is_seen(uid(2)))
         self.assertIsNotNone(self.store.read_inbox(uid(3)))
+        # A receipt never confirms a mail that was not taken.
+        self.assertIsNone(self.store.get_outbox(uid(1001)))
+        self.assertIsNotNone(self.store.get_outbox(uid(1003)))
+
+    def test_a_receipt_for_mail_committed_before_is_written_once(self) -> None:
+        self.store.receive_all([MailArrival(inbox_mail(1), 1)], 100)
+        later = OurReceipt(receipt_row(1), ())
+        self.assertEqual(self.store.receive_all([], 101, [later]), [])
+        self.store.receive_all([], 102, [later])   # a second copy changes nothing
+        self.assertEqual(len(self.store.outbox_history(uid(1001))), 1)
 
     def test_receipts_confirm_only_our_mail_to_their_sender(self) -> None:
-        self.store.add_outbox(outbox_mail(1), 100)   # to nid(2)
-        self.store.set_outbox_state(uid(1), OutboxState.HANDED_OVER, 101)
-        forged = ReceiptArrival(uid(50), 100, nid(3), uid(1), "from 3")
-        real = ReceiptArrival(uid(51), 100, nid(2), uid(1), "from 2")
-        copy = ReceiptArrival(uid(52), 100, nid(2), uid(1), "from 2 again")
+        for n in (1, 2):
+            self.store.add_outbox(outbox_mail(n), 100)   # to nid(2)
+            self.store.set_outbox_state(uid(n), OutboxState.HANDED_OVER, 101)
+        forged = ReceiptArrival(uid(50), 100, nid(3), (uid(1),), "from 3")
+        real = ReceiptArrival(uid(51), 100, nid(2), (uid(1), uid(2), uid(9)), "from 2")
+        copy = ReceiptArrival(uid(52), 100, nid(2), (uid(1),), "from 2 again")
         self.assertEqual(self.store.receive_all([forged, real, copy], 102),
                          [IGNORED, DELIVERED, IGNORED])
-        mail = self.store.get_outbox(uid(1))
-        assert mail is not None
-        self.assertEqual(mail.state, OutboxState.DELIVERED)
-        self.assertEqual(self.store.outbox_history(uid(1))[-1], (102, "delivered", "from 2"))
+        for n in (1, 2):
+            mail = self.store.get_outbox(uid(n))
+            assert mail is not None
+            self.assertEqual(mail.state, OutboxState.DELIVERED)
+            self.assertEqual(self.store.outbox_history(uid(n))[-1], (102, "delivered", "from 2"))
         self.assertTrue(all(self.store.is_seen(uid(n)) for n in (50, 51, 52)))
 
 

@@ -13,10 +13,12 @@ import os
 import time
 import uuid as uuidlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from . import envelope2
-from .envelope import MailContent, OuterHeader, open_envelope_with_key, seal
-from .envelope2 import open_v2, parse_header, version_of
+from .envelope import _OPEN_FAILURES as v1_failures
+from .envelope import MAX_RECEIPT_REFS, UUID_BYTES, MailContent, OuterHeader, open_envelope_with_key, seal
+from .envelope2 import Header2, open_split, open_v2, parse_header, version_of
 from .errors import EnvelopeError, FluxError
 from .identity import Identity
 from .ids import short_id
@@ -26,7 +28,7 @@ from .mailkeys import MailKeyRecord
 from .outbox_states import OutboxState as S
 from .ratelimit import RateLimiter
 from .store import InboxMail, OutboxMail, Store
-from .store_batch import DELIVERED, DUPLICATE, NEW, MailArrival, ReceiptArrival
+from .store_batch import DELIVERED, DUPLICATE, NEW, MailArrival, OurReceipt, ReceiptArrival
 
 log = logging.getLogger("fluxchat.mail")
 
@@ -43,6 +45,14 @@ class NotForUs(EnvelopeError):
 Outcome = bool | EnvelopeError | WorkRefused
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """One envelope opened and checked, ready to commit."""
+    arrival: MailArrival | ReceiptArrival
+    sender_key: bytes
+    record: MailKeyRecord | None
+
+
 class Intake:
     def __init__(self, identity: Identity, store: Store, mailer: Mailer) -> None:
         self.me, self.store, self.mailer = identity, store, mailer
@@ -56,30 +66,54 @@ class Intake:
     def header(self, envelope: bytes) -> OuterHeader:
         return parse_header(envelope, self.mailer.max_payload)
 
-    async def accept_all(self, envelopes: Sequence[bytes], peer: bytes | None) -> list[Outcome]:
+    async def accept_all(self, envelopes: Sequence[bytes], peer: bytes | None,
+                         burst: bool = False) -> list[Outcome]:
         """Open, verify and commit envelopes for us, in one transaction; per envelope its
         Outcome. A copy of one already seen costs no private-key work. `peer` (None: our own
-        caller) pays for the opening. A failed commit raises StorageError (nothing taken)."""
+        caller) pays for the opening. A failed commit raises StorageError (nothing taken).
+        `burst`: they came in one DeliverMany from their sender, which then understands one
+        receipt for all of them; otherwise each mail gets its own."""
         outcomes: list[Outcome] = []
-        pending: list[tuple[int, MailArrival | ReceiptArrival]] = []
+        pending: list[tuple[int, _Opened]] = []
         for envelope in envelopes:
             try:
-                arrival = await self._prepare(envelope, peer)
+                opened = await self._prepare(envelope, peer)
             except (EnvelopeError, WorkRefused) as exc:
                 outcomes.append(exc)
                 continue
-            outcomes.append(arrival is not None)
-            if arrival is not None:
-                pending.append((len(outcomes) - 1, arrival))
+            outcomes.append(opened is not None)
+            if opened is not None:
+                pending.append((len(outcomes) - 1, opened))
         if pending:
             now = self.now()
-            taken = self.store.receive_all([arrival for _, arrival in pending], now)
-            for (index, arrival), result in zip(pending, taken, strict=True):
+            # A burst's receipt goes in the mails' own commit; a lone mail is acknowledged
+            # first (the shortest path into the inbox) and its receipt written right after.
+            receipts = await self._receipts([opened for _, opened in pending], now,
+                                            MAX_RECEIPT_REFS) if burst else []
+            taken = self.store.receive_all([opened.arrival for _, opened in pending], now,
+                                           receipts)
+            later: list[_Opened] = []
+            for (index, opened), result in zip(pending, taken, strict=True):
                 if isinstance(result, Exception):
                     raise result   # a bug or a broken database: the caller reports it
                 outcomes[index] = result != DUPLICATE
-                self._after_commit(arrival, result, now)
+                self._after_commit(opened.arrival, result, now)
+                if result == NEW and not burst:
+                    later.append(opened)
+            if receipts:
+                self.mailer.wake.set()
+            if later:
+                self.mailer.tasks.spawn(self._receipts_after(later, now))
         return outcomes
+
+    async def _receipts_after(self, mails: list[_Opened], now: int) -> None:
+        """Receipts for mails already committed. A crash before this commit loses only the
+        receipts: the sender's retry finds the mail without one and gets it then."""
+        # Their mails are committed already: nothing left for the receipts to wait on.
+        receipts = [OurReceipt(receipt.row, ()) for receipt in await self._receipts(mails, now, 1)]
+        self.store.receive_all([], now, receipts)   # a receipt already written stays as it is
+        if receipts:
+            self.mailer.wake.set()
 
     async def accept(self, envelope: bytes, peer: bytes | None = None) -> bool:
         """One envelope: True if new, False for a copy; raises EnvelopeError when it does not
@@ -91,9 +125,16 @@ class Intake:
 
     # ----- one envelope: checks and crypto, no writes but the sender's key ------------------
 
-    async def _prepare(self, envelope: bytes, peer: bytes | None
-                       ) -> MailArrival | ReceiptArrival | None:
-        header = self.header(envelope)
+    async def _prepare(self, envelope: bytes, peer: bytes | None) -> _Opened | None:
+        split = None   # a v2 envelope is split once: for its header, then for opening
+        if version_of(envelope, self.mailer.max_payload) == 2:
+            try:
+                split = envelope2.split(envelope, self.mailer.max_payload)
+            except v1_failures:
+                raise EnvelopeError() from None
+            header = split[0].outer()
+        else:
+            header = self.header(envelope)
         if header.recipient != self.me.node_id:
             raise NotForUs()
         budget = self._v2_ops if header.version == 2 else self._private_ops
@@ -105,7 +146,7 @@ class Intake:
             return None
         self._spend(peer, budget)
         self.private_ops += 1
-        version, content, sender_key, record = await self.open(envelope)
+        version, content, sender_key, record = await self.open(envelope, split)
         now = self.now()
         # A replay of an old envelope is refused even after its uuid was forgotten.
         if content.created_at > now + CLOCK_SKEW or \
@@ -115,18 +156,20 @@ class Intake:
             self.store.put_key(content.sender, sender_key, now)
         record = self._learn(content.sender, sender_key, record)
         if content.kind == "receipt":
-            return ReceiptArrival(content.uuid, content.created_at, content.sender, content.ref,
-                                  f"receipt from {short_id(content.sender)} verified")
+            refs = tuple(content.ref[i:i + UUID_BYTES]
+                         for i in range(0, len(content.ref), UUID_BYTES))
+            return _Opened(ReceiptArrival(content.uuid, content.created_at, content.sender, refs,
+                                          f"receipt from {short_id(content.sender)} verified"),
+                           sender_key, record)
         mail = InboxMail(content.uuid, content.sender, content.recipient, content.subject,
                          content.body, content.created_at, now, ref=content.ref or None,
                          sender_name=content.sender_name)
-        receipt = None
-        if content.sender != self.me.node_id:   # sealed before the commit: one transaction
-            receipt = await self._receipt(content, sender_key, record, now)
-        return MailArrival(mail, version, receipt)
+        return _Opened(MailArrival(mail, version), sender_key, record)
 
-    async def open(self, envelope: bytes) -> tuple[int, MailContent, bytes, MailKeyRecord | None]:
-        """(envelope version, content, sender's RSA key, sender's mail key record)."""
+    async def open(self, envelope: bytes, split: tuple[Header2, bytes] | None = None
+                   ) -> tuple[int, MailContent, bytes, MailKeyRecord | None]:
+        """(envelope version, content, sender's RSA key, sender's mail key record);
+        `split`: the v2 envelope's parts if the caller has them."""
         version = version_of(envelope, len(envelope))
         if version == 1:
             content, sender_key = await off_loop(open_envelope_with_key, envelope, self.me)
@@ -134,7 +177,9 @@ class Intake:
         keyring = self.mailer.keyring
         if keyring is None:
             raise EnvelopeError()
-        opened = open_v2(envelope, self.me.node_id, keyring.prekeys, keyring.records)
+        opened = open_split(*split, self.me.node_id, keyring.prekeys, keyring.records) \
+            if split is not None else \
+            open_v2(envelope, self.me.node_id, keyring.prekeys, keyring.records)
         return version, opened.content, opened.sender_der, opened.sender_record
 
     def _spend(self, peer: bytes | None, budget: RateLimiter) -> None:
@@ -154,27 +199,48 @@ class Intake:
     def _after_commit(self, arrival: MailArrival | ReceiptArrival, result: str, now: int) -> None:
         if isinstance(arrival, ReceiptArrival):
             if result == DELIVERED and log.isEnabledFor(logging.INFO):
-                log.info("mail %s delivered (receipt verified)",
-                         uuidlib.UUID(bytes=arrival.mail_uuid))
+                log.info("receipt from %s verified for %d mail(s), the first %s",
+                         short_id(arrival.sender), len(arrival.mail_uuids),
+                         uuidlib.UUID(bytes=arrival.mail_uuids[0]))
             return
         if result == NEW:
             if log.isEnabledFor(logging.INFO):
                 log.info("mail %s from %s received", uuidlib.UUID(bytes=arrival.mail.uuid),
                          short_id(arrival.mail.sender))
-            if arrival.receipt is not None:
-                self.mailer.wake.set()
         elif result == DUPLICATE:   # a copy that raced the first into this batch
             self._resend_receipt(arrival.mail.uuid, now)
 
     # ----- receipts --------------------------------------------------------------------------
 
-    async def _receipt(self, content: MailContent, sender_key: bytes,
+    async def _receipts(self, pending: list[_Opened], now: int,
+                        refs: int) -> list[OurReceipt]:
+        """One receipt per sender for its new mails among `pending` (at most `refs` each),
+        sealed before the commit that writes them with the mails."""
+        by_sender: dict[bytes, dict[bytes, _Opened]] = {}   # a copy in the burst: once
+        for opened in pending:
+            arrival = opened.arrival
+            if isinstance(arrival, MailArrival) and arrival.mail.sender != self.me.node_id:
+                by_sender.setdefault(arrival.mail.sender, {})[arrival.mail.uuid] = opened
+        receipts = []
+        for sender, by_uuid in by_sender.items():
+            mails = list(by_uuid.items())
+            for start in range(0, len(mails), refs):
+                chunk = mails[start:start + refs]
+                covers = tuple(uuid for uuid, _ in chunk)
+                last = chunk[-1][1]   # its key and record: the newest we learned
+                row = await self._receipt(sender, b"".join(covers), last.sender_key,
+                                          last.record, now)
+                receipts.append(OurReceipt(row, covers))
+        return receipts
+
+    async def _receipt(self, sender: bytes, refs: bytes, sender_key: bytes,
                        record: MailKeyRecord | None, now: int) -> OutboxMail:
-        """Our receipt for a mail, sealed at once, so retries resend the same bytes."""
+        """Our receipt for the mails `refs` (their uuids, one after another) from `sender`,
+        sealed at once, so retries resend the same bytes. Its uuid derives from what it
+        confirms, so a mail (or burst) delivered again yields the same receipt."""
         expires = now + self.mailer.retention
-        rid = receipt_uuid(content.uuid)
-        receipt = MailContent("receipt", rid, self.me.node_id, content.sender, now, "", "",
-                              content.uuid)
+        rid = receipt_uuid(refs)
+        receipt = MailContent("receipt", rid, self.me.node_id, sender, now, "", "", refs)
         keyring = self.mailer.keyring
         if keyring is not None and keyring.signer is not None and record is not None \
                 and record.valid_at(now):
@@ -182,8 +248,7 @@ class Intake:
         else:
             envelope = await off_loop(seal, receipt, self.me, sender_key, expires,
                                       os.urandom(32), os.urandom(12))
-        return OutboxMail(rid, content.sender, "", "", now, expires, envelope=envelope,
-                          kind="receipt")
+        return OutboxMail(rid, sender, "", "", now, expires, envelope=envelope, kind="receipt")
 
     def _receipt_lost(self, mail_uuid: bytes) -> bool:
         """A mail in our inbox with no receipt: we were killed between the two commits (a
@@ -200,9 +265,7 @@ class Intake:
             return
         log.info("mail %s had no receipt (a crash?); writing it now", uuidlib.UUID(bytes=mail_uuid))
         record = None if self.mailer.keyring is None else self.mailer.keyring.held(mail.sender, key)
-        content = MailContent("mail", mail.uuid, mail.sender, mail.recipient, mail.created_at,
-                              mail.subject, mail.body, b"")
-        receipt = await self._receipt(content, key, record, now)
+        receipt = await self._receipt(mail.sender, mail.uuid, key, record, now)
         if self.store.get_outbox(receipt.uuid) is None:   # a second copy may have raced us here
             self.store.add_outbox(receipt, now)
 

@@ -52,6 +52,7 @@ BURST = 64                # mails to one recipient handed over in one attempt (D
 # Attempts in flight to one recipient: two keep it busy (it opens one burst while the next
 # is on its way) without queueing so much that its answers come late.
 PER_RECIPIENT = 2
+DUE_BURSTS = 4            # bursts' worth of due mail read per look at the outbox
 EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
@@ -168,8 +169,9 @@ class Mailer:
         room = WORKERS - self._running
         if room <= 0:   # every attempt slot is taken: no need to look
             return
-        # Mail being worked on stays due until its attempt has committed: skip it.
-        due = self.store.due_outbox(now, room * BURST, exclude=self._busy)
+        # Mail being worked on stays due until its attempt has committed: skip it. A few
+        # bursts' worth per look: bursts to one recipient are limited anyway (PER_RECIPIENT).
+        due = self.store.due_outbox(now, min(room, DUE_BURSTS) * BURST, exclude=self._busy)
         for burst in bursts(due, lambda mail: mail.recipient, BURST, room,
                             lambda recipient: PER_RECIPIENT - self._to[recipient]):
             self._running += 1

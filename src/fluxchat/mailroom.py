@@ -105,7 +105,7 @@ class Mailroom:
 
     async def on_deliver_many(self, link: Link, request: m.DeliverMany) -> m.Message:
         """A burst of envelopes for us: opened one by one, committed together, then answered."""
-        outcomes = await self.intake.accept_all(request.envelopes, link.peer_id)
+        outcomes = await self.intake.accept_all(request.envelopes, link.peer_id, burst=True)
         return m.Delivered(request.rid, tuple(_code(outcome) for outcome in outcomes))
 
     async def on_store(self, link: Link, request: m.Store) -> m.Message:

@@ -14,7 +14,7 @@ from .held import QuotaExceeded, Quotas
 from .store_base import StoreObserver
 from .store_batch import BatchStore
 from .store_inbox import INBOX_COLS, InboxMail, InboxStore, inbox_row
-from .store_outbox import OUTBOX_COLS, OutboxMail, OutboxStore, outbox_row
+from .store_outbox import OUTBOX_COLS, OUTBOX_FROM, OutboxMail, OutboxStore, outbox_row
 from .store_peers import PeerStore, RoutingEntry
 
 __all__ = ["InboxMail", "OutboxMail", "QuotaExceeded", "Quotas", "RoutingEntry", "Store",
@@ -44,8 +44,9 @@ class Store(InboxStore, OutboxStore, PeerStore, BatchStore):
         theirs by arrival: our own clock orders both)."""
         got = self._rows(f"SELECT {INBOX_COLS} FROM inbox WHERE sender = ? "
                          "ORDER BY received_at DESC, rowid DESC LIMIT ?", (peer, limit))
-        sent = self._rows(f"SELECT {OUTBOX_COLS} FROM outbox WHERE recipient = ? AND kind = 'mail' "
-                          "ORDER BY created_at DESC, rowid DESC LIMIT ?", (peer, limit))
+        sent = self._rows(f"SELECT {OUTBOX_COLS} FROM {OUTBOX_FROM} WHERE recipient = ? "
+                          "AND kind = 'mail' ORDER BY o.created_at DESC, o.rowid DESC LIMIT ?",
+                          (peer, limit))
         mails: list[InboxMail | OutboxMail] = [inbox_row(r) for r in got] + [outbox_row(r) for r in sent]
         # Times are whole seconds: within one second, a reply goes after the mail it answers.
         depth = _reply_depths({m.uuid: m.ref for m in mails})

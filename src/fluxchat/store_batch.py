@@ -28,20 +28,27 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class MailArrival:
-    """A verified mail for us, and our sealed receipt for it (None: no receipt, e.g. our own)."""
+    """A verified mail for us."""
     mail: InboxMail
     envelope_version: int
-    receipt: OutboxMail | None
 
 
 @dataclass(frozen=True)
 class ReceiptArrival:
-    """A verified receipt from `sender` for our mail `mail_uuid`."""
+    """A verified receipt from `sender` for our mails `mail_uuids` (one, or a burst)."""
     uuid: bytes
     created_at: int
     sender: bytes
-    mail_uuid: bytes
+    mail_uuids: tuple[bytes, ...]
     detail: str
+
+
+@dataclass(frozen=True)
+class OurReceipt:
+    """Our sealed receipt for the mails `covers` (all from its recipient): written in the same
+    transaction as those mails, and only if every one of them was taken."""
+    row: OutboxMail
+    covers: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -65,23 +72,33 @@ NEW, DUPLICATE, DELIVERED, IGNORED = "new", "duplicate", "delivered", "ignored"
 
 
 class BatchStore(StoreBase):
-    def receive_all(self, arrivals: Sequence[MailArrival | ReceiptArrival],
-                    now: int) -> list[str | StorageError]:
-        """Commit every arrival in one transaction; per arrival NEW, DUPLICATE, DELIVERED,
-        IGNORED, or the StorageError that rolled it (alone) back."""
+    def receive_all(self, arrivals: Sequence[MailArrival | ReceiptArrival], now: int,
+                    receipts: Sequence[OurReceipt] = ()) -> list[str | StorageError]:
+        """Commit every arrival, and our receipts for the mails among them, in one
+        transaction; per arrival NEW, DUPLICATE, DELIVERED (a receipt that confirmed at least
+        one of our mails), IGNORED, or the StorageError that rolled it (alone) back."""
+        delivered: list[bytes] = []
+
         def one(db: dbapi.Connection, item: MailArrival | ReceiptArrival) -> str:
             if isinstance(item, MailArrival):
-                return _take_mail(db, item, now)
-            return _take_receipt(db, item, now)
+                return DUPLICATE if not insert_inbox(db, item.mail, item.envelope_version) else NEW
+            confirmed = _take_receipt(db, item, now)
+            delivered.extend(confirmed)
+            return DELIVERED if confirmed else IGNORED
 
-        outcomes = self._each(arrivals, one)
+        if not arrivals and not receipts:
+            return []
+        with self._tx() as db:
+            outcomes = self._each_in(db, arrivals, one)
+            taken = {item.mail.uuid for item, outcome in zip(arrivals, outcomes, strict=True)
+                     if isinstance(item, MailArrival) and outcome in (NEW, DUPLICATE)}
+            written = [receipt.row.uuid for receipt in receipts
+                       if taken.issuperset(receipt.covers) and _insert_receipt(db, receipt, now)]
         for item, outcome in zip(arrivals, outcomes, strict=True):
             if isinstance(item, MailArrival) and outcome == NEW:
                 self._changed("inbox", item.mail.uuid)
-                if item.receipt is not None:
-                    self._changed("outbox", item.receipt.uuid)
-            elif isinstance(item, ReceiptArrival) and outcome == DELIVERED:
-                self._changed("outbox", item.mail_uuid)
+        for uuid in (*written, *delivered):
+            self._changed("outbox", uuid)
         return outcomes
 
     def move_all(self, moves: Sequence[OutboxMove], now: int) -> list[bool | StorageError]:
@@ -104,37 +121,43 @@ class BatchStore(StoreBase):
               ) -> list[R | StorageError]:
         if not items:
             return []
-        outcomes: list[R | StorageError] = []
         with self._tx() as db:
-            for item in items:
-                db.execute("SAVEPOINT item")
-                try:
-                    outcomes.append(work(db, item))
-                except (StorageError, dbapi.Error) as exc:
-                    db.execute("ROLLBACK TO item")
-                    outcomes.append(exc if isinstance(exc, StorageError)
-                                    else StorageError(f"database error: {exc}"))
-                db.execute("RELEASE item")
+            return self._each_in(db, items, work)
+
+    @staticmethod
+    def _each_in(db: dbapi.Connection, items: Sequence[T],
+                 work: Callable[[dbapi.Connection, T], R]) -> list[R | StorageError]:
+        outcomes: list[R | StorageError] = []
+        for item in items:
+            db.execute("SAVEPOINT item")
+            try:
+                outcomes.append(work(db, item))
+            except (StorageError, dbapi.Error) as exc:
+                db.execute("ROLLBACK TO item")
+                outcomes.append(exc if isinstance(exc, StorageError)
+                                else StorageError(f"database error: {exc}"))
+            db.execute("RELEASE item")
         return outcomes
 
 
-def _take_mail(db: dbapi.Connection, item: MailArrival, now: int) -> str:
-    if not insert_inbox(db, item.mail, item.envelope_version):
-        return DUPLICATE
-    receipt = item.receipt
-    if receipt is not None and db.execute("SELECT 1 FROM outbox WHERE uuid = ?",
-                                          (receipt.uuid,)).fetchone() is None:
-        insert_outbox(db, receipt, now)
-    return NEW
+def _insert_receipt(db: dbapi.Connection, receipt: OurReceipt, now: int) -> bool:
+    """Our receipt's outbox row, unless it is there already (a copy of the same burst)."""
+    if db.execute("SELECT 1 FROM outbox WHERE uuid = ?", (receipt.row.uuid,)).fetchone():
+        return False
+    insert_outbox(db, receipt.row, now)
+    return True
 
 
-def _take_receipt(db: dbapi.Connection, item: ReceiptArrival, now: int) -> str:
-    """Only the recipient of our mail can confirm it; the receipt's uuid is remembered either
-    way, so a copy costs nothing next time."""
-    row = db.execute("SELECT recipient, kind FROM outbox WHERE uuid = ?",
-                     (item.mail_uuid,)).fetchone()
-    delivered = row is not None and row[0] == item.sender and row[1] == "mail" and move_outbox(
-        db, item.mail_uuid, OutboxState.DELIVERED, now, item.detail)
+def _take_receipt(db: dbapi.Connection, item: ReceiptArrival, now: int) -> list[bytes]:
+    """The mails the receipt confirmed: only the recipient of our mail can confirm it. The
+    receipt's uuid is remembered either way, so a copy costs nothing next time."""
+    confirmed = []
+    for mail_uuid in item.mail_uuids:
+        row = db.execute("SELECT recipient, kind, state FROM outbox WHERE uuid = ?",
+                         (mail_uuid,)).fetchone()
+        if row is not None and row[0] == item.sender and row[1] == "mail" and move_outbox(
+                db, mail_uuid, OutboxState.DELIVERED, now, item.detail, current=row[2]):
+            confirmed.append(mail_uuid)
     if not seen_in(db, item.uuid):
         insert_seen(db, item.uuid, item.created_at, now)
-    return DELIVERED if delivered else IGNORED
+    return confirmed

@@ -38,15 +38,21 @@ class OutboxMail:
     ref: bytes | None = None  # the uuid of the mail this one replies to
 
 
+# An OutboxMail's columns, from `outbox o` and its envelope (`outbox_envelopes e`, if sealed):
+# select them FROM OUTBOX_FROM.
 OUTBOX_COLS = (
-    "uuid, recipient, subject, body, created_at, expires_at, state, reason, envelope, "
-    "attempts, next_attempt_at, stored_on, updated_at, kind, ref"
+    "o.uuid, o.recipient, o.subject, o.body, o.created_at, o.expires_at, o.state, o.reason, "
+    "e.envelope, o.attempts, o.next_attempt_at, o.stored_on, o.updated_at, o.kind, o.ref"
 )
-_INSERT = f"INSERT INTO outbox ({OUTBOX_COLS}) VALUES ({', '.join('?' * 15)})"
+OUTBOX_FROM = "outbox o LEFT JOIN outbox_envelopes e ON e.uuid = o.uuid"
+_INSERT = ("INSERT INTO outbox (uuid, recipient, subject, body, created_at, expires_at, state, "
+           "reason, attempts, next_attempt_at, stored_on, updated_at, kind, ref) "
+           f"VALUES ({', '.join('?' * 14)})")
 _HISTORY = "INSERT INTO outbox_history (uuid, at, state, detail) VALUES (?, ?, ?, ?)"
 _MOVE = ("UPDATE outbox SET state = ?, updated_at = ?, reason = coalesce(?, reason), "
          "stored_on = coalesce(?, stored_on), next_attempt_at = coalesce(?, next_attempt_at), "
-         "envelope = coalesce(?, envelope), attempts = attempts + ? WHERE uuid = ?")
+         "attempts = attempts + ? WHERE uuid = ?")
+_SET_ENVELOPE = "INSERT OR REPLACE INTO outbox_envelopes (uuid, envelope) VALUES (?, ?)"
 
 
 def outbox_row(row: Sequence[Any]) -> OutboxMail:
@@ -68,34 +74,41 @@ def insert_outbox(db: dbapi.Connection, mail: OutboxMail, now: int) -> None:
     """Within the caller's transaction: a new outbox row and its first history entry."""
     check_state(mail.state)
     db.execute(_INSERT, (mail.uuid, mail.recipient, mail.subject, mail.body, mail.created_at,
-                         mail.expires_at, mail.state, mail.reason, mail.envelope, mail.attempts,
+                         mail.expires_at, mail.state, mail.reason, mail.attempts,
                          mail.next_attempt_at, mail.stored_on, now, mail.kind, mail.ref))
+    if mail.envelope is not None:
+        db.execute(_SET_ENVELOPE, (mail.uuid, mail.envelope))
     history(db, mail.uuid, now, mail.state, "")
 
 
 def move_outbox(db: dbapi.Connection, uuid: bytes, state: str, now: int, detail: str = "",
                 reason: str | None = None, stored_on: int | None = None,
                 next_attempt_at: int | None = None, envelope: bytes | None = None,
-                attempted: bool = False) -> bool:
-    """Within the caller's transaction: see OutboxStore.set_outbox_state."""
+                attempted: bool = False, current: str | None = None) -> bool:
+    """Within the caller's transaction: see OutboxStore.set_outbox_state. `current`: the
+    mail's state if the caller just read it in this transaction."""
     check_state(state)
-    row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
-    if row is None or not allowed(row[0], state):
+    if current is None:
+        row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
+        if row is None:
+            return False
+        current = row[0]
+    if not allowed(current, state):
         return False
-    db.execute(_MOVE, (state, now, reason, stored_on, next_attempt_at, envelope, int(attempted),
-                       uuid))
+    db.execute(_MOVE, (state, now, reason, stored_on, next_attempt_at, int(attempted), uuid))
+    if envelope is not None:
+        db.execute(_SET_ENVELOPE, (uuid, envelope))
     history(db, uuid, now, state, detail)
     return True
 
 
 def keep_envelope(db: dbapi.Connection, uuid: bytes, envelope: bytes) -> None:
-    db.execute("UPDATE outbox SET envelope = ? WHERE uuid = ? AND envelope IS NULL",
-               (envelope, uuid))
+    db.execute("INSERT OR IGNORE INTO outbox_envelopes (uuid, envelope) VALUES (?, ?)",
+               (uuid, envelope))
 
 
 class OutboxStore(StoreBase):
     def add_outbox(self, mail: OutboxMail, now: int) -> None:
-        check_state(mail.state)
         with self._tx() as db:
             insert_outbox(db, mail, now)
         self._changed("outbox", mail.uuid)
@@ -138,9 +151,10 @@ class OutboxStore(StoreBase):
             if row is None or row[0] not in RESENDABLE:
                 return False
             db.execute(
-                "UPDATE outbox SET state = ?, reason = NULL, envelope = NULL, attempts = 0, "
+                "UPDATE outbox SET state = ?, reason = NULL, attempts = 0, "
                 "next_attempt_at = 0, stored_on = 0, created_at = ?, expires_at = ?, updated_at = ? "
                 "WHERE uuid = ?", (OutboxState.QUEUED, now, expires_at, now, uuid))
+            db.execute("DELETE FROM outbox_envelopes WHERE uuid = ?", (uuid,))   # sealed afresh
             history(db, uuid, now, OutboxState.QUEUED, "resent by the user")
         self._changed("outbox", uuid)
         return True
@@ -154,16 +168,17 @@ class OutboxStore(StoreBase):
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
         awaiting a receipt), not yet past its expiry, and not in `exclude` (mail an attempt is
         working on); most overdue first."""
-        skip = f"AND uuid NOT IN ({', '.join('?' * len(exclude))}) " if exclude else ""
+        skip = f"AND o.uuid NOT IN ({', '.join('?' * len(exclude))}) " if exclude else ""
         rows = self._rows(
-            f"SELECT {OUTBOX_COLS} FROM outbox WHERE state IN ({IN_PENDING}) AND next_attempt_at <= ? "
-            f"AND expires_at > ? {skip}ORDER BY next_attempt_at, created_at LIMIT ?",
+            f"SELECT {OUTBOX_COLS} FROM {OUTBOX_FROM} WHERE state IN ({IN_PENDING}) "
+            f"AND next_attempt_at <= ? AND expires_at > ? {skip}"
+            "ORDER BY next_attempt_at, created_at LIMIT ?",
             (*PENDING_STATES, now, now, *exclude, limit),
         )
         return [outbox_row(r) for r in rows]
 
     def get_outbox(self, uuid: bytes) -> OutboxMail | None:
-        rows = self._rows(f"SELECT {OUTBOX_COLS} FROM outbox WHERE uuid = ?", (uuid,))
+        rows = self._rows(f"SELECT {OUTBOX_COLS} FROM {OUTBOX_FROM} WHERE o.uuid = ?", (uuid,))
         return outbox_row(rows[0]) if rows else None
 
     def outbox_history(self, uuid: bytes) -> list[tuple[int, str, str]]:
@@ -173,8 +188,8 @@ class OutboxStore(StoreBase):
     def list_outbox(self, limit: int, offset: int) -> tuple[int, list[OutboxMail]]:
         total = self._value("SELECT count(*) FROM outbox WHERE kind = 'mail'")
         rows = self._rows(
-            f"SELECT {OUTBOX_COLS} FROM outbox WHERE kind = 'mail' "
-            "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            f"SELECT {OUTBOX_COLS} FROM {OUTBOX_FROM} WHERE kind = 'mail' "
+            "ORDER BY o.created_at DESC, o.rowid DESC LIMIT ? OFFSET ?",
             (limit, offset),
         )
         return int(total), [outbox_row(r) for r in rows]
