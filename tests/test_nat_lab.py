@@ -80,6 +80,25 @@ class NatLabTest(LabTestCase):
         for name in names:
             self.assertNotIn(name, listed)
 
+    def test_a_new_lab_sweeps_what_a_killed_run_left(self) -> None:
+        gone = subprocess.Popen(["true"])
+        gone.wait()   # a pid that no longer runs: the "killed earlier run"
+        stale, live = f"fc{gone.pid}x0net", f"fc{os.getpid()}x999net"
+        for name in (stale, live):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", live], check=False)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", stale], check=False)
+        left = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "60"])
+        self.addCleanup(left.wait)
+        wait_for(lambda: subprocess.run(["ip", "netns", "pids", stale], check=False,
+                                        capture_output=True, text=True).stdout, 5, "sleeper")
+        Lab().close()
+        listed = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True,
+                                text=True).stdout.split()
+        self.assertNotIn(stale, listed)
+        self.assertIn(live, listed)   # a lab of a live process is not ours to touch
+        self.assertEqual(left.wait(5), -9)
+
     def test_plugging_in_a_host_keeps_the_internet_bridge_address(self) -> None:
         # A bridge takes the lowest address of its ports unless it has its own: a new home
         # could then change it, and every host that cached the old one lost its packets

@@ -53,6 +53,7 @@ BURST = 64                # mails to one recipient handed over in one attempt (D
 # is on its way) without queueing so much that its answers come late.
 PER_RECIPIENT = 2
 DUE_BURSTS = 4            # bursts' worth of due mail read per look at the outbox
+FALLBACK_AT_ONCE = 8      # mails of a burst the recipient did not take, attempted at once
 EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
@@ -109,7 +110,8 @@ class Mailer:
             raise MailError(problem)
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
-                          body=body, created_at=now, expires_at=now + self.retention, ref=ref)
+                          body=body, created_at=now, expires_at=now + self.retention,
+                          updated_at=now, ref=ref)   # the row as add_outbox writes it
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
             self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
@@ -117,7 +119,7 @@ class Mailer:
             self.store.set_outbox_state(mail.uuid, S.DELIVERED, now, "to ourselves")
             return self.store.get_outbox(mail.uuid) or mail
         self.wake.set()
-        return dataclasses.replace(mail, updated_at=now)   # the row as add_outbox wrote it
+        return mail
 
     def resend(self, uuid: bytes) -> bool:
         """Queue a failed or expired mail again (dated now, sealed afresh); False if it is neither."""
@@ -264,7 +266,15 @@ class Mailer:
         self.store.move_all([self._move(mail, S.HANDED_OVER, detail, envelope)
                              for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok],
                             self.now())
-        await settle((self.attempt(dataclasses.replace(mail, envelope=envelope))
+        # The rest goes the one-mail way, a few at a time: as many lookups and stores in
+        # flight as the one-mail attempts of the whole worker used to have, not a burst's worth.
+        slots = asyncio.Semaphore(FALLBACK_AT_ONCE)
+
+        async def one(mail: OutboxMail) -> None:
+            async with slots:
+                await self.attempt(mail)
+
+        await settle((one(dataclasses.replace(mail, envelope=envelope))
                       for (mail, envelope), ok in zip(sealed, taken, strict=True) if not ok),
                      "delivering mail")
 

@@ -138,6 +138,7 @@ class Node:
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
                              self.reach, cfg.client.idle_timeout, self.clock)
         self.mailer.relay = self.relays.send
+        self.net.registry.keep = self.relays.keeps_link   # relay links are never evicted
         self.puncher = Puncher(self.net, self.relays)
         self.relays.on_relayed = self.puncher.after_relayed
         self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
