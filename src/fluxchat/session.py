@@ -4,13 +4,9 @@ The adapter feeds received bytes and the current time in, sends what `data_to_se
 returns and acts on the returned events. Nothing here touches a socket, the clock or
 the random source: nonces, `now` and the TLS session's binding come from the caller, proof
 of work is solved by the caller off the event loop (`WorkNeeded` → `work_done`). Who proves
-what before the link opens is handshake.py's; this module frames, times and routes.
-
-Early request (PROTOCOL.md §5.3): a dialer may send one small request right behind its
-Hello, or behind its Work. The acceptor reads frames in order, so such a request is read
-only once the message before it has been dealt with: after a Welcome it is an ordinary
-request of an authenticated peer; after a Challenge it is dropped unread (the dialer sends
-it again behind its Work).
+what before the link opens is handshake.py's, when a request may go before it opens
+early_request.py's, the timers' arithmetic session_timers.py's; this module frames, times
+and routes.
 """
 
 from __future__ import annotations
@@ -18,9 +14,9 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import messages as m
+from .early_request import FirstRequest, drop_unread, fits
 from .errors import ProtocolError
 from .framing import (
     PROTOCOL_VERSION,
@@ -44,6 +40,7 @@ from .session_events import (
     ResponseReceived,
     WorkNeeded,
 )
+from .session_timers import LinkTimers
 
 FRAME_BYTES_PER_TOKEN = 65536
 E = m.ErrorCode
@@ -57,15 +54,6 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass
-class _Timers:
-    deadline: float                  # handshake deadline, then unused
-    last_rx: float                   # any bytes: the peer is alive
-    last_use: float                  # a request or notice either way: the link is useful
-    ping_rid: int | None = None
-    pending: dict[int, float] = field(default_factory=dict)   # rid -> deadline
-
-
 class Session:
     """One peer link. Build with `Session.dialer(...)` or `Session.acceptor(...)`."""
 
@@ -74,7 +62,9 @@ class Session:
         self.dialing = dialing
         self.state = State.AWAIT_PROLOGUE
         self.handshake: Handshake | None = None
-        self.timers = _Timers(deadline=now + config.handshake_timeout, last_rx=now, last_use=now)
+        self.timers = LinkTimers(config.idle_timeout, config.ping_interval,
+                                 deadline=now + config.handshake_timeout, last_rx=now,
+                                 last_use=now)
         self._decoder = FrameDecoder(config.max_payload)
         self._out = bytearray(encode_prologue())
         self._next_rid = 1
@@ -84,10 +74,8 @@ class Session:
         self.closed_reason = ""
         self.closed_code: int | None = None   # set when we (not the peer) closed the link
         self.established: Established | None = None
-        # Early request (send_early): the dialer's is "held", "sent" (with Hello), "resend"
-        # (challenged), "with-work" or "after-welcome"; the acceptor's "served" or "dropped".
-        self.early = ""
-        self._early: m.Message | None = None
+        self._first: FirstRequest | None = None   # dialer: our early request
+        self._early = ""                          # acceptor: "served" or "dropped"
 
     # ----- construction -------------------------------------------------------------
 
@@ -122,6 +110,11 @@ class Session:
         return self.established.peer_id if self.established else None
 
     @property
+    def early(self) -> str:
+        """How the early request went ("" if there was none): see FirstRequest.status."""
+        return self._first.status if self._first is not None else self._early
+
+    @property
     def claimed_id(self) -> bytes:
         """The peer's ID as claimed so far (verified only once established)."""
         return self.handshake.peer_id if self.handshake is not None else b""
@@ -147,23 +140,19 @@ class Session:
         except ProtocolError as exc:
             events.extend(self._fail(exc.code, exc.message))
         if opening and not self.dialing and any(isinstance(e, RequestReceived) for e in events):
-            self.early = "served"   # it came in the Hello's flight
+            self._early = "served"   # it came in the Hello's (or Work's) flight
         return events
 
     def work_done(self, counter: int) -> list[Event]:
         """The dialer's proof of work is ready: send it."""
         if isinstance(self.handshake, DialerHandshake) and self.state is State.HANDSHAKE:
             self.handshake.work_done(counter)
-            self._release_early("with-work")   # read by the acceptor once Work proved us
+            self._release_first("with-work")   # read by the acceptor once Work proved us
         return []
 
     def send_request(self, build: Callable[[int], m.Message], now: float, timeout: float) -> int:
         """Send `build(rid)`; a response or a RequestFailed event follows for that rid."""
-        rid = self._next_rid
-        self._next_rid += 1
-        self.timers.pending[rid] = now + timeout
-        if build is not m.Ping:
-            self.timers.last_use = now
+        rid = self._track(now, timeout, used=build is not m.Ping)
         self._send(build(rid))
         return rid
 
@@ -172,19 +161,15 @@ class Session:
         """Dialer: the first request, sent with the Hello (`with_hello`: we expect no
         Challenge) or else behind Work, or after Welcome if no work was demanded. Its rid,
         or None if it cannot go early (not a fresh dialer, or over `max_early_request`)."""
-        if not self.dialing or self.state is not State.AWAIT_PROLOGUE or self._early is not None:
+        if not self.dialing or self.state is not State.AWAIT_PROLOGUE or self._first:
             return None
-        rid = self._next_rid
-        message = build(rid)
-        if len(m.encode_message(message)[1]) > self.config.max_early_request:
+        message = build(self._next_rid)
+        if not fits(message, self.config.max_early_request):
             return None
-        self._next_rid += 1
-        self.timers.pending[rid] = now + timeout
-        self.timers.last_use = now
-        self._early, self.early = message, "held"
+        self._first = FirstRequest(message, with_hello)
         if with_hello:
-            self._release_early("sent")
-        return rid
+            self._send(message)
+        return self._track(now, timeout, used=True)
 
     def respond(self, message: m.Message) -> None:
         """Answer a peer request; responses to unknown rids are dropped."""
@@ -209,22 +194,13 @@ class Session:
 
     def has_work(self) -> bool:
         """Requests in flight in either direction (our keepalive ping does not count)."""
-        ours = [rid for rid in self.timers.pending if rid != self.timers.ping_rid]
-        return bool(ours or self._inbound)
+        return bool(self.timers.requests() or self._inbound)
 
     def next_deadline(self) -> float:
         """When `tick` next has work to do; the adapter sleeps until then (inf: never)."""
         if self.state is State.CLOSED:
             return math.inf
-        if self.state is not State.OPEN:
-            return self.timers.deadline
-        timers = self.timers
-        deadlines = list(timers.pending.values())
-        if not timers.pending:
-            deadlines.append(timers.last_use + self.config.idle_timeout)
-        if timers.ping_rid not in timers.pending:
-            deadlines.append(timers.last_rx + self.config.ping_interval)
-        return min(deadlines)
+        return self.timers.next_deadline(self.state is State.OPEN)
 
     def tick(self, now: float) -> list[Event]:
         """Timers: handshake deadline, request deadlines, keepalive and idle timeout."""
@@ -235,21 +211,25 @@ class Session:
                 return self._fail(E.TIMEOUT, "handshake took too long")
             return []
         events: list[Event] = []
-        for rid, deadline in list(self.timers.pending.items()):
-            if deadline <= now:
-                del self.timers.pending[rid]
-                if rid == self.timers.ping_rid:
-                    return events + self._fail(E.TIMEOUT, "keepalive not answered")
-                events.append(RequestFailed(rid, "timeout"))
-        # Keepalive pings prove the peer alive but do not make an unused link worth keeping.
-        if now - self.timers.last_use >= self.config.idle_timeout and not self.timers.pending:
+        for rid in self.timers.expire(now):
+            if rid == self.timers.ping_rid:
+                return events + self._fail(E.TIMEOUT, "keepalive not answered")
+            events.append(RequestFailed(rid, "timeout"))
+        if self.timers.idle(now):
             return events + self._fail(E.SHUTDOWN, "link unused, closing")
-        quiet = now - self.timers.last_rx
-        if quiet >= self.config.ping_interval and self.timers.ping_rid not in self.timers.pending:
+        if self.timers.ping_due(now):
             self.timers.ping_rid = self.send_request(m.Ping, now, self.config.ping_interval)
         return events
 
     # ----- internals --------------------------------------------------------------
+
+    def _track(self, now: float, timeout: float, used: bool) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        self.timers.pending[rid] = now + timeout
+        if used:
+            self.timers.last_use = now
+        return rid
 
     def _send(self, message: m.Message) -> None:
         ftype, payload = m.encode_message(message)
@@ -269,8 +249,7 @@ class Session:
         self.state = State.CLOSED
         self.closed_code = None if by_peer else code
         self.closed_reason = f"{'peer' if by_peer else 'we'} closed the link ({code}): {text}"
-        failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.pending
-                               if rid != self.timers.ping_rid]
+        failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.requests()]
         self.timers.pending.clear()
         return failed + [Closed(code, text, by_peer)]
 
@@ -281,7 +260,10 @@ class Session:
             return self._on_prologue(item)
         if (self.state is State.HANDSHAKE and not self.dialing
                 and m.MESSAGE_TYPES.get(item.type) in m.REQUEST_TYPES):
-            return self._drop_early(item)
+            drop_unread(item, bool(self.claimed_id), bool(self._early),
+                        self.config.max_early_request)
+            self._early = "dropped"
+            return []
         message = m.decode_message(item.type, item.payload)
         if isinstance(message, m.Error):
             return self._closed(message.code, message.message, by_peer=True)
@@ -307,29 +289,18 @@ class Session:
 
     def _opened(self, events: list[Event]) -> list[Event]:
         for event in events:
-            if isinstance(event, WorkNeeded) and self.early == "sent":
-                self.early = "resend"   # the acceptor drops it unread: it goes behind Work
+            if isinstance(event, WorkNeeded) and self._first:
+                self._first.challenged()   # the acceptor drops it unread: it goes behind Work
             if isinstance(event, Established):
                 self.state = State.OPEN
                 self.established = event
-                self._release_early("after-welcome")
+                self._release_first("after-welcome")
         return events
 
-    def _release_early(self, status: str) -> None:
-        if self._early is not None and self.early in ("held", "resend"):
-            self._send(self._early)
-            self.early = status
-
-    def _drop_early(self, frame: Frame) -> list[Event]:
-        """A request behind a Hello that was answered with a Challenge: the dialer is not
-        authenticated, so the request is dropped unread; it still spent the frame budget."""
-        if not self.claimed_id or self.early:
-            raise ProtocolError(E.UNEXPECTED, "request before the link is open")
-        if len(frame.payload) > self.config.max_early_request:
-            raise ProtocolError(E.TOO_LARGE, "early request over "
-                                             f"{self.config.max_early_request} bytes")
-        self.early = "dropped"
-        return []
+    def _release_first(self, status: str) -> None:
+        message = self._first.release(status) if self._first else None
+        if message is not None:
+            self._send(message)
 
     # open link
     def _on_ping(self, ping: m.Ping) -> list[Event]:
