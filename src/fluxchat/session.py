@@ -5,30 +5,21 @@ returns and acts on the returned events. Nothing here touches a socket, the cloc
 the random source: nonces, `now` and the TLS session's binding come from the caller, proof
 of work is solved by the caller off the event loop (`WorkNeeded` → `work_done`). Who proves
 what before the link opens is handshake.py's, when a request may go before it opens
-early_request.py's, the timers' arithmetic session_timers.py's; this module frames, times
-and routes.
+early_request.py's, bytes to frames (and the frame budget) session_frames.py's, the timers'
+arithmetic session_timers.py's; this module gives each frame its meaning, keeps request IDs
+in both directions and routes what arrives.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 
 from . import messages as m
 from .early_request import FirstRequest, drop_unread, fits
 from .errors import ProtocolError
-from .framing import (
-    PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
-    Frame,
-    FrameDecoder,
-    Prologue,
-    encode_frame,
-    encode_prologue,
-)
+from .framing import PROTOCOL_VERSION, Frame
 from .handshake import AcceptorHandshake, DialerHandshake, LinkContext, PeerCertificate
-from .ratelimit import TokenBucket
 from .session_config import SessionConfig
 from .session_events import (
     Closed,
@@ -40,39 +31,25 @@ from .session_events import (
     ResponseReceived,
     WorkNeeded,
 )
+from .session_frames import FramedSession, State
 from .session_timers import LinkTimers
 
-FRAME_BYTES_PER_TOKEN = 65536
 E = m.ErrorCode
 Handshake = DialerHandshake | AcceptorHandshake
 
 
-class State(enum.Enum):
-    AWAIT_PROLOGUE = "await-prologue"
-    HANDSHAKE = "handshake"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-class Session:
+class Session(FramedSession):
     """One peer link. Build with `Session.dialer(...)` or `Session.acceptor(...)`."""
 
     def __init__(self, config: SessionConfig, dialing: bool, now: float) -> None:
-        self.config = config
+        super().__init__(config, now)
         self.dialing = dialing
-        self.state = State.AWAIT_PROLOGUE
         self.handshake: Handshake | None = None
         self.timers = LinkTimers(config.idle_timeout, config.ping_interval,
                                  deadline=now + config.handshake_timeout, last_rx=now,
                                  last_use=now)
-        self._decoder = FrameDecoder(config.max_payload)
-        self._out = bytearray(encode_prologue())
         self._next_rid = 1
         self._inbound: set[int] = set()
-        self._budget = TokenBucket(config.frame_rate, config.frame_burst, now)
-        self.frames_received = 0
-        self.closed_reason = ""
-        self.closed_code: int | None = None   # set when we (not the peer) closed the link
         self.established: Established | None = None
         self._first: FirstRequest | None = None   # dialer: our early request
         self._early = ""                          # acceptor: "served" or "dropped"
@@ -119,26 +96,12 @@ class Session:
         """The peer's ID as claimed so far (verified only once established)."""
         return self.handshake.peer_id if self.handshake is not None else b""
 
-    def data_to_send(self) -> bytes:
-        data = bytes(self._out)
-        self._out.clear()
-        return data
-
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
         self.timers.last_rx = now
         opening = self.state is not State.OPEN
-        events: list[Event] = []
-        try:
-            for item in self._decoder.feed(data):
-                if isinstance(item, Frame):
-                    self._spend(item, now)
-                events.extend(self._dispatch(item))
-                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]  # _dispatch may close
-                    break
-        except ProtocolError as exc:
-            events.extend(self._fail(exc.code, exc.message))
+        events = self._frames(data, now)
         if opening and not self.dialing and any(isinstance(e, RequestReceived) for e in events):
             self._early = "served"   # it came in the Hello's (or Work's) flight
         return events
@@ -182,16 +145,6 @@ class Session:
         if self.state is State.OPEN:
             self._send(message)
 
-    def close(self, code: int = E.SHUTDOWN, message: str = "closing") -> list[Event]:
-        if self.state is State.CLOSED:
-            return []
-        return self._fail(code, message)
-
-    def read_delay(self, now: float) -> float:
-        """Seconds the adapter should wait before reading more: the peer's frame budget
-        is in debt until then."""
-        return self._budget.wait_time(now)
-
     def has_work(self) -> bool:
         """Requests in flight in either direction (our keepalive ping does not count)."""
         return bool(self.timers.requests() or self._inbound)
@@ -231,33 +184,12 @@ class Session:
             self.timers.last_use = now
         return rid
 
-    def _send(self, message: m.Message) -> None:
-        ftype, payload = m.encode_message(message)
-        self._out += encode_frame(ftype, payload, self.config.max_payload)
-
-    def _spend(self, frame: Frame, now: float) -> None:
-        self.frames_received += 1
-        self._budget.charge(now, 1 + len(frame.payload) // FRAME_BYTES_PER_TOKEN)
-
-    def _fail(self, code: int, text: str) -> list[Event]:
-        if self.state is State.CLOSED:
-            return []
-        self._send(m.Error(int(code), text[:255]))
-        return self._closed(int(code), text, by_peer=False)
-
     def _closed(self, code: int, text: str, by_peer: bool) -> list[Event]:
-        self.state = State.CLOSED
-        self.closed_code = None if by_peer else code
-        self.closed_reason = f"{'peer' if by_peer else 'we'} closed the link ({code}): {text}"
         failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.requests()]
         self.timers.pending.clear()
-        return failed + [Closed(code, text, by_peer)]
+        return failed + super()._closed(code, text, by_peer)
 
-    def _dispatch(self, item: Prologue | Frame) -> list[Event]:
-        if isinstance(item, Prologue):
-            if self.state is not State.AWAIT_PROLOGUE:
-                raise ProtocolError(E.UNEXPECTED, "second prologue")
-            return self._on_prologue(item)
+    def _on_frame(self, item: Frame) -> list[Event]:
         if (self.state is State.HANDSHAKE and not self.dialing
                 and m.MESSAGE_TYPES.get(item.type) in m.REQUEST_TYPES):
             drop_unread(item, bool(self.claimed_id), bool(self._early),
@@ -277,15 +209,6 @@ class Session:
         if not isinstance(message, (m.Ping, m.Pong)):
             self.timers.last_use = self.timers.last_rx
         return handler(self, message)
-
-    def _on_prologue(self, prologue: Prologue) -> list[Event]:
-        if prologue.version not in SUPPORTED_VERSIONS:
-            supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
-            raise ProtocolError(E.UNSUPPORTED_VERSION,
-                                f"protocol version {prologue.version} not supported; "
-                                f"supported versions: {supported}")
-        self.state = State.HANDSHAKE
-        return []
 
     def _opened(self, events: list[Event]) -> list[Event]:
         for event in events:
