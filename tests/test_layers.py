@@ -28,7 +28,7 @@ LAYERS = {
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
 # The store's parts (store.py composes them).
 LAYERS[2] |= {"store_base", "store_inbox", "store_outbox", "store_peers", "store_batch"}
-LAYERS[3] |= {"intake"}
+LAYERS[3] |= {"intake", "courier"}
 LAYERS[1] |= {"batching", "messages_mail"}
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
