@@ -31,7 +31,8 @@ HEAD_FRESH = overlay.HEAD_FRESH
 QUERY_TIMEOUT: float = getattr(overlay, "QUERY_TIMEOUT", 10.0)
 _UNIT = NormalDist()
 FRAME_OVERHEAD = 5 + 22 + 52   # frame header, TLS record (header, tag, type), TCP/IP headers
-HANDSHAKE_BYTES = 6000          # estimate: TCP + TLS 1.3 with an RSA-4096 certificate + link auth
+HANDSHAKE_BYTES = 4000   # estimate, protocol v2 (PROTOCOL.md 5.1): TLS 1.3 with the link certificate
+                         # (record + RSA-4096 identity key, ~1.3 KiB), Hello (~1.3 KiB), ~15 TCP/IP headers
 HOST = "127.0.0.1"   # one host for all: addresses (and so the per-subnet limit) are not modelled
 
 
