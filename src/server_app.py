@@ -16,7 +16,6 @@ from fluxchat.runtime_env import use_project_venv
 if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
     use_project_venv()
 
-from fluxchat import vault_admin  # noqa: E402
 from fluxchat.config import LOG_LEVELS, Config, load_config  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.identity import Identity, load_identity  # noqa: E402
@@ -96,6 +95,8 @@ async def serve(node: Node) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.restore is not None or args.change_password:
+        from fluxchat import vault_admin  # here: a node that only runs never needs the backup code
+
         return vault_admin.run(args.config, args.restore, args.change_password)
     try:
         config, identity, password = load(args)

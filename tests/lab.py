@@ -97,7 +97,7 @@ class LabNode:
     async def stop(self) -> None:
         if self.node is not None and self._task is not None:
             self.node.request_stop()
-            await asyncio.wait_for(self._task, 5)
+            await asyncio.wait_for(self._task, WAIT)
         self.node, self._task = None, None
 
 
@@ -113,7 +113,12 @@ async def start_chain(directory: Path, count: int, overrides: dict[str, Any] | N
     return nodes
 
 
-async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+# Bounds for waits on a condition: generous, because the tests share two cores with other suites
+# (a load of 40 slows everything tenfold), and a wait that succeeds returns at once anyway.
+WAIT = 60.0
+
+
+async def eventually(check: Any, timeout: float = WAIT, interval: float = 0.05) -> Any:
     """Poll `check()` (sync or async) until it returns something truthy; fail on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -138,7 +143,7 @@ class ProcessNode:
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime: dict[str, Any] = {}
 
-    def start(self, timeout: float = 15.0, password: str = TEST_PASSWORD) -> dict[str, Any]:
+    def start(self, timeout: float = WAIT, password: str = TEST_PASSWORD) -> dict[str, Any]:
         (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
         env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=password)
         self.log = open(self.data_dir / "stderr.log", "ab")
@@ -172,7 +177,7 @@ class ProcessNode:
         with self.client() as client:
             return client.call(cmd, args or {})
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
         if self.proc is None:
             return 0
         if self.proc.poll() is None:

@@ -248,6 +248,44 @@ class EvictionTest(PeerAttackCase):
         self.assertFalse(honest.closed)
 
 
+class PrefixLinkCapTest(PeerAttackCase):
+    """Issue 10 (left open): established inbound links are capped per /24 and /64."""
+
+    def from_crowd(self, victim: Victim) -> list[bytes]:
+        return [peer for peer, link in victim.net.links.items()
+                if link.address[0].startswith("127.0.2.")]
+
+    async def test_a_crowd_from_one_prefix_keeps_at_most_its_share(self) -> None:
+        victim, port = await self.victim(limits(links_per_prefix=2))
+        honest = await (await self.honest(1)).dial("127.0.0.1", port)
+        hosts = ("127.0.2.1", "127.0.2.2", "127.0.2.3", "127.0.2.4")   # one /24
+        for index, host in zip((20, 21, 22, 23), hosts, strict=True):
+            self.attackers.append(await Attacker.connect("127.0.0.1", port, index, source=host))
+        await eventually(lambda: identity(23).node_id in victim.net.links)
+        # Idle links of the crowd made room for its newer ones, two at a time.
+        self.assertEqual(sorted(self.from_crowd(victim)),
+                         sorted([identity(22).node_id, identity(23).node_id]))
+        self.assertIn(identity(1).node_id, victim.net.links)
+        self.assertFalse(honest.closed)
+
+    async def test_a_full_prefix_of_busy_links_refuses_newcomers(self) -> None:
+        victim, port = await self.victim(limits(links_per_prefix=2))
+        victim.hold = asyncio.Event()   # every request stays in flight: no link is idle
+        for index, host in ((20, "127.0.2.1"), (21, "127.0.2.2")):
+            attacker = await Attacker.connect("127.0.0.1", port, index, source=host)
+            self.attackers.append(attacker)
+            attacker.request(lambda rid: m.FindNode(rid, bytes(32)))
+        await eventually(lambda: victim.seen["FindNode"] == 2)
+        with self.assertRaisesRegex(ConnectionError, "too many links from your network"):
+            await Attacker.connect("127.0.0.1", port, 22, source="127.0.2.3")
+        self.assertEqual(len(self.from_crowd(victim)), 2)
+        # Another prefix is not held back.
+        self.attackers.append(await Attacker.connect("127.0.0.1", port, 23,
+                                                     source=ATTACK_SOURCES[1]))
+        await eventually(lambda: identity(23).node_id in victim.net.links)
+        victim.hold.set()
+
+
 class OutputTest(PeerAttackCase):
     """Issue 10.4: a peer that pipelines requests and never reads cannot grow our memory."""
 
@@ -332,10 +370,10 @@ class TimerTest(PeerAttackCase):
 
         victim.net.registry._on_link = broken   # noqa: SLF001 - the failure under test
         dialer = await self.honest(1)
-        with self.assertLogs("fluxchat.peer", "ERROR"):
+        with self.assertLogs("fluxchat.peer", "ERROR") as logs:
             link = await dialer.dial("127.0.0.1", port)
             await eventually(lambda: identity(1).node_id in victim.net.links)
-            await asyncio.sleep(0.05)
+            await eventually(lambda: logs.records)
         self.assertIsInstance(await link.request(lambda rid: m.FindNode(rid, bytes(32))),
                               m.Nodes)
         self.assertIn(identity(1).node_id, victim.net.links)

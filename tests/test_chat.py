@@ -14,7 +14,7 @@ from fluxchat.ipc_protocol import TOKEN_FILE, make_request
 from fluxchat.node import Node
 from fluxchat.reachability import Status, Verdict
 from fluxchat.store import InboxMail
-from tests.lab import NodeTestCase, eventually
+from tests.lab import WAIT, NodeTestCase, eventually
 
 
 def received(node: Node, uuid: str) -> bool:
@@ -131,7 +131,7 @@ class WatchTest(NodeTestCase):
 
     async def next_event(self, reader: asyncio.StreamReader, kind: str) -> dict[str, Any]:
         while True:
-            event: dict[str, Any] = json.loads(await asyncio.wait_for(reader.readline(), 10))["event"]
+            event: dict[str, Any] = json.loads(await asyncio.wait_for(reader.readline(), WAIT))["event"]
             if event["type"] == kind:
                 return event
 
@@ -165,7 +165,7 @@ class WatchTest(NodeTestCase):
         before = a.reach.verdict.status
         after = Status.REACHABLE if before is not Status.REACHABLE else Status.UNREACHABLE
         a.reach._apply(Verdict(after, "127.0.0.1:1", 1.0, 3, 3))   # as a round of dial-backs would
-        event = await asyncio.wait_for(subscription.next(), 5)
+        event = await asyncio.wait_for(subscription.next(), WAIT)
         assert event is not None
         self.assertEqual((event["type"], event["status"]), ("reachability", after.value))
 
@@ -186,7 +186,7 @@ class WatchTest(NodeTestCase):
         self.assertEqual((await a.api.call("info", {}))["id"], me)
         with self.assertRaises((ConnectionError, asyncio.IncompleteReadError)):
             while True:
-                await asyncio.wait_for(reader.readexactly(65536), 10)
+                await asyncio.wait_for(reader.readexactly(65536), WAIT)
 
 
 class HubTest(NodeTestCase):

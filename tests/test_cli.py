@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ipc_app
+from fluxchat import cli_show
 from fluxchat.ids import fingerprint, parse_id
 from fluxchat.ipc_protocol import MAX_LINE, make_request
 from tests.keys import identity
-from tests.lab import ProcessNode
+from tests.lab import WAIT, ProcessNode
 
 APP = Path(__file__).resolve().parent.parent / "src" / "ipc_app.py"
-DEADLINE = 10.0
+DEADLINE = WAIT   # a bound for a command or a condition, not a sleep: see tests/lab.py
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_BODY = 1000
 A_ID, B_ID = identity(0).id_text, identity(1).id_text
@@ -337,7 +337,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(json.loads(run.out)["error"]["code"], "config")
 
     def test_status_history_collapses_retries(self) -> None:
-        rows = ipc_app.history_rows([{"at": 100, "state": "queued", "detail": ""},
+        rows = cli_show.history_rows([{"at": 100, "state": "queued", "detail": ""},
                                      {"at": 101, "state": "waiting_for_key", "detail": "no key"},
                                      {"at": 161, "state": "waiting_for_key", "detail": "no key"},
                                      {"at": 281, "state": "waiting_for_key", "detail": "no key"},
@@ -349,9 +349,9 @@ class CliTest(unittest.TestCase):
     def test_list_footer_offers_more_only_when_there_is_more(self) -> None:
         args = {"folder": "inbox", "new_only": False, "offset": 0}
         items = [{"uuid": str(n), "new": False} for n in range(2)]
-        first = ipc_app.show_list({"folder": "inbox", "total": 4, "items": items}, args)
+        first = cli_show.show_list({"folder": "inbox", "total": 4, "items": items}, args)
         self.assertTrue(first.endswith("Showing 1-2 of 4; --offset 2 shows the next ones."), first)
-        last = ipc_app.show_list({"folder": "inbox", "total": 4, "items": items}, dict(args, offset=2))
+        last = cli_show.show_list({"folder": "inbox", "total": 4, "items": items}, dict(args, offset=2))
         self.assertTrue(last.endswith("Showing 3-4 of 4."), last)
 
     # --- errors --------------------------------------------------------------------------

@@ -83,7 +83,7 @@ class ChatCliTest(test_cli.CliTest):
             else:
                 self.assertRegex(line, rf"^\d\d:\d\d:\d\d  mail from FC_\w+…: watched  \({uuid[:8]}\)$")
             proc.terminate()
-            proc.wait(DEADLINE)
+            proc.communicate(timeout=DEADLINE)   # reads the rest and closes the pipes
 
     @staticmethod
     def _watchers(node: Any) -> int:

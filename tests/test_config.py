@@ -8,8 +8,11 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from fluxchat.config import load_config
+from fluxchat.admission import AdmissionLimits
+from fluxchat.config import Config, LinksConfig, load_config
 from fluxchat.errors import ConfigError
+from fluxchat.link import OutputLimits
+from fluxchat.link_setup import link_settings
 from tests.keys import identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +107,45 @@ class ConfigTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LinksConfigTest(unittest.TestCase):
+    """The `links` section: per-link and per-source limits, mapped onto the link layer."""
+
+    def load(self, data: object) -> Config:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.json"
+            path.write_text(json.dumps(data))
+            return load_config(path)
+
+    def test_defaults_derive_from_the_client_caps(self) -> None:
+        config = self.load({"client": {"max_links": 64, "max_handshakes": 16}})
+        _, limits = link_settings(config, identity(0))
+        self.assertEqual(config.links, LinksConfig())
+        self.assertEqual(limits.prefix_links(), 8)
+        self.assertEqual(limits.busy(), 8)
+        self.assertEqual(limits.admission(), AdmissionLimits(16, 2, 4))
+
+    def test_every_key_reaches_the_link_layer(self) -> None:
+        config = self.load({"links": {
+            "per_prefix": 3, "handshakes_per_prefix": 2, "reserved_handshakes": 5,
+            "busy_handshakes": 7, "blame_time": 30, "tls_timeout": 1.5,
+            "requests_in_flight": 9, "frames_per_second": 50, "frame_burst": 80,
+            "max_queued_bytes": 131072, "write_timeout": 4}})
+        session, limits = link_settings(config, identity(0))
+        self.assertEqual((limits.prefix_links(), limits.busy(), limits.blame_seconds,
+                          limits.tls_timeout), (3, 7, 30, 1.5))
+        self.assertEqual(limits.admission(), AdmissionLimits(32, 2, 5))
+        self.assertEqual((session.max_inflight, session.frame_rate, session.frame_burst),
+                         (9, 50, 80))
+        self.assertEqual(limits.output, OutputLimits(max_queued=131072, write_timeout=4))
+
+    def test_bad_values_name_the_key(self) -> None:
+        for key, value in (("per_prefix", 0), ("reserved_handshakes", 32),
+                           ("handshakes_per_prefix", "4"), ("max_queued_bytes", 10),
+                           ("frames_per_second", 0), ("blame_time", -1)):
+            with self.subTest(key=key), self.assertRaises(ConfigError) as caught:
+                self.load({"links": {key: value}})
+            self.assertIn(f"links.{key}: expected", str(caught.exception))
+        with self.assertRaisesRegex(ConfigError, "did you mean 'links.per_prefix'"):
+            self.load({"links": {"per_prefx": 4}})

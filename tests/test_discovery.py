@@ -63,8 +63,7 @@ class LanDiscoveryTest(NodeTestCase):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 sock.sendto(forged, ("127.255.255.255", port))
-            await eventually(lambda: any("did not prove its ID" in line for line in logs.output),
-                             timeout=5)
+            await eventually(lambda: any("did not prove its ID" in line for line in logs.output))
         self.assertEqual(len(lab.node.net.links), 0)
         self.assertEqual(len(other.net.links), 0)
 

@@ -14,7 +14,7 @@ import threading
 import unittest
 from pathlib import Path
 
-from fluxchat.runtime_env import REEXEC_MARK, runtime_requirements, unmet
+from fluxchat.runtime_env import REEXEC_MARK, installed_version, runtime_requirements, unmet
 from tests.keys import identity, install_identity
 from tests.lab import ProcessNode
 
@@ -70,6 +70,25 @@ class WithoutDependenciesTest(unittest.TestCase):
         self.assertEqual(unmet([("cryptography", "0.0.1"), ("no-such-package-here", "1")]),
                          [f"cryptography is {unmet_version()}, not 0.0.1", "no-such-package-here is missing"])
         self.assertEqual(unmet(runtime_requirements(ROOT / "requirements.txt")), [])
+
+    def test_installed_versions_agree_with_importlib_metadata(self) -> None:
+        from importlib import metadata
+        names = [line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
+                 if "==" in line and not line.startswith("#")]
+        for name in [*names, "pip", "Typing.Extensions", "no-such-package-here"]:
+            try:
+                expected: str | None = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                expected = None
+            self.assertEqual(installed_version(name), expected, name)
+
+    def test_the_version_check_stays_light(self) -> None:
+        """importlib.metadata would load email, zipfile and csv into every node (bench/rss.py)."""
+        code = ("import sys, fluxchat.runtime_env\n"
+                "print(sorted({'email', 'zipfile', 'importlib.metadata'} & set(sys.modules)))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+        self.assertEqual(done.stdout.strip(), "[]")
 
 
 def unmet_version() -> str:

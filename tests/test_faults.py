@@ -33,7 +33,7 @@ from fluxchat.mailer import receipt_uuid
 from fluxchat.session import Established, LinkContext, Session, SessionConfig, WorkNeeded
 from fluxchat.tls import channel_binding, client_context, peer_certificate
 from tests.keys import identity, link_credentials
-from tests.lab import LabNode, ProcessNode, eventually, write_config
+from tests.lab import WAIT, LabNode, ProcessNode, eventually, write_config
 
 ACKNOWLEDGED = ("handed_over", "stored", "delivered")
 FAST_RETRY = 1.0          # seconds before a sender's first retry (5 s in production)
@@ -106,6 +106,9 @@ class LabTest(unittest.IsolatedAsyncioTestCase):
     """Owns a temporary lab directory; every node started here is stopped in cleanup."""
 
     async def asyncSetUp(self) -> None:
+        # As NodeTestCase: debug mode slows the nodes and, on a loaded machine, fills the output
+        # with "Executing <Task ...> took 0.1 seconds" for callbacks that only waited for a core.
+        asyncio.get_running_loop().set_debug(False)
         self.dir = Path(tempfile.mkdtemp(prefix="fluxchat-faults-"))
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.enterContext(mock.patch.object(mailer_module, "RETRY_BASE", FAST_RETRY))
@@ -158,7 +161,7 @@ class RawPeer:
 
     async def read_prologue(self) -> None:
         """The node's prologue arrives once its session runs: it is reading our bytes."""
-        prologue = await asyncio.wait_for(self.reader.readexactly(len(encode_prologue())), 5)
+        prologue = await asyncio.wait_for(self.reader.readexactly(len(encode_prologue())), WAIT)
         assert prologue == encode_prologue(), prologue
 
     async def handshake(self, index: int) -> Session:

@@ -30,7 +30,8 @@ from fluxchat.errors import EnvelopeError, IpcError, ProtocolError
 from fluxchat.framing import HEADER_SIZE, Frame, FrameDecoder, Prologue, encode_frame, encode_prologue
 from fluxchat.handshake import certificate_of
 from fluxchat.ids import format_id
-from fluxchat.ipc_protocol import COMMANDS, MAX_LINE, LineSplitter, make_request, parse_request
+from fluxchat.ipc_commands import COMMANDS
+from fluxchat.ipc_protocol import MAX_LINE, LineSplitter, make_request, parse_request
 from fluxchat.session import (
     Closed,
     Established,

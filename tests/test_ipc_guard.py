@@ -14,6 +14,7 @@ from fluxchat.errors import IpcError
 from fluxchat.ipc_client import IpcClient
 from fluxchat.ipc_protocol import make_request
 from fluxchat.ipc_server import PENDING_MAX_LINE, IpcServer, write_token_file
+from tests.lab import WAIT
 
 
 async def dispatch(cmd: str, args: dict[str, Any]) -> object:
@@ -40,7 +41,7 @@ class GuardCase(unittest.IsolatedAsyncioTestCase):
         return reader, writer
 
     def call(self, port: int, cmd: str, args: dict[str, Any] | None = None) -> Any:
-        with IpcClient("127.0.0.1", port, self.token, timeout=5) as client:
+        with IpcClient("127.0.0.1", port, self.token, timeout=WAIT) as client:
             return client.call(cmd, args)
 
 
@@ -109,9 +110,9 @@ class LockoutTest(GuardCase):
         server = await self.serve(auth_timeout=0.3)
         reader, writer = await self.raw(server.port)
         writer.write(b'{"id": 1, "cmd": "info"')   # never a complete line
-        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        reply = json.loads(await asyncio.wait_for(reader.readline(), WAIT))
         self.assertEqual(reply["error"]["code"], "unavailable")
-        self.assertEqual(await asyncio.wait_for(reader.read(), 5), b"")
+        self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
         self.assertEqual(server.counts(), (0, 0))
 
     async def test_idle_authenticated_connection_is_closed(self) -> None:
@@ -120,15 +121,15 @@ class LockoutTest(GuardCase):
         writer.write(make_request(1, "info", None, self.token))
         self.assertTrue(json.loads(await reader.readline())["ok"])
         self.assertEqual(server.counts(), (0, 1))
-        self.assertEqual(json.loads(await asyncio.wait_for(reader.readline(), 5))["error"]["code"],
+        self.assertEqual(json.loads(await asyncio.wait_for(reader.readline(), WAIT))["error"]["code"],
                          "unavailable")
-        self.assertEqual(await asyncio.wait_for(reader.read(), 5), b"")
+        self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
 
     async def test_lines_before_the_token_are_short(self) -> None:
         server = await self.serve()
         reader, writer = await self.raw(server.port)
         writer.write(b"x" * (4 * PENDING_MAX_LINE) + b"\n")
-        reply = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        reply = json.loads(await asyncio.wait_for(reader.readline(), WAIT))
         self.assertEqual(reply["error"]["code"], "too_long")
         self.assertIn(str(PENDING_MAX_LINE), reply["error"]["message"])
         # After the token, lines up to the full limit are fine.

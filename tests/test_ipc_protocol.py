@@ -8,12 +8,11 @@ from typing import Any
 
 from fluxchat.errors import IpcError
 from fluxchat.ids import format_id
+from fluxchat.ipc_commands import COMMANDS, check_body_size
 from fluxchat.ipc_protocol import (
-    COMMANDS,
     MAX_LINE,
     LineSplitter,
     check_bind_address,
-    check_body_size,
     check_token,
     error_response,
     make_request,

@@ -18,6 +18,7 @@ from fluxchat.ids import IdError, format_id
 from fluxchat.ipc_client import IpcClient, NodeUnreachable, read_token_file
 from fluxchat.ipc_protocol import make_request
 from fluxchat.ipc_server import IpcServer, write_token_file
+from tests.lab import WAIT
 
 APP = Path(__file__).resolve().parent.parent / "src" / "ipc_app.py"
 PEER = format_id(bytes(range(32)))
@@ -87,7 +88,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
     async def ask(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> dict[str, Any]:
         writer.write(data)
         await writer.drain()
-        return json.loads(await asyncio.wait_for(reader.readline(), 2))
+        return json.loads(await asyncio.wait_for(reader.readline(), WAIT))
 
     def good(self, rid: int = 1, cmd: str = "info", args: dict[str, Any] | None = None) -> bytes:
         return make_request(rid, cmd, args, self.token)
@@ -123,7 +124,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
                 reply = await self.ask(reader, writer, request + self.good(2))
             self.assertNotIn(self.token, "\n".join(logs.output))
             self.assertEqual((reply["id"], reply["error"]["code"]), (1, "bad_token"))
-            self.assertEqual(await asyncio.wait_for(reader.read(), 2), b"")
+            self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
         self.assertEqual(self.node.calls, [])
 
     async def test_handler_errors_are_replies(self) -> None:
@@ -151,7 +152,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
     async def test_close_drops_clients(self) -> None:
         reader, _ = await self.connect()
         await self.server.close()
-        self.assertEqual(await asyncio.wait_for(reader.read(), 2), b"")
+        self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
         with self.assertRaises(OSError):
             await asyncio.open_connection("127.0.0.1", self.server.port)
 
@@ -159,7 +160,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         reader, writer = await self.connect()
         reply = await self.ask(reader, writer, self.good(9, "stop"))
         self.assertEqual(reply, {"id": 9, "ok": True, "result": {"stopping": True}})
-        self.assertEqual(await asyncio.wait_for(reader.read(), 2), b"")
+        self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
 
     # --- token file and client --------------------------------------------------------------
 
@@ -178,7 +179,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_client(self) -> None:
         def use_client() -> None:
-            with IpcClient("127.0.0.1", self.server.port, self.token, timeout=5) as client:
+            with IpcClient("127.0.0.1", self.server.port, self.token, timeout=WAIT) as client:
                 self.assertEqual(client.call("info")["id"], PEER)
                 with self.assertRaises(IpcError) as ctx:
                     client.call("list", {"limit": 0})
@@ -200,7 +201,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(APP), *argv, env=env, cwd=self.dir, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(stdin), 10)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), WAIT)
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 

@@ -29,6 +29,9 @@ LAYERS = {
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
     LAYERS[_layer] |= _names
+# Split out of messages.py, ipc_protocol.py and src/ipc_app.py (the command line's parser and output).
+LAYERS[1] |= {"message_base", "messages_overlay", "messages_nat", "ipc_args", "ipc_commands"}
+LAYERS[2] |= {"cli_args", "cli_show", "tls_stream"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[2] |= {"link_registry", "link_setup"}

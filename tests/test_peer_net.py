@@ -20,7 +20,7 @@ from fluxchat.peer_net import DialError, NetLimits, PeerNet
 from fluxchat.session import SessionConfig
 from fluxchat.tls import channel_binding, client_context, link_certificate
 from tests.keys import identity, link_credentials
-from tests.lab import eventually
+from tests.lab import WAIT, eventually
 
 LIMITS = NetLimits(auth_timeout=2, request_timeout=2, max_links=16, max_handshakes=8,
                    connections_per_second=1000)
@@ -127,11 +127,11 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         decoder = FrameDecoder(1 << 20)
         items: list = []
         while not any(isinstance(i, Frame) for i in items):
-            items += decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
+            items += decoder.feed(await asyncio.wait_for(reader.read(4096), WAIT))
         challenge = m.decode_message(items[1].type, items[1].payload)
         counter = work.solve(challenge.nonce, claimed, acceptor, challenge.difficulty)
         writer.write(frame(m.Work(counter)))
-        rest = decoder.feed(await asyncio.wait_for(reader.read(4096), 5))
+        rest = decoder.feed(await asyncio.wait_for(reader.read(4096), WAIT))
         error = m.decode_message(rest[0].type, rest[0].payload)
         self.assertEqual(error.code, m.ErrorCode.AUTH_FAILED)
         writer.close()
@@ -143,7 +143,7 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         reader, writer = await asyncio.open_connection("127.0.0.1", port_a)
         writer.write(os.urandom(4096))
         await writer.drain()
-        self.assertEqual(await asyncio.wait_for(reader.read(), 5), b"")
+        self.assertEqual(await asyncio.wait_for(reader.read(), WAIT), b"")
         writer.close()
         old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
@@ -162,7 +162,7 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         reader, writer = await asyncio.open_connection("127.0.0.1", port_a, ssl=client)
         writer.write(b"FLUXCHAT\x00\x01" + b"\xff\xff\xff\xff\x01")   # oversize frame
         await writer.drain()
-        items = FrameDecoder(1 << 20).feed(await asyncio.wait_for(reader.read(), 5))
+        items = FrameDecoder(1 << 20).feed(await asyncio.wait_for(reader.read(), WAIT))
         error = m.decode_message(items[1].type, items[1].payload)   # after the prologue
         self.assertEqual(error.code, m.ErrorCode.TOO_LARGE)
         writer.close()

@@ -14,7 +14,7 @@ import unittest
 from pathlib import Path
 
 from tests.keys import identity
-from tests.lab import SERVER_APP, ProcessNode
+from tests.lab import SERVER_APP, WAIT, ProcessNode
 
 ENV = dict(os.environ, FLUXCHAT_KEY_PASSWORD="test-password")
 
@@ -107,12 +107,12 @@ class ServerAppTest(unittest.TestCase):
                                 env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         runtime = node.data_dir / "runtime.json"
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + WAIT
         while not runtime.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
         token = (node.data_dir / "ipc.token").read_text().strip()
         proc.send_signal(signal.SIGINT)
-        self.assertEqual(proc.wait(10), 0)
+        self.assertEqual(proc.wait(WAIT), 0)
         self.assertFalse((node.data_dir / "ipc.token").exists())
         log = (self.dir / "node.log").read_text()
         self.assertIn("listening for peers", log)

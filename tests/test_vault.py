@@ -11,7 +11,7 @@ import unittest
 from pathlib import Path
 
 from fluxchat.errors import IdentityError, StorageError
-from fluxchat.sqldb import is_plaintext
+from fluxchat.sqldb import CACHE_KIB, is_plaintext, open_database
 from fluxchat.store import InboxMail, Store
 from fluxchat.vault import VAULT_COPY, VAULT_FILE, create, unlock
 from fluxchat.vault_format import KdfParams, WrongPassword, parse, seal, unseal
@@ -137,6 +137,14 @@ class EncryptedDatabaseTest(unittest.TestCase):
         for key in (b"L" * 32, None):
             with self.subTest(key=key), self.assertRaisesRegex(StorageError, "cannot open"):
                 Store.open(self.db, key)
+
+    def test_the_page_cache_is_bounded(self) -> None:
+        """Decrypted pages in memory: at most CACHE_KIB per connection (bench/rss.py)."""
+        fill(self.db, 5, key=b"K" * 32)
+        db = open_database(self.db, b"K" * 32)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("PRAGMA cache_size").fetchone()[0], -CACHE_KIB)
+        self.assertLessEqual(CACHE_KIB, 2048)
 
     def test_only_the_opener_touches_the_driver(self) -> None:
         allowed = {ROOT / "src" / "fluxchat" / "sqldb.py"}

@@ -10,7 +10,7 @@ from typing import Any
 from .envelope2 import PROTECTION, version_of
 from .errors import EnvelopeError, IpcError
 from .ids import format_id
-from .ipc_protocol import MAX_SUBJECT
+from .ipc_commands import MAX_SUBJECT
 from .store import InboxMail, OutboxMail, Store
 
 Args = dict[str, Any]

@@ -6,7 +6,6 @@ Every message names the file and the key, e.g. `var/config1.json: ipc.port: expe
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
@@ -36,6 +35,23 @@ class ClientConfig:
     max_links: int = 256
     max_handshakes: int = 32
     connections_per_second: float = 5.0
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    """Per-link and per-source limits of peer links (docs/PROTOCOL.md §5.2, §7). None: derived
+    from `client.max_links` / `client.max_handshakes` as documented."""
+    per_prefix: int | None = None              # inbound links per /24 or /64: max_links // 8, >= 4
+    handshakes_per_prefix: int | None = None   # max_handshakes // 8, at least 1
+    reserved_handshakes: int | None = None     # kept for known addresses: max_handshakes // 4
+    busy_handshakes: int | None = None         # from here every dialer pays work: max_handshakes // 2
+    blame_time: float = 600.0                  # seconds misbehaviour makes a source or ID pay work
+    tls_timeout: float = 3.0                   # accept to TLS done
+    requests_in_flight: int = 64               # unanswered peer requests per link
+    frames_per_second: float = 250.0           # frame budget per link …
+    frame_burst: float = 1000.0                # … and its burst
+    max_queued_bytes: int = 4 * 1024 * 1024    # output not yet taken by the peer, per link
+    write_timeout: float = 20.0                # queued output must start draining within this
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,7 @@ class Config:
     log: LogConfig
     mail_keys: MailKeysConfig = MailKeysConfig()
     web: WebConfig = WebConfig()
+    links: LinksConfig = LinksConfig()
 
 
 class _Reader:
@@ -205,6 +222,8 @@ def _refuse_unknown_keys(path: Path, data: dict[str, Any], section: Any, prefix:
     known = [f.name for f in fields(section) if f.name not in _NOT_IN_FILE]
     for key in data:
         if key not in known:
+            import difflib  # here: only a misspelled config needs it (bench/rss.py)
+
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
             raise ConfigError(f"{path}: unknown key {json.dumps(prefix + key)[1:-1]!r}{hint}")
@@ -257,6 +276,7 @@ def _build(root: _Reader) -> Config:
             backups=log.integer("backups", LogConfig.backups, 1, 100),
         ),
         mail_keys=_mail_keys(root.section("mail_keys")),
+        links=_links(root.section("links"), _client(root.section("client"))),
     )
 
 
@@ -270,6 +290,30 @@ def _client(r: _Reader) -> ClientConfig:
         max_links=r.integer("max_links", d.max_links, 1, 100_000),
         max_handshakes=r.integer("max_handshakes", d.max_handshakes, 1, 10_000),
         connections_per_second=r.number("connections_per_second", d.connections_per_second, 0.01, 1e6),
+    )
+
+
+def _links(r: _Reader, client: ClientConfig) -> LinksConfig:
+    d = LinksConfig
+
+    def derived(key: str, low: int, high: int) -> int | None:
+        value: int | None = r.get(key, None, lambda v: v is None or (
+            isinstance(v, int) and not isinstance(v, bool) and low <= v <= high),
+            f"null or {low}..{high}")
+        return value
+    handshakes = client.max_handshakes
+    return LinksConfig(
+        per_prefix=derived("per_prefix", 1, client.max_links),
+        handshakes_per_prefix=derived("handshakes_per_prefix", 1, handshakes),
+        reserved_handshakes=derived("reserved_handshakes", 0, handshakes - 1),
+        busy_handshakes=derived("busy_handshakes", 1, handshakes),
+        blame_time=r.number("blame_time", d.blame_time, 0, 86400),
+        tls_timeout=r.number("tls_timeout", d.tls_timeout, 0.1, 600),
+        requests_in_flight=r.integer("requests_in_flight", d.requests_in_flight, 1, 10_000),
+        frames_per_second=r.number("frames_per_second", d.frames_per_second, 1, 1e6),
+        frame_burst=r.number("frame_burst", d.frame_burst, 1, 1e7),
+        max_queued_bytes=r.integer("max_queued_bytes", d.max_queued_bytes, 65536, 2**30),
+        write_timeout=r.number("write_timeout", d.write_timeout, 0.1, 3600),
     )
 
 

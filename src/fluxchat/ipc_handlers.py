@@ -1,7 +1,7 @@
 """The node's one narrow API: every face (the JSON-lines local API, `watch`, the web app) calls
 `NodeApi.call(cmd, args)` or `NodeApi.subscribe()`, never the node object itself.
 
-Arguments are checked against ipc_protocol.COMMANDS before a handler runs, whatever face the
+Arguments are checked against ipc_commands.COMMANDS before a handler runs, whatever face the
 request came through. Results are JSON-ready dicts. Conversation commands live in chat_api.py.
 """
 
@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
-from .backup import write_backup
 from .chat_api import ChatCommands, mail_item, protection_of_sent, uuid_text
 from .config import Config
 from .errors import IpcError, StorageError
 from .events import EventHub, Subscription, TooManySubscribers
 from .identity import Identity
 from .ids import IdError, fingerprint, format_id, parse_id
-from .ipc_protocol import check_body_size, validate_args
+from .ipc_commands import check_body_size, validate_args
 from .mailer import Mailer, MailError
 from .outbox_states import OutboxState
 from .store import Store
@@ -267,6 +266,8 @@ class NodeApi(ChatCommands):
             raise IpcError("unavailable", "this node runs without a storage key (tests only)")
         if self._backup_running:
             raise IpcError("busy", "a backup is being written already; try again when it is done")
+        from .backup import write_backup  # here: a running node seldom writes one (bench/rss.py)
+
         self._backup_running = True
         try:
             size = await asyncio.to_thread(write_backup, node.config.data_dir, node.storage_key,

@@ -2,8 +2,8 @@
 
 A request is one line `{"id", "cmd", "args", "token"}`; a response is one line
 `{"id", "ok": true, "result"}` or `{"id", "ok": false, "error": {"code", "message"}}`.
-The COMMANDS table describes every command's arguments, so adding a command is one entry
-and the node's handlers only ever see well-typed arguments with defaults filled in.
+The arguments of each command are checked by ipc_commands.py (the COMMANDS table) with the
+kinds of ipc_args.py; this module handles lines, requests, responses and tokens.
 """
 
 from __future__ import annotations
@@ -11,32 +11,22 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from .errors import IpcError
-from .ids import ID_PREFIX, IdError, parse_id
-from .mail_rules import MAX_SUBJECT_CHARS, body_problem
+from .ipc_args import is_text
+from .ipc_commands import validate_args
 
 # A 1 MiB body, JSON-escaped (quotes, newlines), plus the envelope fits in one line.
 MAX_LINE = 2 * 1024 * 1024
 TOKEN_FILE = "ipc.token"
-MAX_SUBJECT = MAX_SUBJECT_CHARS
 MAX_REQUEST_ID = 128
 
 ERROR_CODES = frozenset({
     "bad_json", "bad_request", "too_long", "unknown_command", "bad_argument", "bad_token",
     "not_found", "invalid_id", "too_large", "internal", "unavailable", "ambiguous", "exists",
 })
-MIN_UUID_PREFIX = 6      # hex digits: short handles for people typing uuids
-MAX_RECIPIENTS = 32
-
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_HEX_RE = re.compile(rf"[0-9a-f]{{{MIN_UUID_PREFIX},32}}")
-_ALIAS_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_MAX_ID_CHARS = 64  # FC_ + at most 44 base58 digits
 
 
 class RequestError(IpcError):
@@ -45,31 +35,6 @@ class RequestError(IpcError):
     def __init__(self, code: str, message: str, request_id: int | str | None = None) -> None:
         super().__init__(code, message)
         self.request_id = request_id
-
-
-@dataclass(frozen=True)
-class Arg:
-    """One argument: `kind` is text, int, bool, choice, uuid (or a prefix of at least 6 hex digits),
-    peer (ID or alias), peers (one peer or a list of them), node_id or alias.
-
-    For int, low/high bound the value; for text, high bounds the length in characters.
-    """
-
-    name: str
-    kind: str
-    required: bool = False
-    default: Any = None
-    low: int | None = None
-    high: int | None = None
-    choices: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    args: tuple[Arg, ...] = ()
-    # Cross-argument rules (e.g. `contacts add` needs alias and id); raises IpcError.
-    check: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,193 +52,6 @@ class Response:
     result: Any = None
     code: str = ""
     message: str = ""
-
-
-def _contacts_check(args: dict[str, Any]) -> None:
-    action = args["action"]
-    if action == "add" and (args["id"] is None) == (args["from"] is None):
-        raise IpcError("bad_argument", "contacts add needs either id or from (the uuid of a mail they sent)")
-    needed = {"list": (), "add": ("alias", "id" if args["id"] else "from"), "remove": ("alias",)}[action]
-    if args["force"] and action != "add":
-        raise IpcError("bad_argument", f"force: not used by contacts {action}")
-    for name in ("alias", "id", "from"):
-        if name in needed and args[name] is None:
-            raise IpcError("bad_argument", f"{name}: required by contacts {args['action']}")
-        if name not in needed and args[name] is not None:
-            raise IpcError("bad_argument", f"{name}: not used by contacts {args['action']}")
-
-
-def _uuid_arg() -> Arg:
-    return Arg("uuid", "uuid", required=True)
-
-
-_TABLE = (
-    Command("mail", (Arg("to", "peers", required=True), Arg("subject", "text", default="", high=MAX_SUBJECT),
-                     Arg("body", "text", required=True))),
-    Command("reply", (_uuid_arg(), Arg("body", "text", required=True),
-                      Arg("subject", "text", high=MAX_SUBJECT), Arg("quote", "bool", default=False))),
-    Command("list", (Arg("folder", "choice", default="inbox", choices=("inbox", "outbox", "sent")),
-                     Arg("new_only", "bool", default=False),
-                     Arg("limit", "int", default=50, low=1, high=1000),
-                     Arg("offset", "int", default=0, low=0, high=2**53))),
-    Command("read", (_uuid_arg(), Arg("mark", "bool", default=True))),
-    Command("mark", (_uuid_arg(), Arg("read", "bool", default=True))),
-    Command("conversations", (Arg("limit", "int", default=50, low=1, high=1000),)),
-    Command("conversation", (Arg("peer", "peer", required=True),
-                             Arg("limit", "int", default=50, low=1, high=1000),
-                             Arg("mark_read", "bool", default=True))),
-    Command("watch"),
-    Command("web_link"),
-    Command("delete", (_uuid_arg(),)),
-    Command("status", (_uuid_arg(),)),
-    Command("resend", (_uuid_arg(),)),
-    Command("contacts", (Arg("action", "choice", default="list", choices=("list", "add", "remove")),
-                         Arg("alias", "alias"), Arg("id", "node_id"), Arg("from", "uuid"),
-                         Arg("force", "bool", default=False)), check=_contacts_check),
-    Command("peers"),
-    Command("info"),
-    Command("save"),
-    Command("stop"),
-    Command("backup", (Arg("file", "text", required=True, high=4096),)),
-)
-COMMANDS: dict[str, Command] = {command.name: command for command in _TABLE}
-
-
-# --- argument checks -------------------------------------------------------------------
-
-def _bad(arg: Arg, expected: str, value: Any) -> IpcError:
-    shown = json.dumps(value, ensure_ascii=True)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return IpcError("bad_argument", f"{arg.name}: expected {expected}, got {shown}")
-
-
-def _is_text(value: Any) -> TypeGuard[str]:
-    """A str that is valid Unicode: JSON may smuggle in lone surrogates like "\\ud800"."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_text(arg: Arg, value: Any) -> str:
-    if not _is_text(value):
-        raise _bad(arg, "a string", value)
-    if arg.high is not None and len(value) > arg.high:
-        raise IpcError("bad_argument", f"{arg.name}: expected at most {arg.high} characters, got {len(value)}")
-    return value
-
-
-def _check_int(arg: Arg, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _bad(arg, "an integer", value)
-    low, high = arg.low, arg.high
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise _bad(arg, f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}", value)
-    return value
-
-
-def _check_bool(arg: Arg, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(arg, "true or false", value)
-    return value
-
-
-def _check_choice(arg: Arg, value: Any) -> str:
-    if value not in arg.choices or not isinstance(value, str):
-        raise _bad(arg, " or ".join(arg.choices), value)
-    return value
-
-
-def _check_uuid(arg: Arg, value: Any) -> str:
-    """A whole uuid (returned in its usual dashed form) or a prefix of 6..31 hex digits
-    (returned as bare hex); accepts upper case from users pasting, returns lower case."""
-    text = value.lower() if isinstance(value, str) else ""
-    if _UUID_RE.fullmatch(text):
-        return text
-    digits = text.replace("-", "")
-    if len(text) <= 36 and _HEX_RE.fullmatch(digits):
-        if len(digits) == 32:
-            return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
-        return digits
-    raise _bad(arg, f"a uuid like 123e4567-e89b-12d3-a456-426614174000 or its first "
-                    f"{MIN_UUID_PREFIX}+ hex digits", value)
-
-
-def _check_node_id(arg: Arg, value: Any) -> str:
-    # Length first: base58-decoding a megabyte-long string would take quadratic time.
-    if isinstance(value, str) and len(value) > _MAX_ID_CHARS:
-        raise IpcError("invalid_id", f"{arg.name}: not a node ID (too long)")
-    try:
-        parse_id(value)
-    except IdError as exc:
-        raise IpcError("invalid_id", f"{arg.name}: {exc}") from None
-    text: str = value  # parse_id accepted it, so it is a str
-    return text
-
-
-def _check_alias(arg: Arg, value: Any) -> str:
-    if not _is_text(value) or value.startswith(ID_PREFIX) or not _ALIAS_RE.fullmatch(value):
-        raise _bad(arg, f"an alias of 1..64 ASCII letters, digits, '.', '_' or '-', not starting with {ID_PREFIX}",
-                   value)
-    return value
-
-
-def _check_peer(arg: Arg, value: Any) -> str:
-    """A node ID or a contact alias; the node resolves the alias."""
-    if isinstance(value, str) and value.startswith(ID_PREFIX):
-        return _check_node_id(arg, value)
-    if not _is_text(value) or not _ALIAS_RE.fullmatch(value):
-        raise IpcError("invalid_id", f"{arg.name}: expected a node ID ({ID_PREFIX}…) or a contact alias, "
-                                     f"got {json.dumps(value, ensure_ascii=True)[:60]}")
-    return value
-
-
-def _check_peers(arg: Arg, value: Any) -> list[str]:
-    """One peer, or a list of 1..MAX_RECIPIENTS distinct peers; always returned as a list."""
-    values = value if isinstance(value, list) else [value]
-    if not 1 <= len(values) <= MAX_RECIPIENTS:
-        raise _bad(arg, f"a peer or a list of 1..{MAX_RECIPIENTS} peers", value)
-    return list(dict.fromkeys(_check_peer(arg, v) for v in values))
-
-
-_CHECKS: dict[str, Callable[[Arg, Any], Any]] = {
-    "text": _check_text, "int": _check_int, "bool": _check_bool, "choice": _check_choice,
-    "uuid": _check_uuid, "node_id": _check_node_id, "alias": _check_alias, "peer": _check_peer,
-    "peers": _check_peers,
-}
-
-
-def validate_args(cmd: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """Checked arguments with defaults filled in; every declared name is present (None if unset)."""
-    command = COMMANDS.get(cmd)
-    if command is None:
-        raise IpcError("unknown_command", f"unknown command {cmd[:40]!r}; known: {', '.join(COMMANDS)}")
-    known = {arg.name for arg in command.args}
-    for name in raw:
-        if name not in known:
-            raise IpcError("bad_argument", f"{name[:40]}: unknown argument for {cmd}"
-                                           f" (expected {', '.join(sorted(known)) or 'none'})")
-    args: dict[str, Any] = {}
-    for arg in command.args:
-        if arg.name in raw and raw[arg.name] is not None:
-            args[arg.name] = _CHECKS[arg.kind](arg, raw[arg.name])
-        elif arg.required:
-            raise IpcError("bad_argument", f"{arg.name}: required by {cmd}")
-        else:
-            args[arg.name] = arg.default
-    if command.check is not None:
-        command.check(args)
-    return args
-
-
-def check_body_size(body: str, limit: int) -> None:
-    """The node calls this with `config.mail.max_body_bytes`; the limit is on UTF-8 bytes."""
-    problem = body_problem(body, limit)
-    if problem is not None:
-        raise IpcError("too_large", problem)
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -315,13 +93,13 @@ def parse_envelope(line: bytes, max_line: int = MAX_LINE) -> Request:
     if extra:
         raise RequestError("bad_request", f"unknown request field {sorted(extra)[0][:40]!r}", rid)
     cmd, args, token = obj.get("cmd"), obj.get("args", {}), obj.get("token")
-    if not _is_text(cmd):
+    if not is_text(cmd):
         raise RequestError("bad_request", "cmd: expected a string", rid)
     if args is None:
         args = {}
     if not isinstance(args, dict):
         raise RequestError("bad_request", "args: expected an object", rid)
-    if not _is_text(token):
+    if not is_text(token):
         raise RequestError("bad_token", "missing token; read it from the node's data_dir/ipc.token", rid)
     return Request(rid, cmd, args, token)
 

@@ -1,9 +1,11 @@
 """The node's established links, one per peer ID: who keeps which link when two meet, and
-who makes room at the link cap.
+who makes room at the link caps.
 
-Only an established (authenticated) newcomer may push out an idle link at the cap, and the
-one it pushes out comes from the source prefix holding the most links, so a crowd of
-identities from one place displaces its own links first.
+Only an established (authenticated) newcomer may push out an idle link at a cap. At the node's
+cap the one it pushes out comes from the source prefix holding the most links, so a crowd of
+identities from one place displaces its own links first. Inbound links are also capped per
+source prefix (/24, /64): a newcomer from a full prefix can only replace an idle link of that
+prefix. Links we dialed do not count against a prefix: we chose those peers.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ LinkCallback = Callable[[Link], None]
 
 
 class LinkRegistry:
-    def __init__(self, own_id: bytes, max_links: int, on_link: LinkCallback,
+    def __init__(self, own_id: bytes, max_links: int, per_prefix: int, on_link: LinkCallback,
                  on_unlink: LinkCallback) -> None:
-        self.own_id, self.max_links = own_id, max_links
+        self.own_id, self.max_links, self.per_prefix = own_id, max_links, per_prefix
         self._on_link, self._on_unlink = on_link, on_unlink
         self.links: dict[bytes, Link] = {}
 
@@ -43,6 +45,9 @@ class LinkRegistry:
                 link.close(E.DUPLICATE, "a link between us already exists")
                 return existing
             existing.close(E.DUPLICATE, "replaced by a newer link")
+        elif link.direction == "in" and not self._prefix_room(prefix_of(link.address[0])):
+            link.close(E.BUSY, "too many links from your network")
+            return link
         elif len(self.links) >= self.max_links and not self._evict_idle_link():
             link.close(E.BUSY, "link cap reached")
             return link
@@ -53,9 +58,15 @@ class LinkRegistry:
         asyncio.get_running_loop().call_soon(self._announce, link)
         return link
 
-    def room_for(self, peer_id: bytes) -> str | None:
-        """Whether a dialer that proved `peer_id` can have a link (see register)."""
-        if peer_id in self.links or len(self.links) < self.max_links:
+    def room_for(self, peer_id: bytes, host: str) -> str | None:
+        """Whether a dialer at `host` that proved `peer_id` can have a link (see register)."""
+        if peer_id in self.links:
+            return None
+        prefix = prefix_of(host)
+        if len(self._inbound_from(prefix)) >= self.per_prefix and not any(
+                link.idle_since() is not None for link in self._inbound_from(prefix)):
+            return "too many links from your network and every one is busy"
+        if len(self.links) < self.max_links:
             return None
         if any(link.idle_since() is not None for link in self.links.values()):
             return None
@@ -87,6 +98,26 @@ class LinkRegistry:
                                              link.idle_since() or 0.0))
         log.info("link cap reached: closing the idle link to %s", short_id(victim.peer_id))
         victim.close(E.SHUTDOWN, "making room for another link")
+        self.forget(victim)
+        return True
+
+    def _inbound_from(self, prefix: str) -> list[Link]:
+        return [link for link in self.links.values()
+                if link.direction == "in" and prefix_of(link.address[0]) == prefix]
+
+    def _prefix_room(self, prefix: str) -> bool:
+        """Room for one more inbound link from `prefix`, closing its idle link unused the
+        longest if it is full. False if it is full and all its links are busy."""
+        inbound = self._inbound_from(prefix)
+        if len(inbound) < self.per_prefix:
+            return True
+        idle = [link for link in inbound if link.idle_since() is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda link: link.idle_since() or 0.0)
+        log.info("links from %s at their cap: closing the idle link to %s", prefix,
+                 short_id(victim.peer_id))
+        victim.close(E.SHUTDOWN, "making room for another link from your network")
         self.forget(victim)
         return True
 

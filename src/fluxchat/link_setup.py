@@ -15,11 +15,14 @@ from dataclasses import dataclass
 
 from . import pow as work
 from .admission import AdmissionLimits
+from .config import Config
 from .errors import FluxError, IdentityError
 from .handshake import PeerCertificate
+from .identity import Identity
 from .link import OutputLimits, shut
 from .link_loop import LinkLoop
 from .logsetup import about_peer
+from .session_config import SessionConfig
 from .session_events import Closed, Event, WorkNeeded
 from .tls import channel_binding, peer_certificate
 from .wire_fields import ErrorCode
@@ -41,13 +44,42 @@ class NetLimits:
     tls_timeout: float = 3.0            # accept to TLS done (a silent socket's lifetime)
     handshakes_per_prefix: int | None = None   # default: max_handshakes // 8, at least 1
     reserved_handshakes: int | None = None     # default: max_handshakes // 4
+    links_per_prefix: int | None = None        # inbound; default: max_links // 8, at least 4
+    busy_handshakes: int | None = None         # all pay work from here; max_handshakes // 2
+    blame_seconds: float = 600.0               # misbehaviour costs work this long
     output: OutputLimits = OutputLimits()
+
+    def prefix_links(self) -> int:
+        return self.links_per_prefix or max(4, self.max_links // 8)
+
+    def busy(self) -> int:
+        return self.busy_handshakes or max(1, self.max_handshakes // 2)
 
     def admission(self) -> AdmissionLimits:
         per_prefix = self.handshakes_per_prefix or max(1, self.max_handshakes // 8)
         reserved = (self.max_handshakes // 4 if self.reserved_handshakes is None
                     else self.reserved_handshakes)
         return AdmissionLimits(self.max_handshakes, per_prefix, reserved)
+
+
+def link_settings(config: Config, identity: Identity) -> tuple[SessionConfig, NetLimits]:
+    """The session settings and limits of a node's links, from its configuration."""
+    client, links = config.client, config.links
+    session = SessionConfig(
+        identity=identity, contact="private", difficulty=config.challenge.min,
+        max_difficulty=config.challenge.max, handshake_timeout=client.auth_timeout,
+        idle_timeout=client.idle_timeout, ping_interval=client.ping_interval,
+        max_inflight=links.requests_in_flight, frame_rate=links.frames_per_second,
+        frame_burst=links.frame_burst)
+    limits = NetLimits(
+        client.auth_timeout, client.request_timeout, client.max_links, client.max_handshakes,
+        client.connections_per_second, tls_timeout=links.tls_timeout,
+        handshakes_per_prefix=links.handshakes_per_prefix,
+        reserved_handshakes=links.reserved_handshakes, links_per_prefix=links.per_prefix,
+        busy_handshakes=links.busy_handshakes, blame_seconds=links.blame_time,
+        output=OutputLimits(max_queued=links.max_queued_bytes,
+                            write_timeout=links.write_timeout))
+    return session, limits
 
 
 class DialError(FluxError):

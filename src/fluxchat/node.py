@@ -29,16 +29,16 @@ from .ipc_protocol import TOKEN_FILE, check_bind_address
 from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
 from .link import Link
+from .link_setup import link_settings
 from .mailer import CLOCK_SKEW, Mailer
 from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
-from .peer_net import NetLimits, PeerNet
+from .peer_net import PeerNet
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
 from .replication import Replication
-from .session import SessionConfig
 from .store import Store
 from .tasks import settle
 
@@ -117,13 +117,8 @@ class Node:
 
     async def _start(self) -> None:
         assert self.store is not None
-        cfg, client = self.config, self.config.client
-        session = SessionConfig(
-            identity=self.identity, contact="private", difficulty=cfg.challenge.min,
-            max_difficulty=cfg.challenge.max, handshake_timeout=client.auth_timeout,
-            idle_timeout=client.idle_timeout, ping_interval=client.ping_interval)
-        limits = NetLimits(client.auth_timeout, client.request_timeout, client.max_links,
-                           client.max_handshakes, client.connections_per_second)
+        cfg = self.config
+        session, limits = link_settings(cfg, self.identity)
         self.net = PeerNet(session, limits, self._on_peer_request, self._on_link, self._on_unlink)
         self.port = await self.net.listen(cfg.address, cfg.port)
         # The contact names our real port, known only now when port 0 picked one.
@@ -140,7 +135,7 @@ class Node:
         self.overlay.admit = self.reach.admit
         self.reach.observers.append(self.api.on_reachability)
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
-                             self.reach, client.idle_timeout, self.clock)
+                             self.reach, cfg.client.idle_timeout, self.clock)
         self.mailer.relay = self.relays.send
         self.puncher = Puncher(self.net, self.relays)
         self.relays.on_relayed = self.puncher.after_relayed

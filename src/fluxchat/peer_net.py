@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from . import messages as m
 from . import pow as work
+from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
 from .ids import short_id
@@ -66,11 +67,12 @@ class PeerNet:
         self.tls, self._client_ssl = LinkTls(session_config.identity), client_context()
         self.records = RecordCheck()
         self._on_request = on_request
-        self.registry = LinkRegistry(self.own_id, limits.max_links, on_link, on_unlink)
+        self.registry = LinkRegistry(self.own_id, limits.max_links, limits.prefix_links(),
+                                     on_link, on_unlink)
         self.links = self.registry.links
         self.admission = Admission(limits.admission())
-        self.work = WorkPolicy(WorkLimits(session_config.difficulty,
-                                          busy_handshakes=max(1, limits.max_handshakes // 2)))
+        self.work = WorkPolicy(WorkLimits(session_config.difficulty, limits.busy(),
+                                          limits.blame_seconds))
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
@@ -83,7 +85,7 @@ class PeerNet:
 
     async def listen(self, host: str, port: int) -> int:
         try:
-            self._server = await asyncio.start_server(self._accept, host, port)
+            self._server = await tls_stream.listen(self._accept, host, port)
         except OSError as exc:
             raise FluxError(f"cannot listen for peers on {host}:{port}: "
                             f"{exc.strerror or exc}") from None
@@ -196,7 +198,10 @@ class PeerNet:
             return self.work.difficulty(peer_id, record, source, self.admission.in_flight,
                                         time.monotonic())
 
-        config = dataclasses.replace(self.config, admit=self.registry.room_for,
+        def room_for(peer_id: bytes) -> str | None:
+            return self.registry.room_for(peer_id, host)
+
+        config = dataclasses.replace(self.config, admit=room_for,
                                      link=credentials, records=self.records, work_for=work_for)
         session = Session.acceptor(config, os.urandom(32),
                                    LinkContext(binding, int(time.time())), accepted, host)
@@ -212,8 +217,7 @@ class PeerNet:
         where neither end accepted): one end takes the acceptor's part, the other dials."""
         if tls_server:
             # As if our listener had accepted it (a server-side stream for start_tls).
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._accept), sock)
+            await asyncio.get_running_loop().connect_accepted_socket(tls_stream.stream_protocol(self._accept), sock)
             async with asyncio.timeout(self.config.handshake_timeout):
                 while expected_id not in self.links:
                     await asyncio.sleep(0.01)

@@ -4,14 +4,16 @@
 dependencies (or has older ones). Before importing anything that needs them, an entry point calls
 `use_project_venv()`: when a runtime requirement of `requirements.txt` is missing or at another
 version, it re-executes itself with `.venv/bin/python`, or says how to create that virtualenv.
-Standard library only, so it works before the dependencies are there.
+Standard library only, so it works before the dependencies are there, and light: it reads the
+installed versions from the `*.dist-info` directories itself, because `importlib.metadata` would
+bring `email`, `zipfile` and `csv` into every node and CLI process (about 1.8 MiB and 45 ms).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -32,13 +34,44 @@ def runtime_requirements(path: Path) -> list[tuple[str, str]]:
     return pins
 
 
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares them: case, '-', '_' and '.' do not matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_version(name: str) -> str | None:
+    """The version of distribution `name` that this interpreter imports (the first one on sys.path,
+    as importlib.metadata finds it), or None."""
+    wanted = _normal(name)
+    for entry in sys.path:
+        try:
+            listing = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        for item in listing:
+            stem, dot, kind = item.rpartition(".")
+            if dot and kind in ("dist-info", "egg-info") and _normal(stem.split("-")[0]) == wanted:
+                version = _metadata_version(Path(entry or ".") / item, kind)
+                if version is not None:
+                    return version
+    return None
+
+
+def _metadata_version(path: Path, kind: str) -> str | None:
+    try:
+        text = (path / ("METADATA" if kind == "dist-info" else "PKG-INFO")).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    match = re.search(r"^Version:[ \t]*(\S+)", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
 def unmet(pins: list[tuple[str, str]]) -> list[str]:
     """The pins this interpreter does not satisfy, described for a person."""
     problems = []
     for name, version in pins:
-        try:
-            installed = metadata.version(name)
-        except metadata.PackageNotFoundError:
+        installed = installed_version(name)
+        if installed is None:
             problems.append(f"{name} is missing")
             continue
         if installed != version:

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Memory of one node process: RSS idle, RSS with 10,000 mails in its store, and where it goes.
+
+- **Idle**: a real `src/server_app.py` process (test identity, no peers, local API on), RSS once
+  it has served for a few seconds and settled. PSS (shared library pages divided among the
+  processes that map them) and the private part (USS) are printed beside it: RSS counts every
+  shared page in full, in each process.
+- **10,000 mails**: the same node stopped, 8,000 received and 2,000 sent mails written into its
+  encrypted store, started again; RSS settled, then after `list`, `conversations` and `info`.
+- **Working**: a second node links to it and sends it mail (`--exchange`, default 300 mails,
+  with receipts back); RSS of the receiving node once all arrived, and its threads: the work
+  that runs off the event loop (proof of work, private-key operations) starts worker threads,
+  and glibc gives each its own malloc arena unless MALLOC_ARENA_MAX says otherwise.
+- **Imports**: RSS of a fresh interpreter after each group of the imports `server_app.py`
+  makes (the heavy stdlib and third-party packages first, then our modules layer by layer),
+  and the slowest imports by `-X importtime`.
+Target (issues 13 and 16): RSS per node process < 40 MiB.
+
+Usage: python3 bench/rss.py [--quick] [--mails N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench.lablib import fresh_dir, parse_args, print_table, write_results  # noqa: E402
+from fluxchat.store import InboxMail, OutboxMail  # noqa: E402
+from tests.keys import identity  # noqa: E402
+from tests.lab import ProcessNode  # noqa: E402
+from tests.test_layers import LAYERS  # noqa: E402
+
+TARGET_MIB = 40.0
+PEERS = 100
+# Heavy packages, measured one by one (in this order) when server_app.py imports them.
+HEAVY = ["asyncio", "ssl", "sqlite3", "cryptography.hazmat.bindings._rust", "cryptography.hazmat.primitives.hpke",
+         "cryptography.x509", "argon2", "sqlcipher3", "aiohttp"]
+ENTRY = "server_app"
+
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS, PSS and private (USS) MiB and the thread count of a process, from /proc."""
+    figures: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+            figures[name] = int(value.split()[0]) / 1024
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+    return {"rss": figures["Rss"], "pss": figures["Pss"],
+            "uss": figures["Private_Clean"] + figures["Private_Dirty"], "threads": threads}
+
+
+def settled(pid: int, seconds: float) -> dict[str, float]:
+    """Sample for `seconds` after start-up work; the last sample (RSS only grows while idle)."""
+    deadline, last = time.monotonic() + seconds, memory(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        last = memory(pid)
+    return last
+
+
+def fill(node: ProcessNode, received: int, sent: int) -> None:
+    """The mailbox as a long-used node has it, written into the stopped node's encrypted store."""
+    me = identity(node.index).node_id
+    store = node.open_store()
+    now = int(time.time()) - received - sent
+    peers = [bytes([n]) * 32 for n in range(1, PEERS + 1)]
+    for n in range(received):
+        store.add_inbox(InboxMail(uuidlib.uuid4().bytes, peers[n % PEERS], me, f"subject {n}",
+                                  f"body {n} " * 20, now + n, now + n, is_new=n % 7 == 0))
+    for n in range(sent):
+        at = now + received + n
+        store.add_outbox(OutboxMail(uuidlib.uuid4().bytes, peers[n % PEERS], f"re {n}", f"answer {n} " * 20,
+                                    at, at + 10**6, state="delivered"), at)
+    store.close()
+
+
+def wait_for(check: Any, what: str, timeout: float = 300.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(0.2)
+    return result
+
+
+def working(mails: int, settle: float) -> dict[str, dict[str, float]]:
+    """Node 0 receives `mails` mails from node 1 over a real link; both measured."""
+    directory = fresh_dir("rss_working")
+    receiver = ProcessNode(directory, 0, [])
+    receiver.start()
+    sender = ProcessNode(directory, 1, [receiver.address])
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        sender.start()
+        assert receiver.proc is not None and sender.proc is not None
+        to = identity(0).id_text
+        wait_for(lambda: any(link["id"] == to for link in sender.call("peers")["links"]), "linked")
+        with sender.client() as client:
+            for n in range(mails):
+                client.call("mail", {"to": [to], "subject": f"mail {n}", "body": f"body {n} " * 20})
+        wait_for(lambda: receiver.call("info")["counts"]["inbox"] >= mails, "all mails in")
+        rows[f"received {mails} mails (receiver)"] = settled(receiver.proc.pid, settle)
+        rows[f"sent {mails} mails (sender)"] = memory(sender.proc.pid)
+    finally:
+        sender.stop()
+        receiver.stop()
+    return rows
+
+
+def node_figures(mails: int, settle: float) -> dict[str, dict[str, float]]:
+    node = ProcessNode(fresh_dir("rss"), 0, [])
+    rows: dict[str, dict[str, float]] = {}
+    node.start()
+    try:
+        assert node.proc is not None
+        node.call("info")   # it answers: started and serving
+        rows["idle"] = settled(node.proc.pid, settle)
+    finally:
+        node.stop()
+    fill(node, mails * 4 // 5, mails - mails * 4 // 5)
+    node.start()
+    try:
+        assert node.proc is not None
+        node.call("info")
+        rows[f"idle, {mails:,} mails"] = settled(node.proc.pid, settle)
+        for cmd, args in (("list", {}), ("list", {"folder": "sent"}), ("conversations", {}), ("info", {})):
+            node.call(cmd, args)
+        rows[f"{mails:,} mails, after list/conversations"] = settled(node.proc.pid, settle / 2)
+    finally:
+        node.stop()
+    return rows
+
+
+_PROBE = """
+import sys
+import {entry}
+print("\\n".join(sorted(sys.modules)))
+"""
+
+_STEPS = r"""
+import importlib, json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+steps = [("interpreter", rss())]
+for group in json.loads(sys.argv[1]):
+    for name in group[1]:
+        importlib.import_module(name)
+    steps.append((group[0], rss()))
+print(json.dumps(steps))
+"""
+
+
+def import_groups(loaded: set[str]) -> list[tuple[str, list[str]]]:
+    groups: list[tuple[str, list[str]]] = [(name, [name]) for name in HEAVY if name in loaded]
+    names = {"fluxchat." + name for layer in LAYERS.values() for name in layer}
+    titles = {0: "fluxchat base", 1: "fluxchat pure core", 2: "fluxchat adapters", 3: "fluxchat node, services"}
+    for layer, modules in sorted(LAYERS.items()):
+        ours = sorted(f"fluxchat.{name}" for name in modules if f"fluxchat.{name}" in loaded)
+        groups.append((f"{titles[layer]} ({len(ours)} modules)", ours))
+    others = sorted(name for name in loaded if name.startswith("fluxchat.") and name not in names)
+    if others:
+        groups.append(("fluxchat, other", others))
+    groups.append((ENTRY, [ENTRY]))
+    return groups
+
+
+def imports() -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    run = [sys.executable, "-c"]
+    loaded = set(subprocess.run(run + [_PROBE.format(entry=ENTRY)], env=env, check=True, capture_output=True,
+                                text=True).stdout.split())
+    groups = import_groups(loaded)
+    steps = json.loads(subprocess.run(run + [_STEPS, json.dumps(groups)], env=env, check=True,
+                                      capture_output=True, text=True).stdout)
+    times = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {ENTRY}"], env=env, check=True,
+                           capture_output=True, text=True).stderr
+    slow = []
+    for line in times.splitlines()[1:]:
+        match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if match and len(match.group(3)) <= 3:   # the entry point and what it imports directly
+            slow.append((match.group(4).strip(), int(match.group(2)) / 1000))
+    slow.sort(key=lambda item: -item[1])
+    third = sorted({name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"fluxchat", ENTRY})
+    return {"steps": steps, "slowest_ms": slow[:10], "third_party": third, "modules": len(loaded)}
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    def options(parser: Any) -> None:
+        parser.add_argument("--mails", type=int, default=10_000,
+                            help="mails in the store for the second run (default 10,000)")
+        parser.add_argument("--exchange", type=int, default=300,
+                            help="mails sent between two nodes for the working figure (default 300)")
+
+    args = parse_args(__doc__.splitlines()[0], options)
+    mails = 2_000 if args.quick else args.mails
+    exchange = 50 if args.quick else args.exchange
+    settle = 3.0 if args.quick else 6.0
+    before = load()
+    print(f"before: {before}")
+    found = imports()
+    rows, previous = [], found["steps"][0][1]
+    for name, mib in found["steps"]:
+        rows.append([name, mib, mib - previous])
+        previous = mib
+    print_table(f"RSS of a fresh interpreter after each group of imports ({found['modules']} modules; "
+                f"third-party: {', '.join(found['third_party'])})", ["import", "RSS MiB", "+MiB"], rows)
+    print_table("Slowest imports of server_app.py (-X importtime, cumulative)", ["module", "ms"],
+                found["slowest_ms"])
+    nodes = node_figures(mails, settle)
+    nodes.update(working(exchange, settle))
+    print_table(f"server_app.py process (target RSS < {TARGET_MIB:.0f} MiB)",
+                ["", "RSS MiB", "PSS MiB", "private MiB", "threads"],
+                [[name, f["rss"], f["pss"], f["uss"], int(f["threads"])] for name, f in nodes.items()])
+    after = load()
+    print(f"\nafter: {after}")
+    write_results("rss", {"imports": found, "node": nodes, "target_mib": TARGET_MIB,
+                          "load": {"before": before, "after": after}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The listening side of peer links: streams accepted as plain TCP and upgraded to TLS.
+
+peer_net accepts plain TCP so that it can turn a connection away (rate, handshake slots)
+before any TLS work, then upgrades the stream with `start_tls`. asyncio's StreamReaderProtocol
+answers a peer's EOF with True ("keep the half-closed socket") until `start_tls` has returned
+and told it that the transport is TLS. A peer that closes right after its handshake (a
+dial-back check, a dialer that gave up, a scanner) sends its last handshake message and its
+close_notify in one segment, so that EOF arrives first and asyncio's SSL layer logs "returning
+true from eof_received() has no effect when using ssl" for every such connection.
+
+We never half-close a peer link, so the protocol here always answers False: over TLS it is
+what the SSL layer does anyway, and before TLS an EOF means the peer has left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+Accept = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class TlsServerStream(asyncio.StreamReaderProtocol):
+    """A server-side stream protocol for connections that will be upgraded to TLS."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()   # the reader sees the end of the stream
+        return False
+
+
+def stream_protocol(accept: Accept) -> Callable[[], TlsServerStream]:
+    """A protocol factory that runs `accept(reader, writer)` for each connection."""
+    return lambda: TlsServerStream(asyncio.StreamReader(), accept)
+
+
+async def listen(accept: Accept, host: str, port: int) -> asyncio.Server:
+    """Like asyncio.start_server(accept, host, port), with TlsServerStream."""
+    return await asyncio.get_running_loop().create_server(stream_protocol(accept), host, port)
