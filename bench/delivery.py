@@ -14,12 +14,14 @@ the key pool's rsa4096b), once with mail keys (envelope v2, the default) and onc
 `mail_keys.enabled` false (envelope v1, RSA only; sequential only, see BURST_RUNS), and with
 RSA-2048 keys (test identities) and mail keys. Run 2 also reports the recipient process's RSS.
 
-Usage: python3 bench/delivery.py [--quick]
+Usage: python3 bench/delivery.py [--quick] [--split-only] [--profile DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import cProfile
 import multiprocessing
 import os
 import sys
@@ -147,10 +149,27 @@ async def run_in_process(label: str, keys: tuple[Path, Path], overrides: dict[st
 
 
 def recipient_main(directory: Path, key: Path, overrides: dict[str, Any],
-                   conn: Connection) -> None:
-    """Child process: run the recipient node; report arrivals and its own CPU time."""
+                   conn: Connection, profile: Path | None = None) -> None:
+    """Child process: run the recipient node; report arrivals and its own CPU time
+    (with `profile`, under cProfile from the burst on, stats written there)."""
     quiet_logs()
-    asyncio.run(_recipient(directory, key, overrides, conn))
+    asyncio.run(_recipient(directory, key, overrides, conn, profile))
+
+
+class SqlCount:
+    """Counts the SQL statements (and COMMITs) a node's store runs (profiling only)."""
+
+    def __init__(self, node: Node) -> None:
+        assert node.store is not None
+        self.statements = self.commits = 0
+        node.store._db.set_trace_callback(self._seen)
+
+    def _seen(self, sql: str) -> None:
+        self.statements += 1
+        self.commits += sql.strip().upper() == "COMMIT"
+
+    def per_mail(self, count: int) -> dict[str, float]:
+        return {"statements": self.statements / count, "commits": self.commits / count}
 
 
 def rss_mib() -> float:
@@ -161,17 +180,25 @@ def rss_mib() -> float:
 
 
 async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
-                     conn: Connection) -> None:
+                     conn: Connection, profile: Path | None) -> None:
     node = BenchNode(directory, key, [], overrides)
     await node.start()
     assert node.node is not None
     watch = InboxWatch(node.node)
     conn.send(("ready", node.address))
     loop = asyncio.get_running_loop()
+    profiler: cProfile.Profile | None = None
+    counter: SqlCount | None = None
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "cpu":
+            if profile is not None and profiler is None:
+                counter = SqlCount(node.node)
+                profiler = cProfile.Profile(time.process_time)
+                profiler.enable()
             conn.send(time.process_time())
+        elif command == "sql":
+            conn.send(None if counter is None else counter.per_mail(arg))
         elif command == "rss":
             conn.send(rss_mib())
         elif command == "expect":
@@ -179,16 +206,21 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
             conn.send((ok, max(watch.arrived.values(), default=0.0), time.process_time()))
         else:
             break
+    if profiler is not None and profile is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
     await node.stop()
     conn.send("stopped")
 
 
 async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, Any],
-                    count: int) -> dict[str, Any]:
+                    count: int, profile: Path | None = None) -> dict[str, Any]:
     directory = fresh_dir(f"delivery-split-{label.replace(' ', '-')}")
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=recipient_main, args=(directory, keys[1], overrides, child))
+    child_profile = None if profile is None else profile / "recipient.prof"
+    proc = ctx.Process(target=recipient_main,
+                       args=(directory, keys[1], overrides, child, child_profile))
     proc.start()
     loop = asyncio.get_running_loop()
     recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
@@ -208,6 +240,10 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             text = body(1024)
             parent.send(("cpu", None))
             child_cpu0 = await recv()
+            profiler = None if profile is None else cProfile.Profile(time.process_time)
+            counter = None if profile is None else SqlCount(a.node)
+            if profiler is not None:
+                profiler.enable()
             cpu0, start = time.process_time(), time.perf_counter()
             uuids = [a.node.mailer.submit(recipient, f"burst {i}", text).uuid
                      for i in range(count)]
@@ -216,6 +252,12 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             cpu1 = time.process_time()
             done_at = await receipts.wait_all(uuids, WAIT * 3)
             cpu2 = time.process_time()
+            if profiler is not None and profile is not None:
+                profiler.disable()
+                profiler.dump_stats(str(profile / "sender.prof"))
+            parent.send(("sql", count))
+            sql = {"sender": None if counter is None else counter.per_mail(count),
+                   "recipient": await recv()}
             parent.send(("cpu", None))
             child_cpu2 = await recv()
             parent.send(("rss", None))
@@ -235,13 +277,15 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             "recipient_cpu_ms_per_mail_to_inbox": 1000 * (child_cpu1 - child_cpu0) / count,
             "sender_cpu_ms_per_mail_with_receipts": 1000 * (cpu2 - cpu0) / count,
             "recipient_cpu_ms_per_mail_with_receipts": 1000 * (child_cpu2 - child_cpu0) / count,
-            "recipient_rss_mib": child_rss}
+            "recipient_rss_mib": child_rss, "sql_per_mail": sql}
 
 
 # ----- report ---------------------------------------------------------------------------------
 
 
 def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
+    if not single:
+        return report_split(split)
     rows = []
     for run in single:
         for name, seq in run["sequential"].items():
@@ -258,6 +302,10 @@ def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
                   b["mails_per_s_to_receipt"], b["cpu_ms_per_mail_to_inbox_both_sides"],
                   b["cpu_ms_per_mail_with_receipts_both_sides"]]
                  for r in single for b in [r["burst"]] if b is not None])
+    report_split(split)
+
+
+def report_split(split: list[dict[str, Any]]) -> None:
     print_table("Burst of 1 KiB mails, recipient in its own process (CPU per side)",
                 ["keys", "n", "all in", "mails/s to inbox", "mails/s to receipt",
                  "sender ms/mail", "recipient ms/mail", "sender incl. rcpt",
@@ -270,22 +318,69 @@ def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
                  for r in split])
 
 
-async def main_async(quick: bool) -> dict[str, Any]:
+async def profile_split(directory: Path, burst: int) -> dict[str, Any]:
+    """The split RSA-4096 v2 burst under cProfile on both sides, SQL statements counted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys, overrides = RUNS["RSA-4096 v2"]
+    result = await run_split("RSA-4096 v2", keys, overrides, burst, directory.resolve())
+    print(f"profiles in {directory}/sender.prof and recipient.prof (rates under cProfile)")
+    for key, value in result.items():
+        print(f"  {key}: {value}")
+    return result
+
+
+async def main_async(quick: bool, split_only: bool = False) -> dict[str, Any]:
     seq_count, burst = (20, 200) if quick else (100, 1000)
+    sustained = 600 if quick else 3000   # the two-process run: long enough to be sustained
     keypool.ensure_4096()
-    single = [await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
-              for label, (keys, overrides) in RUNS.items()]
-    split = [await run_split(label, keys, overrides, burst)
+    single = [] if split_only else [
+        await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
+        for label, (keys, overrides) in RUNS.items()]
+    split = [await run_split(label, keys, overrides, sustained)
              for label, (keys, overrides) in RUNS.items() if label in BURST_RUNS]
     return {"single_process": single, "split_process": split}
 
 
+def targets(results: dict[str, Any], load: tuple[float, ...]) -> None:
+    """The figures issue 13 asks for, beside its targets."""
+    split = next(r for r in results["split_process"] if r["keys"] == "RSA-4096 v2")
+    sender = split["sender_cpu_ms_per_mail_with_receipts"]
+    recipient = split["recipient_cpu_ms_per_mail_with_receipts"]
+    rows = [["sustained mails/s to inbox (2 processes, RSA-4096, v2)",
+             split["mails_per_s_to_inbox"], ">= 1,500"],
+            ["sustained mails/s with receipts verified", split["mails_per_s_to_receipt"], ""],
+            ["CPU ms per mail, sender (incl. receipts)", sender, ""],
+            ["CPU ms per mail, recipient (incl. receipts)", recipient, ""],
+            ["mails/s one core per side allows (1000 / busier side)",
+             1000 / max(sender, recipient), ">= 1,500"],
+            ["recipient node RSS MiB", split["recipient_rss_mib"], "< 40"]]
+    single = next((r for r in results["single_process"] if r["keys"] == "RSA-4096 v2"), None)
+    if single is not None:
+        for name, seq in single["sequential"].items():
+            inbox = seq["to_inbox_ms"]
+            rows.append([f"direct delivery {name} median / p95 ms (RSA-4096, v2)",
+                         f"{inbox['median']:.2f} / {inbox['p95']:.2f}",
+                         "median <= 1" if name == "1 KiB" else ""])
+    rows.append(["load average before / after", " / ".join(f"{x:.2f}" for x in load), ""])
+    print_table("Issue 13 targets", ["figure", "measured", "target"], rows)
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--profile", type=Path, metavar="DIR",
+                            help="only profile the split RSA-4096 v2 burst (cProfile, both sides)")
+        parser.add_argument("--split-only", action="store_true",
+                            help="only the bursts with the recipient in its own process")
+
+    args = parse_args(__doc__.splitlines()[0], extra)
     quiet_logs()
+    if args.profile is not None:
+        asyncio.run(profile_split(args.profile, 1000))
+        return
     load_before = os.getloadavg()
-    results = asyncio.run(main_async(args.quick))
+    results = asyncio.run(main_async(args.quick, args.split_only))
     report(results["single_process"], results["split_process"])
+    targets(results, (load_before[0], os.getloadavg()[0]))
     write_results("delivery", {**results, "loadavg_before": load_before,
                                "loadavg_after": os.getloadavg(),
                                "note": "single_process CPU is both nodes together"})

@@ -221,16 +221,8 @@ class InboxWatch(_Stamps):
         super().__init__()
         assert node.store is not None
         self.arrived = self.stamps
-        store = node.store
-        original = store.add_inbox
-
-        def add_inbox(mail: Any, *args: Any) -> bool:
-            added = original(mail, *args)
-            if added:
-                self.record(mail.uuid)
-            return added
-
-        store.add_inbox = add_inbox  # type: ignore[method-assign]
+        # Observers are told about each new inbox mail right after its commit.
+        node.store.observers.append(lambda topic, uuid: topic == "inbox" and self.record(uuid))
 
     async def wait_count(self, count: int, timeout: float, interval: float = 0.005) -> bool:
         deadline = time.monotonic() + timeout
@@ -258,6 +250,21 @@ class ReceiptWatch(_Stamps):
                 self.record(uuid)
 
         store.set_outbox_state = set_outbox_state  # type: ignore[method-assign]
+        # Receipts arrive through receive_all, which tells observers about each mail they
+        # marked delivered (and about our own receipts it writes: never awaited here).
+        receiving: list[bool] = []
+        receive_all = store.receive_all
+
+        def receive_all_watched(*args: Any) -> Any:
+            receiving.append(True)
+            try:
+                return receive_all(*args)
+            finally:
+                receiving.pop()
+
+        store.receive_all = receive_all_watched  # type: ignore[method-assign]
+        store.observers.append(lambda topic, uuid: receiving and topic == "outbox"
+                               and self.record(uuid))
 
     async def wait_all(self, uuids: list[bytes], timeout: float) -> float | None:
         """Time the last of `uuids` was delivered, or None on timeout."""

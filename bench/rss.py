@@ -194,7 +194,8 @@ def imports() -> dict[str, Any]:
         if match and len(match.group(3)) <= 3:   # the entry point and what it imports directly
             slow.append((match.group(4).strip(), int(match.group(2)) / 1000))
     slow.sort(key=lambda item: -item[1])
-    third = sorted({name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"fluxchat", ENTRY})
+    third = sorted({name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names)
+                   - {"fluxchat", ENTRY, "__main__"} - {name for name in loaded if name.startswith("_")})
     return {"steps": steps, "slowest_ms": slow[:10], "third_party": third, "modules": len(loaded)}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +35,9 @@ INTERNET_PUBLIC = "198.51.100"   # public hosts
 INTERNET_WAN = "203.0.113"       # gateways' outside addresses
 HOME_LAN = "192.0.2"             # every home's inside network (as real homes share 192.168.1.x)
 NAT_KINDS = ("cone", "symmetric")
+BRIDGE_MAC = "02:fc:00:00:00:01"   # locally administered
 _runs = itertools.count()
+_OURS = re.compile(r"fc(\d+)(?:x|probe)")   # every namespace name a lab makes starts so
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -103,9 +106,14 @@ class Lab:
         self.closers: list[Callable[[], None]] = []   # run first by close()
         self._public = itertools.count(10)
         self._wan = itertools.count(1)
+        sweep_stale()
         try:
             self.internet = self._namespace("net")
-            _ip("-n", self.internet, "link", "add", "br0", "type", "bridge")
+            # A fixed address: a bridge without one takes the lowest address of its ports,
+            # so plugging in a new host could change it and strand every neighbour that
+            # cached the old one (its packets dropped until its ARP entry is renewed).
+            _ip("-n", self.internet, "link", "add", "br0", "address", BRIDGE_MAC, "type",
+                "bridge")
             _ip("-n", self.internet, "link", "set", "br0", "up")
             # The internet routes between its two networks: a public host and a gateway
             # are then in different /24s, as they would be out there.
@@ -206,18 +214,43 @@ class Lab:
                     if pipe is not None:
                         pipe.close()
         for ns in reversed(self.namespaces):
-            # Anything still running in there (a child of a child) goes too.
-            pids = _ip("netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            deadline = time.monotonic() + 5
-            while _ip("netns", "del", ns, check=False).returncode != 0 and \
-                    time.monotonic() < deadline:
-                time.sleep(0.05)
+            _delete_namespace(ns)
         self.namespaces.clear()
+
+
+def _delete_namespace(ns: str) -> None:
+    """Kill everything still running in `ns` (a child of a child too), then delete it."""
+    for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    deadline = time.monotonic() + 5
+    while _ip("netns", "del", ns, check=False).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale() -> list[str]:
+    """Delete the namespaces (and kill the processes in them) of earlier labs whose process
+    is gone: a run killed outright (SIGKILL, a lost terminal) could not clean up after itself.
+    Labs of live processes (other test runs on this machine) are left alone. Returns the
+    names deleted."""
+    listed = _ip("netns", "list", check=False).stdout.split("\n")
+    stale = [line.split()[0] for line in listed if line.strip()
+             and (found := _OURS.match(line.split()[0])) and not _alive(int(found.group(1)))]
+    for ns in stale:
+        _delete_namespace(ns)
+    return stale
 
 
 # ----- FluxChat nodes in the lab --------------------------------------------------------
@@ -238,7 +271,7 @@ class LabNode:
         settings: dict[str, Any] = {
             "id": identity(index).id_text, "address": "0.0.0.0", "port": PEER_PORT,
             "contact": "public", "data_dir": str(self.data_dir), "bootstrap": bootstrap,
-            "ipc": {"port": IPC_PORT}, "log": {"level": "info", "file": None}}
+            "ipc": {"port": IPC_PORT}, "log": {"level": os.environ.get("FLUXCHAT_LAB_LOG", "info"), "file": None}}
         for key, value in (overrides or {}).items():
             if isinstance(value, dict) and isinstance(settings.get(key), dict):
                 settings[key] = {**settings[key], **value}

@@ -37,7 +37,9 @@ from tests.lab import WAIT, LabNode, ProcessNode, eventually, write_config
 
 ACKNOWLEDGED = ("handed_over", "stored", "delivered")
 FAST_RETRY = 1.0          # seconds before a sender's first retry (5 s in production)
-BURST = 50
+# Mail goes in bursts of mailer.BURST per DeliverMany, acknowledged a burst at a time: the
+# crash must come while later bursts are still on their way.
+BURST = 5 * mailer_module.BURST
 RAW_PEER = 20             # test identity the hand-driven raw peer uses
 MAX_PAYLOAD = 1 << 21
 

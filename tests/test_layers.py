@@ -26,12 +26,16 @@ LAYERS = {
         "chat_api", "web"},   # web: the web app package (aiohttp), given the node API; see test_web_auth
 }
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
+# The store's parts (store.py composes them).
+LAYERS[2] |= {"store_base", "store_inbox", "store_outbox", "store_peers", "store_batch"}
+LAYERS[3] |= {"intake"}
+LAYERS[1] |= {"batching", "messages_mail"}
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
     LAYERS[_layer] |= _names
 # Split out of messages.py, ipc_protocol.py and src/ipc_app.py (the command line's parser and output).
 LAYERS[1] |= {"message_base", "messages_overlay", "messages_nat", "ipc_args", "ipc_commands"}
-LAYERS[2] |= {"cli_args", "cli_show", "tls_stream"}
+LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[2] |= {"link_registry", "link_setup"}

@@ -80,8 +80,13 @@ class RotationTest(unittest.TestCase):
     def test_file_rotates_by_size_and_every_file_is_private(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "logs" / "node.log"
+            root = logging.getLogger("fluxchat")
+            saved = root.handlers[:], root.level, root.propagate
+            # Put back the test package's quiet handler: with none left, logging's last resort
+            # would print every later test's warnings to the report.
+            self.addCleanup(lambda: (setattr(root, "handlers", saved[0]), root.setLevel(saved[1]),
+                                     setattr(root, "propagate", saved[2])))
             setup_logging("info", path, dev=False, max_bytes=2000, backups=2)
-            self.addCleanup(logging.getLogger("fluxchat").handlers.clear)
             logger = logging.getLogger("fluxchat.rotation")
             for n in range(300):
                 logger.info("line %d %s", n, "x" * 60)

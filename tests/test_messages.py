@@ -49,6 +49,8 @@ GOLDEN: list[tuple[m.Message, int, str]] = [
     (m.MailBatch(7, (b"e1", b"e2"), True), 0x23, "83" + "07" + "82" + "42653142" + "6532" + "f5"),
     (m.Delete(8, (U,)), 0x24, "82" + "08" + "81" + "50" + U.hex()),
     (m.Notify(), 0x25, "80"),
+    (m.DeliverMany(5, (b"ab", b"c")), 0x26, "82" + "05" + "82" + "426162" + "4163"),
+    (m.Delivered(5, (0, 21)), 0x27, "82" + "05" + "82" + "00" + "15"),
     (m.Ok(9), 0x30, "8109"),
     (m.Fail(10, 21, "no"), 0x31, "83" + "0a" + "15" + "626e6f"),
     (m.DialBack(11, 25001), 0x40, "82" + "0b" + "1961a9"),
@@ -108,7 +110,7 @@ class ValidationTest(unittest.TestCase):
     assertMalformed = GoldenTest.assertMalformed
 
     def test_unknown_type(self) -> None:
-        for ftype in (0x00, 0x08, 0x18, 0x26, 0x32, 0xFF):
+        for ftype in (0x00, 0x08, 0x18, 0x28, 0x32, 0xFF):
             with self.subTest(ftype=ftype), self.assertRaises(ProtocolError) as caught:
                 m.decode_message(ftype, b"\x80")
             self.assertEqual(caught.exception.code, m.ErrorCode.UNKNOWN_TYPE)
@@ -196,11 +198,11 @@ class ValidationTest(unittest.TestCase):
 class RoleTest(unittest.TestCase):
     def test_role_sets(self) -> None:
         self.assertEqual(m.REQUEST_TYPES, {m.Ping, m.FindNode, m.FindKey, m.StoreKey, m.Deliver,
-                                           m.Store, m.Fetch, m.Delete, m.FindMailKey,
+                                           m.DeliverMany, m.Store, m.Fetch, m.Delete, m.FindMailKey,
                                            m.StoreMailKey, m.DialBack, m.Reserve,
                                            m.StoreRelay, m.FindRelay, m.Relay, m.Punch,
                                            m.PunchOffer})
-        self.assertEqual(m.RESPONSE_TYPES, {m.Pong, m.Nodes, m.KeyReply, m.Ok, m.Fail,
+        self.assertEqual(m.RESPONSE_TYPES, {m.Pong, m.Nodes, m.KeyReply, m.Ok, m.Fail, m.Delivered,
                                             m.MailBatch, m.MailKeyReply, m.DialBackReply,
                                             m.Reserved, m.RelayReply, m.Relayed,
                                             m.PunchReady})

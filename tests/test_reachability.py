@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import unittest
 
 from fluxchat import messages as m
@@ -108,6 +109,27 @@ class DialBackNetworkTest(NodeTestCase):
         self.assertTrue(await probe("127.0.0.1", first.port, first.identity.node_id, 3))
         self.assertFalse(await probe("127.0.0.1", first.port, second.identity.node_id, 3))
         self.assertFalse(await probe("127.0.0.1", 1, first.identity.node_id, 3))
+
+
+class JoinRetryTest(NodeTestCase):
+    async def test_a_node_whose_bootstrap_failed_joins_when_the_peer_is_back(self) -> None:
+        # The bootstrap address first swallows the connection and never answers (as a
+        # network that drops packets for a while does), then a real node listens there.
+        # A node that gave up after its first attempt would stay alone forever: no link,
+        # an empty routing table, reachability unknown, no relays.
+        silent = socket.create_server(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        try:
+            lone = await self.start(1, [f"127.0.0.1:{port}"], client={"auth_timeout": 1})
+            assert lone.node is not None
+            self.assertEqual(lone.node.net.links, {})
+            self.assertEqual(len(lone.node.overlay.table), 0)
+        finally:
+            silent.close()
+        peer = await self.start(0, [], port=port)
+        node = lone.node
+        await eventually(lambda: peer.node_id in node.net.links, 10)
+        await eventually(lambda: peer.node_id in node.overlay.table, 5)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,21 @@ relay requests over real links on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import unittest
 
 from fluxchat import messages as m
 from fluxchat.envelope import MailContent, seal
 from fluxchat.messages import NodeInfo
+from fluxchat.node import Node
 from fluxchat.reachability import Status, Verdict
 from fluxchat.relaying import (
     BYTES_PER_MINUTE,
     MAX_RECORDS,
     RECORD_LIFETIME,
     RESERVATION_LIFETIME,
+    RETRY_MAX,
     RelayDirectory,
     RelayError,
     RelayRecord,
@@ -22,6 +25,7 @@ from fluxchat.relaying import (
     choose_relays,
     make_record,
     parse_record,
+    retry_pause,
 )
 from fluxchat.wire_fields import ErrorCode
 from tests.keys import identity
@@ -110,6 +114,19 @@ class ReservationsTest(unittest.TestCase):
         self.assertIn("budget", held.spend(b"a", 1000, 0) or "")
         self.assertIsNone(held.spend(b"a", 1000, 1.0))   # refills over the minute
 
+    def test_holds_only_until_the_reservation_ends(self) -> None:
+        held = Reservations()
+        self.assertFalse(held.holds(b"a", 0))
+        held.reserve(b"a", "203.0.113.1", 0)
+        self.assertTrue(held.holds(b"a", RESERVATION_LIFETIME - 1))
+        self.assertFalse(held.holds(b"a", RESERVATION_LIFETIME))
+
+    def test_a_failed_relay_is_asked_again_soon_then_rarely(self) -> None:
+        pauses = [retry_pause(n) for n in range(1, 10)]
+        self.assertEqual(pauses[:4], [2.0, 4.0, 8.0, 16.0])
+        self.assertEqual(max(pauses), RETRY_MAX)
+        self.assertEqual(pauses, sorted(pauses))
+
     def test_choose_relays_keeps_working_ones(self) -> None:
         self.assertEqual(choose_relays([b"x"], [b"a", b"b", b"x", b"c"], {b"a"}),
                          [b"x", b"b", b"c"])
@@ -173,6 +190,46 @@ class RelayNetworkTest(NodeTestCase):
         assert home_lab.node is not None and home_lab.node.store is not None
         store = home_lab.node.store
         await eventually(lambda: store.count_inbox()[0] == 1, 15)
+
+    async def home_with_relay(self, **overrides: object) -> tuple[Node, Node]:
+        (relay,) = await self.chain(1, **overrides)
+        home_lab = await self.start(1, [f"127.0.0.1:{relay.port}"], contact="private",
+                                    **overrides)
+        assert home_lab.node is not None
+        home = home_lab.node
+        await eventually(lambda: relay.identity.node_id in home.relays.relays, 15)
+        return relay, home
+
+    async def test_the_relay_keeps_a_reserved_link_at_its_link_cap(self) -> None:
+        relay, home = await self.home_with_relay(client={"max_links": 3})
+        link = relay.net.links[home.identity.node_id]
+        for index in (3, 4):   # the cap: the home's link is the one unused the longest
+            await self.start(index, [f"127.0.0.1:{relay.port}"])
+        newcomer = await self.start(5, [f"127.0.0.1:{relay.port}"])
+        await eventually(lambda: newcomer.node_id in relay.net.links, 15)
+        self.assertIs(relay.net.links.get(home.identity.node_id), link)
+        self.assertFalse(link.closed)
+        self.assertEqual(len(relay.net.links), 3)
+
+    async def test_the_home_keeps_its_relay_link_at_its_link_cap(self) -> None:
+        relay, home = await self.home_with_relay()
+        link = home.net.links[relay.identity.node_id]
+        others = [await self.start(index, [f"127.0.0.1:{relay.port}"]) for index in (3, 4)]
+        home.net.registry.max_links = 2
+        for other in others:   # the second dial pushes out an idle link: not the relay's
+            assert other.node is not None
+            await home.net.dial("127.0.0.1", other.node.port, other.node_id)
+        self.assertIs(home.net.links.get(relay.identity.node_id), link)
+        self.assertFalse(link.closed)
+        self.assertEqual(set(home.net.links), {relay.identity.node_id, others[1].node_id})
+
+    async def test_relay_links_outlive_the_idle_timeout(self) -> None:
+        relay, home = await self.home_with_relay(client={"idle_timeout": 3})
+        link = home.net.links[relay.identity.node_id]
+        await asyncio.sleep(7)   # more than twice the idle timeout
+        self.assertIs(home.net.links.get(relay.identity.node_id), link)
+        self.assertFalse(link.closed)
+        self.assertIn(home.identity.node_id, relay.relays.reservations)
 
     async def test_reserve_refused_by_an_unreachable_node(self) -> None:
         first, second = await self.chain(2)

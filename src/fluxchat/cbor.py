@@ -12,6 +12,7 @@ failure is a `CborError` (a `ProtocolError` with code MALFORMED).
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from .errors import ProtocolError
@@ -34,19 +35,24 @@ class CborError(ProtocolError):
 
 # ----- encoding -----------------------------------------------------------------------
 
+# Heads are built from a table (arguments below 24) or one struct call: the encoder runs
+# for every frame and every envelope, so it avoids generic int.to_bytes calls.
+_SMALL_HEADS = tuple(bytes((b,)) for b in range(256))
+_HEAD_16, _HEAD_32, _HEAD_64 = struct.Struct(">BH"), struct.Struct(">BI"), struct.Struct(">BQ")
+
 
 def _head(major: int, value: int) -> bytes:
     """The shortest head for (major type, argument), as deterministic encoding demands."""
     prefix = major << 5
     if value < 24:
-        return bytes((prefix | value,))
-    if value < 2**8:
-        return bytes((prefix | 24,)) + value.to_bytes(1, "big")
-    if value < 2**16:
-        return bytes((prefix | 25,)) + value.to_bytes(2, "big")
-    if value < 2**32:
-        return bytes((prefix | 26,)) + value.to_bytes(4, "big")
-    return bytes((prefix | 27,)) + value.to_bytes(8, "big")
+        return _SMALL_HEADS[prefix | value]
+    if value < 0x100:
+        return bytes((prefix | 24, value))
+    if value < 0x10000:
+        return _HEAD_16.pack(prefix | 25, value)
+    if value < 0x100000000:
+        return _HEAD_32.pack(prefix | 26, value)
+    return _HEAD_64.pack(prefix | 27, value)
 
 
 def _encode_int(value: int) -> bytes:
@@ -72,6 +78,25 @@ def _encode_map(obj: dict[Any, Any], out: bytearray) -> None:
 
 
 def _encode_into(obj: object, out: bytearray) -> None:
+    # Exact types first (the common case; bool is not `int` here), then the general rules.
+    if type(obj) is bytes:
+        out += _head(_BYTES, len(obj))
+        out += obj
+    elif type(obj) is int and 0 <= obj < 24:
+        out.append(obj)
+    elif type(obj) is str:
+        raw = obj.encode("utf-8")  # lone surrogates raise UnicodeEncodeError (a ValueError)
+        out += _head(_TEXT, len(raw))
+        out += raw
+    elif type(obj) is list or type(obj) is tuple:
+        out += _head(_ARRAY, len(obj))
+        for item in obj:
+            _encode_into(item, out)
+    else:
+        _encode_other(obj, out)
+
+
+def _encode_other(obj: object, out: bytearray) -> None:
     # bool before int: bool is a subclass of int in Python.
     if obj is None:
         out.append(_NULL)
@@ -83,7 +108,7 @@ def _encode_into(obj: object, out: bytearray) -> None:
         raw = bytes(obj)
         out += _head(_BYTES, len(raw)) + raw
     elif isinstance(obj, str):
-        raw = obj.encode("utf-8")  # lone surrogates raise UnicodeEncodeError (a ValueError)
+        raw = obj.encode("utf-8")
         out += _head(_TEXT, len(raw)) + raw
     elif isinstance(obj, (list, tuple)):
         out += _head(_ARRAY, len(obj))
@@ -105,86 +130,99 @@ def dumps(obj: object) -> bytes:
 
 # ----- decoding -----------------------------------------------------------------------
 
+# Smallest argument that needs 1, 2, 4 or 8 bytes (additional info 24..27): anything
+# smaller is a non-shortest encoding.
+_FLOORS = (24, 1 << 8, 1 << 16, 1 << 32)
+_WIDTHS = (1, 2, 4, 8)
+
 
 class _Reader:
-    """Cursor over the input with the decoder's budgets."""
+    """One pass over the input with the decoder's budgets. Written for speed (it decodes
+    every frame and envelope): heads are parsed inline, positions are plain ints."""
 
     def __init__(self, data: bytes, max_depth: int, max_items: int) -> None:
         self.data = data
-        self.pos = 0
+        self.end = len(data)
         self.max_depth = max_depth
         self.items_left = max_items
-
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def take(self, count: int) -> bytes:
-        if count > self.remaining:
-            raise CborError("truncated input")
-        chunk = self.data[self.pos:self.pos + count]
-        self.pos += count
-        return chunk
 
     def count_items(self, count: int) -> None:
         self.items_left -= count
         if self.items_left < 0:
             raise CborError("too many items")
 
+    def item(self, pos: int, depth: int) -> tuple[object, int]:
+        """The item starting at `pos` and the position after it."""
+        if depth > self.max_depth:
+            raise CborError("nesting too deep")
+        data, end = self.data, self.end
+        if pos >= end:
+            raise CborError("truncated input")
+        initial = data[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            if major == _SIMPLE:
+                raise CborError("floats and extended simple values are not allowed")
+            after = pos + _WIDTHS[info - 24]
+            if after > end:
+                raise CborError("truncated input")
+            arg = int.from_bytes(data[pos:after], "big")
+            if arg < _FLOORS[info - 24]:
+                raise CborError("non-shortest integer or length")
+            pos = after
+        else:
+            # 28-30 are reserved; 31 is indefinite length or "break": none is canonical.
+            raise CborError("reserved or indefinite-length head")
+        if major == _BYTES or major == _TEXT:
+            after = pos + arg   # checked against the input before anything is copied
+            if after > end:
+                raise CborError("truncated input")
+            raw = data[pos:after]
+            if major == _BYTES:
+                return raw, after
+            try:
+                return raw.decode("utf-8"), after
+            except UnicodeDecodeError:
+                raise CborError("invalid UTF-8 in text string") from None
+        if major == _UINT:
+            return arg, pos
+        if major == _ARRAY:
+            if arg > end - pos:  # each item needs at least one byte
+                raise CborError("array longer than the input")
+            self.count_items(arg)
+            items: list[object] = []
+            for _ in range(arg):
+                value, pos = self.item(pos, depth + 1)
+                items.append(value)
+            return items, pos
+        if major == _NINT:
+            return -1 - arg, pos
+        if major == _MAP:
+            return self.map(pos, arg, depth)
+        if major == _TAG:
+            raise CborError("tags are not allowed")
+        return _read_simple(info), pos
 
-def _read_head(reader: _Reader) -> tuple[int, int, int]:
-    """Returns (major, additional info, argument); rejects non-shortest arguments."""
-    initial = reader.take(1)[0]
-    major, info = initial >> 5, initial & 0x1F
-    if info < 24:
-        return major, info, info
-    if info > 27:
-        # 28-30 are reserved; 31 is indefinite length or "break": none is canonical.
-        raise CborError("reserved or indefinite-length head")
-    if major == _SIMPLE:
-        raise CborError("floats and extended simple values are not allowed")
-    size = 1 << (info - 24)
-    value = int.from_bytes(reader.take(size), "big")
-    floor = 24 if size == 1 else 1 << (4 * size)  # smallest value needing this width
-    if value < floor:
-        raise CborError("non-shortest integer or length")
-    return major, info, value
-
-
-def _read_string(reader: _Reader, length: int, text: bool) -> bytes | str:
-    raw = reader.take(length)  # take() checks the length against the input first
-    if not text:
-        return raw
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CborError("invalid UTF-8 in text string") from None
-
-
-def _read_array(reader: _Reader, length: int, depth: int) -> list[object]:
-    if length > reader.remaining:  # each item needs at least one byte
-        raise CborError("array longer than the input")
-    reader.count_items(length)
-    return [_read_item(reader, depth + 1) for _ in range(length)]
-
-
-def _read_map(reader: _Reader, length: int, depth: int) -> dict[object, object]:
-    if 2 * length > reader.remaining:
-        raise CborError("map longer than the input")
-    reader.count_items(2 * length)
-    result: dict[object, object] = {}
-    previous: bytes | None = None
-    for _ in range(length):
-        start = reader.pos
-        key = _read_item(reader, depth + 1)
-        if isinstance(key, bool) or not isinstance(key, (int, str)):
-            raise CborError("map keys must be integers or text")
-        encoded = reader.data[start:reader.pos]
-        if previous is not None and encoded <= previous:
-            raise CborError("map keys duplicated or not in canonical order")
-        previous = encoded
-        result[key] = _read_item(reader, depth + 1)
-    return result
+    def map(self, pos: int, length: int, depth: int) -> tuple[dict[object, object], int]:
+        if 2 * length > self.end - pos:
+            raise CborError("map longer than the input")
+        self.count_items(2 * length)
+        result: dict[object, object] = {}
+        previous: bytes | None = None
+        for _ in range(length):
+            start = pos
+            key, pos = self.item(pos, depth + 1)
+            if isinstance(key, bool) or not isinstance(key, (int, str)):
+                raise CborError("map keys must be integers or text")
+            encoded = self.data[start:pos]
+            if previous is not None and encoded <= previous:
+                raise CborError("map keys duplicated or not in canonical order")
+            previous = encoded
+            result[key], pos = self.item(pos, depth + 1)
+        return result, pos
 
 
 def _read_simple(info: int) -> object:
@@ -197,25 +235,6 @@ def _read_simple(info: int) -> object:
     raise CborError("simple value other than false/true/null")
 
 
-def _read_item(reader: _Reader, depth: int) -> object:
-    if depth > reader.max_depth:
-        raise CborError("nesting too deep")
-    major, info, arg = _read_head(reader)
-    if major == _UINT:
-        return arg
-    if major == _NINT:
-        return -1 - arg
-    if major in (_BYTES, _TEXT):
-        return _read_string(reader, arg, text=major == _TEXT)
-    if major == _ARRAY:
-        return _read_array(reader, arg, depth)
-    if major == _MAP:
-        return _read_map(reader, arg, depth)
-    if major == _TAG:
-        raise CborError("tags are not allowed")
-    return _read_simple(info)
-
-
 def loads(data: bytes, max_depth: int = 16, max_items: int = 100_000) -> object:
     """Decode exactly one canonical item; anything else raises CborError.
 
@@ -225,9 +244,9 @@ def loads(data: bytes, max_depth: int = 16, max_items: int = 100_000) -> object:
     reader = _Reader(bytes(data), max_depth, max_items)
     try:
         reader.count_items(1)
-        value = _read_item(reader, 0)
+        value, pos = reader.item(0, 0)
     except RecursionError:  # only if a caller raised max_depth past Python's own limit
         raise CborError("nesting too deep") from None
-    if reader.remaining:
+    if pos != reader.end:
         raise CborError("trailing bytes after the item")
     return value

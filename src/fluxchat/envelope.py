@@ -45,6 +45,7 @@ KIND_MAIL = "mail"
 KIND_RECEIPT = "receipt"
 KINDS = (KIND_MAIL, KIND_RECEIPT)
 UUID_BYTES = 16
+MAX_RECEIPT_REFS = 256    # mails one receipt may confirm (a burst: see DeliverMany)
 CONTENT_KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -162,9 +163,14 @@ def _content_problem(content: MailContent) -> str | None:
         return f"subject must be text of at most {MAX_SUBJECT_CHARS} characters"
     if not isinstance(content.body, str):
         return "body must be text"
-    wanted_ref = (UUID_BYTES,) if content.kind == KIND_RECEIPT else (0, UUID_BYTES)
-    if not isinstance(content.ref, bytes) or len(content.ref) not in wanted_ref:
-        return f"ref must be {' or '.join(map(str, wanted_ref))} bytes for a {content.kind}"
+    if not isinstance(content.ref, bytes):
+        return "ref must be bytes"
+    if content.kind == KIND_RECEIPT:   # the mail it confirms, or the mails of a burst
+        if not content.ref or len(content.ref) % UUID_BYTES \
+                or len(content.ref) > MAX_RECEIPT_REFS * UUID_BYTES:
+            return f"ref must be 1 to {MAX_RECEIPT_REFS} uuids for a receipt"
+    elif len(content.ref) not in (0, UUID_BYTES):
+        return f"ref must be 0 or {UUID_BYTES} bytes for a mail"
     if not isinstance(content.sender_name, str) or len(content.sender_name) > MAX_NAME_CHARS:
         return f"sender_name must be text of at most {MAX_NAME_CHARS} characters"
     return None

@@ -184,9 +184,8 @@ def _decode_inner(inner: bytes) -> tuple[MailContent, bytes, bytes]:
     return content, sender_der, sender_record
 
 
-def _open(envelope: bytes, me: bytes, prekeys: Mapping[bytes, hpke.MLKEM768X25519PrivateKey],
-          records: RecordCache) -> Opened:
-    header, sealed = split(envelope, len(envelope))
+def _open(header: Header2, sealed: bytes, me: bytes,
+          prekeys: Mapping[bytes, hpke.MLKEM768X25519PrivateKey], records: RecordCache) -> Opened:
     private = prekeys.get(header.prekey_id)
     if header.recipient != me or private is None:   # public data: no work for others' mail
         raise EnvelopeError()
@@ -218,7 +217,17 @@ def open_v2(envelope: bytes, me: bytes,
     """Decrypt and verify a v2 envelope for node `me` holding `prekeys` (by prekey id);
     any failure is EnvelopeError() with no detail."""
     try:
-        return _open(envelope, me, prekeys, records)
+        return _open(*split(envelope, len(envelope)), me, prekeys, records)
+    except (*v1._OPEN_FAILURES, InvalidSignature):
+        raise EnvelopeError() from None
+
+
+def open_split(header: Header2, sealed: bytes, me: bytes,
+               prekeys: Mapping[bytes, hpke.MLKEM768X25519PrivateKey],
+               records: RecordCache) -> Opened:
+    """open_v2 for an envelope the caller already split (to read its header first)."""
+    try:
+        return _open(header, sealed, me, prekeys, records)
     except (*v1._OPEN_FAILURES, InvalidSignature):
         raise EnvelopeError() from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from .errors import FluxError
@@ -44,6 +45,7 @@ def id_from_spki(spki_der: bytes) -> bytes:
     return hashlib.sha256(spki_der).digest()
 
 
+@functools.lru_cache(maxsize=1024)   # every mail's log lines and history name its peer
 def format_id(node_id: bytes) -> str:
     if len(node_id) != ID_BYTES:
         raise IdError(f"a node ID has {ID_BYTES} bytes, got {len(node_id)}")

@@ -31,6 +31,9 @@ class LinkRegistry:
         self.own_id, self.max_links, self.per_prefix = own_id, max_links, per_prefix
         self._on_link, self._on_unlink = on_link, on_unlink
         self.links: dict[bytes, Link] = {}
+        # Links that must stay open (relay.py: links carrying a relay reservation, at either
+        # end): never closed to make room, whether idle or not.
+        self.keep: Callable[[bytes], bool] = lambda peer_id: False
 
     def register(self, link: Link) -> Link:
         """Make `link` the link to its peer, or close it; returns the link to use."""
@@ -64,11 +67,11 @@ class LinkRegistry:
             return None
         prefix = prefix_of(host)
         if len(self._inbound_from(prefix)) >= self.per_prefix and not any(
-                link.idle_since() is not None for link in self._inbound_from(prefix)):
+                self._evictable(link) for link in self._inbound_from(prefix)):
             return "too many links from your network and every one is busy"
         if len(self.links) < self.max_links:
             return None
-        if any(link.idle_since() is not None for link in self.links.values()):
+        if any(self._evictable(link) for link in self.links.values()):
             return None
         return "link cap reached and every link is busy"
 
@@ -91,7 +94,7 @@ class LinkRegistry:
         most links. False if every link is busy."""
         per_prefix = collections.Counter(prefix_of(link.address[0])
                                          for link in self.links.values())
-        idle = [link for link in self.links.values() if link.idle_since() is not None]
+        idle = [link for link in self.links.values() if self._evictable(link)]
         if not idle:
             return False
         victim = min(idle, key=lambda link: (-per_prefix[prefix_of(link.address[0])],
@@ -111,7 +114,7 @@ class LinkRegistry:
         inbound = self._inbound_from(prefix)
         if len(inbound) < self.per_prefix:
             return True
-        idle = [link for link in inbound if link.idle_since() is not None]
+        idle = [link for link in inbound if self._evictable(link)]
         if not idle:
             return False
         victim = min(idle, key=lambda link: link.idle_since() or 0.0)
@@ -120,6 +123,9 @@ class LinkRegistry:
         victim.close(E.SHUTDOWN, "making room for another link from your network")
         self.forget(victim)
         return True
+
+    def _evictable(self, link: Link) -> bool:
+        return link.idle_since() is not None and not self.keep(link.peer_id)
 
     def _dialer_of(self, link: Link) -> bytes:
         return self.own_id if link.direction == "out" else link.peer_id

@@ -9,6 +9,9 @@ the node acknowledges, to a peer or to the user, is committed to the store first
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -19,6 +22,7 @@ from typing import Any, TypeVar
 
 from . import envelope2
 from . import messages as m
+from .batching import bursts, frames
 from .config import MailConfig
 from .envelope import MailContent, seal
 from .errors import FluxError
@@ -33,6 +37,7 @@ from .peer_net import PeerNet
 from .placement import replica_targets
 from .routing import Peer
 from .store import InboxMail, OutboxMail, Quotas, Store
+from .store_batch import OutboxMove
 from .tasks import Background, settle
 
 log = logging.getLogger("fluxchat.mail")
@@ -43,6 +48,12 @@ RETRY_MAX = 600.0
 CLOCK_SKEW = 600          # seconds a sender's clock may run ahead of ours
 FETCH_BATCH = 64
 WORKERS = 16              # outbox attempts in flight at once
+BURST = 64                # mails to one recipient handed over in one attempt (DeliverMany)
+# Attempts in flight to one recipient: two keep it busy (it opens one burst while the next
+# is on its way) without queueing so much that its answers come late.
+PER_RECIPIENT = 2
+DUE_BURSTS = 4            # bursts' worth of due mail read per look at the outbox
+FALLBACK_AT_ONCE = 8      # mails of a burst the recipient did not take, attempted at once
 EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
@@ -74,7 +85,9 @@ class Mailer:
         self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total,
                              config.quota_per_sender_recipient)
         self.wake = asyncio.Event()
-        self._busy: set[bytes] = set()
+        self._busy: set[bytes] = set()   # uuids of mail an attempt is working on
+        self._running = 0                # attempts in flight
+        self._to: collections.Counter[bytes] = collections.Counter()   # ... per recipient
         self.tasks = Background("mail task")
         self._next_expiry = 0
         # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
@@ -97,14 +110,16 @@ class Mailer:
             raise MailError(problem)
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
-                          body=body, created_at=now, expires_at=now + self.retention, ref=ref)
+                          body=body, created_at=now, expires_at=now + self.retention,
+                          updated_at=now, ref=ref)   # the row as add_outbox writes it
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
             self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
                                            ref=ref, sender_name=self.config.display_name))
             self.store.set_outbox_state(mail.uuid, S.DELIVERED, now, "to ourselves")
+            return self.store.get_outbox(mail.uuid) or mail
         self.wake.set()
-        return self.store.get_outbox(mail.uuid) or mail
+        return mail
 
     def resend(self, uuid: bytes) -> bool:
         """Queue a failed or expired mail again (dated now, sealed afresh); False if it is neither."""
@@ -153,19 +168,32 @@ class Mailer:
             self._next_expiry = now + EXPIRY_INTERVAL
             for expired in self.store.expire_outbox(now):
                 log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
-        for mail in self.store.due_outbox(now, WORKERS):
-            if mail.uuid not in self._busy and len(self._busy) < WORKERS:
-                self._busy.add(mail.uuid)
-                self.tasks.spawn(self._attempt_guarded(mail))
+        room = WORKERS - self._running
+        if room <= 0:   # every attempt slot is taken: no need to look
+            return
+        # Mail being worked on stays due until its attempt has committed: skip it. A few
+        # bursts' worth per look: bursts to one recipient are limited anyway (PER_RECIPIENT).
+        due = self.store.due_outbox(now, min(room, DUE_BURSTS) * BURST, exclude=self._busy)
+        for burst in bursts(due, lambda mail: mail.recipient, BURST, room,
+                            lambda recipient: PER_RECIPIENT - self._to[recipient]):
+            self._running += 1
+            self._to[burst[0].recipient] += 1
+            self._busy.update(mail.uuid for mail in burst)
+            self.tasks.spawn(self._attempt_guarded(burst))
 
-    async def _attempt_guarded(self, mail: OutboxMail) -> None:
+    async def _attempt_guarded(self, burst: list[OutboxMail]) -> None:
         try:
-            await self.attempt(mail)
+            await (self.attempt(burst[0]) if len(burst) == 1 else self.attempt_burst(burst))
         except Exception:   # one mail's trouble must not stop the worker
-            log.exception("delivery attempt for %s failed", uuidlib.UUID(bytes=mail.uuid))
-            self._retry(mail, "internal error")
+            log.exception("delivery attempt for %s failed", uuidlib.UUID(bytes=burst[0].uuid))
+            for mail in burst:
+                self._retry(mail, "internal error")
         finally:
-            self._busy.discard(mail.uuid)
+            self._running -= 1
+            self._to[burst[0].recipient] -= 1
+            if not self._to[burst[0].recipient]:
+                del self._to[burst[0].recipient]
+            self._busy.difference_update(mail.uuid for mail in burst)
             self.wake.set()
 
     def _backoff(self, mail: OutboxMail) -> int:
@@ -206,14 +234,49 @@ class Mailer:
 
     def _progress(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
+        self.store.move_all([self._move(mail, state, detail, envelope, stored_on)], self.now())
+
+    def _move(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
+              stored_on: int | None = None) -> OutboxMove:
         # A receipt needs no receipt: once handed over or stored, it is on its way for good.
         again = mail.expires_at if mail.kind == "receipt" else self._backoff(mail)
-        if not self.store.set_outbox_state(mail.uuid, state, self.now(), detail,
-                                           stored_on=stored_on, next_attempt_at=again,
-                                           envelope=envelope, attempted=True):
-            # The receipt beat our own bookkeeping: still keep what was sent (`status` shows
-            # its protection).
-            self.store.keep_outbox_envelope(mail.uuid, envelope)
+        # If the receipt beat our own bookkeeping, still keep what was sent (`status` shows
+        # its protection).
+        # The envelope is written once: a receipt's row has it from the start.
+        return OutboxMove(mail.uuid, state, detail, stored_on=stored_on, next_attempt_at=again,
+                          envelope=None if mail.envelope == envelope else envelope,
+                          attempted=True, keep_envelope=True)
+
+    async def attempt_burst(self, burst: list[OutboxMail]) -> None:
+        """Several mails to one recipient: sealed, handed over in DeliverMany requests, and
+        their progress committed together; what the recipient did not take goes the
+        one-mail way (relays, storers)."""
+        sealed: list[tuple[OutboxMail, bytes]] = []
+        for mail in burst:
+            envelope = mail.envelope or await self._seal(mail)
+            if envelope is not None:
+                sealed.append((mail, envelope))
+        if not sealed:
+            return
+        recipient = sealed[0][0].recipient
+        peer = await self.overlay.find_contact(recipient)
+        taken = await self._deliver_many(peer, [envelope for _, envelope in sealed]) \
+            if peer is not None else [False] * len(sealed)
+        detail = f"handed over to {short_id(recipient)}"
+        self.store.move_all([self._move(mail, S.HANDED_OVER, detail, envelope)
+                             for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok],
+                            self.now())
+        # The rest goes the one-mail way, a few at a time: as many lookups and stores in
+        # flight as the one-mail attempts of the whole worker used to have, not a burst's worth.
+        slots = asyncio.Semaphore(FALLBACK_AT_ONCE)
+
+        async def one(mail: OutboxMail) -> None:
+            async with slots:
+                await self.attempt(mail)
+
+        await settle((one(dataclasses.replace(mail, envelope=envelope))
+                      for (mail, envelope), ok in zip(sealed, taken, strict=True) if not ok),
+                     "delivering mail")
 
     async def _seal(self, mail: OutboxMail) -> bytes | None:
         key = await self.overlay.find_key(mail.recipient)
@@ -231,6 +294,27 @@ class Mailer:
                 return envelope2.seal(content, keyring.signer, record, mail.expires_at)
         return await off_loop(seal, content, self.me, key, mail.expires_at, os.urandom(32),
                               os.urandom(12))
+
+    async def _deliver_many(self, peer: Peer, envelopes: list[bytes]) -> list[bool]:
+        """Whether the recipient took each envelope (committed it), in order."""
+        taken: list[bool] = []
+        for group in frames(envelopes, self.max_payload):
+            chunk = tuple(envelopes[i] for i in group)
+            if len(chunk) == 1:
+                taken.append(await self._deliver_direct(peer, chunk[0]))
+                continue
+            try:
+                reply = await self.net.request(peer.host, peer.port, peer.node_id,
+                                               functools.partial(m.DeliverMany, envelopes=chunk))
+            except FluxError as exc:
+                log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc,
+                         extra=about_peer(peer.node_id))
+                reply = None
+            if isinstance(reply, m.Delivered) and len(reply.codes) == len(chunk):
+                taken += [code == 0 for code in reply.codes]
+            else:
+                taken += [False] * len(chunk)
+        return taken
 
     async def _deliver_direct(self, peer: Peer, envelope: bytes) -> bool:
         try:

@@ -27,6 +27,7 @@ from .message_base import (  # noqa: F401 (re-exported)
     NodeInfo,
     Role,
 )
+from .messages_mail import Delivered, DeliverMany  # noqa: F401 (re-exported)
 from .messages_nat import (  # noqa: F401 (re-exported)
     DialBack,
     DialBackReply,
@@ -104,6 +105,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     0x10: FindNode, 0x11: Nodes, 0x12: FindKey, 0x13: KeyReply, 0x14: StoreKey,
     0x15: FindMailKey, 0x16: MailKeyReply, 0x17: StoreMailKey,
     0x20: Deliver, 0x21: Store, 0x22: Fetch, 0x23: MailBatch, 0x24: Delete, 0x25: Notify,
+    0x26: DeliverMany, 0x27: Delivered,
     0x30: Ok, 0x31: Fail,
     0x40: DialBack, 0x41: DialBackReply, 0x42: Reserve, 0x43: Reserved, 0x44: StoreRelay,
     0x45: FindRelay, 0x46: RelayReply, 0x47: Relay, 0x48: Relayed, 0x49: Punch,

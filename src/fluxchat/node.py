@@ -48,6 +48,7 @@ RUNTIME_FILE = "runtime.json"
 STOP_DEADLINE = 1.5
 UPKEEP_INTERVAL = 60.0
 REREPLICATE_MIN = 300.0   # seconds between pushes of held mail after routing changes
+REJOIN_FIRST, REJOIN_MAX = 1.0, 60.0   # seconds between join attempts while isolated
 
 
 def read_bootstrap(config: Config) -> list[tuple[str, int]]:
@@ -137,6 +138,7 @@ class Node:
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
                              self.reach, cfg.client.idle_timeout, self.clock)
         self.mailer.relay = self.relays.send
+        self.net.registry.keep = self.relays.keeps_link   # relay links are never evicted
         self.puncher = Puncher(self.net, self.relays)
         self.relays.on_relayed = self.puncher.after_relayed
         self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
@@ -215,17 +217,33 @@ class Node:
     # ----- background work --------------------------------------------------------------
 
     async def _join(self) -> None:
-        try:
-            await self._join_network()
-        except Exception:   # the periodic upkeep tries again; the node stays up
-            log.exception("joining the network failed")
-        finally:
-            self.joined.set()
+        """Join; while that leaves us with no link and an empty routing table (the
+        bootstrap nodes were down, or the network was not up yet), try again after 1 s,
+        doubling to 60 s: nothing else would ever make the first link."""
+        pause = REJOIN_FIRST
+        while True:
+            anyone = True
+            try:
+                anyone = await self._join_network()
+            except Exception:   # the periodic upkeep tries again; the node stays up
+                log.exception("joining the network failed")
+            finally:
+                self.joined.set()
+            if self.net.links or len(self.overlay.table) or not anyone:
+                return
+            log.info("not joined (no links, no known nodes): trying again in %.0f s", pause)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, REJOIN_MAX)
 
-    async def _join_network(self) -> None:
+    async def _join_network(self) -> bool:
+        """One join attempt; False when there was nobody to ask (no bootstrap, no saved
+        routing table: the first node of a network)."""
         known = self.overlay.load()
         addresses = self._bootstrap
-        linked = await self.overlay.bootstrap(addresses) if addresses or known else 0
+        if not addresses and not known:
+            log.info("joined: 0 bootstrap links, 0 nodes in the routing table (none to ask)")
+            return False
+        linked = await self.overlay.bootstrap(addresses)
         log.info("joined: %d bootstrap links, %d nodes in the routing table", linked,
                  len(self.overlay.table))
         if len(self.overlay.table):
@@ -235,6 +253,7 @@ class Node:
                 log.info("mail key record stored on %d nodes", await self.keyring.publish())
             await self.mailroom.fetch_all(lookup=True)
             self.overlay.save()
+        return True
 
     async def _outbox_after_join(self) -> None:
         # Mail due at start would only fail and back off before we have any links.
@@ -306,6 +325,7 @@ class Node:
             m.FindMailKey: self.keyring.on_find_mail_key,
             m.StoreMailKey: self.keyring.on_store_mail_key,
             m.Deliver: self.mailroom.on_deliver,
+            m.DeliverMany: self.mailroom.on_deliver_many,
             m.Store: self.mailroom.on_store,
             m.Fetch: self.mailroom.on_fetch,
             m.Delete: self.mailroom.on_delete,

@@ -27,7 +27,7 @@ from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
 from .ids import short_id
-from .link import Link, LinkClosed, RequestTimeout
+from .link import EarlyRequest, Link, LinkClosed, RequestTimeout
 from .link_loop import LinkLoop
 from .link_registry import LinkCallback, LinkRegistry
 from .link_setup import (
@@ -91,12 +91,14 @@ class PeerNet:
                             f"{exc.strerror or exc}") from None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
+    async def dial(self, host: str, port: int, expected_id: bytes | None = None,
+                   early: EarlyRequest | None = None) -> Link:
         """A link to the node at host:port, authenticated as expected_id when given.
 
         Dials in flight are shared only by callers expecting the same ID at the same
         address, and every result is checked again: a link is never handed to a caller
-        who expects another node, whatever shares its address."""
+        who expects another node, whatever shares its address. A new dial sends `early`
+        behind its Hello if it can (early.answer is then set)."""
         if expected_id == self.own_id:
             raise DialError("refusing to dial ourselves")
         if expected_id is not None:
@@ -111,7 +113,7 @@ class PeerNet:
             future.add_done_callback(lambda done: done.cancelled() or done.exception())
             future.add_done_callback(lambda done: self._forget_dial(key, done))
             self._dials[key] = future
-            self._tasks.spawn(self._dial(host, port, expected_id, future))
+            self._tasks.spawn(self._dial(host, port, expected_id, future, early=early))
         link = await asyncio.shield(future)
         if expected_id is not None and link.peer_id != expected_id:
             raise DialError(f"{host}:{port} is node {short_id(link.peer_id)}, "
@@ -124,10 +126,15 @@ class PeerNet:
 
         A link can close under a request when a simultaneous dial from the peer wins the
         duplicate check; the request is then sent once more over the surviving link. A
-        timeout is final: the peer had its chance, and the request may have been served."""
+        timeout is final: the peer had its chance, and the request may have been served.
+        A new link carries the request with its Hello if we linked with the peer before (it
+        has most likely kept us as known and asks no work), else with our Work."""
         for attempt in (1, 2):
-            link = await self.dial(host, port, node_id)
+            early = EarlyRequest(build, self.work.knows(node_id)) if attempt == 1 else None
+            link = await self.dial(host, port, node_id, early=early)
             try:
+                if early is not None and early.answer is not None:
+                    return await early.answer
                 return await link.request(build)
             except LinkClosed:
                 if attempt == 2:
@@ -229,16 +236,17 @@ class PeerNet:
         return await asyncio.shield(future)
 
     async def _dial(self, host: str, port: int, expected_id: bytes | None,
-                    future: asyncio.Future[Link], sock: socket.socket | None = None) -> None:
+                    future: asyncio.Future[Link], sock: socket.socket | None = None,
+                    early: EarlyRequest | None = None) -> None:
         try:
-            await self._dial_link(host, port, expected_id, future, sock)
+            await self._dial_link(host, port, expected_id, future, sock, early)
         finally:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: dial abandoned"))
 
     async def _dial_link(self, host: str, port: int, expected_id: bytes | None,
-                         future: asyncio.Future[Link], sock: socket.socket | None = None
-                         ) -> None:
+                         future: asyncio.Future[Link], sock: socket.socket | None = None,
+                         early: EarlyRequest | None = None) -> None:
         started = time.monotonic()
         deadline = started + self.config.handshake_timeout
         try:
@@ -255,6 +263,9 @@ class PeerNet:
             max_difficulty=min(self.config.max_difficulty, work.affordable_difficulty(budget)))
         session = Session.dialer(config, certificate, LinkContext(binding, int(time.time())),
                                  started, expected_id)
+        if early is not None:
+            early.rid = session.send_early(early.build, time.monotonic(),
+                                           self.limits.request_timeout, early.with_hello)
         linked = self.links.get(session.claimed_id)
         if session.closed_code is None and linked is not None and not linked.closed:
             # An address we did not know belongs to a node we are linked to: use that link
@@ -268,12 +279,13 @@ class PeerNet:
             reason = session.closed_reason or "link closed during handshake"
             future.set_exception(DialError(f"{host}:{port}: {reason}"))
             return
-        await self._serve_link(loop, (host, port), "out", future)
+        await self._serve_link(loop, (host, port), "out", future, early)
 
     # ----- the link loop ------------------------------------------------------------------
 
     async def _serve_link(self, loop: LinkLoop, address: tuple[str, int], direction: str,
-                          future: asyncio.Future[Link] | None) -> None:
+                          future: asyncio.Future[Link] | None,
+                          early: EarlyRequest | None = None) -> None:
         established = loop.session.established
         assert established is not None
         link = Link(loop.session, loop.writer, direction, address, established,
@@ -281,6 +293,8 @@ class PeerNet:
                     loop.rearm)
         self.work.learn(established.peer_id, established.link_record)
         survivor = self.registry.register(link)
+        if early is not None and early.rid is not None and survivor is link:
+            early.answer = link.expect(early.rid)
         if direction == "out" and not survivor.closed:
             self.admission.remember(address[0])   # a host we reached is a known peer too
         if future is not None and not future.done():
@@ -304,6 +318,8 @@ class PeerNet:
 
     def _link_event(self, link: Link, event: Event) -> None:
         if isinstance(event, RequestReceived):
+            if link.closed:
+                return   # an early request on a link the registry refused: not served
             self._tasks.spawn(self._serve(link, event.message))
         elif isinstance(event, NoticeReceived):
             # A notice equal to one still waiting to be served adds nothing: a flood of

@@ -39,6 +39,7 @@ from .relaying import (
     choose_relays,
     make_record,
     parse_record,
+    retry_pause,
 )
 from .routing import Peer
 from .store import QuotaExceeded, Store
@@ -48,8 +49,11 @@ from .wire_fields import ErrorCode as E
 log = logging.getLogger("fluxchat.relay")
 RENEW_INTERVAL = 60.0     # seconds between renewals (keeps the relay links in use)
 REPUBLISH_INTERVAL = 600.0
-FAILED_FOR = 120.0        # seconds a relay that failed us is not picked again
-REFUSED_FOR = 5.0         # ... that refused (e.g. it does not know yet that it is reachable)
+REFUSED_FOR = 5.0         # seconds a node that refused to relay is not asked again (e.g. it
+                          # did not know yet that it is reachable); failures: retry_pause()
+MAX_FAILURES_KEPT = 64    # relays whose failures in a row we count
+FORWARD_TIMEOUT = 5.0     # a relay waits this long for the recipient, then holds the mail
+                          # (well within the sender's request timeout)
 SHORT_RETRY_MAX = 15.0    # seconds between looks for more relays while short of them
 
 
@@ -66,6 +70,7 @@ class Relays:
         self.relays: dict[bytes, Peer] = {}        # our relays while we are unreachable
         self.published_at = 0.0
         self._failed: dict[bytes, float] = {}     # node ID -> monotonic time it may be asked
+        self._failures: dict[bytes, int] = {}     # node ID -> failures in a row
         self._wake = asyncio.Event()
         self._known: dict[bytes, RelayRecord] = {}  # records of recipients we sent to
         self._retry = 0.5
@@ -74,6 +79,10 @@ class Relays:
 
     def now(self) -> int:
         return int(self.clock())
+
+    def keeps_link(self, peer_id: bytes) -> bool:
+        """Links a reservation uses, at either end: never closed to make room (peer_net)."""
+        return peer_id in self.relays or self.reservations.holds(peer_id, time.monotonic())
 
     def describe(self) -> list[str]:
         return [f"{short_id(p.node_id)} {p.host}:{p.port}" for p in self.relays.values()]
@@ -116,7 +125,8 @@ class Relays:
         target = self.net.links.get(header.recipient)
         if target is not None:
             try:
-                answer = await target.request(lambda rid: m.Deliver(rid, request.envelope))
+                answer = await target.request(lambda rid: m.Deliver(rid, request.envelope),
+                                              FORWARD_TIMEOUT)
             except FluxError as exc:
                 log.info("relaying to %s failed: %s; holding the mail",
                          short_id(header.recipient), exc, extra=about_peer(header.recipient))
@@ -137,6 +147,9 @@ class Relays:
                             self.mailer.quotas)
         except QuotaExceeded as exc:
             return m.Fail(request.rid, int(E.REFUSED), str(exc))
+        waiting = self.net.links.get(recipient)
+        if waiting is not None:   # the link is up but the forward failed: it fetches now
+            waiting.notify(m.Notify())
         return m.Relayed(request.rid, True)
 
     def on_link(self, link: Link) -> None:
@@ -151,7 +164,7 @@ class Relays:
         if link.peer_id in self.relays:
             log.info("relay %s lost", short_id(link.peer_id))
             del self.relays[link.peer_id]
-            self._failed[link.peer_id] = time.monotonic() + FAILED_FOR
+            self._failed_at(link.peer_id)
             self._wake.set()
 
     # ----- keeping relays while we are unreachable ------------------------------------
@@ -183,25 +196,38 @@ class Relays:
                     wait.cancel()
 
     async def maintain(self) -> None:
-        """Renew the reservations we hold, replace failed relays, publish when they change."""
+        """Renew the reservations we hold (first: a slow lookup must not let their links
+        go idle), replace failed relays, publish when they change."""
+        before = set(self.relays)
+        renewed = await asyncio.gather(*(self._reserve(p) for p in self.relays.values()))
+        self.relays = {p.node_id: p for p, ok in zip(list(self.relays.values()), renewed,
+                                                     strict=True) if ok}
+        closest: list[Peer] | None = None
+        if len(self.relays) < WANTED_RELAYS:
+            closest = await self._fill()
+        changed = set(self.relays) != before
+        if changed:
+            log.info("relays: %s", ", ".join(self.describe()) or "none")
+        if self.relays and (changed or self.clock() - self.published_at >= REPUBLISH_INTERVAL):
+            await self.publish(closest if closest is not None else
+                               await self.overlay.find_node(self.me.node_id))
+
+    async def _fill(self) -> list[Peer]:
+        """Reserve at the closest nodes to our ID that have not failed us lately; returns
+        the lookup's result (the nodes our relay record goes to)."""
         moment = time.monotonic()
         self._failed = {n: t for n, t in self._failed.items() if moment < t}
         for link in list(self.net.links.values()):   # our links are all the table we have
             if link.direction == "out" and link.peer_id not in self.overlay.table:
                 self.overlay.on_link(link)
         closest = await self.overlay.find_node(self.me.node_id)
-        by_id = {p.node_id: p for p in closest} | self.relays
-        wanted = choose_relays(list(self.relays), [p.node_id for p in closest],
-                               set(self._failed))
+        by_id = {p.node_id: p for p in closest}
+        wanted = [n for n in choose_relays(list(self.relays), list(by_id), set(self._failed))
+                  if n not in self.relays]
         results = await asyncio.gather(*(self._reserve(by_id[n]) for n in wanted))
-        log.debug("reservations held at %d of %d relays asked", sum(results), len(wanted))
-        before = set(self.relays)
-        self.relays = {p.node_id: p for p, ok in zip((by_id[n] for n in wanted), results, strict=True) if ok}
-        changed = set(self.relays) != before
-        if changed:
-            log.info("relays: %s", ", ".join(self.describe()) or "none")
-        if self.relays and (changed or self.clock() - self.published_at >= REPUBLISH_INTERVAL):
-            await self.publish(closest)
+        log.debug("reservations at %d of %d new relays asked", sum(results), len(wanted))
+        self.relays.update((n, by_id[n]) for n, ok in zip(wanted, results, strict=True) if ok)
+        return closest
 
     async def _reserve(self, peer: Peer) -> bool:
         try:
@@ -210,14 +236,23 @@ class Relays:
             log.info("reservation at %s failed: %s", short_id(peer.node_id), exc, extra=about_peer(peer.node_id))
             reply = None
         if isinstance(reply, m.Reserved):
+            self._failures.pop(peer.node_id, None)
             return True
-        pause = FAILED_FOR
         if isinstance(reply, m.Fail):
             log.info("%s refused to relay: %s", short_id(peer.node_id), reply.message,
                      extra=about_peer(peer.node_id))
-            pause = REFUSED_FOR
-        self._failed[peer.node_id] = time.monotonic() + pause
+            self._failed[peer.node_id] = time.monotonic() + REFUSED_FOR
+        else:
+            self._failed_at(peer.node_id)
         return False
+
+    def _failed_at(self, node_id: bytes) -> None:
+        """A relay failed us (no answer, or its link dropped): ask it again after a pause
+        that grows with each failure in a row."""
+        failures = self._failures[node_id] = self._failures.get(node_id, 0) + 1
+        if len(self._failures) > MAX_FAILURES_KEPT:   # bounded: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+        self._failed[node_id] = time.monotonic() + retry_pause(failures)
 
     async def publish(self, closest: list[Peer]) -> int:
         """Store our signed relay record on the nodes closest to our ID."""

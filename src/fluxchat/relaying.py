@@ -42,6 +42,7 @@ MAX_RESERVATIONS = 128         # per relay
 MAX_PER_NETWORK = 8            # reservations per client /24 (IPv4) or /48 (IPv6)
 BYTES_PER_MINUTE = 4 * 1024 * 1024   # relayed envelope bytes per reservation
 WANTED_RELAYS = 3
+RETRY_FIRST, RETRY_MAX = 2.0, 120.0  # seconds before a failed relay is asked again
 
 
 class RelayError(FluxError):
@@ -164,6 +165,11 @@ class Reservations:
         self._held[node_id] = _Reservation(network, now + RESERVATION_LIFETIME, self.rate, now)
         return None
 
+    def holds(self, node_id: bytes, now: float) -> bool:
+        """Whether node_id has a reservation that has not run out."""
+        held = self._held.get(node_id)
+        return held is not None and held.expires_at > now
+
     def release(self, node_id: bytes) -> None:
         self._held.pop(node_id, None)
 
@@ -194,3 +200,10 @@ def choose_relays(current: list[bytes], closest: list[bytes], failed: set[bytes]
         if node_id not in keep and node_id not in failed:
             keep.append(node_id)
     return keep
+
+
+def retry_pause(failures: int) -> float:
+    """Seconds before a relay that failed `failures` times in a row (its link dropped, a
+    reservation went unanswered) is asked again: 2 s, doubling to 120 s. A blip that cut
+    every relay link at once costs seconds, not minutes; a dead relay is dialed rarely."""
+    return min(RETRY_MAX, RETRY_FIRST * 2.0 ** max(0, failures - 1))

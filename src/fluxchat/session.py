@@ -5,6 +5,12 @@ returns and acts on the returned events. Nothing here touches a socket, the cloc
 the random source: nonces, `now` and the TLS session's binding come from the caller, proof
 of work is solved by the caller off the event loop (`WorkNeeded` → `work_done`). Who proves
 what before the link opens is handshake.py's; this module frames, times and routes.
+
+Early request (PROTOCOL.md §5.3): a dialer may send one small request right behind its
+Hello, or behind its Work. The acceptor reads frames in order, so such a request is read
+only once the message before it has been dealt with: after a Welcome it is an ordinary
+request of an authenticated peer; after a Challenge it is dropped unread (the dialer sends
+it again behind its Work).
 """
 
 from __future__ import annotations
@@ -78,6 +84,10 @@ class Session:
         self.closed_reason = ""
         self.closed_code: int | None = None   # set when we (not the peer) closed the link
         self.established: Established | None = None
+        # Early request (send_early): the dialer's is "held", "sent" (with Hello), "resend"
+        # (challenged), "with-work" or "after-welcome"; the acceptor's "served" or "dropped".
+        self.early = ""
+        self._early: m.Message | None = None
 
     # ----- construction -------------------------------------------------------------
 
@@ -125,6 +135,7 @@ class Session:
         if self.state is State.CLOSED:
             return []
         self.timers.last_rx = now
+        opening = self.state is not State.OPEN
         events: list[Event] = []
         try:
             for item in self._decoder.feed(data):
@@ -135,12 +146,15 @@ class Session:
                     break
         except ProtocolError as exc:
             events.extend(self._fail(exc.code, exc.message))
+        if opening and not self.dialing and any(isinstance(e, RequestReceived) for e in events):
+            self.early = "served"   # it came in the Hello's flight
         return events
 
     def work_done(self, counter: int) -> list[Event]:
         """The dialer's proof of work is ready: send it."""
         if isinstance(self.handshake, DialerHandshake) and self.state is State.HANDSHAKE:
             self.handshake.work_done(counter)
+            self._release_early("with-work")   # read by the acceptor once Work proved us
         return []
 
     def send_request(self, build: Callable[[int], m.Message], now: float, timeout: float) -> int:
@@ -151,6 +165,25 @@ class Session:
         if build is not m.Ping:
             self.timers.last_use = now
         self._send(build(rid))
+        return rid
+
+    def send_early(self, build: Callable[[int], m.Message], now: float, timeout: float,
+                   with_hello: bool = True) -> int | None:
+        """Dialer: the first request, sent with the Hello (`with_hello`: we expect no
+        Challenge) or else behind Work, or after Welcome if no work was demanded. Its rid,
+        or None if it cannot go early (not a fresh dialer, or over `max_early_request`)."""
+        if not self.dialing or self.state is not State.AWAIT_PROLOGUE or self._early is not None:
+            return None
+        rid = self._next_rid
+        message = build(rid)
+        if len(m.encode_message(message)[1]) > self.config.max_early_request:
+            return None
+        self._next_rid += 1
+        self.timers.pending[rid] = now + timeout
+        self.timers.last_use = now
+        self._early, self.early = message, "held"
+        if with_hello:
+            self._release_early("sent")
         return rid
 
     def respond(self, message: m.Message) -> None:
@@ -246,6 +279,9 @@ class Session:
             if self.state is not State.AWAIT_PROLOGUE:
                 raise ProtocolError(E.UNEXPECTED, "second prologue")
             return self._on_prologue(item)
+        if (self.state is State.HANDSHAKE and not self.dialing
+                and m.MESSAGE_TYPES.get(item.type) in m.REQUEST_TYPES):
+            return self._drop_early(item)
         message = m.decode_message(item.type, item.payload)
         if isinstance(message, m.Error):
             return self._closed(message.code, message.message, by_peer=True)
@@ -271,10 +307,29 @@ class Session:
 
     def _opened(self, events: list[Event]) -> list[Event]:
         for event in events:
+            if isinstance(event, WorkNeeded) and self.early == "sent":
+                self.early = "resend"   # the acceptor drops it unread: it goes behind Work
             if isinstance(event, Established):
                 self.state = State.OPEN
                 self.established = event
+                self._release_early("after-welcome")
         return events
+
+    def _release_early(self, status: str) -> None:
+        if self._early is not None and self.early in ("held", "resend"):
+            self._send(self._early)
+            self.early = status
+
+    def _drop_early(self, frame: Frame) -> list[Event]:
+        """A request behind a Hello that was answered with a Challenge: the dialer is not
+        authenticated, so the request is dropped unread; it still spent the frame budget."""
+        if not self.claimed_id or self.early:
+            raise ProtocolError(E.UNEXPECTED, "request before the link is open")
+        if len(frame.payload) > self.config.max_early_request:
+            raise ProtocolError(E.TOO_LARGE, "early request over "
+                                             f"{self.config.max_early_request} bytes")
+        self.early = "dropped"
+        return []
 
     # open link
     def _on_ping(self, ping: m.Ping) -> list[Event]:

@@ -11,16 +11,15 @@ a CA; it signs the TLS session's channel binding, which both ends read here.
 
 from __future__ import annotations
 
-import datetime
 import os
 import ssl
 import time
 
-from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.x509.oid import NameOID
 
+from . import linkcert
 from .asn1 import Asn1Error, read_tlv
 from .cbor import dumps, loads
 from .errors import FluxError, IdentityError
@@ -30,24 +29,19 @@ from .ids import format_id
 from .linkkeys import LinkCredentials, RecordCheck
 
 # Private arc (2.25 = UUID-based, needs no registration): the link key extension.
-LINK_EXTENSION = x509.ObjectIdentifier("2.25.188466210331757366553466407787325411601")
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+LINK_EXTENSION = "2.25.188466210331757366553466407787325411601"
 
 
 def link_certificate(link: LinkCredentials) -> bytes:
-    """The acceptor's certificate (PEM) for `link`; valid exactly as long as its record."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, format_id(link.node_id))])
+    """The acceptor's certificate (PEM) for `link`; valid exactly as long as its record.
+    Written by linkcert.py: cryptography.x509 would cost every node 4 MiB (bench/rss.py)."""
     record = link.record
-    value = _octet_string(dumps([link.encoded, link.identity_der]))
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(link.private_key.public_key())
-        .serial_number(int.from_bytes(record.link_key[:16], "big") >> 1 or 1)
-        .not_valid_before(_EPOCH + datetime.timedelta(seconds=record.created_at))
-        .not_valid_after(_EPOCH + datetime.timedelta(seconds=record.expires_at))
-        .add_extension(x509.UnrecognizedExtension(LINK_EXTENSION, value), critical=False)
-        .sign(link.private_key, None))
-    return certificate.public_bytes(serialization.Encoding.PEM)
+    der = linkcert.build(
+        format_id(link.node_id), link.private_key.public_key().public_bytes_raw(), link.private_key.sign,
+        serial=int.from_bytes(record.link_key[:16], "big") >> 1 or 1,
+        not_before=record.created_at, not_after=record.expires_at,
+        extension=(LINK_EXTENSION, _octet_string(dumps([link.encoded, link.identity_der]))))
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
 
 
 def server_context(link: LinkCredentials) -> ssl.SSLContext:
@@ -117,13 +111,11 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCe
     if not der:
         raise IdentityError("peer sent no certificate")
     try:
-        certificate = x509.load_der_x509_certificate(der)
-        key = certificate.public_key()
-        value = certificate.extensions.get_extension_for_oid(LINK_EXTENSION).value
-        raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+        spki, raw = linkcert.read(der, LINK_EXTENSION)
+        key = serialization.load_der_public_key(spki)
         tag, start, end = read_tlv(raw, 0)
         fields = loads(raw[start:end], max_depth=1, max_items=3)
-    except (ValueError, x509.ExtensionNotFound, Asn1Error, FluxError):
+    except (ValueError, UnsupportedAlgorithm, Asn1Error, FluxError):
         raise IdentityError("peer certificate is malformed or not a link certificate") \
             from None
     if (tag != 0x04 or end != len(raw) or not isinstance(key, ed25519.Ed25519PublicKey)

@@ -1,0 +1,28 @@
+"""Peer messages for bursts of mail (issue 13): many envelopes in one request, one answer
+per envelope. See PROTOCOL.md §11."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .message_base import RID, Message, Role
+from .wire_fields import BLOB, MAX_ENVELOPES, UINT, ListOf
+
+
+@dataclass(frozen=True)
+class DeliverMany(Message):
+    """Several envelopes for the receiving node in one request: a burst of mail or receipts
+    costs one frame, one round trip and one commit at the receiver."""
+    rid: int
+    envelopes: tuple[bytes, ...]
+    FIELDS = (RID, ("envelopes", ListOf(BLOB, MAX_ENVELOPES)))
+    ROLE = Role.REQUEST
+
+
+@dataclass(frozen=True)
+class Delivered(Message):
+    """The answer to DeliverMany: per envelope, in order, 0 (committed) or an ErrorCode."""
+    rid: int
+    codes: tuple[int, ...]
+    FIELDS = (RID, ("codes", ListOf(UINT, MAX_ENVELOPES)))
+    ROLE = Role.RESPONSE

@@ -1,0 +1,163 @@
+"""A burst of mail in one transaction: what arrived (mail with the receipt we send back,
+receipts for our mail) and how our own deliveries went (outbox state moves).
+
+A commit costs far more than the rows it writes (the WAL frames of every page touched, the
+index pages, the syscalls), so a batch of n mails costs about one commit instead of 2n. Crash
+safety is unchanged: the caller acknowledges (sends `Ok`/`Delivered`) only after the method
+returned, that is after the COMMIT; a crash before it loses only unacknowledged work, which
+the sender sends again. Each item runs in its own SAVEPOINT, so an item that fails (a
+constraint, a bug) is rolled back alone and reported, and the others still commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import StorageError
+from .outbox_states import OutboxState
+from .sqldb import dbapi
+from .store_base import StoreBase
+from .store_inbox import InboxMail, insert_inbox, insert_seen, seen_in
+from .store_outbox import OutboxMail, insert_outbox, keep_envelope, move_outbox
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class MailArrival:
+    """A verified mail for us."""
+    mail: InboxMail
+    envelope_version: int
+
+
+@dataclass(frozen=True)
+class ReceiptArrival:
+    """A verified receipt from `sender` for our mails `mail_uuids` (one, or a burst)."""
+    uuid: bytes
+    created_at: int
+    sender: bytes
+    mail_uuids: tuple[bytes, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
+class OurReceipt:
+    """Our sealed receipt for the mails `covers` (all from its recipient): written in the same
+    transaction as those mails, and only if every one of them was taken."""
+    row: OutboxMail
+    covers: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class OutboxMove:
+    """One call of set_outbox_state; `keep_envelope`: when the move is refused (a receipt came
+    first), still record the envelope that was sent."""
+    uuid: bytes
+    state: OutboxState
+    detail: str = ""
+    reason: str | None = None
+    stored_on: int | None = None
+    next_attempt_at: int | None = None
+    envelope: bytes | None = None
+    attempted: bool = False
+    keep_envelope: bool = False
+
+
+# What receive_all says per arrival: a mail that was new, a copy of one already seen, a
+# receipt that marked our mail delivered, one that did not (unknown mail, or already done).
+NEW, DUPLICATE, DELIVERED, IGNORED = "new", "duplicate", "delivered", "ignored"
+
+
+class BatchStore(StoreBase):
+    def receive_all(self, arrivals: Sequence[MailArrival | ReceiptArrival], now: int,
+                    receipts: Sequence[OurReceipt] = ()) -> list[str | StorageError]:
+        """Commit every arrival, and our receipts for the mails among them, in one
+        transaction; per arrival NEW, DUPLICATE, DELIVERED (a receipt that confirmed at least
+        one of our mails), IGNORED, or the StorageError that rolled it (alone) back."""
+        delivered: list[bytes] = []
+
+        def one(db: dbapi.Connection, item: MailArrival | ReceiptArrival) -> str:
+            if isinstance(item, MailArrival):
+                return DUPLICATE if not insert_inbox(db, item.mail, item.envelope_version) else NEW
+            confirmed = _take_receipt(db, item, now)
+            delivered.extend(confirmed)
+            return DELIVERED if confirmed else IGNORED
+
+        if not arrivals and not receipts:
+            return []
+        with self._tx() as db:
+            outcomes = self._each_in(db, arrivals, one)
+            taken = {item.mail.uuid for item, outcome in zip(arrivals, outcomes, strict=True)
+                     if isinstance(item, MailArrival) and outcome in (NEW, DUPLICATE)}
+            written = [receipt.row.uuid for receipt in receipts
+                       if taken.issuperset(receipt.covers) and _insert_receipt(db, receipt, now)]
+        for item, outcome in zip(arrivals, outcomes, strict=True):
+            if isinstance(item, MailArrival) and outcome == NEW:
+                self._changed("inbox", item.mail.uuid)
+        for uuid in (*written, *delivered):
+            self._changed("outbox", uuid)
+        return outcomes
+
+    def move_all(self, moves: Sequence[OutboxMove], now: int) -> list[bool | StorageError]:
+        """set_outbox_state for each move, in one transaction: per move whether it was made."""
+        def one(db: dbapi.Connection, move: OutboxMove) -> bool:
+            moved = move_outbox(db, move.uuid, move.state, now, move.detail, move.reason,
+                                move.stored_on, move.next_attempt_at, move.envelope,
+                                move.attempted)
+            if not moved and move.keep_envelope and move.envelope is not None:
+                keep_envelope(db, move.uuid, move.envelope)
+            return moved
+
+        outcomes = self._each(moves, one)
+        for move, outcome in zip(moves, outcomes, strict=True):
+            if outcome is True:
+                self._changed("outbox", move.uuid)
+        return outcomes
+
+    def _each(self, items: Sequence[T], work: Callable[[dbapi.Connection, T], R]
+              ) -> list[R | StorageError]:
+        if not items:
+            return []
+        with self._tx() as db:
+            return self._each_in(db, items, work)
+
+    @staticmethod
+    def _each_in(db: dbapi.Connection, items: Sequence[T],
+                 work: Callable[[dbapi.Connection, T], R]) -> list[R | StorageError]:
+        outcomes: list[R | StorageError] = []
+        for item in items:
+            db.execute("SAVEPOINT item")
+            try:
+                outcomes.append(work(db, item))
+            except (StorageError, dbapi.Error) as exc:
+                db.execute("ROLLBACK TO item")
+                outcomes.append(exc if isinstance(exc, StorageError)
+                                else StorageError(f"database error: {exc}"))
+            db.execute("RELEASE item")
+        return outcomes
+
+
+def _insert_receipt(db: dbapi.Connection, receipt: OurReceipt, now: int) -> bool:
+    """Our receipt's outbox row, unless it is there already (a copy of the same burst)."""
+    if db.execute("SELECT 1 FROM outbox WHERE uuid = ?", (receipt.row.uuid,)).fetchone():
+        return False
+    insert_outbox(db, receipt.row, now)
+    return True
+
+
+def _take_receipt(db: dbapi.Connection, item: ReceiptArrival, now: int) -> list[bytes]:
+    """The mails the receipt confirmed: only the recipient of our mail can confirm it. The
+    receipt's uuid is remembered either way, so a copy costs nothing next time."""
+    confirmed = []
+    for mail_uuid in item.mail_uuids:
+        row = db.execute("SELECT recipient, kind, state FROM outbox WHERE uuid = ?",
+                         (mail_uuid,)).fetchone()
+        if row is not None and row[0] == item.sender and row[1] == "mail" and move_outbox(
+                db, mail_uuid, OutboxState.DELIVERED, now, item.detail, current=row[2]):
+            confirmed.append(mail_uuid)
+    if not seen_in(db, item.uuid):
+        insert_seen(db, item.uuid, item.created_at, now)
+    return confirmed

@@ -1,0 +1,41 @@
+"""What a node process imports: heavy packages a running node does not need stay out of it.
+
+Each one costs every node process memory (bench/rss.py measures it): cryptography.x509 about
+4 MiB, importlib.metadata with email and zipfile 1.8 MiB, aiohttp several. They are loaded
+where they are used (the web app, a backup, a misspelled config), never at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEPT_OUT = {"cryptography.x509", "aiohttp", "importlib.metadata", "email", "zipfile", "difflib",
+            "fluxchat.backup", "fluxchat.vault_admin", "fluxchat.web"}
+
+
+def loaded_by(code: str) -> set[str]:
+    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    return set(json.loads(done.stdout))
+
+
+class ImportsTest(unittest.TestCase):
+    def test_a_node_loads_only_what_it_runs(self) -> None:
+        loaded = loaded_by("import server_app, fluxchat.node")
+        self.assertIn("fluxchat.node", loaded)   # the probe did import the node
+        self.assertEqual(loaded & KEPT_OUT, set())
+
+    def test_the_command_line_stays_small(self) -> None:
+        loaded = loaded_by("import ipc_app")
+        self.assertEqual(loaded & (KEPT_OUT | {"asyncio", "sqlcipher3", "fluxchat.node"}), set())
+
+
+if __name__ == "__main__":
+    unittest.main()
