@@ -287,8 +287,8 @@ def stop_on_signals() -> None:
 
 
 # Seconds kept back for the phases after the build: memory, direct mail, churn and cleanup.
-AFTER_BUILD = 240.0
-AFTER_DIRECT = 150.0
+AFTER_BUILD = 180.0
+AFTER_DIRECT = 120.0
 
 
 def main() -> None:
