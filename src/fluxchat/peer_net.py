@@ -14,37 +14,36 @@ demanded of dialers we do not know, that misbehaved, or while we are busy (workp
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from . import messages as m
-from . import pow as work
 from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
 from .ids import short_id
 from .link import EarlyRequest, Link, LinkClosed, RequestTimeout
 from .link_loop import LinkLoop
-from .link_registry import LinkCallback, LinkRegistry
+from .link_registry import DialsInFlight, LinkCallback, LinkRegistry
+from .link_serve import LinkServer, RequestHandler
 from .link_setup import (
     FAULTS,
     DialError,
     NetLimits,
     accept_tls,
+    acceptor_session,
     dial_tls,
-    log_closed,
+    dialer_session,
     measure_hash_rate,
     run_handshake,
 )
 from .linkkeys import RecordCheck
 from .logsetup import about_peer
 from .ratelimit import RateLimiter
-from .session import LinkContext, Session, SessionConfig
-from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived
+from .session import SessionConfig
+from .session_events import Event
 from .tasks import Background
 from .tls import LinkTls, client_context
 from .wire_fields import ErrorCode
@@ -52,8 +51,6 @@ from .workpolicy import WorkLimits, WorkPolicy
 
 log = logging.getLogger("fluxchat.peer")
 E = ErrorCode
-
-RequestHandler = Callable[[Link, m.Message], Awaitable[m.Message | None]]
 
 
 class PeerNet:
@@ -66,7 +63,6 @@ class PeerNet:
         self.own_id = session_config.identity.node_id
         self.tls, self._client_ssl = LinkTls(session_config.identity), client_context()
         self.records = RecordCheck()
-        self._on_request = on_request
         self.registry = LinkRegistry(self.own_id, limits.max_links, limits.prefix_links(),
                                      on_link, on_unlink)
         self.links = self.registry.links
@@ -76,7 +72,8 @@ class PeerNet:
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
-        self._dials: dict[tuple[str, int, bytes | None], asyncio.Future[Link]] = {}
+        self._serving = LinkServer(on_request, self._tasks)
+        self._dials = DialsInFlight(self._tasks.spawn)
         self._server: asyncio.Server | None = None
         self.hash_rate = measure_hash_rate()
         self.refused = 0   # connections turned away before TLS (rate, slots)
@@ -105,15 +102,8 @@ class PeerNet:
             existing = self.links.get(expected_id)
             if existing is not None and not existing.closed:
                 return existing
-        key = (host, port, expected_id)
-        future = self._dials.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            # Every waiter may be gone (cancelled lookups); the outcome is still consumed.
-            future.add_done_callback(lambda done: done.cancelled() or done.exception())
-            future.add_done_callback(lambda done: self._forget_dial(key, done))
-            self._dials[key] = future
-            self._tasks.spawn(self._dial(host, port, expected_id, future, early=early))
+        future = self._dials.join((host, port, expected_id), lambda future: self._dial(
+            host, port, expected_id, future, early=early))
         link = await asyncio.shield(future)
         if expected_id is not None and link.peer_id != expected_id:
             raise DialError(f"{host}:{port} is node {short_id(link.peer_id)}, "
@@ -149,13 +139,6 @@ class PeerNet:
         await self._tasks.close()
         if self._server is not None:
             await self._server.wait_closed()
-
-    def _forget_dial(self, key: tuple[str, int, bytes | None],
-                     done: asyncio.Future[Link]) -> None:
-        # Once settled, a dial is not shared any more: later callers go through the
-        # pinned link registry (or dial afresh), never through an old address match.
-        if self._dials.get(key) is done:
-            del self._dials[key]
 
     # ----- accepting ------------------------------------------------------------------
 
@@ -208,10 +191,8 @@ class PeerNet:
         def room_for(peer_id: bytes) -> str | None:
             return self.registry.room_for(peer_id, host)
 
-        config = dataclasses.replace(self.config, admit=room_for,
-                                     link=credentials, records=self.records, work_for=work_for)
-        session = Session.acceptor(config, os.urandom(32),
-                                   LinkContext(binding, int(time.time())), accepted, host)
+        session = acceptor_session(self.config, credentials, self.records, binding, accepted,
+                                   host, work_for, room_for)
         loop = await run_handshake(LinkLoop(session, reader, writer, self.limits.output), host)
         if loop is None and session.closed_code in FAULTS:
             self.work.blame(source, time.monotonic())
@@ -255,14 +236,9 @@ class PeerNet:
         except DialError as exc:
             future.set_exception(exc)
             return
-        # Refuse at once a challenge we could not solve before the deadline, and never
-        # hash beyond that budget.
-        budget = int(self.hash_rate * max(0.0, deadline - time.monotonic()))
-        config = dataclasses.replace(
-            self.config, link=self.tls.current()[0], records=self.records,
-            max_difficulty=min(self.config.max_difficulty, work.affordable_difficulty(budget)))
-        session = Session.dialer(config, certificate, LinkContext(binding, int(time.time())),
-                                 started, expected_id)
+        budget = int(self.hash_rate * max(0.0, deadline - time.monotonic()))   # hashes
+        session = dialer_session(self.config, self.tls.current()[0], self.records, certificate,
+                                 binding, started, budget, expected_id)
         if early is not None:
             early.rid = session.send_early(early.build, time.monotonic(),
                                            self.limits.request_timeout, early.with_hello)
@@ -304,7 +280,7 @@ class PeerNet:
                 future.set_result(survivor)
 
         async def on_event(event: Event) -> None:
-            self._link_event(link, event)
+            self._serving.on_event(link, event)
 
         try:
             await loop.run(on_event, until_open=False)
@@ -315,37 +291,6 @@ class PeerNet:
                 now = time.monotonic()
                 self.work.blame(link.peer_id, now)
                 self.work.blame(self.admission.key_of(address[0]), now)
-
-    def _link_event(self, link: Link, event: Event) -> None:
-        if isinstance(event, RequestReceived):
-            if link.closed:
-                return   # an early request on a link the registry refused: not served
-            self._tasks.spawn(self._serve(link, event.message))
-        elif isinstance(event, NoticeReceived):
-            # A notice equal to one still waiting to be served adds nothing: a flood of
-            # them read at once costs one handler run, not one task each.
-            if event.message not in link.queued_notices:
-                link.queued_notices.add(event.message)
-                self._tasks.spawn(self._serve_notice(link, event.message))
-        elif isinstance(event, (ResponseReceived, RequestFailed)):
-            link.resolve(event)
-        elif isinstance(event, Closed):
-            log_closed(event, short_id(link.peer_id))
-
-    async def _serve_notice(self, link: Link, message: m.Message) -> None:
-        link.queued_notices.discard(message)   # from now on, an equal notice is news again
-        await self._serve(link, message)
-
-    async def _serve(self, link: Link, message: m.Message) -> None:
-        try:
-            answer = await self._on_request(link, message)
-        except Exception:  # a bug in one handler must not take the link down with it
-            log.exception("handler for %s failed", type(message).__name__,
-                          extra=about_peer(link.peer_id))
-            rid = getattr(message, "rid", None)
-            answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
-        if answer is not None and not link.closed:
-            await link.respond(answer)
 
 
 __all__ = ["PeerNet", "NetLimits", "DialError", "Link", "LinkClosed", "RequestTimeout"]
