@@ -38,7 +38,7 @@ LAYERS[1] |= {"message_base", "messages_overlay", "messages_nat", "ipc_args", "i
 LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
-LAYERS[1] |= {"session_timers", "early_request", "session_frames"}
+LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",

@@ -10,16 +10,24 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from fluxchat import messages as m
 from fluxchat.envelope import MailContent, seal
 from fluxchat.link import Link
-from fluxchat.mail_limits import FETCH_ROUNDS, PRIVATE_OPS_BURST, PRIVATE_OPS_RATE
+from fluxchat.mail_limits import (
+    FETCH_ROUNDS,
+    NODE_PRIVATE_OPS_BURST,
+    NODE_PRIVATE_OPS_RATE,
+    PRIVATE_OPS_BURST,
+    PRIVATE_OPS_RATE,
+)
 from fluxchat.mailer import FETCH_BATCH
 from fluxchat.node import Node
 from fluxchat.routing import Peer
 from fluxchat.wire_fields import MAX_ENVELOPES
+from tests.adversary import Attacker
 from tests.keys import identity
 from tests.lab import NodeTestCase, eventually
 
@@ -135,6 +143,38 @@ class DeliverBudgetTest(MailAbuseCase):
         own = await honest.net.dial("127.0.0.1", victim.port, victim.identity.node_id)
         reply = await own.request(lambda rid: m.Deliver(rid, mail_for(victim, honest)))
         self.assertIsInstance(reply, m.Ok)
+
+
+class NodeWorkTest(MailAbuseCase):
+    async def test_many_identities_together_stay_within_the_node_budget(self) -> None:
+        # 8 identities, 60 junk envelopes each: every one within its own budget (a burst of
+        # 128), together far beyond the node's (256 + 24/s).
+        [victim] = await self.chain(1)
+        attackers = [await Attacker.connect("127.0.0.1", victim.port, index)
+                     for index in range(10, 18)]
+
+        async def attack(attacker: Attacker) -> list[m.Message]:
+            sender = SimpleNamespace(identity=attacker.me)
+            rids = [attacker.request(lambda rid, e=envelope: m.Deliver(rid, e))
+                    for envelope in junk_for(victim, sender, 60)]   # type: ignore[arg-type]
+            return [await attacker.response(rid) for rid in rids]
+
+        started = time.monotonic()
+        replies = await asyncio.gather(*(attack(attacker) for attacker in attackers))
+        elapsed = time.monotonic() - started
+        self.assertLessEqual(victim.mailroom.private_ops,
+                             NODE_PRIVATE_OPS_BURST + NODE_PRIVATE_OPS_RATE * elapsed + 1)
+        refused = [sum(isinstance(r, m.Fail) and r.code == E.RATE_LIMITED for r in answers)
+                   for answers in replies]
+        self.assertGreater(sum(refused), 480 - NODE_PRIVATE_OPS_BURST - NODE_PRIVATE_OPS_RATE * elapsed - 1)
+        # A newcomer is served from what refills: its honest mail goes in.
+        honest = (await self.start(2, [f"127.0.0.1:{victim.port}"])).node
+        assert honest is not None
+        own = await honest.net.dial("127.0.0.1", victim.port, victim.identity.node_id)
+        reply = await own.request(lambda rid: m.Deliver(rid, mail_for(victim, honest)))
+        self.assertIsInstance(reply, m.Ok)
+        for attacker in attackers:
+            attacker.close()
 
 
 class QuotaTest(MailAbuseCase):

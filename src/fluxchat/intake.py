@@ -20,9 +20,19 @@ from .envelope import _OPEN_FAILURES as v1_failures
 from .envelope import MAX_RECEIPT_REFS, UUID_BYTES, MailContent, OuterHeader, open_envelope_with_key, seal
 from .envelope2 import Header2, open_split, open_v2, parse_header, version_of
 from .errors import EnvelopeError, FluxError
+from .fairshare import FairShare
 from .identity import Identity
 from .ids import short_id
-from .mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE, V2_OPENS_BURST, V2_OPENS_RATE
+from .mail_limits import (
+    NODE_PRIVATE_OPS_BURST,
+    NODE_PRIVATE_OPS_RATE,
+    NODE_V2_OPENS_BURST,
+    NODE_V2_OPENS_RATE,
+    PRIVATE_OPS_BURST,
+    PRIVATE_OPS_RATE,
+    V2_OPENS_BURST,
+    V2_OPENS_RATE,
+)
 from .mailer import CLOCK_SKEW, Mailer, off_loop, receipt_uuid
 from .mailkeys import MailKeyRecord
 from .outbox_states import OutboxState as S
@@ -58,6 +68,9 @@ class Intake:
         self.me, self.store, self.mailer = identity, store, mailer
         self._private_ops = RateLimiter(PRIVATE_OPS_RATE, PRIVATE_OPS_BURST)
         self._v2_ops = RateLimiter(V2_OPENS_RATE, V2_OPENS_BURST)
+        now = time.monotonic()
+        self._node_ops = FairShare(NODE_PRIVATE_OPS_RATE, NODE_PRIVATE_OPS_BURST, now)
+        self._node_v2 = FairShare(NODE_V2_OPENS_RATE, NODE_V2_OPENS_BURST, now)
         self.private_ops = 0   # envelopes opened for peers since start (for tests, benchmarks)
 
     def now(self) -> int:
@@ -138,13 +151,14 @@ class Intake:
         if header.recipient != self.me.node_id:
             raise NotForUs()
         budget = self._v2_ops if header.version == 2 else self._private_ops
+        node = self._node_v2 if header.version == 2 else self._node_ops
         if self.store.is_seen(header.uuid):   # no work for a copy...
             if self._receipt_lost(header.uuid):   # ...unless a crash lost the receipt: once per mail
-                self._spend(peer, budget)
+                self._spend(peer, budget, node)
                 await self._rewrite_receipt(header.uuid, self.now())
             self._resend_receipt(header.uuid, self.now())
             return None
-        self._spend(peer, budget)
+        self._spend(peer, budget, node)
         self.private_ops += 1
         version, content, sender_key, record = await self.open(envelope, split)
         now = self.now()
@@ -182,11 +196,15 @@ class Intake:
             open_v2(envelope, self.me.node_id, keyring.prekeys, keyring.records)
         return version, opened.content, opened.sender_der, opened.sender_record
 
-    def _spend(self, peer: bytes | None, budget: RateLimiter) -> None:
+    def _spend(self, peer: bytes | None, budget: RateLimiter, node: FairShare) -> None:
+        """`peer`'s own budget first, then its fair part of the node's."""
         if peer is None:
             return
-        if not budget.allow(peer.hex(), time.monotonic()):
+        now = time.monotonic()
+        if not budget.allow(peer.hex(), now):
             raise WorkRefused("too much mail work for this peer; try again later")
+        if not node.take(peer.hex(), 1.0, now):
+            raise WorkRefused("too much mail work for this node; try again later")
 
     def _learn(self, sender: bytes, sender_key: bytes,
                record: MailKeyRecord | None) -> MailKeyRecord | None:

@@ -5,7 +5,8 @@ open is bounded: a drain of one storer takes at most `FETCH_ROUNDS` batches and
 `FETCH_BYTES` bytes and stops after a batch without new valid mail; Notify frames coalesce
 into at most one fetch per peer per `NOTICE_INTERVAL`; and each peer has a budget of
 private-key operations (`PRIVATE_OPS_RATE` per second, bursts of `PRIVATE_OPS_BURST`),
-shared by its Deliver requests and the mail we fetch from it.
+shared by its Deliver requests and the mail we fetch from it; all peers together share the
+node's budgets (`NODE_PRIVATE_OPS_RATE`, `NODE_V2_OPENS_RATE`), fairly (fairshare.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ PRIVATE_OPS_BURST = 128.0          # ... in a burst
 V2_OPENS_RATE = 2000.0
 V2_OPENS_BURST = 4096.0
 MAX_REMEMBERED = 4096              # peers whose last notice time we keep
+# All peers together (fairshare.py), however many identities a crowd uses: v1 opens at most
+# 24/s (~17% of a core; the burst takes 256 mails at once), v2 opens no more than one peer
+# may cause (a peer alone keeps its full throughput). Under contention the peers that used
+# the most wait first, so a newcomer still gets through.
+NODE_PRIVATE_OPS_RATE = 24.0
+NODE_PRIVATE_OPS_BURST = 256.0
+NODE_V2_OPENS_RATE = V2_OPENS_RATE
+NODE_V2_OPENS_BURST = V2_OPENS_BURST
 
 
 @dataclass
