@@ -11,14 +11,19 @@
 4. churn: `--recipients` nodes stop (SIGTERM); mails to them (`--mails`) are stored on replicas;
    30% of the other nodes are SIGKILLed; the recipients start again and fetch: delivered = in
    their inboxes within `--wait` seconds.
-Every process is stopped at the end, also on failure or Ctrl-C. Before each wave the free memory
-is checked: below `--min-free` GiB no more nodes start, and the run says how many it started.
+Every process is stopped at the end, also on failure, Ctrl-C, SIGTERM or SIGHUP. Before each
+wave the free memory is checked: below `--min-free` GiB no more nodes start, and the run says how
+many it started. Joins are staggered: a wave starts once most of the previous one has joined
+(or `--wave-wait` seconds passed). Every wait is bounded and the whole run keeps to `--budget`
+seconds (default 600): each phase gets what is left, and a phase that runs out reports what it
+has. Progress lines go to stdout as the run goes.
 
-Usage: python3 bench/procnet.py [--quick] [--processes 300] [--seed 11]
+Usage: python3 bench/procnet.py [--quick] [--processes 300] [--seed 11] [--budget 600]
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -95,9 +100,26 @@ def outbox(node: PoolProcessNode) -> dict[str, str]:
     return {item["uuid"]: item["state"] for item in items}
 
 
+class Clock:
+    """The run's time budget: phases ask how long they may still wait."""
+
+    def __init__(self, budget: float) -> None:
+        self.begin = time.monotonic()
+        self.deadline = self.begin + budget
+
+    def left(self, reserve: float = 0.0) -> float:
+        return max(0.0, self.deadline - reserve - time.monotonic())
+
+    def say(self, text: str) -> None:
+        load = os.getloadavg()[0]
+        print(f"[{time.monotonic() - self.begin:5.0f} s, load {load:4.1f}] {text}", flush=True)
+
+
 class Net:
-    def __init__(self, count: int, seed: int, wave: int, min_free: float) -> None:
+    def __init__(self, count: int, seed: int, wave: int, min_free: float, clock: Clock,
+                 wave_wait: float) -> None:
         keypool.ensure_pool(count)
+        self.clock, self.wave_wait = clock, wave_wait
         self.rng = random.Random(seed)
         self.directory = fresh_dir("procnet")
         self.count, self.wave, self.min_free = count, wave, min_free
@@ -117,26 +139,36 @@ class Net:
                     pids.write(f"{node.proc.pid}\n")
         return node
 
-    def build(self) -> float:
+    def build(self, join_reserve: float) -> float:
+        """Start the nodes wave by wave; returns the seconds it took. A wave waits until 90%
+        of the nodes started before it have joined (at most `wave_wait` s), so joins are
+        spread out instead of piling up on the shared cores."""
         begin = time.monotonic()
         for index in range(SEEDS):
             self.nodes.append(self.start(index, [n.address for n in self.nodes[-1:]]))
         index = SEEDS
         while index < self.count:
             free = mem_available_gib()
-            if free < self.min_free:
-                self.stopped_early = f"stopped at {len(self.nodes)} nodes: {free:.1f} GiB free"
-                print(self.stopped_early, flush=True)
+            if free < self.min_free or self.clock.left(join_reserve) == 0:
+                self.stopped_early = (f"stopped at {len(self.nodes)} nodes: {free:.1f} GiB free, "
+                                      f"{self.clock.left():.0f} s of the budget left")
+                self.clock.say(self.stopped_early)
                 break
+            wait_until(lambda: self.collect_joins() >= 0.9 * len(self.nodes),
+                       min(self.wave_wait, self.clock.left(join_reserve)), 0.5)
             batch = list(range(index, min(self.count, index + self.wave)))
-            addresses = [n.address for n in self.nodes]
+            addresses = [n.address for n in self.nodes if n in self.join_s] or \
+                [n.address for n in self.nodes]
             bootstraps = [self.rng.sample(addresses, min(3, len(addresses))) for _ in batch]
-            self.nodes += parallel(lambda pair: self.start(*pair), list(zip(batch, bootstraps, strict=True)))
+            self.nodes += parallel(lambda pair: self.start(*pair),
+                                   list(zip(batch, bootstraps, strict=True)))
             index += len(batch)
             self.collect_joins()
-            print(f"  {len(self.nodes)} nodes up, {len(self.join_s)} joined, "
-                  f"{mem_available_gib():.1f} GiB free", flush=True)
-        wait_until(lambda: self.collect_joins() == len(self.nodes), 300, 1.0)
+            self.clock.say(f"{len(self.nodes)} nodes up, {len(self.join_s)} joined, "
+                           f"{mem_available_gib():.1f} GiB free")
+        wait_until(lambda: self.collect_joins() == len(self.nodes),
+                   min(300.0, self.clock.left(join_reserve)), 1.0)
+        self.clock.say(f"{len(self.join_s)}/{len(self.nodes)} joined")
         return time.monotonic() - begin
 
     def collect_joins(self) -> int:
@@ -191,7 +223,8 @@ def inbox_count(node: PoolProcessNode) -> int:
 
 
 def direct(net: Net, count: int, wait: float) -> dict[str, Any]:
-    pairs = [tuple(net.rng.sample(net.nodes, 2)) for _ in range(count)]
+    joined = [n for n in net.nodes if n in net.join_s]
+    pairs = [tuple(net.rng.sample(joined, 2)) for _ in range(count)]
     before = {n: inbox_count(n) for n in {r for _, r in pairs}}
     expected = {n: sum(1 for _, r in pairs if r is n) for n in before}
     start = time.monotonic()
@@ -204,13 +237,13 @@ def direct(net: Net, count: int, wait: float) -> dict[str, Any]:
             "seconds": time.monotonic() - start}
 
 
-def churn(net: Net, recipients: int, count: int, wait: float) -> dict[str, Any]:
-    away = net.rng.sample(net.nodes[SEEDS:], recipients)
+def churn(net: Net, recipients: int, count: int, clock: Clock) -> dict[str, Any]:
+    away = net.rng.sample([n for n in net.nodes[SEEDS:] if n in net.join_s], recipients)
     others = [n for n in net.nodes if n not in away]
     parallel(lambda n: n.stop(), away)
     pairs = [(net.rng.choice(others), net.rng.choice(away)) for _ in range(count)]
     expected = {n: sum(1 for _, r in pairs if r is n) for n in away}
-    boxes = send(net, pairs, wait, {"stored", "failed", "expired"})
+    boxes = send(net, pairs, min(90.0, clock.left(60.0)), {"stored", "failed", "expired"})
     states = [st for box in boxes.values() for st in box.values()]
     held_before = sum(parallel(lambda n: n.call("info")["counts"]["held"], others))
     victims = net.rng.sample(others, round(KILL_SHARE * len(others)))
@@ -218,9 +251,12 @@ def churn(net: Net, recipients: int, count: int, wait: float) -> dict[str, Any]:
         node.stop(signal.SIGKILL)
     survivors = [n for n in others if n not in victims]
     held_after = sum(parallel(lambda n: n.call("info")["counts"]["held"], survivors))
+    clock.say(f"{len(victims)} SIGKILLed; {held_after}/{held_before} held copies left; "
+              f"restarting the recipients")
     start = time.monotonic()
-    parallel(lambda n: n.start(timeout=120), away)
-    complete = wait_until(lambda: all(inbox_count(n) >= expected[n] for n in away), wait, 1.0)
+    parallel(lambda n: n.start(timeout=max(10.0, min(120.0, clock.left(30.0)))), away)
+    complete = wait_until(lambda: all(inbox_count(n) >= expected[n] for n in away),
+                          clock.left(20.0), 1.0)
     arrived = sum(min(inbox_count(n), expected[n]) for n in away)
     return {"recipients": recipients, "mails": count, "stored": states.count("stored"),
             "states": {s: states.count(s) for s in set(states)}, "killed": len(victims),
@@ -237,28 +273,54 @@ def extra_args(parser: Any) -> None:
     parser.add_argument("--mails", type=int, default=200)
     parser.add_argument("--wait", type=float, default=180.0)
     parser.add_argument("--min-free", type=float, default=4.0, help="GiB kept free")
+    parser.add_argument("--budget", type=float, default=600.0,
+                        help="seconds for the whole run; every phase keeps within it")
+    parser.add_argument("--wave-wait", type=float, default=40.0,
+                        help="seconds a wave waits at most for the previous ones to join")
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (e.g. from `timeout`), SIGHUP (a closed terminal) and Ctrl-C unwind through
+    main's `finally`, which stops every node."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, _frame: sys.exit(128 + number))
+
+
+# Seconds kept back for the phases after the build: memory, direct mail, churn and cleanup.
+AFTER_BUILD = 180.0
+AFTER_DIRECT = 120.0
 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], extra_args)
     quiet_logs()
-    # SIGTERM (e.g. from `timeout`) unwinds through the finally below, which stops every node.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stop_on_signals()
     if args.quick:
         args.processes, args.pairs, args.recipients, args.mails = 20, 20, 3, 20
-    net = Net(args.processes, args.seed, args.wave, args.min_free)
-    results: dict[str, Any] = {"processes": args.processes, "seed": args.seed}
+    clock = Clock(args.budget)
+    clock.say(f"{args.processes} processes, waves of {args.wave}, budget {args.budget:.0f} s")
+    net = Net(args.processes, args.seed, args.wave, args.min_free, clock, args.wave_wait)
+    results: dict[str, Any] = {"processes": args.processes, "seed": args.seed,
+                               "budget_s": args.budget, "loadavg_before": os.getloadavg()}
     try:
-        results["build_s"] = net.build()
-        joins = list(net.join_s.values())
-        results["join"] = {"joined": len(joins), "started": len(net.nodes),
+        results["build_s"] = net.build(AFTER_BUILD)
+        joins = list(net.join_s.values()) or [math.nan]
+        results["join"] = {"joined": len(net.join_s), "started": len(net.nodes),
                            "median_s": percentile(joins, 50), "p95_s": percentile(joins, 95),
                            "max_s": max(joins), "note": net.stopped_early}
         results["memory"] = memory(net)
-        results["direct"] = direct(net, args.pairs, args.wait)
-        results["churn"] = churn(net, args.recipients, args.mails, args.wait)
+        clock.say(f"RSS median {results['memory']['rss_mib_median']:.1f} MiB, "
+                  f"fds median {results['memory']['fds_median']}; mail between random pairs")
+        results["direct"] = direct(net, args.pairs, min(args.wait, clock.left(AFTER_DIRECT)))
+        clock.say(f"handed over {results['direct']['handed_over']}/{args.pairs}; "
+                  f"stopping {args.recipients} recipients, mail for them, then the kill")
+        results["churn"] = churn(net, args.recipients, args.mails, clock)
+        clock.say(f"delivered after the kill: {results['churn']['delivered']}/{args.mails}")
     finally:
+        clock.say("stopping every process")
         net.stop()
+        results["loadavg_after"] = os.getloadavg()
+        results["total_s"] = time.monotonic() - clock.begin
     j, mem, d, c = results["join"], results["memory"], results["direct"], results["churn"]
     print_table(f"{len(net.nodes)} server_app.py processes (asked for {args.processes}); "
                 f"build {results['build_s']:.0f} s", ["joined", "join median s", "p95 s", "max s",
@@ -275,7 +337,8 @@ def main() -> None:
                 ["mails", "stored", "killed", "copies left", "delivered", "seconds"],
                 [[c["mails"], c["stored"], c["killed"], f"{c['copies_after']}/{c['copies_before']}",
                   f"{c['delivered']}/{c['mails']}", c["seconds"]]])
-    results["loadavg_after"] = os.getloadavg()
+    print(f"load average before {results['loadavg_before'][0]:.1f}, after "
+          f"{results['loadavg_after'][0]:.1f}; {results['total_s']:.0f} s in all")
     write_results("procnet", results)
 
 

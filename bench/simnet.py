@@ -31,7 +31,8 @@ HEAD_FRESH = overlay.HEAD_FRESH
 QUERY_TIMEOUT: float = getattr(overlay, "QUERY_TIMEOUT", 10.0)
 _UNIT = NormalDist()
 FRAME_OVERHEAD = 5 + 22 + 52   # frame header, TLS record (header, tag, type), TCP/IP headers
-HANDSHAKE_BYTES = 6000          # estimate: TCP + TLS 1.3 with an RSA-4096 certificate + link auth
+HANDSHAKE_BYTES = 4000   # estimate, protocol v2 (PROTOCOL.md 5.1): TLS 1.3 with the link certificate
+                         # (record + RSA-4096 identity key, ~1.3 KiB), Hello (~1.3 KiB), ~15 TCP/IP headers
 HOST = "127.0.0.1"   # one host for all: addresses (and so the per-subnet limit) are not modelled
 
 
@@ -68,8 +69,13 @@ class Params:
     stop_at_target: bool = True     # Overlay.locate: ends when the target itself answers
     slow_factor: float = 2.0        # lookup.QueryTimes: slow after factor x median (0: never)
     slow_floor: float = 0.25        # ... but not before this many seconds
-    handshake_rtts: int = 4         # TCP, TLS 1.3, Hello/Challenge, Auth/Welcome
-    handshake_cpu: float = 0.08     # proof of work + RSA-4096 signature and verification
+    # Link setup before the first request (docs/PROTOCOL.md, 5.3 "Round trips", version 2):
+    # a dialer the acceptor has not linked with before pays TCP, TLS 1.3, Hello->Challenge,
+    # Work->Welcome and solves the work; a known one pays TCP, TLS 1.3, Hello->Welcome.
+    handshake_rtts: int = 4
+    handshake_cpu: float = 0.08     # solving challenge.min = 16 bits (60-100 ms of a core)
+    handshake_rtts_known: int = 3
+    handshake_cpu_known: float = 0.0   # two Ed25519 signatures and checks: negligible
     idle_timeout: float = 300.0     # client.idle_timeout: links close after this long unused
     ping_interval: float = 60.0     # client.ping_interval: keepalive on open links
     k: int = 20
@@ -150,6 +156,7 @@ class Network:
         self.live: list[SimNode] = []
         self._live_at: dict[bytes, int] = {}
         self.links: dict[tuple[int, int], float] = {}   # (low, high index) -> last use
+        self.met: set[int] = set()    # pairs that completed a link once: no work asked again
         self.size = _sizes(params.k)
         self.counting = True      # upkeep byte counters on
         self.tables_built = 0
@@ -273,6 +280,20 @@ class Network:
         last = self.links.get((min(a.index, b.index), max(a.index, b.index)))
         return last is not None and self.loop.now - last <= self.p.idle_timeout
 
+    def _pair(self, a: SimNode, b: SimNode) -> int:
+        return min(a.index, b.index) << 32 | max(a.index, b.index)
+
+    def setup_cost(self, src: SimNode, dst: SimNode) -> tuple[int, float]:
+        """Round trips and CPU seconds before the first request on a new link: cheaper when
+        the two have linked before (this run, or the entry in a veteran's table came from a
+        link between them)."""
+        known = self._pair(src, dst) in self.met or (
+            src.table is not None and dst.node_id in src.table) or (
+            dst.table is not None and src.node_id in dst.table)
+        if known:
+            return self.p.handshake_rtts_known, self.p.handshake_cpu_known
+        return self.p.handshake_rtts, self.p.handshake_cpu
+
     def times_of(self, node: SimNode) -> QueryTimes:
         """The node's query timer; a veteran's starts with durations drawn from the model,
         as if it had run lookups before (a newcomer starts with none)."""
@@ -299,6 +320,7 @@ class Network:
         a new link costs its handshake and makes both ends observe each other."""
         if not self._linked(a, b):
             self.calls["handshake"] += 1
+            self.met.add(self._pair(a, b))
             self.count(a, HANDSHAKE_BYTES // 2, HANDSHAKE_BYTES // 2)
             self.count(b, HANDSHAKE_BYTES // 2, HANDSHAKE_BYTES // 2)
             self.observe(b, a.peer)
@@ -339,8 +361,9 @@ class Network:
         linked = self._linked(src, dst)
         delay, packets = rtt, 2
         if not linked:
-            delay += self.p.handshake_rtts * rtt + self.p.handshake_cpu
-            packets += 2 * self.p.handshake_rtts
+            rtts, cpu = self.setup_cost(src, dst)
+            delay += rtts * rtt + cpu
+            packets += 2 * rtts
         for packet in range(packets):
             if self.rng.random() < self.p.loss:
                 # The first packet of a new connection is a SYN: 1 s initial retransmission.
@@ -362,6 +385,7 @@ class Network:
             return
         if not linked:       # both ends learn each other from a new link (Overlay.on_link)
             self.calls["handshake"] += 1
+            self.met.add(self._pair(src, dst))
             self.count(src, HANDSHAKE_BYTES // 2, HANDSHAKE_BYTES // 2)
             self.count(dst, HANDSHAKE_BYTES // 2, HANDSHAKE_BYTES // 2)
             self.observe(dst, src.peer)

@@ -28,7 +28,7 @@ LAYERS = {
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.
 # The store's parts (store.py composes them).
 LAYERS[2] |= {"store_base", "store_inbox", "store_outbox", "store_peers", "store_batch"}
-LAYERS[3] |= {"intake"}
+LAYERS[3] |= {"intake", "courier"}
 LAYERS[1] |= {"batching", "messages_mail"}
 for _layer, _names in ((1, {"vault_format", "backup_format"}),
                        (2, {"sqldb", "vault", "vault_migrate", "backup"}), (3, {"vault_admin"})):
@@ -38,7 +38,8 @@ LAYERS[1] |= {"message_base", "messages_overlay", "messages_nat", "ipc_args", "i
 LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
-LAYERS[2] |= {"link_registry", "link_setup"}
+LAYERS[1] |= {"session_timers", "early_request", "session_frames"}
+LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

@@ -62,6 +62,19 @@ class MailNetworkTest(NodeTestCase):
         await eventually(lambda: all(lab.node.store.held_stats()[0] == 0
                                      for lab in self.labs[:3] if lab.node and lab.node.store))
 
+    async def test_a_burst_to_an_offline_recipient_is_stored_then_delivered(self) -> None:
+        a, _, _, b = await self.chain(4)
+        b_lab = self.labs[3]
+        await eventually(lambda: a.store is not None and a.store.get_key(b.identity.node_id)
+                         or self._key_published(b))
+        await b_lab.stop()
+        mails = [a.mailer.submit(identity(3).node_id, f"burst {i}", "stored for you")
+                 for i in range(20)]   # one burst, which nobody takes directly
+        await eventually(lambda: all(state(a, mail.uuid) == "stored" for mail in mails))
+        restarted = await b_lab.start()
+        await eventually(lambda: sorted(inbox(restarted)) == sorted(m.uuid for m in mails))
+        await eventually(lambda: all(state(a, mail.uuid) == "delivered" for mail in mails))
+
     def _key_published(self, node: Node) -> bool:
         return any(lab.node is not None and lab.node is not node and lab.node.store is not None
                    and lab.node.store.get_key(node.identity.node_id) for lab in self.labs)

@@ -19,6 +19,7 @@ from fluxchat.link import Link
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
 from fluxchat.session import SessionConfig
 from fluxchat.tls import channel_binding, client_context, link_certificate
+from tests.adversary import Attacker
 from tests.keys import identity, link_credentials
 from tests.lab import WAIT, eventually
 
@@ -197,6 +198,59 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         a.hold.set()
         self.assertIsInstance(await pending, m.Nodes)
 
+    async def test_known_peers_request_travels_with_its_hello(self) -> None:
+        a, _ = await self.start(0)
+        b, port_b = await self.start(1)
+        b_id = identity(1).node_id
+        self.assertIsInstance(await a.net.request("127.0.0.1", port_b, b_id, find), m.Nodes)
+        first = a.net.links[b_id]
+        # a did not know b: b demanded work, and the request went behind a's Work.
+        self.assertEqual(first._session.early, "with-work")   # noqa: SLF001
+        first.close(m.ErrorCode.SHUTDOWN, "done")
+        await eventually(lambda: b.down)
+        self.assertIsInstance(await a.net.request("127.0.0.1", port_b, b_id, find), m.Nodes)
+        second = a.net.links[b_id]
+        self.assertIsNot(second, first)
+        # Sent in the Hello's flight and never again; b read it with the Hello and served
+        # it on the link that Hello opened: one round trip after TLS.
+        self.assertEqual(second._session.early, "sent")   # noqa: SLF001
+        await eventually(lambda: len(b.up) == 2)
+        self.assertEqual(b.up[1]._session.early, "served")   # noqa: SLF001
+        self.assertEqual(len(b.requests), 2)
+
+    async def test_early_requests_of_unauthenticated_dialers_are_never_served(self) -> None:
+        a, port_a = await self.start(0)
+        b, _ = await self.start(1)
+        await b.net.dial("127.0.0.1", port_a)   # a knows node 1 now: its claim asks no work
+        # Node 3 claims node 1's ID and current record, but can only sign with its own link key.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_a, ssl=client_context())
+        binding = channel_binding(writer.get_extra_info("ssl_object"))
+        claimed, acceptor = identity(1).node_id, identity(0).node_id
+        copied = b.net.tls.current()[0]
+        hello = m.Hello(claimed, acceptor, "private", copied.encoded, copied.identity_der,
+                        link_credentials(3).prove(binding, claimed, acceptor))
+        writer.write(encode_prologue() + frame(hello) + frame(find(1)))
+        items = FrameDecoder(1 << 20).feed(await asyncio.wait_for(reader.read(), WAIT))
+        self.assertEqual(m.decode_message(items[1].type, items[1].payload),
+                         m.Error(m.ErrorCode.AUTH_FAILED, "bad signature"))
+        writer.close()
+        # An unknown node is challenged: its early request is dropped unread, not served
+        # once it has paid; a second early request, or a big one, closes the link.
+        attacker = await Attacker.connect("127.0.0.1", port_a, 20, stage="hello")
+        attacker.send(find(1))
+        await attacker._finish_handshake()   # noqa: SLF001
+        self.assertEqual(a.requests, [])
+        rid = attacker.request(find)
+        self.assertEqual(await attacker.response(rid), m.Nodes(rid, ()))
+        self.assertEqual(a.requests, [find(rid)])
+        attacker.close()
+        for index, extra, code in ((21, frame(find(1)) + frame(find(2)), m.ErrorCode.UNEXPECTED),
+                                   (22, frame(m.Store(1, bytes(5000))), m.ErrorCode.TOO_LARGE)):
+            attacker = await Attacker.connect("127.0.0.1", port_a, index, stage="hello")
+            attacker.send_raw(extra)
+            self.assertEqual(await asyncio.wait_for(attacker.closed_by_victim(), WAIT), code)
+        self.assertEqual(len(a.requests), 1)
+
     async def test_slow_loris_handshake_times_out(self) -> None:
         _, port_a = await self.start(0)
         sock = socket.create_connection(("127.0.0.1", port_a))
@@ -210,6 +264,10 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
 
 def frame(message: m.Message) -> bytes:
     return encode_frame(*m.encode_message(message), 1 << 20)
+
+
+def find(rid: int) -> m.FindNode:
+    return m.FindNode(rid, bytes(32))
 
 
 if __name__ == "__main__":

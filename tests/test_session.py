@@ -353,5 +353,95 @@ def frame(message: m.Message) -> bytes:
     return encode_frame(ftype, payload, 1 << 21)
 
 
+def find(rid: int) -> m.FindNode:
+    return m.FindNode(rid, bytes(32))
+
+
+def raw(message_type: type[m.Message], payload: bytes) -> bytes:
+    return encode_frame(m.TYPE_CODES[message_type], payload, 1 << 22)
+
+
+class EarlyRequestTest(unittest.TestCase):
+    """A request in the Hello's flight (PROTOCOL.md §5.3)."""
+
+    def dialer(self, **overrides: object) -> Session:
+        return Session.dialer(config(0, **overrides), certificate_of(link_credentials(1)),
+                              CTX, 0.0)
+
+    def test_known_dialer_is_answered_in_the_welcome_flight(self) -> None:
+        dialer = self.dialer()
+        rid = dialer.send_early(find, 0.0, 5.0)
+        assert rid is not None
+        acceptor = Session.acceptor(config(1, work_for=lambda *_: 0), NONCE, CTX, 0.0)
+        events_a = acceptor.receive_data(dialer.data_to_send(), 0.0)     # flight 1
+        self.assertEqual([type(e) for e in events_a], [Established, RequestReceived])
+        self.assertEqual(events_a[1].message, find(rid))
+        self.assertEqual(acceptor.early, "served")
+        acceptor.respond(m.Nodes(rid, ()))
+        events_d = dialer.receive_data(acceptor.data_to_send(), 0.0)     # flight 2
+        self.assertEqual([type(e) for e in events_d], [Established, ResponseReceived])
+        self.assertEqual(events_d[1].message, m.Nodes(rid, ()))
+        self.assertEqual((dialer.early, dialer.data_to_send()), ("sent", b""))
+
+    def test_challenged_dialers_request_is_dropped_unread_and_goes_behind_work(self) -> None:
+        dialer = self.dialer()
+        rid = dialer.send_early(find, 0.0, 5.0)
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)      # unknown: work
+        self.assertEqual(acceptor.receive_data(dialer.data_to_send(), 0.0), [])
+        self.assertEqual(acceptor.early, "dropped")
+        [need] = dialer.receive_data(acceptor.data_to_send(), 0.0)   # the Challenge
+        assert isinstance(need, WorkNeeded)
+        self.assertEqual(dialer.early, "resend")
+        dialer.work_done(work.solve(need.nonce, need.dialer_id, need.acceptor_id,
+                                    need.difficulty))
+        events_a = acceptor.receive_data(dialer.data_to_send(), 0.0)     # Work + request
+        self.assertEqual(events_a[1:], [RequestReceived(find(rid))])
+        self.assertEqual((acceptor.early, dialer.early), ("served", "with-work"))
+        # Unread means undecoded: a garbled request behind a challenged Hello is no error.
+        hello_only = self.dialer()
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
+        events = acceptor.receive_data(hello_only.data_to_send()
+                                       + raw(m.FindNode, b"\xff garbage"), 0.0)
+        self.assertEqual((events, acceptor.state, acceptor.early),
+                         ([], State.HANDSHAKE, "dropped"))
+
+    def test_held_request_goes_behind_work_or_after_welcome(self) -> None:
+        for work_for, status in ((None, "with-work"), (lambda *_: 0, "after-welcome")):
+            dialer = self.dialer()
+            rid = dialer.send_early(find, 0.0, 5.0, with_hello=False)
+            acceptor = Session.acceptor(config(1, work_for=work_for), NONCE, CTX, 0.0)
+            _, events_a = pump(dialer, acceptor)
+            self.assertEqual([e for e in events_a if isinstance(e, RequestReceived)],
+                             [RequestReceived(find(rid))])
+            self.assertEqual(dialer.early, status)
+            self.assertEqual(acceptor.early, "served" if work_for is None else "")
+
+    def test_unauthenticated_dialers_early_request_is_never_read(self) -> None:
+        bad = hello(link_credentials(0), identity(1).node_id, binding=bytes(48))
+        for work_for in (lambda *_: 0, None):    # claims to be known / pays work
+            acceptor = Session.acceptor(config(1, work_for=work_for, difficulty=0), NONCE, CTX,
+                                        0.0)
+            events = acceptor.receive_data(encode_prologue() + frame(bad) + frame(find(1)), 0.0)
+            self.assertEqual(closed_code(events), E.AUTH_FAILED)
+            self.assertFalse([e for e in events if isinstance(e, RequestReceived)])
+        acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
+        events = acceptor.receive_data(encode_prologue() + frame(find(1)), 0.0)
+        self.assertEqual(closed_code(events), E.UNEXPECTED)    # a request before Hello
+
+    def test_second_or_oversized_early_request_closes_the_link(self) -> None:
+        for extra, code in ((frame(find(1)) + frame(find(2)), E.UNEXPECTED),
+                            (raw(m.Store, bytes(4097)), E.TOO_LARGE)):
+            dialer = self.dialer()
+            acceptor = Session.acceptor(config(1), NONCE, CTX, 0.0)
+            events = acceptor.receive_data(dialer.data_to_send() + extra, 0.0)
+            self.assertEqual(closed_code(events), code)
+            self.assertFalse([e for e in events if isinstance(e, RequestReceived)])
+        # An honest dialer never sends one: too big to go early, or a second one.
+        dialer = self.dialer(max_early_request=40)
+        self.assertIsNone(dialer.send_early(lambda rid: m.Store(rid, bytes(64)), 0.0, 5.0))
+        self.assertIsNotNone(dialer.send_early(find, 0.0, 5.0))
+        self.assertIsNone(dialer.send_early(find, 0.0, 5.0))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -31,6 +31,17 @@ class RequestTimeout(FluxError):
     """The peer did not answer in time."""
 
 
+@dataclass
+class EarlyRequest:
+    """A dial's first request, sent with the Hello (`with_hello`) or its Work (PROTOCOL.md
+    §5.3); `answer` is set when it went out on the link the dial produced."""
+
+    build: Callable[[int], m.Message]
+    with_hello: bool
+    rid: int | None = None
+    answer: asyncio.Future[m.Message] | None = None
+
+
 @dataclass(frozen=True)
 class OutputLimits:
     max_queued: int = 4 * 1024 * 1024   # bytes waiting to be sent on one link
@@ -113,6 +124,15 @@ class Link:
             return await future
         finally:
             self._waiting.pop(rid, None)
+
+    def expect(self, rid: int) -> asyncio.Future[m.Message]:
+        """The answer to request `rid`, already sent by the session (an early request)."""
+        future: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        future.add_done_callback(lambda _: self._waiting.pop(rid, None))
+        if self.closed:
+            future.set_exception(LinkClosed("link closed"))
+        return future
 
     def queued(self) -> int:
         """Bytes accepted for sending that the peer has not taken yet."""

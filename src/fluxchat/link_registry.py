@@ -1,5 +1,6 @@
 """The node's established links, one per peer ID: who keeps which link when two meet, and
-who makes room at the link caps.
+who makes room at the link caps; and the dials in flight, shared by the callers who wait
+for the same one.
 
 Only an established (authenticated) newcomer may push out an idle link at a cap. At the node's
 cap the one it pushes out comes from the source prefix holding the most links, so a crowd of
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .admission import prefix_of
 from .ids import short_id
@@ -23,6 +25,35 @@ from .wire_fields import ErrorCode
 log = logging.getLogger("fluxchat.peer")
 E = ErrorCode
 LinkCallback = Callable[[Link], None]
+DialKey = tuple[str, int, bytes | None]   # host, port, expected ID
+
+
+class DialsInFlight:
+    """One dial per (host, port, expected ID) at a time; callers of the same one share its
+    outcome. Once settled a dial is not shared any more: later callers go through the
+    registry (or dial afresh), never through an old address match."""
+
+    def __init__(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        self._spawn = spawn
+        self._dials: dict[DialKey, asyncio.Future[Link]] = {}
+
+    def join(self, key: DialKey,
+             start: Callable[[asyncio.Future[Link]], Coroutine[Any, Any, None]]
+             ) -> asyncio.Future[Link]:
+        """The dial for `key`; `start(future)` runs it (settling `future`) if none runs."""
+        future = self._dials.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            # Every waiter may be gone (cancelled lookups); the outcome is still consumed.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            future.add_done_callback(lambda done: self._forget(key, done))
+            self._dials[key] = future
+            self._spawn(start(future))
+        return future
+
+    def _forget(self, key: DialKey, done: asyncio.Future[Link]) -> None:
+        if self._dials.get(key) is done:
+            del self._dials[key]
 
 
 class LinkRegistry:

@@ -6,22 +6,27 @@ who may connect and what becomes of the link; this module does the steps in betw
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import pow as work
 from .admission import AdmissionLimits
 from .config import Config
 from .errors import FluxError, IdentityError
-from .handshake import PeerCertificate
+from .handshake import LinkContext, PeerCertificate
 from .identity import Identity
 from .link import OutputLimits, shut
 from .link_loop import LinkLoop
+from .linkkeys import LinkCredentials, RecordCheck
 from .logsetup import about_peer
+from .session import Session
 from .session_config import SessionConfig
 from .session_events import Closed, Event, WorkNeeded
 from .tls import channel_binding, peer_certificate
@@ -120,6 +125,29 @@ async def dial_tls(host: str, port: int, sock: socket.socket | None,
         if writer is not None:
             writer.transport.abort()
         raise DialError(f"{host}:{port}: {describe(exc)}") from None
+
+
+def dialer_session(config: SessionConfig, link: LinkCredentials, records: RecordCheck,
+                   certificate: PeerCertificate, binding: bytes, started: float, budget: int,
+                   expected_id: bytes | None) -> Session:
+    """Our session as the dialer (it sends our Hello at once). A challenge we could not
+    solve within `budget` hashes, before the deadline, is refused at once."""
+    config = dataclasses.replace(
+        config, link=link, records=records,
+        max_difficulty=min(config.max_difficulty, work.affordable_difficulty(budget)))
+    return Session.dialer(config, certificate, LinkContext(binding, int(time.time())),
+                          started, expected_id)
+
+
+def acceptor_session(config: SessionConfig, link: LinkCredentials, records: RecordCheck,
+                     binding: bytes, accepted: float, host: str,
+                     work_for: Callable[[bytes, bytes], int],
+                     admit: Callable[[bytes], str | None]) -> Session:
+    """Our session as the acceptor of a dialer at `host` (a fresh nonce for its work)."""
+    config = dataclasses.replace(config, admit=admit, link=link, records=records,
+                                 work_for=work_for)
+    return Session.acceptor(config, os.urandom(32), LinkContext(binding, int(time.time())),
+                            accepted, host)
 
 
 async def run_handshake(loop: LinkLoop, who: str, work_limit: int = 0) -> LinkLoop | None:

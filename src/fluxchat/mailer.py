@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import functools
 import hashlib
 import logging
 import os
@@ -22,19 +21,18 @@ from typing import Any, TypeVar
 
 from . import envelope2
 from . import messages as m
-from .batching import bursts, frames
+from .batching import bursts
 from .config import MailConfig
+from .courier import Courier
 from .envelope import MailContent, seal
 from .errors import FluxError
 from .identity import Identity
 from .ids import short_id
-from .logsetup import about_peer
 from .mail_rules import body_problem, subject_problem
 from .mailkeyring import MailKeyring
 from .outbox_states import OutboxState
 from .overlay import Overlay
 from .peer_net import PeerNet
-from .placement import replica_targets
 from .routing import Peer
 from .store import InboxMail, OutboxMail, Quotas, Store
 from .store_batch import OutboxMove
@@ -53,6 +51,7 @@ BURST = 64                # mails to one recipient handed over in one attempt (D
 # is on its way) without queueing so much that its answers come late.
 PER_RECIPIENT = 2
 DUE_BURSTS = 4            # bursts' worth of due mail read per look at the outbox
+FALLBACK_AT_ONCE = 8      # mails of a burst the recipient did not take, attempted at once
 EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
@@ -79,6 +78,7 @@ class Mailer:
                  config: MailConfig, max_payload: int,
                  clock: Callable[[], float] = time.time) -> None:
         self.me, self.store, self.overlay, self.net = identity, store, overlay, net
+        self.courier = Courier(identity.node_id, net, overlay, config.replicas, max_payload)
         self.config, self.max_payload, self.clock = config, max_payload, clock
         self.retention = int(config.retention_time * 3600)
         self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total,
@@ -109,7 +109,8 @@ class Mailer:
             raise MailError(problem)
         now = self.now()
         mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
-                          body=body, created_at=now, expires_at=now + self.retention, ref=ref)
+                          body=body, created_at=now, expires_at=now + self.retention,
+                          updated_at=now, ref=ref)   # the row as add_outbox writes it
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
             self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
@@ -117,7 +118,7 @@ class Mailer:
             self.store.set_outbox_state(mail.uuid, S.DELIVERED, now, "to ourselves")
             return self.store.get_outbox(mail.uuid) or mail
         self.wake.set()
-        return dataclasses.replace(mail, updated_at=now)   # the row as add_outbox wrote it
+        return mail
 
     def resend(self, uuid: bytes) -> bool:
         """Queue a failed or expired mail again (dated now, sealed afresh); False if it is neither."""
@@ -264,7 +265,15 @@ class Mailer:
         self.store.move_all([self._move(mail, S.HANDED_OVER, detail, envelope)
                              for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok],
                             self.now())
-        await settle((self.attempt(dataclasses.replace(mail, envelope=envelope))
+        # The rest goes the one-mail way, a few at a time: as many lookups and stores in
+        # flight as the one-mail attempts of the whole worker used to have, not a burst's worth.
+        slots = asyncio.Semaphore(FALLBACK_AT_ONCE)
+
+        async def one(mail: OutboxMail) -> None:
+            async with slots:
+                await self.attempt(mail)
+
+        await settle((one(dataclasses.replace(mail, envelope=envelope))
                       for (mail, envelope), ok in zip(sealed, taken, strict=True) if not ok),
                      "delivering mail")
 
@@ -286,55 +295,16 @@ class Mailer:
                               os.urandom(12))
 
     async def _deliver_many(self, peer: Peer, envelopes: list[bytes]) -> list[bool]:
-        """Whether the recipient took each envelope (committed it), in order."""
-        taken: list[bool] = []
-        for group in frames(envelopes, self.max_payload):
-            chunk = tuple(envelopes[i] for i in group)
-            if len(chunk) == 1:
-                taken.append(await self._deliver_direct(peer, chunk[0]))
-                continue
-            try:
-                reply = await self.net.request(peer.host, peer.port, peer.node_id,
-                                               functools.partial(m.DeliverMany, envelopes=chunk))
-            except FluxError as exc:
-                log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc,
-                         extra=about_peer(peer.node_id))
-                reply = None
-            if isinstance(reply, m.Delivered) and len(reply.codes) == len(chunk):
-                taken += [code == 0 for code in reply.codes]
-            else:
-                taken += [False] * len(chunk)
-        return taken
+        return await self.courier.deliver_many(peer, envelopes)
 
     async def _deliver_direct(self, peer: Peer, envelope: bytes) -> bool:
-        try:
-            reply = await self.net.request(peer.host, peer.port, peer.node_id,
-                                           lambda rid: m.Deliver(rid, envelope))
-        except FluxError as exc:
-            log.info("direct delivery to %s failed: %s", short_id(peer.node_id), exc,
-                     extra=about_peer(peer.node_id))
-            return False
-        return isinstance(reply, m.Ok)
+        return await self.courier.deliver(peer, envelope)
 
     async def replicate(self, envelope: bytes, recipient: bytes,
                         closest: list[Peer] | None = None) -> int:
-        """STORE the envelope on the mail.replicas closest nodes to the recipient
-        (`closest`: a lookup result the caller already has for that recipient)."""
-        skip = {self.me.node_id, recipient}
-        if closest is None:
-            closest = await self.overlay.find_node(recipient)
-        targets = replica_targets(closest, skip, self.config.replicas)
-        return sum(await self.store_on(targets, envelope))
+        """See Courier.replicate."""
+        return await self.courier.replicate(envelope, recipient, closest)
 
     async def store_on(self, peers: list[Peer], envelope: bytes) -> list[bool]:
-        """STORE the envelope on each peer at once; which of them took it."""
-        async def store_at(peer: Peer) -> bool:
-            reply = await self.net.request(peer.host, peer.port, peer.node_id,
-                                           lambda rid: m.Store(rid, envelope))
-            if isinstance(reply, m.Fail):
-                log.info("%s refused to store: %s", short_id(peer.node_id), reply.message,
-                         extra=about_peer(peer.node_id))
-            return isinstance(reply, m.Ok)
-
-        results = await settle((store_at(p) for p in peers), "storing mail")
-        return [r is True for r in results]
+        """See Courier.store_on."""
+        return await self.courier.store_on(peers, envelope)

@@ -14,37 +14,36 @@ demanded of dialers we do not know, that misbehaved, or while we are busy (workp
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from . import messages as m
-from . import pow as work
 from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
 from .ids import short_id
-from .link import Link, LinkClosed, RequestTimeout
+from .link import EarlyRequest, Link, LinkClosed, RequestTimeout
 from .link_loop import LinkLoop
-from .link_registry import LinkCallback, LinkRegistry
+from .link_registry import DialsInFlight, LinkCallback, LinkRegistry
+from .link_serve import LinkServer, RequestHandler
 from .link_setup import (
     FAULTS,
     DialError,
     NetLimits,
     accept_tls,
+    acceptor_session,
     dial_tls,
-    log_closed,
+    dialer_session,
     measure_hash_rate,
     run_handshake,
 )
 from .linkkeys import RecordCheck
 from .logsetup import about_peer
 from .ratelimit import RateLimiter
-from .session import LinkContext, Session, SessionConfig
-from .session_events import Closed, Event, NoticeReceived, RequestFailed, RequestReceived, ResponseReceived
+from .session import SessionConfig
+from .session_events import Event
 from .tasks import Background
 from .tls import LinkTls, client_context
 from .wire_fields import ErrorCode
@@ -52,8 +51,6 @@ from .workpolicy import WorkLimits, WorkPolicy
 
 log = logging.getLogger("fluxchat.peer")
 E = ErrorCode
-
-RequestHandler = Callable[[Link, m.Message], Awaitable[m.Message | None]]
 
 
 class PeerNet:
@@ -66,7 +63,6 @@ class PeerNet:
         self.own_id = session_config.identity.node_id
         self.tls, self._client_ssl = LinkTls(session_config.identity), client_context()
         self.records = RecordCheck()
-        self._on_request = on_request
         self.registry = LinkRegistry(self.own_id, limits.max_links, limits.prefix_links(),
                                      on_link, on_unlink)
         self.links = self.registry.links
@@ -76,7 +72,8 @@ class PeerNet:
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
-        self._dials: dict[tuple[str, int, bytes | None], asyncio.Future[Link]] = {}
+        self._serving = LinkServer(on_request, self._tasks)
+        self._dials = DialsInFlight(self._tasks.spawn)
         self._server: asyncio.Server | None = None
         self.hash_rate = measure_hash_rate()
         self.refused = 0   # connections turned away before TLS (rate, slots)
@@ -91,27 +88,22 @@ class PeerNet:
                             f"{exc.strerror or exc}") from None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def dial(self, host: str, port: int, expected_id: bytes | None = None) -> Link:
+    async def dial(self, host: str, port: int, expected_id: bytes | None = None,
+                   early: EarlyRequest | None = None) -> Link:
         """A link to the node at host:port, authenticated as expected_id when given.
 
         Dials in flight are shared only by callers expecting the same ID at the same
         address, and every result is checked again: a link is never handed to a caller
-        who expects another node, whatever shares its address."""
+        who expects another node, whatever shares its address. A new dial sends `early`
+        behind its Hello if it can (early.answer is then set)."""
         if expected_id == self.own_id:
             raise DialError("refusing to dial ourselves")
         if expected_id is not None:
             existing = self.links.get(expected_id)
             if existing is not None and not existing.closed:
                 return existing
-        key = (host, port, expected_id)
-        future = self._dials.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            # Every waiter may be gone (cancelled lookups); the outcome is still consumed.
-            future.add_done_callback(lambda done: done.cancelled() or done.exception())
-            future.add_done_callback(lambda done: self._forget_dial(key, done))
-            self._dials[key] = future
-            self._tasks.spawn(self._dial(host, port, expected_id, future))
+        future = self._dials.join((host, port, expected_id), lambda future: self._dial(
+            host, port, expected_id, future, early=early))
         link = await asyncio.shield(future)
         if expected_id is not None and link.peer_id != expected_id:
             raise DialError(f"{host}:{port} is node {short_id(link.peer_id)}, "
@@ -124,10 +116,15 @@ class PeerNet:
 
         A link can close under a request when a simultaneous dial from the peer wins the
         duplicate check; the request is then sent once more over the surviving link. A
-        timeout is final: the peer had its chance, and the request may have been served."""
+        timeout is final: the peer had its chance, and the request may have been served.
+        A new link carries the request with its Hello if we linked with the peer before (it
+        has most likely kept us as known and asks no work), else with our Work."""
         for attempt in (1, 2):
-            link = await self.dial(host, port, node_id)
+            early = EarlyRequest(build, self.work.knows(node_id)) if attempt == 1 else None
+            link = await self.dial(host, port, node_id, early=early)
             try:
+                if early is not None and early.answer is not None:
+                    return await early.answer
                 return await link.request(build)
             except LinkClosed:
                 if attempt == 2:
@@ -142,13 +139,6 @@ class PeerNet:
         await self._tasks.close()
         if self._server is not None:
             await self._server.wait_closed()
-
-    def _forget_dial(self, key: tuple[str, int, bytes | None],
-                     done: asyncio.Future[Link]) -> None:
-        # Once settled, a dial is not shared any more: later callers go through the
-        # pinned link registry (or dial afresh), never through an old address match.
-        if self._dials.get(key) is done:
-            del self._dials[key]
 
     # ----- accepting ------------------------------------------------------------------
 
@@ -201,10 +191,8 @@ class PeerNet:
         def room_for(peer_id: bytes) -> str | None:
             return self.registry.room_for(peer_id, host)
 
-        config = dataclasses.replace(self.config, admit=room_for,
-                                     link=credentials, records=self.records, work_for=work_for)
-        session = Session.acceptor(config, os.urandom(32),
-                                   LinkContext(binding, int(time.time())), accepted, host)
+        session = acceptor_session(self.config, credentials, self.records, binding, accepted,
+                                   host, work_for, room_for)
         loop = await run_handshake(LinkLoop(session, reader, writer, self.limits.output), host)
         if loop is None and session.closed_code in FAULTS:
             self.work.blame(source, time.monotonic())
@@ -229,16 +217,17 @@ class PeerNet:
         return await asyncio.shield(future)
 
     async def _dial(self, host: str, port: int, expected_id: bytes | None,
-                    future: asyncio.Future[Link], sock: socket.socket | None = None) -> None:
+                    future: asyncio.Future[Link], sock: socket.socket | None = None,
+                    early: EarlyRequest | None = None) -> None:
         try:
-            await self._dial_link(host, port, expected_id, future, sock)
+            await self._dial_link(host, port, expected_id, future, sock, early)
         finally:
             if not future.done():
                 future.set_exception(DialError(f"{host}:{port}: dial abandoned"))
 
     async def _dial_link(self, host: str, port: int, expected_id: bytes | None,
-                         future: asyncio.Future[Link], sock: socket.socket | None = None
-                         ) -> None:
+                         future: asyncio.Future[Link], sock: socket.socket | None = None,
+                         early: EarlyRequest | None = None) -> None:
         started = time.monotonic()
         deadline = started + self.config.handshake_timeout
         try:
@@ -247,14 +236,12 @@ class PeerNet:
         except DialError as exc:
             future.set_exception(exc)
             return
-        # Refuse at once a challenge we could not solve before the deadline, and never
-        # hash beyond that budget.
-        budget = int(self.hash_rate * max(0.0, deadline - time.monotonic()))
-        config = dataclasses.replace(
-            self.config, link=self.tls.current()[0], records=self.records,
-            max_difficulty=min(self.config.max_difficulty, work.affordable_difficulty(budget)))
-        session = Session.dialer(config, certificate, LinkContext(binding, int(time.time())),
-                                 started, expected_id)
+        budget = int(self.hash_rate * max(0.0, deadline - time.monotonic()))   # hashes
+        session = dialer_session(self.config, self.tls.current()[0], self.records, certificate,
+                                 binding, started, budget, expected_id)
+        if early is not None:
+            early.rid = session.send_early(early.build, time.monotonic(),
+                                           self.limits.request_timeout, early.with_hello)
         linked = self.links.get(session.claimed_id)
         if session.closed_code is None and linked is not None and not linked.closed:
             # An address we did not know belongs to a node we are linked to: use that link
@@ -268,12 +255,13 @@ class PeerNet:
             reason = session.closed_reason or "link closed during handshake"
             future.set_exception(DialError(f"{host}:{port}: {reason}"))
             return
-        await self._serve_link(loop, (host, port), "out", future)
+        await self._serve_link(loop, (host, port), "out", future, early)
 
     # ----- the link loop ------------------------------------------------------------------
 
     async def _serve_link(self, loop: LinkLoop, address: tuple[str, int], direction: str,
-                          future: asyncio.Future[Link] | None) -> None:
+                          future: asyncio.Future[Link] | None,
+                          early: EarlyRequest | None = None) -> None:
         established = loop.session.established
         assert established is not None
         link = Link(loop.session, loop.writer, direction, address, established,
@@ -281,6 +269,8 @@ class PeerNet:
                     loop.rearm)
         self.work.learn(established.peer_id, established.link_record)
         survivor = self.registry.register(link)
+        if early is not None and early.rid is not None and survivor is link:
+            early.answer = link.expect(early.rid)
         if direction == "out" and not survivor.closed:
             self.admission.remember(address[0])   # a host we reached is a known peer too
         if future is not None and not future.done():
@@ -290,7 +280,7 @@ class PeerNet:
                 future.set_result(survivor)
 
         async def on_event(event: Event) -> None:
-            self._link_event(link, event)
+            self._serving.on_event(link, event)
 
         try:
             await loop.run(on_event, until_open=False)
@@ -301,35 +291,6 @@ class PeerNet:
                 now = time.monotonic()
                 self.work.blame(link.peer_id, now)
                 self.work.blame(self.admission.key_of(address[0]), now)
-
-    def _link_event(self, link: Link, event: Event) -> None:
-        if isinstance(event, RequestReceived):
-            self._tasks.spawn(self._serve(link, event.message))
-        elif isinstance(event, NoticeReceived):
-            # A notice equal to one still waiting to be served adds nothing: a flood of
-            # them read at once costs one handler run, not one task each.
-            if event.message not in link.queued_notices:
-                link.queued_notices.add(event.message)
-                self._tasks.spawn(self._serve_notice(link, event.message))
-        elif isinstance(event, (ResponseReceived, RequestFailed)):
-            link.resolve(event)
-        elif isinstance(event, Closed):
-            log_closed(event, short_id(link.peer_id))
-
-    async def _serve_notice(self, link: Link, message: m.Message) -> None:
-        link.queued_notices.discard(message)   # from now on, an equal notice is news again
-        await self._serve(link, message)
-
-    async def _serve(self, link: Link, message: m.Message) -> None:
-        try:
-            answer = await self._on_request(link, message)
-        except Exception:  # a bug in one handler must not take the link down with it
-            log.exception("handler for %s failed", type(message).__name__,
-                          extra=about_peer(link.peer_id))
-            rid = getattr(message, "rid", None)
-            answer = None if rid is None else m.Fail(rid, int(E.INTERNAL), "internal error")
-        if answer is not None and not link.closed:
-            await link.respond(answer)
 
 
 __all__ = ["PeerNet", "NetLimits", "DialError", "Link", "LinkClosed", "RequestTimeout"]

@@ -4,29 +4,22 @@ The adapter feeds received bytes and the current time in, sends what `data_to_se
 returns and acts on the returned events. Nothing here touches a socket, the clock or
 the random source: nonces, `now` and the TLS session's binding come from the caller, proof
 of work is solved by the caller off the event loop (`WorkNeeded` → `work_done`). Who proves
-what before the link opens is handshake.py's; this module frames, times and routes.
+what before the link opens is handshake.py's, when a request may go before it opens
+early_request.py's, bytes to frames (and the frame budget) session_frames.py's, the timers'
+arithmetic session_timers.py's; this module gives each frame its meaning, keeps request IDs
+in both directions and routes what arrives.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import messages as m
+from .early_request import FirstRequest, drop_unread, fits
 from .errors import ProtocolError
-from .framing import (
-    PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
-    Frame,
-    FrameDecoder,
-    Prologue,
-    encode_frame,
-    encode_prologue,
-)
+from .framing import PROTOCOL_VERSION, Frame
 from .handshake import AcceptorHandshake, DialerHandshake, LinkContext, PeerCertificate
-from .ratelimit import TokenBucket
 from .session_config import SessionConfig
 from .session_events import (
     Closed,
@@ -38,46 +31,28 @@ from .session_events import (
     ResponseReceived,
     WorkNeeded,
 )
+from .session_frames import FramedSession, State
+from .session_timers import LinkTimers
 
-FRAME_BYTES_PER_TOKEN = 65536
 E = m.ErrorCode
 Handshake = DialerHandshake | AcceptorHandshake
 
 
-class State(enum.Enum):
-    AWAIT_PROLOGUE = "await-prologue"
-    HANDSHAKE = "handshake"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-@dataclass
-class _Timers:
-    deadline: float                  # handshake deadline, then unused
-    last_rx: float                   # any bytes: the peer is alive
-    last_use: float                  # a request or notice either way: the link is useful
-    ping_rid: int | None = None
-    pending: dict[int, float] = field(default_factory=dict)   # rid -> deadline
-
-
-class Session:
+class Session(FramedSession):
     """One peer link. Build with `Session.dialer(...)` or `Session.acceptor(...)`."""
 
     def __init__(self, config: SessionConfig, dialing: bool, now: float) -> None:
-        self.config = config
+        super().__init__(config, now)
         self.dialing = dialing
-        self.state = State.AWAIT_PROLOGUE
         self.handshake: Handshake | None = None
-        self.timers = _Timers(deadline=now + config.handshake_timeout, last_rx=now, last_use=now)
-        self._decoder = FrameDecoder(config.max_payload)
-        self._out = bytearray(encode_prologue())
+        self.timers = LinkTimers(config.idle_timeout, config.ping_interval,
+                                 deadline=now + config.handshake_timeout, last_rx=now,
+                                 last_use=now)
         self._next_rid = 1
         self._inbound: set[int] = set()
-        self._budget = TokenBucket(config.frame_rate, config.frame_burst, now)
-        self.frames_received = 0
-        self.closed_reason = ""
-        self.closed_code: int | None = None   # set when we (not the peer) closed the link
         self.established: Established | None = None
+        self._first: FirstRequest | None = None   # dialer: our early request
+        self._early = ""                          # acceptor: "served" or "dropped"
 
     # ----- construction -------------------------------------------------------------
 
@@ -112,46 +87,52 @@ class Session:
         return self.established.peer_id if self.established else None
 
     @property
+    def early(self) -> str:
+        """How the early request went ("" if there was none): see FirstRequest.status."""
+        return self._first.status if self._first is not None else self._early
+
+    @property
     def claimed_id(self) -> bytes:
         """The peer's ID as claimed so far (verified only once established)."""
         return self.handshake.peer_id if self.handshake is not None else b""
-
-    def data_to_send(self) -> bytes:
-        data = bytes(self._out)
-        self._out.clear()
-        return data
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if self.state is State.CLOSED:
             return []
         self.timers.last_rx = now
-        events: list[Event] = []
-        try:
-            for item in self._decoder.feed(data):
-                if isinstance(item, Frame):
-                    self._spend(item, now)
-                events.extend(self._dispatch(item))
-                if self.state is State.CLOSED:  # type: ignore[comparison-overlap]  # _dispatch may close
-                    break
-        except ProtocolError as exc:
-            events.extend(self._fail(exc.code, exc.message))
+        opening = self.state is not State.OPEN
+        events = self._frames(data, now)
+        if opening and not self.dialing and any(isinstance(e, RequestReceived) for e in events):
+            self._early = "served"   # it came in the Hello's (or Work's) flight
         return events
 
     def work_done(self, counter: int) -> list[Event]:
         """The dialer's proof of work is ready: send it."""
         if isinstance(self.handshake, DialerHandshake) and self.state is State.HANDSHAKE:
             self.handshake.work_done(counter)
+            self._release_first("with-work")   # read by the acceptor once Work proved us
         return []
 
     def send_request(self, build: Callable[[int], m.Message], now: float, timeout: float) -> int:
         """Send `build(rid)`; a response or a RequestFailed event follows for that rid."""
-        rid = self._next_rid
-        self._next_rid += 1
-        self.timers.pending[rid] = now + timeout
-        if build is not m.Ping:
-            self.timers.last_use = now
+        rid = self._track(now, timeout, used=build is not m.Ping)
         self._send(build(rid))
         return rid
+
+    def send_early(self, build: Callable[[int], m.Message], now: float, timeout: float,
+                   with_hello: bool = True) -> int | None:
+        """Dialer: the first request, sent with the Hello (`with_hello`: we expect no
+        Challenge) or else behind Work, or after Welcome if no work was demanded. Its rid,
+        or None if it cannot go early (not a fresh dialer, or over `max_early_request`)."""
+        if not self.dialing or self.state is not State.AWAIT_PROLOGUE or self._first:
+            return None
+        message = build(self._next_rid)
+        if not fits(message, self.config.max_early_request):
+            return None
+        self._first = FirstRequest(message, with_hello)
+        if with_hello:
+            self._send(message)
+        return self._track(now, timeout, used=True)
 
     def respond(self, message: m.Message) -> None:
         """Answer a peer request; responses to unknown rids are dropped."""
@@ -164,34 +145,15 @@ class Session:
         if self.state is State.OPEN:
             self._send(message)
 
-    def close(self, code: int = E.SHUTDOWN, message: str = "closing") -> list[Event]:
-        if self.state is State.CLOSED:
-            return []
-        return self._fail(code, message)
-
-    def read_delay(self, now: float) -> float:
-        """Seconds the adapter should wait before reading more: the peer's frame budget
-        is in debt until then."""
-        return self._budget.wait_time(now)
-
     def has_work(self) -> bool:
         """Requests in flight in either direction (our keepalive ping does not count)."""
-        ours = [rid for rid in self.timers.pending if rid != self.timers.ping_rid]
-        return bool(ours or self._inbound)
+        return bool(self.timers.requests() or self._inbound)
 
     def next_deadline(self) -> float:
         """When `tick` next has work to do; the adapter sleeps until then (inf: never)."""
         if self.state is State.CLOSED:
             return math.inf
-        if self.state is not State.OPEN:
-            return self.timers.deadline
-        timers = self.timers
-        deadlines = list(timers.pending.values())
-        if not timers.pending:
-            deadlines.append(timers.last_use + self.config.idle_timeout)
-        if timers.ping_rid not in timers.pending:
-            deadlines.append(timers.last_rx + self.config.ping_interval)
-        return min(deadlines)
+        return self.timers.next_deadline(self.state is State.OPEN)
 
     def tick(self, now: float) -> list[Event]:
         """Timers: handshake deadline, request deadlines, keepalive and idle timeout."""
@@ -202,50 +164,38 @@ class Session:
                 return self._fail(E.TIMEOUT, "handshake took too long")
             return []
         events: list[Event] = []
-        for rid, deadline in list(self.timers.pending.items()):
-            if deadline <= now:
-                del self.timers.pending[rid]
-                if rid == self.timers.ping_rid:
-                    return events + self._fail(E.TIMEOUT, "keepalive not answered")
-                events.append(RequestFailed(rid, "timeout"))
-        # Keepalive pings prove the peer alive but do not make an unused link worth keeping.
-        if now - self.timers.last_use >= self.config.idle_timeout and not self.timers.pending:
+        for rid in self.timers.expire(now):
+            if rid == self.timers.ping_rid:
+                return events + self._fail(E.TIMEOUT, "keepalive not answered")
+            events.append(RequestFailed(rid, "timeout"))
+        if self.timers.idle(now):
             return events + self._fail(E.SHUTDOWN, "link unused, closing")
-        quiet = now - self.timers.last_rx
-        if quiet >= self.config.ping_interval and self.timers.ping_rid not in self.timers.pending:
+        if self.timers.ping_due(now):
             self.timers.ping_rid = self.send_request(m.Ping, now, self.config.ping_interval)
         return events
 
     # ----- internals --------------------------------------------------------------
 
-    def _send(self, message: m.Message) -> None:
-        ftype, payload = m.encode_message(message)
-        self._out += encode_frame(ftype, payload, self.config.max_payload)
-
-    def _spend(self, frame: Frame, now: float) -> None:
-        self.frames_received += 1
-        self._budget.charge(now, 1 + len(frame.payload) // FRAME_BYTES_PER_TOKEN)
-
-    def _fail(self, code: int, text: str) -> list[Event]:
-        if self.state is State.CLOSED:
-            return []
-        self._send(m.Error(int(code), text[:255]))
-        return self._closed(int(code), text, by_peer=False)
+    def _track(self, now: float, timeout: float, used: bool) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        self.timers.pending[rid] = now + timeout
+        if used:
+            self.timers.last_use = now
+        return rid
 
     def _closed(self, code: int, text: str, by_peer: bool) -> list[Event]:
-        self.state = State.CLOSED
-        self.closed_code = None if by_peer else code
-        self.closed_reason = f"{'peer' if by_peer else 'we'} closed the link ({code}): {text}"
-        failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.pending
-                               if rid != self.timers.ping_rid]
+        failed: list[Event] = [RequestFailed(rid, "closed") for rid in self.timers.requests()]
         self.timers.pending.clear()
-        return failed + [Closed(code, text, by_peer)]
+        return failed + super()._closed(code, text, by_peer)
 
-    def _dispatch(self, item: Prologue | Frame) -> list[Event]:
-        if isinstance(item, Prologue):
-            if self.state is not State.AWAIT_PROLOGUE:
-                raise ProtocolError(E.UNEXPECTED, "second prologue")
-            return self._on_prologue(item)
+    def _on_frame(self, item: Frame) -> list[Event]:
+        if (self.state is State.HANDSHAKE and not self.dialing
+                and m.MESSAGE_TYPES.get(item.type) in m.REQUEST_TYPES):
+            drop_unread(item, bool(self.claimed_id), bool(self._early),
+                        self.config.max_early_request)
+            self._early = "dropped"
+            return []
         message = m.decode_message(item.type, item.payload)
         if isinstance(message, m.Error):
             return self._closed(message.code, message.message, by_peer=True)
@@ -260,21 +210,20 @@ class Session:
             self.timers.last_use = self.timers.last_rx
         return handler(self, message)
 
-    def _on_prologue(self, prologue: Prologue) -> list[Event]:
-        if prologue.version not in SUPPORTED_VERSIONS:
-            supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
-            raise ProtocolError(E.UNSUPPORTED_VERSION,
-                                f"protocol version {prologue.version} not supported; "
-                                f"supported versions: {supported}")
-        self.state = State.HANDSHAKE
-        return []
-
     def _opened(self, events: list[Event]) -> list[Event]:
         for event in events:
+            if isinstance(event, WorkNeeded) and self._first:
+                self._first.challenged()   # the acceptor drops it unread: it goes behind Work
             if isinstance(event, Established):
                 self.state = State.OPEN
                 self.established = event
+                self._release_first("after-welcome")
         return events
+
+    def _release_first(self, status: str) -> None:
+        message = self._first.release(status) if self._first else None
+        if message is not None:
+            self._send(message)
 
     # open link
     def _on_ping(self, ping: m.Ping) -> list[Event]:

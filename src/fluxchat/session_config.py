@@ -22,6 +22,7 @@ class SessionConfig:
     ping_interval: float = 60.0
     max_payload: int = DEFAULT_MAX_PAYLOAD
     max_inflight: int = 64     # peer requests we have not answered yet
+    max_early_request: int = 4096   # payload bytes of the one request sent with Hello
     # Every frame the peer sends, notices and pings included, spends from this budget
     # (one token, plus one per FRAME_BYTES_PER_TOKEN of payload). A peer in debt is not
     # read from until the budget has refilled: flooding only slows the flooder's own link.

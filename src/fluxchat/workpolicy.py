@@ -46,6 +46,10 @@ class WorkPolicy:
         self._known.move_to_end(peer_id)
         return 0
 
+    def knows(self, peer_id: bytes) -> bool:
+        """Whether a link with `peer_id` opened lately (and it has not misbehaved since)."""
+        return peer_id in self._known
+
     def learn(self, peer_id: bytes, record: bytes) -> None:
         """A link with `peer_id` opened: its record verified and its link key proved."""
         if not record:
