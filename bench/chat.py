@@ -32,29 +32,29 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 import aiohttp  # noqa: E402
 
-from bench.lablib import fresh_dir, parse_args, print_table, quiet_logs, rss_kib, summary_ms, write_results  # noqa: E402
+from bench.lablib import (  # noqa: E402
+    fill_mailbox,
+    fresh_dir,
+    parse_args,
+    print_table,
+    quiet_logs,
+    rss_kib,
+    summary_ms,
+    write_results,
+)
 from fluxchat.ipc_protocol import TOKEN_FILE, make_request  # noqa: E402
 from fluxchat.node import DB_FILE  # noqa: E402
-from fluxchat.store import InboxMail, OutboxMail, Store  # noqa: E402
+from fluxchat.store import Store  # noqa: E402
 from tests.keys import identity  # noqa: E402
 from tests.lab import LabNode, ProcessNode, write_config  # noqa: E402
 
 WEB = {"web": {"enabled": True, "port": 0}}
-PEERS = 100
 
 
 def fill(data_dir: Path, me: bytes, received: int, sent: int) -> None:
     """The mailbox as a long-used node has it; written straight to the database before start."""
     store = Store.open(data_dir / DB_FILE)
-    now = int(time.time()) - received - sent
-    peers = [bytes([n]) * 32 for n in range(1, PEERS + 1)]
-    for n in range(received):
-        store.add_inbox(InboxMail(uuidlib.uuid4().bytes, peers[n % PEERS], me, f"subject {n}",
-                                  f"body {n} " * 20, now + n, now + n, is_new=n % 7 == 0))
-    for n in range(sent):
-        at = now + received + n
-        store.add_outbox(OutboxMail(uuidlib.uuid4().bytes, peers[n % PEERS], f"re {n}", f"answer {n} " * 20,
-                                    at, at + 10**6, state="delivered"), at)
+    fill_mailbox(store, me, received, sent)
     store.close()
 
 

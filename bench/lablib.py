@@ -15,6 +15,7 @@ import shutil
 import statistics
 import sys
 import time
+import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bench import keypool  # noqa: E402
 from fluxchat.config import load_config  # noqa: E402
 from fluxchat.identity import Identity  # noqa: E402
 from fluxchat.node import Node  # noqa: E402
+from fluxchat.store import InboxMail, OutboxMail, Store  # noqa: E402
 from tests.lab import LAB_SETTINGS, ProcessNode, _merge  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -104,6 +106,23 @@ def fresh_dir(name: str) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+MAILBOX_PEERS = 100
+
+
+def fill_mailbox(store: Store, me: bytes, received: int, sent: int) -> None:
+    """The mailbox as a long-used node has it: `received` mails from 100 peers (every 7th
+    unread) and `sent` delivered answers, written straight into `store`."""
+    now = int(time.time()) - received - sent
+    peers = [bytes([n]) * 32 for n in range(1, MAILBOX_PEERS + 1)]
+    for n in range(received):
+        store.add_inbox(InboxMail(uuidlib.uuid4().bytes, peers[n % MAILBOX_PEERS], me, f"subject {n}",
+                                  f"body {n} " * 20, now + n, now + n, is_new=n % 7 == 0))
+    for n in range(sent):
+        at = now + received + n
+        store.add_outbox(OutboxMail(uuidlib.uuid4().bytes, peers[n % MAILBOX_PEERS], f"re {n}",
+                                    f"answer {n} " * 20, at, at + 10**6, state="delivered"), at)
 
 
 def rss_kib(pid: int) -> int:

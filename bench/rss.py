@@ -27,21 +27,18 @@ import re
 import subprocess
 import sys
 import time
-import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench.lablib import fresh_dir, parse_args, print_table, write_results  # noqa: E402
-from fluxchat.store import InboxMail, OutboxMail  # noqa: E402
+from bench.lablib import fill_mailbox, fresh_dir, parse_args, print_table, write_results  # noqa: E402
 from tests.keys import identity  # noqa: E402
 from tests.lab import ProcessNode  # noqa: E402
 from tests.test_layers import LAYERS  # noqa: E402
 
 TARGET_MIB = 40.0
-PEERS = 100
 # Heavy packages, measured one by one (in this order) when server_app.py imports them.
 HEAVY = ["asyncio", "ssl", "sqlite3", "cryptography.hazmat.bindings._rust", "cryptography.hazmat.primitives.hpke",
          "cryptography.x509", "argon2", "sqlcipher3", "aiohttp"]
@@ -72,17 +69,8 @@ def settled(pid: int, seconds: float) -> dict[str, float]:
 
 def fill(node: ProcessNode, received: int, sent: int) -> None:
     """The mailbox as a long-used node has it, written into the stopped node's encrypted store."""
-    me = identity(node.index).node_id
     store = node.open_store()
-    now = int(time.time()) - received - sent
-    peers = [bytes([n]) * 32 for n in range(1, PEERS + 1)]
-    for n in range(received):
-        store.add_inbox(InboxMail(uuidlib.uuid4().bytes, peers[n % PEERS], me, f"subject {n}",
-                                  f"body {n} " * 20, now + n, now + n, is_new=n % 7 == 0))
-    for n in range(sent):
-        at = now + received + n
-        store.add_outbox(OutboxMail(uuidlib.uuid4().bytes, peers[n % PEERS], f"re {n}", f"answer {n} " * 20,
-                                    at, at + 10**6, state="delivered"), at)
+    fill_mailbox(store, identity(node.index).node_id, received, sent)
     store.close()
 
 

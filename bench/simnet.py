@@ -69,12 +69,13 @@ class Params:
     stop_at_target: bool = True     # Overlay.locate: ends when the target itself answers
     slow_factor: float = 2.0        # lookup.QueryTimes: slow after factor x median (0: never)
     slow_floor: float = 0.25        # ... but not before this many seconds
-    # Link setup before the first request (docs/PROTOCOL.md, 5.3 "Round trips", version 2):
-    # a dialer the acceptor has not linked with before pays TCP, TLS 1.3, Hello->Challenge,
-    # Work->Welcome and solves the work; a known one pays TCP, TLS 1.3, Hello->Welcome.
-    handshake_rtts: int = 4
+    # Link setup: round trips before the one of the first request (docs/PROTOCOL.md, 5.3
+    # "Round trips", version 2, whose lookup requests ride with the Hello or the Work): a
+    # dialer the acceptor has not linked with before pays TCP, TLS 1.3, Hello->Challenge and
+    # solves the work (4 RTT in all); a known one pays TCP and TLS 1.3 (3 RTT in all).
+    handshake_rtts: int = 3
     handshake_cpu: float = 0.08     # solving challenge.min = 16 bits (60-100 ms of a core)
-    handshake_rtts_known: int = 3
+    handshake_rtts_known: int = 2
     handshake_cpu_known: float = 0.0   # two Ed25519 signatures and checks: negligible
     idle_timeout: float = 300.0     # client.idle_timeout: links close after this long unused
     ping_interval: float = 60.0     # client.ping_interval: keepalive on open links

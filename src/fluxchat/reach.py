@@ -180,8 +180,10 @@ class Reach:
                        if link.direction == "in"]
         candidates += [(p.node_id, p.host) for p in
                        self.overlay.table.closest(self.overlay.me.node_id, HELPERS * 2)]
-        answers = await asyncio.gather(*(self._ask(node_id) for node_id in
-                                         pick_helpers(candidates, HELPERS)))
+        helpers = pick_helpers(candidates, HELPERS)
+        if not helpers:   # no link, nobody known yet (joining is retried): nothing to learn
+            return self.verdict
+        answers = await asyncio.gather(*(self._ask(node_id) for node_id in helpers))
         results = [a for a in answers if a is not None]
         hosts = collections.Counter(host for _, host in results)
         address = f"{hosts.most_common(1)[0][0]}:{self.port}" if hosts else ""

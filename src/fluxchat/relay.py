@@ -199,9 +199,11 @@ class Relays:
         """Renew the reservations we hold (first: a slow lookup must not let their links
         go idle), replace failed relays, publish when they change."""
         before = set(self.relays)
-        renewed = await asyncio.gather(*(self._reserve(p) for p in self.relays.values()))
-        self.relays = {p.node_id: p for p, ok in zip(list(self.relays.values()), renewed,
-                                                     strict=True) if ok}
+        held = list(self.relays.values())
+        renewed = await asyncio.gather(*(self._reserve(p) for p in held))
+        # A relay whose link dropped meanwhile (on_unlink) stays dropped.
+        self.relays = {p.node_id: p for p, ok in zip(held, renewed, strict=True)
+                       if ok and p.node_id in self.relays}
         closest: list[Peer] | None = None
         if len(self.relays) < WANTED_RELAYS:
             closest = await self._fill()
