@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import os
 import socket
 import ssl
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fluxchat import messages as m
 from fluxchat import pow as work
+from fluxchat import tls_stream
 from fluxchat.framing import Frame, FrameDecoder, encode_frame, encode_prologue
 from fluxchat.link import Link
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
@@ -77,6 +79,20 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(b.up[0].contact, "public:1")
         # A second dial reuses the link: one link per peer.
         self.assertIs(await a.net.dial("127.0.0.1", port_b, identity(1).node_id), link)
+
+    async def test_links_read_into_small_tls_buffers(self) -> None:
+        """asyncio's own 256 KiB read buffer per TLS connection would cost a node with 50
+        links 15 MiB of RSS; a PeerNet makes its links read into 32 KiB (tls_stream)."""
+        asyncio.sslproto.SSLProtocol.max_size = 256 * 1024   # as asyncio ships it
+        a, _ = await self.start(0)
+        b, port_b = await self.start(1)
+        link = await a.net.dial("127.0.0.1", port_b, identity(1).node_id)
+        await eventually(lambda: b.up)
+        for end in (link, b.up[0]):
+            ssl_layer = end._writer.transport._ssl_protocol  # type: ignore[attr-defined]
+            self.assertEqual(len(ssl_layer._ssl_buffer), tls_stream.SSL_READ_BUFFER)
+        big = await link.request(lambda rid: m.FindNode(rid, bytes(32)))   # still one link
+        self.assertIsInstance(big, m.Nodes)
 
     async def test_bare_address_learns_the_id_and_pin_mismatch_fails(self) -> None:
         a, _ = await self.start(0)

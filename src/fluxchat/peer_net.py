@@ -60,6 +60,7 @@ class PeerNet:
                  on_request: RequestHandler, on_link: LinkCallback,
                  on_unlink: LinkCallback) -> None:
         self.config, self.limits = session_config, limits
+        tls_stream.limit_read_buffers()
         self.own_id = session_config.identity.node_id
         self.tls, self._client_ssl = LinkTls(session_config.identity), client_context()
         self.records = RecordCheck()
