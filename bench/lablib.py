@@ -18,7 +18,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (str(ROOT / "src"), str(ROOT)):
@@ -152,10 +152,14 @@ def write_node_config(directory: Path, name: str, key_dir: Path, identity: Ident
 
 
 class BenchNode:
-    """One node in this process's event loop, with any identity (pool index or key dir)."""
+    """One node in this process's event loop, with any identity (pool index or key dir).
+    Its mailbox is encrypted with a fresh storage key as a real node's is (SQLCipher), unless
+    `storage_key` is None: plain SQLite, for comparisons (bench/storage.py)."""
 
     def __init__(self, directory: Path, key: int | Path, bootstrap: list[str],
-                 overrides: dict[str, Any] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None,
+                 storage_key: bytes | None | Literal["fresh"] = "fresh") -> None:
+        self.storage_key = os.urandom(32) if storage_key == "fresh" else storage_key
         self.key_dir = keypool.key_dir(key) if isinstance(key, int) else key
         self.name = self.key_dir.name
         self.identity = keypool.load(self.key_dir)
@@ -178,7 +182,7 @@ class BenchNode:
         return self.node is not None
 
     async def start(self, timeout: float = 30.0) -> Node:
-        self.node = Node(load_config(self.config_path), self.identity)
+        self.node = Node(load_config(self.config_path), self.identity, storage_key=self.storage_key)
         self._task = asyncio.ensure_future(self.node.run())
         ready = asyncio.ensure_future(self.node.ready.wait())
         done, _ = await asyncio.wait({ready, self._task}, timeout=timeout,

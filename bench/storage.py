@@ -42,9 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from bench.delivery import burst_in_process, linked  # noqa: E402
 from bench.lablib import BenchNode, InboxWatch, ReceiptWatch, quiet_logs, write_results  # noqa: E402
-from fluxchat.config import load_config  # noqa: E402
 from fluxchat.identity import encrypt_private_key, load_identity  # noqa: E402
-from fluxchat.node import Node  # noqa: E402
 from fluxchat.sqldb import open_database  # noqa: E402
 from fluxchat.store import InboxMail, Store  # noqa: E402
 from fluxchat.vault import create, unlock  # noqa: E402
@@ -138,27 +136,12 @@ def throughput(tmp: Path, count: int) -> dict[str, float]:
             "encrypted_vs_plain": best["encrypted"] / best["plain"]}
 
 
-class KeyedBenchNode(BenchNode):
-    """A bench node whose database is encrypted (key) or plain (None), as the run needs."""
-
-    def __init__(self, directory: Path, key_dir: Path, bootstrap: list[str],
-                 storage_key: bytes | None) -> None:
-        super().__init__(directory, key_dir, bootstrap)
-        self.storage_key = storage_key
-
-    async def start(self, timeout: float = 30.0) -> Node:
-        self.node = Node(load_config(self.config_path), self.identity, storage_key=self.storage_key)
-        self._task = asyncio.ensure_future(self.node.run())
-        await asyncio.wait_for(self.node.ready.wait(), timeout)
-        return self.node
-
-
 async def node_burst(tmp: Path, storage_key: bytes | None, count: int, run: int) -> float:
     """Mails/s from submit until every receipt is back, between two linked in-process nodes."""
     directory = tmp / f"burst-{run}-{'enc' if storage_key else 'plain'}"
-    a = KeyedBenchNode(directory, key_dir(0), [], storage_key)
+    a = BenchNode(directory, key_dir(0), [], storage_key=storage_key)
     await a.start()
-    b = KeyedBenchNode(directory, key_dir(1), [a.address], storage_key)
+    b = BenchNode(directory, key_dir(1), [a.address], storage_key=storage_key)
     try:
         await b.start()
         assert a.node is not None and b.node is not None
