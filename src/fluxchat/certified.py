@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from .cbor import dumps
+from .cbor import dumps, loads
 from .errors import FluxError
 from .identity import Identity, load_public_key, verify_signature
-from .ids import id_from_spki
+from .ids import ID_BYTES, id_from_spki
 
 MAX_TIME = 2**63 - 1
 _FAILURES = (FluxError, ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
@@ -54,6 +55,38 @@ def verify(identity_der: bytes, node_id: bytes, context: bytes, fields: list[obj
 def is_time(value: object) -> bool:
     """A record time: an int of seconds since the epoch within CBOR's unsigned range."""
     return type(value) is int and 0 <= value <= MAX_TIME
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """The fields every certified record has, around its own public keys."""
+
+    node_id: bytes
+    created_at: int
+    expires_at: int
+    keys: tuple[bytes, ...]
+    signature: bytes
+
+
+def decode_fields(data: bytes, version: int, key_sizes: tuple[int, ...],
+                  max_lifetime: int) -> RecordFields | None:
+    """`[version, node_id, created_at, expires_at, *keys, signature]` with keys of exactly
+    `key_sizes` bytes, shape-checked; None if malformed. The signature is NOT checked here."""
+    count = 5 + len(key_sizes)
+    try:
+        fields = loads(data, max_depth=1, max_items=count + 1)
+    except FluxError:
+        return None
+    if not isinstance(fields, list) or len(fields) != count:
+        return None
+    head, node_id, created_at, expires_at, *keys, signature = fields
+    ok = (type(head) is int and head == version
+          and isinstance(node_id, bytes) and len(node_id) == ID_BYTES
+          and is_time(created_at) and is_time(expires_at)
+          and created_at < expires_at <= created_at + max_lifetime
+          and all(isinstance(key, bytes) and len(key) == size for key, size in zip(keys, key_sizes, strict=True))
+          and isinstance(signature, bytes) and 0 < len(signature) <= 1024)
+    return RecordFields(node_id, created_at, expires_at, tuple(keys), signature) if ok else None
 
 
 class VerifiedCache(Generic[T]):

@@ -23,10 +23,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import certified
-from .cbor import dumps, loads
+from .cbor import dumps
 from .errors import FluxError
 from .identity import Identity
-from .ids import ID_BYTES, id_from_spki
+from .ids import id_from_spki
 
 RECORD_VERSION = 1
 LINK_CONTEXT = b"fluxchat-linkkey-v1\x00"
@@ -104,24 +104,13 @@ def auth_payload(binding: bytes, dialer_id: bytes, acceptor_id: bytes) -> bytes:
 
 def decode_record(data: bytes) -> LinkKeyRecord:
     """The record's fields, shape-checked; the signature is NOT checked here."""
-    try:
-        if len(data) > MAX_RECORD_BYTES:
-            raise LinkKeyError("link key record too large")
-        fields = loads(data, max_depth=1, max_items=7)
-    except FluxError:
-        raise LinkKeyError("malformed link key record") from None
-    if not isinstance(fields, list) or len(fields) != 6:
+    if len(data) > MAX_RECORD_BYTES:
+        raise LinkKeyError("link key record too large")
+    fields = certified.decode_fields(data, RECORD_VERSION, (LINK_KEY_BYTES,), MAX_LIFETIME)
+    if fields is None:
         raise LinkKeyError("malformed link key record")
-    version, node_id, created_at, expires_at, link_key, signature = fields
-    ok = (type(version) is int and version == RECORD_VERSION
-          and isinstance(node_id, bytes) and len(node_id) == ID_BYTES
-          and certified.is_time(created_at) and certified.is_time(expires_at)
-          and created_at < expires_at <= created_at + MAX_LIFETIME
-          and isinstance(link_key, bytes) and len(link_key) == LINK_KEY_BYTES
-          and isinstance(signature, bytes) and 0 < len(signature) <= 1024)
-    if not ok:
-        raise LinkKeyError("malformed link key record")
-    return LinkKeyRecord(node_id, created_at, expires_at, link_key, signature)
+    return LinkKeyRecord(fields.node_id, fields.created_at, fields.expires_at, fields.keys[0],
+                         fields.signature)
 
 
 class RecordCheck:

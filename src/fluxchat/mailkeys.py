@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import certified
-from .cbor import dumps, loads
+from .cbor import dumps
 from .errors import FluxError
 from .identity import Identity
-from .ids import ID_BYTES, id_from_spki
+from .ids import id_from_spki
 
 RECORD_VERSION = 1
 # Domain separation: a record signature is neither a mail nor a handshake signature.
@@ -144,25 +144,15 @@ def make_record(identity: Identity, secrets: MailKeySecrets, created_at: int,
 
 def decode_record(data: bytes) -> MailKeyRecord:
     """The record's fields, shape-checked; the signature is NOT checked here."""
-    try:
-        if len(data) > MAX_RECORD_BYTES:
-            raise MailKeyError("mail key record too large")
-        fields = loads(data, max_depth=1, max_items=8)
-    except FluxError:
-        raise MailKeyError("malformed mail key record") from None
-    if not isinstance(fields, list) or len(fields) != 7:
+    if len(data) > MAX_RECORD_BYTES:
+        raise MailKeyError("mail key record too large")
+    fields = certified.decode_fields(data, RECORD_VERSION, (SIGN_KEY_BYTES, PREKEY_BYTES),
+                                     MAX_LIFETIME)
+    if fields is None:
         raise MailKeyError("malformed mail key record")
-    version, node_id, created_at, expires_at, sign_key, prekey, signature = fields
-    ok = (type(version) is int and version == RECORD_VERSION
-          and isinstance(node_id, bytes) and len(node_id) == ID_BYTES
-          and certified.is_time(created_at) and certified.is_time(expires_at)
-          and created_at < expires_at <= created_at + MAX_LIFETIME
-          and isinstance(sign_key, bytes) and len(sign_key) == SIGN_KEY_BYTES
-          and isinstance(prekey, bytes) and len(prekey) == PREKEY_BYTES
-          and isinstance(signature, bytes) and 0 < len(signature) <= 1024)
-    if not ok:
-        raise MailKeyError("malformed mail key record")
-    return MailKeyRecord(node_id, created_at, expires_at, sign_key, prekey, signature)
+    sign_key, prekey = fields.keys
+    return MailKeyRecord(fields.node_id, fields.created_at, fields.expires_at, sign_key, prekey,
+                         fields.signature)
 
 
 def check_record(data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRecord:
