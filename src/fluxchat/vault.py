@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from .errors import IdentityError, StorageError
-from .identity import PRIVATE_KEY_FILE, encrypt_private_key, load_identity
+from .identity import PRIVATE_KEY_FILE, encrypt_private_key, load_identity, write_secret_file
 from .vault_format import KEY_BYTES, NONCE_BYTES, SALT_BYTES, KdfParams, seal, unseal
 
 VAULT_FILE = "storage_key.json"
@@ -33,13 +33,7 @@ KDF_ITERATIONS_ENV = "FLUXCHAT_STORAGE_KDF_ITERATIONS"
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` (0600) so that a crash leaves the old or the new content, whole."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_secret_file(tmp, data)
     os.replace(tmp, path)
     sync_dir(path.parent)
 
