@@ -86,8 +86,8 @@ class NatLabTest(LabTestCase):
         stale, live = f"fc{gone.pid}x0net", f"fc{os.getpid()}x999net"
         for name in (stale, live):
             subprocess.run(["ip", "netns", "add", name], check=True)
-        self.addCleanup(subprocess.run, ["ip", "netns", "del", live], check=False)
-        self.addCleanup(subprocess.run, ["ip", "netns", "del", stale], check=False)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", live], check=False, capture_output=True)
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", stale], check=False, capture_output=True)
         left = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "60"])
         self.addCleanup(left.wait)
         wait_for(lambda: subprocess.run(["ip", "netns", "pids", stale], check=False,
