@@ -167,6 +167,10 @@ class NodeWorkTest(MailAbuseCase):
         refused = [sum(isinstance(r, m.Fail) and r.code == E.RATE_LIMITED for r in answers)
                    for answers in replies]
         self.assertGreater(sum(refused), 480 - NODE_PRIVATE_OPS_BURST - NODE_PRIVATE_OPS_RATE * elapsed - 1)
+        # Each within its own budget: the refusals say it was the node's, not theirs.
+        texts = {r.message for answers in replies for r in answers
+                 if isinstance(r, m.Fail) and r.code == E.RATE_LIMITED}
+        self.assertEqual(texts, {"too much mail work for this node; try again later"})
         # A newcomer is served from what refills: its honest mail goes in.
         honest = (await self.start(2, [f"127.0.0.1:{victim.port}"])).node
         assert honest is not None

@@ -50,7 +50,7 @@ def max_held_envelope(max_payload: int) -> int:
 _FAILURES: dict[type[Exception], tuple[E, str]] = {
     NotForUs: (E.FORBIDDEN, "not addressed to this node"),
     EnvelopeError: (E.INVALID, "envelope rejected"),
-    WorkRefused: (E.RATE_LIMITED, "too much mail work for this peer; try again later"),
+    WorkRefused: (E.RATE_LIMITED, ""),   # its own text: this peer's budget or the node's
 }
 
 
@@ -60,7 +60,8 @@ def _code(outcome: Outcome) -> int:
 
 
 def _failure(outcome: Exception) -> tuple[E, str]:
-    return next(v for k, v in _FAILURES.items() if isinstance(outcome, k))
+    code, text = next(v for k, v in _FAILURES.items() if isinstance(outcome, k))
+    return code, text or str(outcome)
 
 
 class Mailroom:
