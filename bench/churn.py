@@ -30,22 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench import keypool  # noqa: E402
-from bench.lablib import PoolProcessNode, fresh_dir, parse_args, print_table, quiet_logs, write_results  # noqa: E402
+from bench.lablib import PoolProcessNode, fresh_dir, parse_args, print_table, quiet_logs, wait_until, write_results  # noqa: E402
 from fluxchat.ids import format_id  # noqa: E402
 
 FETCH_INTERVAL = 2.0      # seconds; pinned here, whatever tests/lab.py uses
 OVERRIDES: dict[str, Any] = {"mail": {"fetch_interval": FETCH_INTERVAL, "replicas": 5}}
 KILL_SHARE = 0.30
 SEEDS = 3
-
-
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def parallel(job: Callable[[PoolProcessNode], Any], nodes: Sequence[PoolProcessNode]) -> list[Any]:
@@ -91,7 +82,7 @@ class Lab:
         self.nodes += rest
         parallel(lambda n: n.start(), rest)
         need = min(20, self.count - 1) // 2
-        if not wait_until(lambda: all(info(n)["routing"] >= need for n in self.nodes), 60):
+        if not wait_until(lambda: all(info(n)["routing"] >= need for n in self.nodes), 60, 0.2):
             raise RuntimeError("the network did not form")
         self.recipients = self.nodes[-self.recipient_count:]
         return time.perf_counter() - start
@@ -110,7 +101,7 @@ class Lab:
 
 def send(lab: Lab, count: int) -> dict[str, Any]:
     """Recipients offline; mails from random senders; wait until all are stored."""
-    if not wait_until(lambda: all(published(n) for n in lab.recipients), 30):
+    if not wait_until(lambda: all(published(n) for n in lab.recipients), 30, 0.2):
         raise RuntimeError("a recipient did not publish its key")
     parallel(lambda n: n.stop(), lab.recipients)
     per_sender: dict[PoolProcessNode, int] = {}

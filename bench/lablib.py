@@ -100,6 +100,16 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Poll `check` every `interval` seconds; False if it did not hold within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def fresh_dir(name: str) -> Path:
     """tmp/benchlab/NAME, emptied: each run starts from clean data directories."""
     path = LAB_DIR / name

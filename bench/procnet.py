@@ -46,6 +46,7 @@ from bench.lablib import (  # noqa: E402
     print_table,
     quiet_logs,
     rss_kib,
+    wait_until,
     write_results,
 )
 from fluxchat.ids import format_id  # noqa: E402
@@ -63,15 +64,6 @@ def parallel(job: Callable[[PoolProcessNode], Any], nodes: Sequence[PoolProcessN
              workers: int = 8) -> list[Any]:
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(job, nodes))
-
-
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def mem_available_gib() -> float:

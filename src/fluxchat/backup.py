@@ -37,7 +37,7 @@ from .backup_format import (
 from .errors import StorageError
 from .identity import CERTIFICATE_FILE, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, load_identity
 from .sqldb import dbapi, key_pragma, open_database
-from .vault import VAULT_COPY, VAULT_FILE, read, sync_dir, write_atomic
+from .vault import VAULT_COPY, VAULT_FILE, fsync_path, read, write_atomic
 from .vault_format import unseal
 
 DB_NAME = "fluxchat.db"
@@ -62,7 +62,7 @@ def write_backup(data_dir: Path, storage_key: bytes, target: Path, node_id: str,
             out.flush()
             os.fsync(out.fileno())
         os.link(partial, target)   # fails rather than overwrite a file made meanwhile
-        sync_dir(target.parent)
+        fsync_path(target.parent)
         return target.stat().st_size
     except OSError as exc:
         raise StorageError(f"cannot write backup {target}: {exc.strerror or exc}") from exc
@@ -119,7 +119,7 @@ def restore(archive: Path, data_dir: Path, password: str) -> str:
         if data_dir.exists():
             data_dir.rmdir()   # empty, checked above
         os.replace(staging, data_dir)
-        sync_dir(data_dir.parent)
+        fsync_path(data_dir.parent)
         return node_id
     except OSError as exc:
         raise StorageError(f"cannot restore {archive}: {exc.strerror or exc}") from exc
@@ -195,5 +195,5 @@ def _sync_all(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-    sync_dir(directory)
+    fsync_path(directory)
 

@@ -35,12 +35,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write_secret_file(tmp, data)
     os.replace(tmp, path)
-    sync_dir(path.parent)
+    fsync_path(path.parent)
 
 
-def sync_dir(directory: Path) -> None:
-    """fsync a directory, so the renames in it survive a power loss too."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory so that the renames in it survive a power loss too."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -131,11 +131,11 @@ def recover(data_dir: Path) -> str | None:
         content = pending_vault.read_bytes()
         write_atomic(data_dir / VAULT_COPY, content)
         os.replace(pending_vault, data_dir / VAULT_FILE)
-        sync_dir(data_dir)
+        fsync_path(data_dir)
         return "committed"
     if pending_key.exists():
         pending_key.unlink()
-        sync_dir(data_dir)
+        fsync_path(data_dir)
         return "rolled back"
     return None
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import StorageError
 from .sqldb import dbapi, is_plaintext, key_pragma, open_database
-from .vault import create, exists, sync_dir, unlock
+from .vault import create, exists, fsync_path, unlock
 from .vault_format import KdfParams
 
 log = logging.getLogger("fluxchat.vault")
@@ -59,12 +59,12 @@ def encrypt_in_place(db_path: Path, key: bytes) -> bool:
         Path(str(tmp) + suffix).unlink(missing_ok=True)
     counts = _export(db_path, tmp, key)
     _verify(tmp, key, counts)
-    _fsync(tmp)
+    fsync_path(tmp)
     old = db_path.with_name(db_path.name + OLD_PLAINTEXT)
     old.unlink(missing_ok=True)
     os.link(db_path, old)
     os.replace(tmp, db_path)
-    sync_dir(db_path.parent)
+    fsync_path(db_path.parent)
     _wipe_old_plaintext(db_path)
     return True
 
@@ -106,14 +106,6 @@ def _counts(db: dbapi.Connection) -> dict[str, int]:
     return {t: int(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _wipe_old_plaintext(db_path: Path) -> None:
     """Zero and remove the second name of a replaced plaintext file (left by a crash too).
     If the rename had not happened, the name still points at the live database: only unlink."""
@@ -128,4 +120,4 @@ def _wipe_old_plaintext(db_path: Path) -> None:
             file.flush()
             os.fsync(file.fileno())
     old.unlink()
-    sync_dir(db_path.parent)
+    fsync_path(db_path.parent)
