@@ -82,10 +82,12 @@ NEW, DUPLICATE, DELIVERED, IGNORED = "new", "duplicate", "delivered", "ignored"
 
 class BatchStore(StoreBase):
     def receive_all(self, arrivals: Sequence[MailArrival | ReceiptArrival], now: int,
-                    receipts: Sequence[OurReceipt] = ()) -> list[str | StorageError]:
+                    receipts: Sequence[OurReceipt] = (),
+                    written: list[OutboxMail] | None = None) -> list[str | StorageError]:
         """Commit every arrival, and our receipts for the mails among them, in one
         transaction; per arrival NEW, DUPLICATE, DELIVERED (a receipt that confirmed at least
-        one of our mails), IGNORED, or the StorageError that rolled it (alone) back."""
+        one of our mails), IGNORED, or the StorageError that rolled it (alone) back. The
+        receipts actually written (not there before) are appended to `written`."""
         delivered: list[bytes] = []
 
         def one(db: dbapi.Connection, item: MailArrival | ReceiptArrival) -> str:
@@ -101,12 +103,14 @@ class BatchStore(StoreBase):
             outcomes = self._each_in(db, arrivals, one)
             taken = {item.mail.uuid for item, outcome in zip(arrivals, outcomes, strict=True)
                      if isinstance(item, MailArrival) and outcome in (NEW, DUPLICATE)}
-            written = [receipt.row.uuid for receipt in receipts
-                       if taken.issuperset(receipt.covers) and _insert_receipt(db, receipt, now)]
+            rows = [receipt.row for receipt in receipts
+                    if taken.issuperset(receipt.covers) and _insert_receipt(db, receipt, now)]
+        if written is not None:
+            written += rows
         for item, outcome in zip(arrivals, outcomes, strict=True):
             if isinstance(item, MailArrival) and outcome == NEW:
                 self._changed("inbox", item.mail.uuid)
-        for uuid in (*written, *delivered):
+        for uuid in (*(row.uuid for row in rows), *delivered):
             self._changed("outbox", uuid)
         return outcomes
 
@@ -135,10 +139,12 @@ class BatchStore(StoreBase):
                 keep_envelope(db, move.uuid, move.envelope)
             return moved
 
+        if not moves:
+            return []
         outcomes: list[bool | StorageError]
         try:   # an UPDATE per move, the rest in a few statements; if one fails, one at a time
             with self._tx() as db:
-                outcomes = list(_move_many(db, moves, now)) if moves else []
+                outcomes = list(_move_many(db, moves, now))
         except StorageError:
             outcomes = self._each(moves, one)
         for move, outcome in zip(moves, outcomes, strict=True):
