@@ -40,6 +40,10 @@ LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
+# Group commits of submits and attempts started from them (issue 13).
+LAYERS[1] |= {"attempt_slots"}
+LAYERS[2] |= {"group_commit"}
+LAYERS[3] |= {"sealing", "outbox_worker"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
