@@ -40,6 +40,8 @@ LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
+# Link-less lookup datagrams (docs/PROTOCOL.md §16).
+LAYERS[1] |= {"datagram", "datagram_guard"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
