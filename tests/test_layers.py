@@ -42,6 +42,7 @@ LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 # Link-less lookup datagrams (docs/PROTOCOL.md §16).
 LAYERS[1] |= {"datagram", "datagram_guard"}
+LAYERS[2] |= {"datagram_net"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
