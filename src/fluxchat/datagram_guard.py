@@ -63,7 +63,9 @@ class Pending:
 
     def open(self, txid: bytes, address: Address, deadline: float, now: float) -> bool:
         """Start waiting for txid's answer from address until deadline; False when full.
-        Deadlines must not go backwards from one call to the next (one wait for all)."""
+        (Expiry goes oldest first and stops at the first entry still waiting, so with
+        varying waits an entry may outlive its deadline by at most the longest wait; the
+        caller closes every transaction it gives up anyway.)"""
         self.expire(now)
         if len(self._waiting) >= self.capacity or txid in self._waiting:
             return False

@@ -263,7 +263,10 @@ class Overlay:
             raise
         if target is not None and self.datagrams is not None:
             self.datagrams.fell_back(peer.host, peer.port)   # alive, but not over UDP
-        self.times.record(linked, asyncio.get_running_loop().time() - started)
+        elapsed = asyncio.get_running_loop().time() - started
+        self.times.record(linked, elapsed)
+        if linked and self.datagrams is not None:   # a round trip: how long to wait for one
+            self.datagrams.times.record(True, elapsed)
         self.book.succeeded(None, peer.host, peer.port, self.clock())
         return reply
 
