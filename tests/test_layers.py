@@ -22,7 +22,7 @@ LAYERS = {
     2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe", "events"},
     3: {"node", "overlay", "mailer", "mailroom", "replication", "ipc_handlers", "mailkeyring", "reach",
-        "relay", "punch",
+        "relay", "relay_sender", "punch",
         "chat_api", "web"},   # web: the web app package (aiohttp), given the node API; see test_web_auth
 }
 # Storage at rest (docs/STORAGE.md), listed apart so that additions above merge cleanly.

@@ -156,7 +156,7 @@ class RelayNetworkTest(NodeTestCase):
         sender = await self.start(3, [f"127.0.0.1:{relay.port}"])
         assert sender.node is not None
         envelope = seal_now(1, body="x" * 900_000)
-        outcome = await sender.node.relays.send(envelope, home.identity.node_id)
+        outcome = await sender.node.relay_sender.send(envelope, home.identity.node_id)
         self.assertEqual(outcome, ("forwarded", relay.identity.node_id))
         assert home.store is not None
         self.assertEqual(home.store.count_inbox()[0], 1)

@@ -39,6 +39,7 @@ from .peer_net import PeerNet
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
+from .relay_sender import RelaySender
 from .replication import Replication
 from .store import Store
 from .tasks import settle
@@ -141,10 +142,12 @@ class Node:
         self.reach.observers.append(self.api.on_reachability)
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
                              self.reach, cfg.client.idle_timeout, self.clock)
-        self.mailer.relay = self.relays.send
+        self.relay_sender = RelaySender(self.identity.node_id, self.net, self.overlay,
+                                        self.relays.directory, self.clock)
+        self.mailer.relay = self.relay_sender.send
         self.net.registry.keep = self.relays.keeps_link   # relay links are never evicted
         self.puncher = Puncher(self.net, self.relays)
-        self.relays.on_relayed = self.puncher.after_relayed
+        self.relay_sender.on_relayed = self.puncher.after_relayed
         self.keyring = MailKeyring(self.identity, self.store, self.overlay, cfg.mail_keys,
                                    self.mailer.retention, self.clock)
         self.keyring.load()

@@ -1,12 +1,12 @@
-"""Relays, the adapter: serves reservations, relay records and relayed mail; keeps relays
-for this node while it is unreachable; hands envelopes to a recipient's relay.
+"""Relays, the adapter: serves reservations, relay records and relayed mail, and keeps relays
+for this node while it is unreachable.
 
 An unreachable node reserves a slot at a few reachable nodes closest to its ID (so they are
 its storers too), renews the reservations (which also keeps those links from going idle),
 and publishes a signed relay record naming them. A sender that cannot dial the recipient
 finds the record and sends `Relay(envelope)` to a relay, which forwards it as `Deliver` over
 the recipient's open link, or holds it like a storer and pushes it when the link is back.
-Decisions live in relaying.py.
+Decisions live in relaying.py; the sender's side (finding a record, `Relay`) is relay_sender.py.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from .identity import Identity
 from .ids import short_id
 from .link import Link
 from .logsetup import about_peer
-from .lookup import Lookup
 from .mailer import Mailer
-from .overlay import Overlay, to_info, to_peer
+from .overlay import Overlay, to_info
 from .peer_net import PeerNet
 from .reach import Reach
 from .reachability import Status
@@ -34,7 +33,6 @@ from .relaying import (
     WANTED_RELAYS,
     RelayDirectory,
     RelayError,
-    RelayRecord,
     Reservations,
     choose_relays,
     make_record,
@@ -72,10 +70,7 @@ class Relays:
         self._failed: dict[bytes, float] = {}     # node ID -> monotonic time it may be asked
         self._failures: dict[bytes, int] = {}     # node ID -> failures in a row
         self._wake = asyncio.Event()
-        self._known: dict[bytes, RelayRecord] = {}  # records of recipients we sent to
         self._retry = 0.5
-        # punch.py: told when mail went through a relay, to try for a direct link.
-        self.on_relayed: Callable[[bytes, bytes], None] | None = None
 
     def now(self) -> int:
         return int(self.clock())
@@ -271,78 +266,3 @@ class Relays:
         stored = sum(1 for r in results if r is True)
         log.info("relay record stored on %d nodes", stored)
         return stored
-
-    # ----- sending through a recipient's relay ------------------------------------------
-
-    async def find_record(self, node_id: bytes) -> RelayRecord | None:
-        known = self._known.get(node_id)
-        if known is not None and known.expires_at > self.now():
-            return known
-        local = self.directory.get(node_id, self.now())
-        if local is not None:
-            return local
-        lookup = Lookup(node_id, self.me.node_id,
-                        self.overlay.table.closest(node_id, self.overlay.config.k),
-                        k=self.overlay.config.k, alpha=self.overlay.config.alpha,
-                        want_value=True)
-        running: dict[asyncio.Task[m.Message], Peer] = {}
-        try:
-            while True:
-                for peer in lookup.next_queries():
-                    query = self.overlay._query(peer, lambda rid: m.FindRelay(rid, node_id))
-                    running[asyncio.ensure_future(query)] = peer
-                if not running:
-                    break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    self._settle(lookup, running.pop(task), task, node_id)
-        finally:
-            for task in running:
-                task.cancel()
-        if not lookup.found or not isinstance(lookup.value, RelayRecord):
-            return None
-        self._known[node_id] = lookup.value
-        return lookup.value
-
-    def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message],
-                node_id: bytes) -> None:
-        reply = None if task.exception() else task.result()
-        if not isinstance(reply, m.RelayReply):
-            lookup.on_failure(peer.node_id)
-            return
-        if reply.record:
-            try:
-                lookup.on_value(peer.node_id, parse_record(reply.record, self.now(), node_id))
-            except RelayError as exc:
-                log.info("%s served a bad relay record: %s", short_id(peer.node_id), exc,
-                         extra=about_peer(peer.node_id))
-                lookup.on_failure(peer.node_id)
-            return
-        lookup.on_reply(peer.node_id, [to_peer(n) for n in reply.nodes
-                                       if n.node_id != self.me.node_id])
-
-    async def send(self, envelope: bytes, recipient: bytes) -> tuple[str, bytes] | None:
-        """Hand the envelope to one of the recipient's relays: ("forwarded" | "held", relay),
-        or None when it has no record or no relay took it."""
-        record = await self.find_record(recipient)
-        if record is None:
-            return None
-        for info in record.relays:
-            if info.node_id == self.me.node_id:
-                continue
-            try:
-                reply = await self.net.request(info.host, info.port, info.node_id,
-                                               lambda rid: m.Relay(rid, envelope))
-            except FluxError as exc:
-                log.info("relay %s for %s: %s", short_id(info.node_id), short_id(recipient), exc,
-                         extra=about_peer(info.node_id))
-                continue
-            if isinstance(reply, m.Relayed):
-                if not reply.held and self.on_relayed is not None:
-                    self.on_relayed(recipient, info.node_id)
-                return ("held" if reply.held else "forwarded"), info.node_id
-            if isinstance(reply, m.Fail):
-                log.info("relay %s refused mail for %s: %s", short_id(info.node_id),
-                         short_id(recipient), reply.message, extra=about_peer(info.node_id))
-        self._known.pop(recipient, None)   # stale: look it up again next time
-        return None
