@@ -159,6 +159,7 @@ class LookupOutcome:
     rounds: int
     latency: float
     failures: int
+    finding: float = math.nan   # contact lookups: until the query to the target went out
 
 
 class Network:
@@ -524,6 +525,7 @@ class Network:
         lookup = Lookup(target, src.node_id, table.closest(target, self.p.k),
                         k=self.p.k, alpha=self.p.alpha, want_value=stop)
         start, running, failures = self.loop.now, [0], [0]
+        asked_target = [math.nan]
         finished = False
         exclude = {src.node_id}
         nodes_bytes = self.size["nodes"]
@@ -574,6 +576,8 @@ class Network:
                 # query may take the full dial time (over a link: it is wanted next);
                 # being slow, it holds nothing back.
                 wanted = stop and peer.node_id == target
+                if wanted:
+                    asked_target[0] = self.loop.now - start
                 by_datagram = not linked and not wanted and self.datagram_usable(src, peer)
                 after = times.slow_after(linked or by_datagram)
                 if after < self.p.query_timeout:
@@ -594,6 +598,6 @@ class Network:
                     src.table.touch_bucket(target, self.loop.now)
                 result = [lookup.value] if lookup.found else lookup.result()
                 done(LookupOutcome(target, result, lookup.rpc_count, lookup.rounds,
-                                   self.loop.now - start, failures[0]))
+                                   self.loop.now - start, failures[0], asked_target[0]))
 
         pump()
