@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Direct delivery between two linked nodes on 127.0.0.1.
 
-- latency from `mailer.submit` (what the local API's `mail` command calls) to the commit in
+- latency from `mailer.send` (what the local API's `mail` command calls) to the commit in
   the recipient's inbox, mails sent one after another (each waits for its receipt before the
   next), 1 KiB and 64 KiB bodies; also submit → receipt verified at the sender;
 - a burst of mails submitted at once: mails/s until all are in the recipient's inbox, and
@@ -80,6 +80,15 @@ async def linked(sender: Node, recipient_id: bytes) -> None:
         await asyncio.sleep(0.01)
 
 
+async def submit_all(sender: Node, recipient: bytes, subject: str, text: str,
+                     count: int) -> list[bytes]:
+    """`count` mails submitted at once, as that many local API requests in flight would be
+    (`mailer.send` is what the `mail` command calls); their uuids once all are committed."""
+    mails = await asyncio.gather(*(sender.mailer.send(recipient, f"{subject} {i}", text)
+                                   for i in range(count)))
+    return [mail.uuid for mail in mails]
+
+
 # ----- run 1: both nodes in this process -------------------------------------------------
 
 
@@ -91,7 +100,7 @@ async def sequential(sender: Node, recipient: bytes, watch: InboxWatch, receipts
     text = body(size)
     for i in range(count):
         start = time.perf_counter()
-        mail = sender.mailer.submit(recipient, f"seq {i}", text)
+        mail = await sender.mailer.send(recipient, f"seq {i}", text)
         arrived = await watch.wait(mail.uuid, WAIT)
         done = await receipts.wait(mail.uuid, WAIT)
         if arrived is None or done is None:
@@ -108,7 +117,7 @@ async def burst_in_process(sender: Node, recipient: bytes, watch: InboxWatch,
     text = body(1024)
     before = len(watch.arrived)
     cpu0, start = time.process_time(), time.perf_counter()
-    uuids = [sender.mailer.submit(recipient, f"burst {i}", text).uuid for i in range(count)]
+    uuids = await submit_all(sender, recipient, "burst", text, count)
     submitted = time.perf_counter()
     ok = await watch.wait_count(before + count, WAIT * 3)
     inbox_at, cpu_inbox = time.perf_counter(), time.process_time()
@@ -233,8 +242,7 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
         try:
             recipient = keypool.load(keys[1]).node_id
             await linked(a.node, recipient)
-            for i in range(5):   # warm-up
-                a.node.mailer.submit(recipient, f"warm {i}", body(1024))
+            await submit_all(a.node, recipient, "warm", body(1024), 5)
             parent.send(("expect", 5))
             await recv()
             text = body(1024)
@@ -245,8 +253,7 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             if profiler is not None:
                 profiler.enable()
             cpu0, start = time.process_time(), time.perf_counter()
-            uuids = [a.node.mailer.submit(recipient, f"burst {i}", text).uuid
-                     for i in range(count)]
+            uuids = await submit_all(a.node, recipient, "burst", text, count)
             parent.send(("expect", count + 5))
             ok, last, child_cpu1 = await recv()
             cpu1 = time.process_time()

@@ -7,6 +7,9 @@
   shared page in full, in each process.
 - **10,000 mails**: the same node stopped, 8,000 received and 2,000 sent mails written into its
   encrypted store, started again; RSS settled, then after `list`, `conversations` and `info`.
+- **Small network**: the node idle in a network of a few processes that joined through it
+  (`--network`, default 4 nodes): RSS once the joins, key publications and first fetches are
+  done and the links stay open, for the first node and the last to join.
 - **Working**: a second node links to it and sends it mail (`--exchange`, default 300 mails,
   with receipts back); RSS of the receiving node once all arrived, and its threads: the work
   that runs off the event loop (proof of work, private-key operations) starts worker threads,
@@ -14,9 +17,13 @@
 - **Imports**: RSS of a fresh interpreter after each group of the imports `server_app.py`
   makes (the heavy stdlib and third-party packages first, then our modules layer by layer),
   and the slowest imports by `-X importtime`.
+"anon" is the process's anonymous memory (Python objects, C heaps): the part no other process
+shares. The rest of RSS are library pages (libpython, OpenSSL, cryptography's Rust module,
+SQLCipher), counted in full in every process. Which sqlcipher3 build runs is printed first: the
+wheel carries its own OpenSSL, a build by bin/build-sqlcipher.sh uses the system's.
 Target (issues 13 and 16): RSS per node process < 40 MiB.
 
-Usage: python3 bench/rss.py [--quick] [--mails N]
+Usage: python3 bench/rss.py [--quick] [--mails N] [--exchange N] [--network N]
 """
 
 from __future__ import annotations
@@ -46,16 +53,17 @@ ENTRY = "server_app"
 
 
 def memory(pid: int) -> dict[str, float]:
-    """RSS, PSS and private (USS) MiB and the thread count of a process, from /proc."""
+    """RSS, PSS, private (USS) and anonymous MiB and the thread count of a process, from /proc."""
     figures: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+        if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Anonymous"):
             figures[name] = int(value.split()[0]) / 1024
     status = Path(f"/proc/{pid}/status").read_text()
     threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
     return {"rss": figures["Rss"], "pss": figures["Pss"],
-            "uss": figures["Private_Clean"] + figures["Private_Dirty"], "threads": threads}
+            "uss": figures["Private_Clean"] + figures["Private_Dirty"], "anon": figures["Anonymous"],
+            "threads": threads}
 
 
 def settled(pid: int, seconds: float) -> dict[str, float]:
@@ -81,6 +89,40 @@ def wait_for(check: Any, what: str, timeout: float = 300.0) -> Any:
             raise TimeoutError(f"{what}: not within {timeout} s")
         time.sleep(0.2)
     return result
+
+
+def small_network(count: int, settle: float) -> dict[str, dict[str, float]]:
+    """Nodes 1..count-1 join through node 0; both ends measured once the network is idle."""
+    directory = fresh_dir("rss_network")
+    first = ProcessNode(directory, 0, [])
+    nodes = [first]
+    try:
+        first.start()
+        for index in range(1, count):
+            nodes.append(ProcessNode(directory, index, [first.address]))
+            nodes[-1].start()
+        last = nodes[-1]
+        for node in nodes:   # the node logs "joined:" once its join is done (see procnet.py)
+            wait_for(lambda node=node: "joined:" in (node.data_dir / "stderr.log").read_text(),
+                     "joined")
+        wait_for(lambda: len(first.call("peers")["links"]) >= count - 1, "linked to all")
+        rows: dict[str, dict[str, float]] = {}
+        for name, node in ((f"{count}-node network, first node", first),
+                           (f"{count}-node network, last to join", last)):
+            assert node.proc is not None
+            links = len(node.call("peers")["links"])
+            rows[f"{name} ({links} links)"] = settled(node.proc.pid, settle)
+        return rows
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+def sqlcipher_build() -> str:
+    """Which OpenSSL the installed sqlcipher3 uses (bin/build-sqlcipher.sh --check)."""
+    done = subprocess.run([str(ROOT / "bin" / "build-sqlcipher.sh"), "--check"], capture_output=True,
+                          text=True)
+    return done.stdout.strip() or done.stderr.strip()
 
 
 def working(mails: int, settle: float) -> dict[str, dict[str, float]]:
@@ -197,6 +239,8 @@ def main() -> None:
                             help="mails in the store for the second run (default 10,000)")
         parser.add_argument("--exchange", type=int, default=300,
                             help="mails sent between two nodes for the working figure (default 300)")
+        parser.add_argument("--network", type=int, default=4,
+                            help="processes in the small network (default 4)")
 
     args = parse_args(__doc__.splitlines()[0], options)
     mails = 2_000 if args.quick else args.mails
@@ -204,6 +248,8 @@ def main() -> None:
     settle = 3.0 if args.quick else 6.0
     before = load()
     print(f"before: {before}")
+    build = sqlcipher_build()
+    print(build)
     found = imports()
     rows, previous = [], found["steps"][0][1]
     for name, mib in found["steps"]:
@@ -214,13 +260,15 @@ def main() -> None:
     print_table("Slowest imports of server_app.py (-X importtime, cumulative)", ["module", "ms"],
                 found["slowest_ms"])
     nodes = node_figures(mails, settle)
+    nodes.update(small_network(args.network, settle))
     nodes.update(working(exchange, settle))
     print_table(f"server_app.py process (target RSS < {TARGET_MIB:.0f} MiB)",
-                ["", "RSS MiB", "PSS MiB", "private MiB", "threads"],
-                [[name, f["rss"], f["pss"], f["uss"], int(f["threads"])] for name, f in nodes.items()])
+                ["", "RSS MiB", "PSS MiB", "private MiB", "anon MiB", "threads"],
+                [[name, f["rss"], f["pss"], f["uss"], f["anon"], int(f["threads"])]
+                 for name, f in nodes.items()])
     after = load()
     print(f"\nafter: {after}")
-    write_results("rss", {"imports": found, "node": nodes, "target_mib": TARGET_MIB,
+    write_results("rss", {"imports": found, "node": nodes, "target_mib": TARGET_MIB, "sqlcipher3": build,
                           "load": {"before": before, "after": after}})
 
 

@@ -63,6 +63,9 @@ fi
 if ! cmp -s requirements.txt .venv/.requirements.installed; then
     say "installing requirements.txt into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+    # SQLCipher against the system's OpenSSL instead of the wheel's own copy (see its --help);
+    # when it cannot be built, it says why and the wheel works all the same.
+    bin/build-sqlcipher.sh || true
     cp requirements.txt .venv/.requirements.installed
     changed=1
 fi

@@ -43,6 +43,10 @@ LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 # Link-less lookup datagrams (docs/PROTOCOL.md §16).
 LAYERS[1] |= {"datagram", "datagram_guard"}
 LAYERS[2] |= {"datagram_net"}
+# Group commits of submits and attempts started from them (issue 13).
+LAYERS[1] |= {"attempt_slots"}
+LAYERS[2] |= {"group_commit"}
+LAYERS[3] |= {"sealing", "outbox_worker"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

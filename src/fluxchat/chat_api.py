@@ -47,7 +47,8 @@ class _Api:
     def resolve_peer(self, text: str) -> bytes:
         raise NotImplementedError
 
-    def submit(self, recipient: bytes, subject: str, body: str, ref: bytes | None = None) -> Args:
+    async def submit(self, recipient: bytes, subject: str, body: str,
+                     ref: bytes | None = None) -> Args:
         raise NotImplementedError
 
 
@@ -93,7 +94,7 @@ class ChatCommands(_Api):
         sent = self.store.get_outbox(uuid)
         return sent if sent is not None and sent.kind == "mail" else None
 
-    def reply(self, args: Args) -> Args:
+    async def reply(self, args: Args) -> Args:
         """A mail to the other side of `uuid`'s conversation, naming `uuid` in its signed content."""
         uuid = self.resolve_uuid(args["uuid"])
         original = self.find_mail(uuid)
@@ -105,7 +106,7 @@ class ChatCommands(_Api):
             who = self.alias(original.sender) if isinstance(original, InboxMail) else "You"
             body = f"{body}\n\n{quoted(original, who or format_id(peer))}"
         subject = args["subject"] if args["subject"] is not None else reply_subject(original.subject)
-        sent = self.submit(peer, subject, body, uuid)
+        sent = await self.submit(peer, subject, body, uuid)
         return {**sent, "ref": uuid_text(uuid)}
 
     def list(self, args: Args) -> Args:

@@ -33,10 +33,11 @@ from .mail_limits import (
     V2_OPENS_BURST,
     V2_OPENS_RATE,
 )
-from .mailer import CLOCK_SKEW, Mailer, off_loop, receipt_uuid
+from .mailer import CLOCK_SKEW, Mailer, receipt_uuid
 from .mailkeys import MailKeyRecord
 from .outbox_states import OutboxState as S
 from .ratelimit import RateLimiter
+from .sealing import off_loop
 from .store import InboxMail, OutboxMail, Store
 from .store_batch import DELIVERED, DUPLICATE, NEW, MailArrival, OurReceipt, ReceiptArrival
 

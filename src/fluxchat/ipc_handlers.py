@@ -150,19 +150,25 @@ class NodeApi(ChatCommands):
 
     # ----- commands -------------------------------------------------------------------------
 
-    def submit(self, recipient: bytes, subject: str, body: str, ref: bytes | None = None) -> Args:
+    async def submit(self, recipient: bytes, subject: str, body: str,
+                     ref: bytes | None = None) -> Args:
+        """Queue one mail; answered once it is committed (its commit shared with the mails
+        submitted in the same moment, see mailer.send)."""
         check_body_size(body, self.node.config.mail.max_body_bytes)
         try:
-            mail = self.node.mailer.submit(recipient, subject, body, ref)
+            mail = await self.node.mailer.send(recipient, subject, body, ref)
         except MailError as exc:
             raise IpcError("bad_argument", str(exc)) from None
         return {"uuid": uuid_text(mail.uuid), "to": format_id(recipient), "alias": self.alias(recipient),
                 "state": mail.state}
 
-    def mail(self, args: Args) -> Args:
-        """One envelope per recipient; every recipient is resolved before anything is sent."""
+    async def mail(self, args: Args) -> Args:
+        """One envelope per recipient; every recipient is resolved before anything is sent,
+        and all of them are committed together."""
         recipients = [self.resolve_peer(to) for to in args["to"]]
-        sent = [self.submit(r, args["subject"], args["body"]) for r in dict.fromkeys(recipients)]
+        submits = [self.submit(r, args["subject"], args["body"]) for r in dict.fromkeys(recipients)]
+        # One recipient: awaited in place (no task, no extra turn of the event loop).
+        sent = [await submits[0]] if len(submits) == 1 else await asyncio.gather(*submits)
         return {"uuid": sent[0]["uuid"], "state": sent[0]["state"], "sent": sent}
 
     def delete(self, args: Args) -> Args:

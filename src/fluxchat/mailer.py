@@ -1,42 +1,45 @@
-"""Mail delivery: the outbox worker, direct and store-and-forward delivery, receipts.
+"""Mail delivery: the user's mail into the outbox, direct and store-and-forward delivery.
 
 The outbox's states and allowed moves are in outbox_states.py. A mail whose recipient's key is not
 found yet waits (`waiting_for_key`) and is retried with backoff until it expires; a link to the
 recipient, its key turning up, or our first link after none makes its mail due at once. Everything
 the node acknowledges, to a peer or to the user, is committed to the store first.
+
+Mail the user sends (`send`) is committed in groups (group_commit.py): mails submitted in the same
+moment share one transaction, and each caller hears back once the commit that holds its mail is
+done. Right after that commit, mail to a recipient we hold a link to is attempted at once from
+memory, as far as attempt slots are free; the rest waits for the outbox worker (outbox_worker.py),
+which reads due mail from the store, as do all retries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import hashlib
 import logging
-import os
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
 
-from . import envelope2
 from . import messages as m
-from .batching import bursts
 from .config import MailConfig
 from .courier import Courier
-from .envelope import MailContent, seal
 from .errors import FluxError
+from .group_commit import GroupCommit
 from .identity import Identity
 from .ids import short_id
 from .mail_rules import body_problem, subject_problem
 from .mailkeyring import MailKeyring
 from .outbox_states import OutboxState
+from .outbox_worker import BURST, OutboxWorker
 from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
+from .sealing import seal_all
 from .store import InboxMail, OutboxMail, Quotas, Store
 from .store_batch import OutboxMove
-from .tasks import Background, settle
+from .tasks import settle
 
 log = logging.getLogger("fluxchat.mail")
 S = OutboxState
@@ -45,27 +48,16 @@ RETRY_BASE = 5.0          # seconds before the first retry; doubles per attempt
 RETRY_MAX = 600.0
 CLOCK_SKEW = 600          # seconds a sender's clock may run ahead of ours
 FETCH_BATCH = 64
-WORKERS = 16              # outbox attempts in flight at once
-BURST = 64                # mails to one recipient handed over in one attempt (DeliverMany)
-# Attempts in flight to one recipient: two keep it busy (it opens one burst while the next
-# is on its way) without queueing so much that its answers come late.
-PER_RECIPIENT = 2
-DUE_BURSTS = 4            # bursts' worth of due mail read per look at the outbox
 FALLBACK_AT_ONCE = 8      # mails of a burst the recipient did not take, attempted at once
-EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
+# Submits committed in one transaction at most: a larger backlog goes in several, and the first
+# group's mail is on its way before the next is written.
+GROUP_LIMIT = 2 * BURST
 
 
-T = TypeVar("T")
 
 
 class MailError(FluxError):
     """A mail the user asked to send is not acceptable (size, subject, recipient)."""
-
-
-async def off_loop(work: Callable[..., T], *args: Any) -> T:
-    """Run RSA private-key work in a worker thread: `cryptography` releases the GIL there,
-    so the event loop keeps serving links and several cores share the signing."""
-    return await asyncio.get_running_loop().run_in_executor(None, work, *args)
 
 
 def receipt_uuid(mail_uuid: bytes) -> bytes:
@@ -83,12 +75,13 @@ class Mailer:
         self.retention = int(config.retention_time * 3600)
         self.quotas = Quotas(config.quota_per_recipient, config.quota_per_peer, config.quota_total,
                              config.quota_per_sender_recipient)
-        self.wake = asyncio.Event()
-        self._busy: set[bytes] = set()   # uuids of mail an attempt is working on
-        self._running = 0                # attempts in flight
-        self._to: collections.Counter[bytes] = collections.Counter()   # ... per recipient
-        self.tasks = Background("mail task")
-        self._next_expiry = 0
+        self.worker = OutboxWorker(store, self.now, self._attempt_any,
+                                   lambda mail: self._retry(mail, "internal error"),
+                                   lambda recipient: recipient in self.net.links)
+        self.wake, self.tasks = self.worker.wake, self.worker.tasks
+        self.submits: GroupCommit[OutboxMail] = GroupCommit(
+            lambda mails: self.store.add_outbox_all(mails, self.now()), self.worker.start_now,
+            GROUP_LIMIT)
         # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
         # returns ("forwarded" | "held", relay ID) or None.
         self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
@@ -101,16 +94,32 @@ class Mailer:
 
     # ----- the user's side -------------------------------------------------------------
 
-    def submit(self, recipient: bytes, subject: str, body: str,
-               ref: bytes | None = None) -> OutboxMail:
-        """Queue a mail; `ref` is the uuid of the mail it replies to (signed with the content)."""
+    def _new_mail(self, recipient: bytes, subject: str, body: str,
+                  ref: bytes | None) -> OutboxMail:
         problem = subject_problem(subject) or body_problem(body, self.config.max_body_bytes)
         if problem is not None:
             raise MailError(problem)
         now = self.now()
-        mail = OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
+        return OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
                           body=body, created_at=now, expires_at=now + self.retention,
                           updated_at=now, ref=ref)   # the row as add_outbox writes it
+
+    async def send(self, recipient: bytes, subject: str, body: str,
+                   ref: bytes | None = None) -> OutboxMail:
+        """Queue a mail as `submit` does, its commit shared with the mails submitted in the same
+        moment; returns once that commit is done (a StorageError if it failed)."""
+        if recipient == self.me.node_id:
+            return self.submit(recipient, subject, body, ref)
+        mail = self._new_mail(recipient, subject, body, ref)
+        await self.submits.add(mail)
+        return mail
+
+    def submit(self, recipient: bytes, subject: str, body: str,
+               ref: bytes | None = None) -> OutboxMail:
+        """Queue a mail in a commit of its own; `ref` is the uuid of the mail it replies to
+        (signed with the content)."""
+        mail = self._new_mail(recipient, subject, body, ref)
+        now = mail.created_at
         self.store.add_outbox(mail, now)
         if recipient == self.me.node_id:   # mail to oneself: straight into the inbox
             self.store.add_inbox(InboxMail(mail.uuid, recipient, recipient, subject, body, now, now,
@@ -144,56 +153,13 @@ class Mailer:
         if self.store.hurry_outbox(node_id, frozenset({S.WAITING_FOR_KEY})):
             self.wake.set()
 
-    # ----- the outbox worker ------------------------------------------------------------
+    # ----- delivery attempts -------------------------------------------------------------
 
     async def run_outbox(self) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                self._start_due_attempts()
-            except FluxError as exc:   # e.g. the disk is full: say so, try again shortly
-                log.error("outbox: %s", exc)
-            # Not wait_for: on 3.11 it swallows a cancel that comes as the wake-up fires,
-            # and this loop would then outlive the node's stop.
-            try:
-                async with asyncio.timeout(1.0):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
+        await self.worker.run()
 
-    def _start_due_attempts(self) -> None:
-        now = self.now()
-        if now >= self._next_expiry:   # a scan of the outbox: not at every wake-up
-            self._next_expiry = now + EXPIRY_INTERVAL
-            for expired in self.store.expire_outbox(now):
-                log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
-        room = WORKERS - self._running
-        if room <= 0:   # every attempt slot is taken: no need to look
-            return
-        # Mail being worked on stays due until its attempt has committed: skip it. A few
-        # bursts' worth per look: bursts to one recipient are limited anyway (PER_RECIPIENT).
-        due = self.store.due_outbox(now, min(room, DUE_BURSTS) * BURST, exclude=self._busy)
-        for burst in bursts(due, lambda mail: mail.recipient, BURST, room,
-                            lambda recipient: PER_RECIPIENT - self._to[recipient]):
-            self._running += 1
-            self._to[burst[0].recipient] += 1
-            self._busy.update(mail.uuid for mail in burst)
-            self.tasks.spawn(self._attempt_guarded(burst))
-
-    async def _attempt_guarded(self, burst: list[OutboxMail]) -> None:
-        try:
-            await (self.attempt(burst[0]) if len(burst) == 1 else self.attempt_burst(burst))
-        except Exception:   # one mail's trouble must not stop the worker
-            log.exception("delivery attempt for %s failed", uuidlib.UUID(bytes=burst[0].uuid))
-            for mail in burst:
-                self._retry(mail, "internal error")
-        finally:
-            self._running -= 1
-            self._to[burst[0].recipient] -= 1
-            if not self._to[burst[0].recipient]:
-                del self._to[burst[0].recipient]
-            self._busy.difference_update(mail.uuid for mail in burst)
-            self.wake.set()
+    async def _attempt_any(self, burst: list[OutboxMail]) -> None:
+        await (self.attempt(burst[0]) if len(burst) == 1 else self.attempt_burst(burst))
 
     def _backoff(self, mail: OutboxMail) -> int:
         return self.now() + int(min(RETRY_MAX, RETRY_BASE * 2 ** mail.attempts))
@@ -250,11 +216,10 @@ class Mailer:
         """Several mails to one recipient: sealed, handed over in DeliverMany requests, and
         their progress committed together; what the recipient did not take goes the
         one-mail way (relays, storers)."""
-        sealed: list[tuple[OutboxMail, bytes]] = []
-        for mail in burst:
-            envelope = mail.envelope or await self._seal(mail)
-            if envelope is not None:
-                sealed.append((mail, envelope))
+        unsealed = [mail for mail in burst if mail.envelope is None]
+        fresh = iter(await self._seal_all(unsealed) or ())
+        sealed = [(mail, envelope) for mail in burst
+                  if (envelope := mail.envelope or next(fresh, None)) is not None]
         if not sealed:
             return
         recipient = sealed[0][0].recipient
@@ -278,21 +243,19 @@ class Mailer:
                      "delivering mail")
 
     async def _seal(self, mail: OutboxMail) -> bytes | None:
-        key = await self.overlay.find_key(mail.recipient)
-        if key is None:   # not started yet, or offline since long: keep trying until expiry
-            self._retry(mail, "the recipient's key was not found; trying again later",
-                        state=S.WAITING_FOR_KEY)
-            return None
-        content = MailContent("mail", mail.uuid, self.me.node_id, mail.recipient,
-                              mail.created_at, mail.subject, mail.body, mail.ref or b"",
-                              self.config.display_name)
-        keyring = self.keyring
-        if keyring is not None and keyring.signer is not None:
-            record = await keyring.record_for(mail.recipient, key)
-            if record is not None:   # v2 costs well under a millisecond: no worker thread
-                return envelope2.seal(content, keyring.signer, record, mail.expires_at)
-        return await off_loop(seal, content, self.me, key, mail.expires_at, os.urandom(32),
-                              os.urandom(12))
+        envelopes = await self._seal_all([mail])
+        return envelopes[0] if envelopes else None
+
+    async def _seal_all(self, mails: list[OutboxMail]) -> list[bytes] | None:
+        """Envelopes for mails to one recipient; None (each mail waiting for the key) if its
+        key was not found."""
+        sealed = await seal_all(mails, self.me, self.overlay, self.keyring,
+                                self.config.display_name)
+        if sealed is None:   # not started yet, or offline since long: keep trying until expiry
+            for mail in mails:
+                self._retry(mail, "the recipient's key was not found; trying again later",
+                            state=S.WAITING_FOR_KEY)
+        return sealed
 
     async def _deliver_many(self, peer: Peer, envelopes: list[bytes]) -> list[bool]:
         return await self.courier.deliver_many(peer, envelopes)

@@ -101,6 +101,15 @@ class BatchStore(StoreBase):
             self._changed("outbox", uuid)
         return outcomes
 
+    def add_outbox_all(self, mails: Sequence[OutboxMail], now: int) -> list[StorageError | None]:
+        """add_outbox for each mail, in one transaction (a group commit of submits): per mail
+        None (written) or the StorageError that rolled it back alone."""
+        outcomes = self._each(mails, lambda db, mail: insert_outbox(db, mail, now))
+        for mail, outcome in zip(mails, outcomes, strict=True):
+            if outcome is None:
+                self._changed("outbox", mail.uuid)
+        return outcomes
+
     def move_all(self, moves: Sequence[OutboxMove], now: int) -> list[bool | StorageError]:
         """set_outbox_state for each move, in one transaction: per move whether it was made."""
         def one(db: dbapi.Connection, move: OutboxMove) -> bool:

@@ -164,16 +164,20 @@ class OutboxStore(StoreBase):
         with self._tx() as db:
             keep_envelope(db, uuid, envelope)
 
-    def due_outbox(self, now: int, limit: int, exclude: Collection[bytes] = ()) -> list[OutboxMail]:
+    def due_outbox(self, now: int, limit: int, exclude: Collection[bytes] = (),
+                   skip_recipients: Collection[bytes] = ()) -> list[OutboxMail]:
         """Mail still needing work whose retry time has come (queued, or stored/handed over and
-        awaiting a receipt), not yet past its expiry, and not in `exclude` (mail an attempt is
-        working on); most overdue first."""
+        awaiting a receipt), not yet past its expiry, not in `exclude` (mail an attempt is
+        working on) and not to `skip_recipients` (no attempt to them may start now); most
+        overdue first."""
         skip = f"AND o.uuid NOT IN ({', '.join('?' * len(exclude))}) " if exclude else ""
+        if skip_recipients:
+            skip += f"AND o.recipient NOT IN ({', '.join('?' * len(skip_recipients))}) "
         rows = self._rows(
             f"SELECT {OUTBOX_COLS} FROM {OUTBOX_FROM} WHERE state IN ({IN_PENDING}) "
             f"AND next_attempt_at <= ? AND expires_at > ? {skip}"
-            "ORDER BY next_attempt_at, created_at LIMIT ?",
-            (*PENDING_STATES, now, now, *exclude, limit),
+            "ORDER BY next_attempt_at, created_at, o.rowid LIMIT ?",
+            (*PENDING_STATES, now, now, *exclude, *skip_recipients, limit),
         )
         return [outbox_row(r) for r in rows]
 
