@@ -29,6 +29,7 @@ from .errors import FluxError
 from .group_commit import GroupCommit
 from .identity import Identity
 from .ids import short_id
+from .later_moves import LaterMoves
 from .mail_rules import body_problem, subject_problem
 from .mailkeyring import MailKeyring
 from .outbox_states import OutboxState
@@ -79,12 +80,16 @@ class Mailer:
                                    lambda mail: self._retry(mail, "internal error"),
                                    lambda recipient: recipient in self.net.links)
         self.wake, self.tasks = self.worker.wake, self.worker.tasks
+        self.later = LaterMoves(store, self.now, self.worker.slots, self.tasks)
         self.submits: GroupCommit[OutboxMail] = GroupCommit(
             lambda mails: self.store.add_outbox_all(mails, self.now()), self.worker.start_now,
             GROUP_LIMIT)
-        # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
+        # relay_sender.py: hands an envelope to the recipient's relay when it cannot be dialed;
         # returns ("forwarded" | "held", relay ID) or None.
         self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
+        # relay_sender.py: whether we hold a valid relay record of a node; its mail then goes
+        # to the relay first, without a lookup (which could only fail to dial it).
+        self.relay_known: Callable[[bytes], bool] = lambda node_id: False
         # Set by the node when mail keys are on: then mail goes as envelope v2 to every
         # recipient with a valid record, else as v1.
         self.keyring: MailKeyring | None = None
@@ -178,12 +183,15 @@ class Mailer:
         envelope = mail.envelope or await self._seal(mail)
         if envelope is None:
             return
-        peer = await self.overlay.find_contact(mail.recipient)
-        if peer is not None and await self._deliver_direct(peer, envelope):
-            self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
-                           envelope)
-            return
-        relayed = await self.relay(envelope, mail.recipient) if self.relay else None
+        relayed = await self.relay(envelope, mail.recipient) \
+            if self.relay and self._relay_first(mail.recipient) else None
+        if relayed is None:   # no known relay, or it failed: look the recipient up
+            peer = await self.overlay.find_contact(mail.recipient)
+            if peer is not None and await self._deliver_direct(peer, envelope):
+                self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
+                               envelope)
+                return
+            relayed = await self.relay(envelope, mail.recipient) if self.relay else None
         if relayed is not None:
             how, relay = relayed
             state, detail = (S.HANDED_OVER, "handed over") if how == "forwarded" else \
@@ -197,9 +205,23 @@ class Mailer:
         else:
             self._retry(mail, "recipient unreachable and no node took the mail", envelope)
 
+    def _relay_first(self, recipient: bytes) -> bool:
+        """Not linked to the recipient, but we hold its relay record: the relay comes first."""
+        return recipient not in self.net.links and self.relay_known(recipient)
+
     def _progress(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
-        self.store.move_all([self._move(mail, state, detail, envelope, stored_on)], self.now())
+        self._record([(mail, self._move(mail, state, detail, envelope, stored_on))])
+
+    def _record(self, moves: list[tuple[OutboxMail, OutboxMove]]) -> None:
+        """Write the outcome of attempts; a receipt handed over waits for company (later_moves)."""
+        now_moves = []
+        for mail, move in moves:
+            if mail.kind == "receipt" and move.state == S.HANDED_OVER:
+                self.later.add(move)
+            else:
+                now_moves.append(move)
+        self.store.move_all(now_moves, self.now())
 
     def _move(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
               stored_on: int | None = None) -> OutboxMove:
@@ -223,13 +245,12 @@ class Mailer:
         if not sealed:
             return
         recipient = sealed[0][0].recipient
-        peer = await self.overlay.find_contact(recipient)
+        peer = None if self._relay_first(recipient) else await self.overlay.find_contact(recipient)
         taken = await self._deliver_many(peer, [envelope for _, envelope in sealed]) \
             if peer is not None else [False] * len(sealed)
         detail = f"handed over to {short_id(recipient)}"
-        self.store.move_all([self._move(mail, S.HANDED_OVER, detail, envelope)
-                             for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok],
-                            self.now())
+        self._record([(mail, self._move(mail, S.HANDED_OVER, detail, envelope))
+                      for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok])
         # The rest goes the one-mail way, a few at a time: as many lookups and stores in
         # flight as the one-mail attempts of the whole worker used to have, not a burst's worth.
         slots = asyncio.Semaphore(FALLBACK_AT_ONCE)

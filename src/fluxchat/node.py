@@ -145,6 +145,7 @@ class Node:
         self.relay_sender = RelaySender(self.identity.node_id, self.net, self.overlay,
                                         self.relays.directory, self.clock)
         self.mailer.relay = self.relay_sender.send
+        self.mailer.relay_known = self.relay_sender.knows
         self.net.registry.keep = self.relays.keeps_link   # relay links are never evicted
         self.puncher = Puncher(self.net, self.relays)
         self.relay_sender.on_relayed = self.puncher.after_relayed
@@ -220,6 +221,8 @@ class Node:
         if self.store is not None:
             if hasattr(self, "overlay"):
                 self.overlay.save()
+            if hasattr(self, "mailer"):
+                self.mailer.later.flush()   # bookkeeping that waited for company (later_moves)
             self.store.close()
             self.store = None
 
