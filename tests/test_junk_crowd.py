@@ -18,7 +18,7 @@ from fluxchat.mail_limits import (
     PRIVATE_OPS_RATE,
 )
 from fluxchat.node import Node
-from tests.adversary import Attacker
+from tests.adversary import Attacker, junk_outcomes
 from tests.test_mail_abuse import MailAbuseCase, junk_for, mail_for
 
 E = m.ErrorCode
@@ -26,25 +26,11 @@ CROWD = range(10, 22)   # 12 identities never seen by the victim before
 GREEDY = 10             # the one that sends more than its own budget
 PER_MEMBER = 32         # junk envelopes from each other member: half Deliver, half DeliverMany
 GREEDY_SENDS = 176      # beyond PRIVATE_OPS_BURST: its own budget refuses the rest
-NODE_TEXT = "too much mail work for this node; try again later"
 IN_FLIGHT = 32
-PEER_TEXT = "too much mail work for this peer; try again later"
 
 
 def outcomes(replies: list[m.Message]) -> list[str]:
-    """One word per envelope: opened (the victim did the private-key work), node, peer (a
-    budget refused it), burst (refused in a DeliverMany, which names no budget), or other."""
-    words: list[str] = []
-    for reply in replies:
-        if isinstance(reply, m.Delivered):
-            words += ["opened" if code == E.INVALID else
-                      "burst" if code == E.RATE_LIMITED else "other" for code in reply.codes]
-        elif isinstance(reply, m.Fail):
-            words.append("opened" if reply.code == E.INVALID else
-                         {NODE_TEXT: "node", PEER_TEXT: "peer"}.get(reply.message, "other"))
-        else:
-            words.append("other")
-    return words
+    return [word for reply in replies for word in junk_outcomes(reply)]
 
 
 async def send_junk(attacker: Attacker, victim: Node, count: int) -> list[str]:
