@@ -43,7 +43,7 @@ LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 # Group commits of submits and attempts started from them (issue 13).
 LAYERS[1] |= {"attempt_slots"}
 LAYERS[2] |= {"group_commit"}
-LAYERS[3] |= {"sealing", "outbox_worker"}
+LAYERS[3] |= {"sealing", "outbox_worker", "later_moves"}
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

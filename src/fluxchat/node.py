@@ -215,6 +215,8 @@ class Node:
         if self.store is not None:
             if hasattr(self, "overlay"):
                 self.overlay.save()
+            if hasattr(self, "mailer"):
+                self.mailer.later.flush()   # bookkeeping that waited for company (later_moves)
             self.store.close()
             self.store = None
 
