@@ -40,6 +40,9 @@ LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
+# Link-less lookup datagrams (docs/PROTOCOL.md §16).
+LAYERS[1] |= {"datagram", "datagram_guard"}
+LAYERS[2] |= {"datagram_net"}
 # Group commits of submits and attempts started from them (issue 13).
 LAYERS[1] |= {"attempt_slots"}
 LAYERS[2] |= {"group_commit"}
