@@ -44,6 +44,7 @@ LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 LAYERS[1] |= {"attempt_slots"}
 LAYERS[2] |= {"group_commit"}
 LAYERS[3] |= {"sealing", "outbox_worker"}
+LAYERS[2] |= {"logfile"}   # the log file handler (logsetup.py)
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
