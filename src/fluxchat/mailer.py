@@ -82,9 +82,12 @@ class Mailer:
         self.submits: GroupCommit[OutboxMail] = GroupCommit(
             lambda mails: self.store.add_outbox_all(mails, self.now()), self.worker.start_now,
             GROUP_LIMIT)
-        # relay.py: hands an envelope to the recipient's relay when it cannot be dialed;
+        # relay_sender.py: hands an envelope to the recipient's relay when it cannot be dialed;
         # returns ("forwarded" | "held", relay ID) or None.
         self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
+        # relay_sender.py: whether we hold a valid relay record of a node; its mail then goes
+        # to the relay first, without a lookup (which could only fail to dial it).
+        self.relay_known: Callable[[bytes], bool] = lambda node_id: False
         # Set by the node when mail keys are on: then mail goes as envelope v2 to every
         # recipient with a valid record, else as v1.
         self.keyring: MailKeyring | None = None
@@ -178,12 +181,15 @@ class Mailer:
         envelope = mail.envelope or await self._seal(mail)
         if envelope is None:
             return
-        peer = await self.overlay.find_contact(mail.recipient)
-        if peer is not None and await self._deliver_direct(peer, envelope):
-            self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
-                           envelope)
-            return
-        relayed = await self.relay(envelope, mail.recipient) if self.relay else None
+        relayed = await self.relay(envelope, mail.recipient) \
+            if self.relay and self._relay_first(mail.recipient) else None
+        if relayed is None:   # no known relay, or it failed: look the recipient up
+            peer = await self.overlay.find_contact(mail.recipient)
+            if peer is not None and await self._deliver_direct(peer, envelope):
+                self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
+                               envelope)
+                return
+            relayed = await self.relay(envelope, mail.recipient) if self.relay else None
         if relayed is not None:
             how, relay = relayed
             state, detail = (S.HANDED_OVER, "handed over") if how == "forwarded" else \
@@ -196,6 +202,10 @@ class Mailer:
             self._progress(mail, S.STORED, f"stored on {stored} nodes", envelope, stored)
         else:
             self._retry(mail, "recipient unreachable and no node took the mail", envelope)
+
+    def _relay_first(self, recipient: bytes) -> bool:
+        """Not linked to the recipient, but we hold its relay record: the relay comes first."""
+        return recipient not in self.net.links and self.relay_known(recipient)
 
     def _progress(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
@@ -223,7 +233,7 @@ class Mailer:
         if not sealed:
             return
         recipient = sealed[0][0].recipient
-        peer = await self.overlay.find_contact(recipient)
+        peer = None if self._relay_first(recipient) else await self.overlay.find_contact(recipient)
         taken = await self._deliver_many(peer, [envelope for _, envelope in sealed]) \
             if peer is not None else [False] * len(sealed)
         detail = f"handed over to {short_id(recipient)}"

@@ -141,6 +141,7 @@ class Node:
         self.relay_sender = RelaySender(self.identity.node_id, self.net, self.overlay,
                                         self.relays.directory, self.clock)
         self.mailer.relay = self.relay_sender.send
+        self.mailer.relay_known = self.relay_sender.knows
         self.net.registry.keep = self.relays.keeps_link   # relay links are never evicted
         self.puncher = Puncher(self.net, self.relays)
         self.relay_sender.on_relayed = self.puncher.after_relayed

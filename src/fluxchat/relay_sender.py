@@ -38,13 +38,22 @@ class RelaySender:
     def now(self) -> int:
         return int(self.clock())
 
-    async def find_record(self, node_id: bytes) -> RelayRecord | None:
+    def held_record(self, node_id: bytes) -> RelayRecord | None:
+        """A record of `node_id` we hold already and that has not expired: one we used
+        before, or one we keep as a directory node (both were checked when they came in)."""
         known = self._known.get(node_id)
         if known is not None and known.expires_at > self.now():
             return known
-        local = self.directory.get(node_id, self.now())
-        if local is not None:
-            return local
+        return self.directory.get(node_id, self.now())
+
+    def knows(self, node_id: bytes) -> bool:
+        """Whether mail for `node_id` can go to a relay without a lookup first (mailer.py)."""
+        return self.held_record(node_id) is not None
+
+    async def find_record(self, node_id: bytes) -> RelayRecord | None:
+        held = self.held_record(node_id)
+        if held is not None:
+            return held
         lookup = Lookup(node_id, self.me,
                         self.overlay.table.closest(node_id, self.overlay.config.k),
                         k=self.overlay.config.k, alpha=self.overlay.config.alpha,
