@@ -21,13 +21,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KEPT_OUT = {"cryptography.x509", "aiohttp", "importlib.metadata", "email", "zipfile", "difflib",
             "fluxchat.backup", "fluxchat.vault_admin", "fluxchat.web",
-            "shutil", "bz2", "lzma", "logging.handlers", "pickle", "getpass"}
+            "shutil", "bz2", "lzma", "logging.handlers", "pickle", "getpass", "uuid", "platform"}
 
 
 def loaded_by(code: str) -> set[str]:
     probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    # Not under coverage (bin/tests.sh starts it in every subprocess): it imports pickle, uuid...
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+                          env=dict(env, PYTHONPATH=str(ROOT / "src")))
     return set(json.loads(done.stdout))
 
 

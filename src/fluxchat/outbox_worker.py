@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 
 from .attempt_slots import AttemptSlots
 from .errors import FluxError
 from .store import OutboxMail, Store
 from .tasks import Background
+from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
 WORKERS = 16              # outbox attempts in flight at once
@@ -62,7 +62,7 @@ class OutboxWorker:
         if now >= self._next_expiry:   # a scan of the outbox: not at every wake-up
             self._next_expiry = now + EXPIRY_INTERVAL
             for expired in self.store.expire_outbox(now):
-                log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
+                log.info("mail %s expired undelivered", uuid_text(expired))
         room = self.slots.room()
         if room <= 0:   # every attempt slot is taken: no need to look
             return
@@ -92,7 +92,7 @@ class OutboxWorker:
         try:
             await self.attempt(burst)
         except Exception:   # one mail's trouble must not stop the worker
-            log.exception("delivery attempt for %s failed", uuidlib.UUID(bytes=burst[0].uuid))
+            log.exception("delivery attempt for %s failed", uuid_text(burst[0].uuid))
             for mail in burst:
                 self.failed(mail)
         finally:
