@@ -210,6 +210,8 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
             conn.send(None if counter is None else counter.per_mail(arg))
         elif command == "rss":
             conn.send(rss_mib())
+        elif command == "arrival":   # perf_counter is CLOCK_MONOTONIC: one clock for both
+            conn.send(await watch.wait(arg, WAIT))
         elif command == "expect":
             ok = await watch.wait_count(arg, WAIT * 3, interval=0.002)
             conn.send((ok, max(watch.arrived.values(), default=0.0), time.process_time()))
@@ -222,8 +224,26 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
     conn.send("stopped")
 
 
+async def sequential_split(sender: Node, recipient: bytes, receipts: ReceiptWatch,
+                           ask: Any, size: int, count: int) -> dict[str, Any]:
+    """As `sequential`, the recipient in its own process: `ask(uuid)` is its arrival time."""
+    to_inbox: list[float] = []
+    lost = 0
+    text = body(size)
+    for i in range(count):
+        start = time.perf_counter()
+        mail = await sender.mailer.send(recipient, f"seq {i}", text)
+        arrived = await ask(mail.uuid)
+        if arrived is None or await receipts.wait(mail.uuid, WAIT) is None:
+            lost += 1
+            continue
+        to_inbox.append(arrived - start)
+    return {"size": size, "count": count, "lost": lost, "to_inbox_ms": summary_ms(to_inbox)}
+
+
 async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, Any],
-                    count: int, profile: Path | None = None) -> dict[str, Any]:
+                    count: int, profile: Path | None = None,
+                    seq_count: int = 0) -> dict[str, Any]:
     directory = fresh_dir(f"delivery-split-{label.replace(' ', '-')}")
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -245,6 +265,15 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             await submit_all(a.node, recipient, "warm", body(1024), 5)
             parent.send(("expect", 5))
             await recv()
+
+            async def arrival(uuid: bytes) -> float | None:
+                parent.send(("arrival", uuid))
+                return await recv()
+
+            seq = {name: await sequential_split(a.node, recipient, receipts, arrival, size,
+                                                seq_count)
+                   for name, size in SIZES.items()} if seq_count else {}
+            expected = 5 + seq_count * len(SIZES) if seq_count else 5
             text = body(1024)
             parent.send(("cpu", None))
             child_cpu0 = await recv()
@@ -254,7 +283,7 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
                 profiler.enable()
             cpu0, start = time.process_time(), time.perf_counter()
             uuids = await submit_all(a.node, recipient, "burst", text, count)
-            parent.send(("expect", count + 5))
+            parent.send(("expect", count + expected))
             ok, last, child_cpu1 = await recv()
             cpu1 = time.process_time()
             done_at = await receipts.wait_all(uuids, WAIT * 3)
@@ -284,7 +313,7 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             "recipient_cpu_ms_per_mail_to_inbox": 1000 * (child_cpu1 - child_cpu0) / count,
             "sender_cpu_ms_per_mail_with_receipts": 1000 * (cpu2 - cpu0) / count,
             "recipient_cpu_ms_per_mail_with_receipts": 1000 * (child_cpu2 - child_cpu0) / count,
-            "recipient_rss_mib": child_rss, "sql_per_mail": sql}
+            "recipient_rss_mib": child_rss, "sql_per_mail": sql, "sequential": seq}
 
 
 # ----- report ---------------------------------------------------------------------------------
@@ -313,6 +342,11 @@ def report(single: list[dict[str, Any]], split: list[dict[str, Any]]) -> None:
 
 
 def report_split(split: list[dict[str, Any]]) -> None:
+    print_table("Sequential mails, submit -> recipient inbox commit (ms); recipient in its own "
+                "process", ["keys", "body", "n", "lost", "median", "p95", "max"],
+                [[r["keys"], name, seq["count"], seq["lost"], seq["to_inbox_ms"]["median"],
+                  seq["to_inbox_ms"]["p95"], seq["to_inbox_ms"]["max"]]
+                 for r in split for name, seq in r.get("sequential", {}).items()])
     print_table("Burst of 1 KiB mails, recipient in its own process (CPU per side)",
                 ["keys", "n", "all in", "mails/s to inbox", "mails/s to receipt",
                  "sender ms/mail", "recipient ms/mail", "sender incl. rcpt",
@@ -343,7 +377,7 @@ async def main_async(quick: bool, split_only: bool = False) -> dict[str, Any]:
     single = [] if split_only else [
         await run_in_process(label, keys, overrides, SIZES, seq_count, burst)
         for label, (keys, overrides) in RUNS.items()]
-    split = [await run_split(label, keys, overrides, sustained)
+    split = [await run_split(label, keys, overrides, sustained, seq_count=seq_count)
              for label, (keys, overrides) in RUNS.items() if label in BURST_RUNS]
     return {"single_process": single, "split_process": split}
 
@@ -368,6 +402,10 @@ def targets(results: dict[str, Any], load: tuple[float, ...]) -> None:
             rows.append([f"direct delivery {name} median / p95 ms (RSA-4096, v2)",
                          f"{inbox['median']:.2f} / {inbox['p95']:.2f}",
                          "median <= 1" if name == "1 KiB" else ""])
+    for name, seq in split.get("sequential", {}).items():
+        inbox = seq["to_inbox_ms"]
+        rows.append([f"direct delivery {name} median / p95 ms, 2 processes",
+                     f"{inbox['median']:.2f} / {inbox['p95']:.2f}", ""])
     rows.append(["load average before / after", " / ".join(f"{x:.2f}" for x in load), ""])
     print_table("Issue 13 targets", ["figure", "measured", "target"], rows)
 

@@ -184,11 +184,18 @@ class Net:
 def memory(net: Net) -> dict[str, Any]:
     rss = [rss_kib(n.proc.pid) / 1024 for n in net.nodes if n.proc is not None]
     open_fds = [fds(n.proc.pid) for n in net.nodes if n.proc is not None]
-    routing = parallel(lambda n: n.call("info")["counts"]["routing"], net.nodes)
+    infos = parallel(lambda n: n.call("info"), net.nodes)
+    routing = [info["counts"]["routing"] for info in infos]
+    links = [info["counts"]["links"] for info in infos]
+    datagrams = [info.get("datagrams") or {} for info in infos]
     return {"processes": len(rss), "rss_mib_median": percentile(rss, 50),
             "rss_mib_max": max(rss), "rss_mib_total": sum(rss),
             "fds_median": percentile(open_fds, 50), "fds_max": max(open_fds),
-            "routing_median": percentile(routing, 50), "routing_min": min(routing)}
+            "routing_median": percentile(routing, 50), "routing_min": min(routing),
+            "links_median": percentile(links, 50), "links_max": max(links),
+            "datagrams_asked": sum(d.get("asked", 0) for d in datagrams),
+            "datagrams_answered": sum(d.get("answers", 0) for d in datagrams),
+            "datagram_fallbacks": sum(d.get("fell_back", 0) for d in datagrams)}
 
 
 def send(net: Net, pairs: list[tuple[PoolProcessNode, PoolProcessNode]],
@@ -317,10 +324,14 @@ def main() -> None:
     print_table(f"{len(net.nodes)} server_app.py processes (asked for {args.processes}); "
                 f"build {results['build_s']:.0f} s", ["joined", "join median s", "p95 s", "max s",
                                                       "RSS MiB median", "max", "total",
-                                                      "fds median", "max", "routing median"],
+                                                      "fds median", "max", "routing median",
+                                                      "links median", "max"],
                 [[f"{j['joined']}/{j['started']}", j["median_s"], j["p95_s"], j["max_s"],
                   mem["rss_mib_median"], mem["rss_mib_max"], mem["rss_mib_total"],
-                  mem["fds_median"], mem["fds_max"], mem["routing_median"]]])
+                  mem["fds_median"], mem["fds_max"], mem["routing_median"],
+                  mem["links_median"], mem["links_max"]]])
+    print(f"lookup datagrams: {mem['datagrams_asked']} asked, {mem['datagrams_answered']} "
+          f"answered, {mem['datagram_fallbacks']} contacts fell back to a link")
     print_table("random online pairs", ["mails", "lookup found (handed over)", "in inbox",
                                         "receipts", "seconds"],
                 [[d["mails"], f"{d['handed_over']}/{d['mails']}", f"{d['in_inbox']}/{d['mails']}",

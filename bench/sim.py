@@ -62,6 +62,7 @@ def run_lookups(params: Params, seed: int, size: int, stale: float, count: int) 
         net.loop.at(i * 0.5, net.find_node, source, target.node_id, record(target.node_id), True)
     net.loop.run()
     latencies = [o.latency for o, _ in rows]
+    finding = [o.finding for o, ok in rows if ok and o.finding == o.finding]   # not NaN
     return {
         "nodes": size, "stale": stale, "lookups": len(rows),
         "success": sum(ok for _, ok in rows) / len(rows),
@@ -71,6 +72,13 @@ def run_lookups(params: Params, seed: int, size: int, stale: float, count: int) 
         "timeouts": sum(o.failures for o, _ in rows) / len(rows),
         "median_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
         "p99_s": percentile(latencies, 99),
+        # Contact lookups: until the query to the target (over a link, its own answer being
+        # the result) went out, i.e. the node-finding part alone.
+        "finding_median_s": percentile(finding, 50) if finding else None,
+        "finding_p95_s": percentile(finding, 95) if finding else None,
+        "datagrams_per_lookup": net.calls["datagram"] / len(rows),
+        "fallbacks_per_lookup": net.calls["datagram_fallback"] / len(rows),
+        "probes_per_lookup": net.calls["probe"] / len(rows),
         "pings_per_lookup": net.calls["ping"] / len(rows),
         "handshakes_per_lookup": net.calls["handshake"] / len(rows),
         "tables_built": net.tables_built, "tables_dropped": net.tables_dropped,
@@ -191,9 +199,12 @@ def main() -> None:
         print_table(f"lookups ({args.stale:.0%} stale entries, timeout {params.timeout} s, "
                     f"alpha {params.alpha})",
                     ["nodes", "success", "RPCs", "max", "rounds", "timeouts", "median s", "p95 s",
-                     "p99 s", "pings", "handshakes", "tables", "CPU s", "RSS MiB"],
+                     "p99 s", "finding med", "finding p95", "datagrams", "fallbacks", "probes",
+                     "pings", "handshakes", "tables", "CPU s", "RSS MiB"],
                     [[r["nodes"], f"{r['success']:.1%}", r["rpcs"], r["rpcs_max"], r["rounds"],
                       r["timeouts"], r["median_s"], r["p95_s"], r["p99_s"],
+                      r["finding_median_s"], r["finding_p95_s"], r["datagrams_per_lookup"],
+                      r["fallbacks_per_lookup"], r["probes_per_lookup"],
                       r["pings_per_lookup"], r["handshakes_per_lookup"], r["tables_built"],
                       r["cpu_s"], r["max_rss_mib"]] for r in results["lookups"]])
     if "churn" not in args.skip:

@@ -5,7 +5,8 @@ Every simulated node owns a real `fluxchat.routing.RoutingTable`; lookups are re
 is placed with `fluxchat.placement.replica_targets`, as `Mailer.replicate` does. Only the
 network is modelled: a virtual clock, per-pair round trips (log-normal, median 80 ms, long
 tail), lost packets (a TCP retransmission delay), links that open with a handshake and
-close when idle, and silent dead nodes that cost a query its full timeout.
+close when idle, lookup datagrams (one round trip, no link; a lost one falls back to a link
+after the overlay's wait), and silent dead nodes that cost a query its full timeout.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+from fluxchat import datagram as dg
+from fluxchat import datagram_net, overlay
 from fluxchat import messages as m
-from fluxchat import overlay
 from fluxchat.lookup import Lookup, QueryTimes
 from fluxchat.placement import ReplicaSets
 from fluxchat.routing import REPLACEMENT_SIZE, Added, Peer, PingHead, RoutingTable
@@ -34,6 +36,8 @@ FRAME_OVERHEAD = 5 + 22 + 52   # frame header, TLS record (header, tag, type), T
 HANDSHAKE_BYTES = 4000   # estimate, protocol v2 (PROTOCOL.md 5.1): TLS 1.3 with the link certificate
                          # (record + RSA-4096 identity key, ~1.3 KiB), Hello (~1.3 KiB), ~15 TCP/IP headers
 HOST = "127.0.0.1"   # one host for all: addresses (and so the per-subnet limit) are not modelled
+UDP_OVERHEAD = 28    # IPv4 + UDP headers
+PROBE_BYTES = 3000   # a contact probe (reach.probe): TCP, TLS 1.3 with the link certificate, close
 
 
 def wire(message: m.Message) -> int:
@@ -53,6 +57,9 @@ def _sizes(k: int) -> dict[str, int]:
         "ok": wire(m.Ok(1)),
         "fetch": wire(m.Fetch(1, 64)),
         "batch": wire(m.MailBatch(1, (), False)),
+        "dgram_request": dg.REQUEST_SIZE + UDP_OVERHEAD,
+        "dgram_answer": len(dg.encode_answer(bytes(dg.TXID_BYTES), [
+            dg.Contact(bytes(32), "198.51.100.1", 40000)] * k)) + UDP_OVERHEAD,
     }
 
 
@@ -77,6 +84,12 @@ class Params:
     handshake_cpu: float = 0.08     # solving challenge.min = 16 bits (60-100 ms of a core)
     handshake_rtts_known: int = 2
     handshake_cpu_known: float = 0.0   # two Ed25519 signatures and checks: negligible
+    # Lookup datagrams (PROTOCOL.md §16): node finding to unlinked nodes in one round trip;
+    # no answer within datagram_wait: the query goes over a link in the time left.
+    datagrams: bool = True
+    datagram_wait: float = datagram_net.DATAGRAM_WAIT   # the cap; the wait adapts below it
+    silent_hold: float = 600.0      # datagram_guard.Silent: a contact that fell back, links only
+    probe_rtts: int = 2             # reach.probe of a responder the table has room for: TCP + TLS
     idle_timeout: float = 300.0     # client.idle_timeout: links close after this long unused
     ping_interval: float = 60.0     # client.ping_interval: keepalive on open links
     k: int = 20
@@ -124,6 +137,7 @@ class SimNode:
     held: dict[int, bytes] = field(default_factory=dict)   # mail number -> recipient
     sets: ReplicaSets = field(default_factory=ReplicaSets)  # who else holds it (replication.py)
     times: QueryTimes | None = None   # the node's lookup query durations (Overlay.times)
+    waits: QueryTimes | None = None   # its datagram wait (Datagrams.times)
     changed: bool = False          # Overlay.membership_changed
     last_publish: float = 0.0
     last_replication: float = 0.0
@@ -145,6 +159,7 @@ class LookupOutcome:
     rounds: int
     latency: float
     failures: int
+    finding: float = math.nan   # contact lookups: until the query to the target went out
 
 
 class Network:
@@ -158,6 +173,7 @@ class Network:
         self._live_at: dict[bytes, int] = {}
         self.links: dict[tuple[int, int], float] = {}   # (low, high index) -> last use
         self.met: set[int] = set()    # pairs that completed a link once: no work asked again
+        self.silent: dict[tuple[int, int], float] = {}   # (asker, asked) -> links only until
         self.size = _sizes(params.k)
         self.counting = True      # upkeep byte counters on
         self.tables_built = 0
@@ -301,11 +317,13 @@ class Network:
         if node.times is None:
             p = self.p
             node.times = QueryTimes(p.query_timeout, p.slow_floor, p.slow_factor or math.inf)
+            node.waits = datagram_net.datagram_times()
             if node.veteran:
                 for _ in range(node.times.window):
                     other = self.random_live()
                     rtt = self.rtt(node, other)
                     node.times.record(True, rtt)
+                    node.waits.record(True, rtt)
                     node.times.record(False, (1 + p.handshake_rtts) * rtt + p.handshake_cpu)
         return node.times
 
@@ -397,6 +415,78 @@ class Network:
         self.count(dst, reply_bytes, request)
         done(reply)
 
+    def datagram_usable(self, src: SimNode, dst_peer: Peer) -> bool:
+        """Overlay._datagram_target: datagrams on, and the contact not remembered as silent."""
+        dst = self.nodes.get(dst_peer.node_id)
+        if not self.p.datagrams or dst is None:
+            return False
+        until = self.silent.get((src.index, dst.index))
+        return until is None or until <= self.loop.now
+
+    def datagram_rpc(self, src: SimNode, dst_peer: Peer,
+                     respond: Callable[[SimNode], tuple[Any, int]],
+                     done: Callable[[Any, bool], None], limit: float) -> None:
+        """Overlay._ask_datagram: one round trip, no link, the responder learns nothing. No
+        answer within datagram_wait (dead node, lost datagram): the query goes over a link
+        in what is left of `limit`; `done(reply, by_datagram)`."""
+        start = self.loop.now
+        self.calls["datagram"] += 1
+        self.count(src, self.size["dgram_request"], 0)
+        dst = self.nodes[dst_peer.node_id]
+        lost = self.rng.random() < self.p.loss or self.rng.random() < self.p.loss
+        rtt = self.rtt(src, dst) if dst.alive else math.inf
+        waits = src.waits
+        wait = self.p.datagram_wait if waits is None else min(self.p.datagram_wait,
+                                                                 waits.slow_after(True))
+        if not dst.alive or lost or rtt >= wait:
+            if dst.alive and not lost:   # answered too late: the socket drops it
+                self.count(dst, self.size["dgram_answer"], self.size["dgram_request"])
+            self.loop.at(start + wait, self._fall_back, src, dst_peer, respond, done,
+                         start + limit)
+            return
+        if waits is not None:
+            waits.record(True, rtt)
+        self.count(dst, self.size["dgram_answer"], self.size["dgram_request"])
+        self.loop.at(start + rtt, self._datagram_answer, src, dst, respond, done)
+
+    def _datagram_answer(self, src: SimNode, dst: SimNode,
+                         respond: Callable[[SimNode], tuple[Any, int]],
+                         done: Callable[[Any, bool], None]) -> None:
+        if not src.alive:
+            return
+        reply, _ = respond(dst) if dst.alive else (None, 0)
+        self.count(src, 0, self.size["dgram_answer"])
+        table = self.table_of(src)
+        if reply is not None and table is not None and table.has_room(dst.node_id):
+            self._probe(src, dst)
+        done(reply, True)
+
+    def _fall_back(self, src: SimNode, dst_peer: Peer,
+                   respond: Callable[[SimNode], tuple[Any, int]],
+                   done: Callable[[Any, bool], None], deadline: float) -> None:
+        self.calls["datagram_fallback"] += 1
+
+        def after(reply: Any) -> None:
+            dst = self.nodes[dst_peer.node_id]
+            if reply is not None:   # alive over TLS: ask it over links for a while
+                self.silent[(src.index, dst.index)] = self.loop.now + self.p.silent_hold
+            done(reply, False)
+
+        self.rpc(src, dst_peer, self.size["find_node"], respond, after,
+                 timeout=max(0.0, deadline - self.loop.now))
+
+    def _probe(self, src: SimNode, dst: SimNode) -> None:
+        """reach.Reach.verify: TCP + TLS to the responder's address, then observe it."""
+        self.calls["probe"] += 1
+        self.count(src, PROBE_BYTES // 2, PROBE_BYTES // 2)
+        self.count(dst, PROBE_BYTES // 2, PROBE_BYTES // 2)
+
+        def verified() -> None:
+            if src.alive and dst.alive:
+                self.observe(src, dst.peer)
+
+        self.loop.at(self.loop.now + self.p.probe_rtts * self.rtt(src, dst), verified)
+
     # ----- what Overlay does with the table's decisions --------------------------------
 
     def observe(self, node: SimNode, peer: Peer) -> None:
@@ -435,6 +525,7 @@ class Network:
         lookup = Lookup(target, src.node_id, table.closest(target, self.p.k),
                         k=self.p.k, alpha=self.p.alpha, want_value=stop)
         start, running, failures = self.loop.now, [0], [0]
+        asked_target = [math.nan]
         finished = False
         exclude = {src.node_id}
         nodes_bytes = self.size["nodes"]
@@ -447,7 +538,7 @@ class Network:
         times = self.times_of(src)
         waiting: dict[bytes, tuple[float, bool]] = {}   # queries in flight: start, linked
 
-        def settle(peer: Peer, reply: Any) -> None:
+        def settle(peer: Peer, reply: Any, by_datagram: bool = False) -> None:
             running[0] -= 1
             began, linked = waiting.pop(peer.node_id)
             if finished:
@@ -457,8 +548,11 @@ class Network:
                 lookup.on_failure(peer.node_id)
                 self.failed(src, peer.node_id)
             else:
-                times.record(linked, self.loop.now - began)
-                self.observe(src, peer)
+                times.record(linked or by_datagram, self.loop.now - began)
+                if linked and src.waits is not None:   # Overlay._query: a round trip
+                    src.waits.record(True, self.loop.now - began)
+                if not by_datagram:   # a datagram answer is a hint: probed, not observed
+                    self.observe(src, peer)
                 if stop and peer.node_id == target:
                     lookup.on_value(peer.node_id, peer)
                 else:
@@ -478,14 +572,24 @@ class Network:
                 dst = self.nodes.get(peer.node_id)
                 linked = dst is not None and self.is_linked(src, dst)
                 waiting[peer.node_id] = (self.loop.now, linked)
-                after = times.slow_after(linked)
+                # Overlay._query: the target's own answer ends a contact lookup, so its
+                # query may take the full dial time (over a link: it is wanted next);
+                # being slow, it holds nothing back.
+                wanted = stop and peer.node_id == target
+                if wanted:
+                    asked_target[0] = self.loop.now - start
+                by_datagram = not linked and not wanted and self.datagram_usable(src, peer)
+                after = times.slow_after(linked or by_datagram)
                 if after < self.p.query_timeout:
                     self.loop.at(self.loop.now + after, slow, peer)
-                # Overlay._query: the target's own answer ends a contact lookup, so its
-                # query may take the full dial time; being slow, it holds nothing back.
-                limit = self.p.timeout if stop and peer.node_id == target else self.p.query_timeout
-                self.rpc(src, peer, self.size["find_node"], respond,
-                         lambda reply, peer=peer: settle(peer, reply), timeout=limit)
+                limit = self.p.timeout if wanted else self.p.query_timeout
+                if by_datagram:
+                    self.datagram_rpc(src, peer, respond,
+                                      lambda reply, via, peer=peer: settle(peer, reply, via),
+                                      limit)
+                else:
+                    self.rpc(src, peer, self.size["find_node"], respond,
+                             lambda reply, peer=peer: settle(peer, reply), timeout=limit)
             # Overlay._drive waits for the queries in flight unless a value was found: then
             # it returns at once and cancels them.
             if running[0] == 0 or lookup.found:
@@ -494,6 +598,6 @@ class Network:
                     src.table.touch_bucket(target, self.loop.now)
                 result = [lookup.value] if lookup.found else lookup.result()
                 done(LookupOutcome(target, result, lookup.rpc_count, lookup.rounds,
-                                   self.loop.now - start, failures[0]))
+                                   self.loop.now - start, failures[0], asked_target[0]))
 
         pump()

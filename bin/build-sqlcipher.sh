@@ -27,7 +27,9 @@ PY=.venv/bin/python
 uses_system_openssl() {
     local module
     module=$("$PY" -c 'import sqlcipher3._sqlite3 as m; print(m.__file__)' 2>/dev/null) || return 1
-    ldd "$module" 2>/dev/null | grep -q 'libcrypto\.so'
+    # grep reads all of ldd's output: with -q it could stop early, and under pipefail ldd's
+    # SIGPIPE would turn a match into a failure.
+    ldd "$module" 2>/dev/null | grep 'libcrypto\.so' >/dev/null
 }
 
 case "${1:-}" in

@@ -480,7 +480,9 @@ class CliTest(unittest.TestCase):
         info = self.ok_json("-c", self.cb, "info")
         self.assert_shape(info, {"id": str, "fingerprint": str, "version": str, "uptime": (int, float),
                                  "listen": list, "ipc": str, "counts": dict, "name": str, "watchers": int,
-                                 "reachability": dict})
+                                 "reachability": dict, "datagrams": dict})
+        self.assertEqual(set(info["datagrams"]), {"answered", "refused", "dropped", "asked",
+                                                  "answers", "fell_back"})
         self.assertEqual(set(info["reachability"]), {"status", "address", "checked_at",
                                                      "dial_backs", "succeeded", "contact",
                                                      "relays", "punch"})

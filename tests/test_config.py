@@ -48,6 +48,20 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(config.kademlia.k, 20)
         self.assertIsNone(config.id)
         self.assertFalse(config.discovery.enabled)
+        self.assertEqual((config.datagrams.enabled, config.datagrams.per_source,
+                          config.datagrams.total), (True, 20.0, 200.0))
+
+    def test_datagrams_section(self) -> None:
+        config = load_config(self.write({"datagrams": {"enabled": False, "per_source": 5,
+                                                       "total": 50.5}}))
+        self.assertEqual((config.datagrams.enabled, config.datagrams.per_source,
+                          config.datagrams.total), (False, 5.0, 50.5))
+        self.assertIn("datagrams.enabled: expected true or false",
+                      self.error({"datagrams": {"enabled": "no"}}))
+        self.assertIn("datagrams.per_source: expected", self.error({"datagrams": {"per_source": 0}}))
+        self.assertIn("datagrams.total: expected", self.error({"datagrams": {"total": "many"}}))
+        self.assertIn("did you mean 'datagrams.total'",
+                      self.error({"datagrams": {"totl": 3}}))
 
     def test_example_config_renders_and_loads(self) -> None:
         text = (ROOT / "config-example.json").read_text()

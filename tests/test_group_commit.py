@@ -13,14 +13,17 @@ import unittest
 import uuid as uuidlib
 from pathlib import Path
 
+from fluxchat import later_moves
+from fluxchat import messages as m
 from fluxchat.errors import FluxError, StorageError
 from fluxchat.group_commit import GroupCommit
-from fluxchat.mailer import BURST, GROUP_LIMIT
+from fluxchat.mailer import BURST, GROUP_LIMIT, receipt_uuid
 from fluxchat.node import DB_FILE, Node
 from fluxchat.sqldb import open_database
 from fluxchat.store import OutboxMail, Store
 from tests.keys import identity
 from tests.lab import NodeTestCase, ProcessNode, eventually
+from tests.test_deliver_many import count_requests
 from tests.test_faults import LabTest, uuid_text
 
 OFFLINE = identity(7).node_id   # a node that never runs: its key is never found
@@ -135,6 +138,35 @@ class AttemptFromSubmitTest(NodeTestCase):
         assert b.store is not None
         arrived = [row[0] for row in b.store._rows("SELECT uuid FROM inbox ORDER BY rowid")]
         self.assertEqual(arrived, sent)
+
+
+class ReceiptBookkeepingTest(NodeTestCase):
+    async def test_a_receipt_handed_over_is_marked_later_and_sent_once(self) -> None:
+        a, b = await self.chain(2)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        to_a = count_requests(a)
+        mail = await a.mailer.send(b.identity.node_id, "hello", "one receipt please")
+        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        assert b.store is not None
+        store, receipt = b.store, receipt_uuid(mail.uuid)
+        self.assertIn(receipt, b.mailer.worker.slots.settling)   # written later, not re-sent
+        await eventually(lambda: (row := store.get_outbox(receipt)) is not None
+                         and row.state == "handed_over", 5 * later_moves.DELAY)
+        self.assertEqual(b.mailer.worker.slots.settling, set())
+        await asyncio.sleep(2 * later_moves.DELAY)
+        self.assertEqual(to_a[m.Deliver] + to_a[m.DeliverMany], 1)
+
+    async def test_a_stopping_node_writes_what_waited(self) -> None:
+        a, b = await self.chain(2)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        mail = await a.mailer.send(b.identity.node_id, "hello", "and goodbye")
+        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        self.assertEqual(len(b.mailer.later), 1)
+        await self.labs[1].stop()
+        store = Store.open(b.config.data_dir / DB_FILE, b.storage_key)
+        self.addCleanup(store.close)
+        row = store.get_outbox(receipt_uuid(mail.uuid))
+        self.assertEqual(row and row.state, "handed_over")
 
 
 CLIENTS = 8   # local API connections sending at once, so their mails share commits

@@ -12,7 +12,8 @@ from fluxchat.overlay import QUERY_TIMEOUT
 from fluxchat.routing import Peer
 from tests.lab import NodeTestCase, eventually
 
-QUIET = {"mail": {"fetch_interval": 300}}
+# Over links: these tests time link setup (datagram lookups: tests/test_datagram_network.py).
+QUIET = {"mail": {"fetch_interval": 300}, "datagrams": {"enabled": False}}
 
 
 class LocateTest(NodeTestCase):

@@ -58,6 +58,20 @@ class ObserveTest(unittest.TestCase):
         self.assertEqual(table.buckets()[1].replacements, (peer(TOP | 3),))
         self.assertNotIn(nid(TOP | 3), table)
 
+    def test_has_room_says_whether_observe_would_add(self) -> None:
+        table = RoutingTable(OWN, k=2)
+        self.assertFalse(table.has_room(OWN))
+        self.assertFalse(table.has_room(b"\1" * 31))
+        table.observe(peer(TOP | 1), 1)
+        self.assertFalse(table.has_room(nid(TOP | 1)))      # already in
+        self.assertTrue(table.has_room(nid(TOP | 2)))       # room
+        table.observe(peer(TOP | 2), 2)
+        self.assertTrue(table.has_room(nid(TOP | 3)))       # full, but holds OWN: splits
+        table.observe(peer(TOP | 3), 3)                      # split; the far half is full
+        self.assertFalse(table.has_room(nid(TOP | 4)))
+        self.assertIsInstance(table.observe(peer(TOP | 4), 4), (PingHead, Cached))   # not added
+        self.assertTrue(table.has_room(nid(5)))             # the near half is empty
+
     def test_bucket_holding_own_id_keeps_splitting(self) -> None:
         table = RoutingTable(OWN, k=2)
         for value in (1, 2, 3, 4, 5):  # all close to OWN: forces splits down to small ranges

@@ -107,9 +107,37 @@ class MoveAllTest(StoreCase):
                          ("handed_over", 1, 500, b"env1"))
         self.assertEqual((second.state, second.envelope), ("delivered", b"env2"))
 
+    def test_a_move_that_fails_is_rolled_back_alone(self) -> None:
+        for n in (1, 3):
+            self.store.add_outbox(outbox_mail(n), 100)
+        # uuid 2 has no row: keeping its envelope breaks the foreign key, and only that move.
+        moves = [OutboxMove(uid(n), OutboxState.HANDED_OVER, "handed over", envelope=b"e",
+                            attempted=True, keep_envelope=True) for n in (1, 2, 3)]
+        outcomes = self.store.move_all(moves, 102)
+        self.assertEqual(outcomes[0::2], [True, True])
+        self.assertIsInstance(outcomes[1], StorageError)
+        for n in (1, 3):
+            self.assertEqual(self.store.outbox_history(uid(n))[-1],
+                             (102, "handed_over", "handed over"))
+
     def test_nothing_to_do_costs_no_transaction(self) -> None:
         self.assertEqual(self.store.move_all([], 100), [])
         self.assertEqual(self.store.receive_all([], 100), [])
+
+
+class AddOutboxAllTest(StoreCase):
+    def test_a_group_is_written_with_its_history(self) -> None:
+        mails = [outbox_mail(n) for n in range(5)]
+        self.assertEqual(self.store.add_outbox_all(mails, 100), [None] * 5)
+        for n in range(5):
+            self.assertEqual(self.store.outbox_history(uid(n)), [(100, "queued", "")])
+
+    def test_a_mail_that_fails_is_rolled_back_alone(self) -> None:
+        self.store.add_outbox(outbox_mail(1), 100)
+        outcomes = self.store.add_outbox_all([outbox_mail(0), outbox_mail(1), outbox_mail(2)], 100)
+        self.assertEqual((outcomes[0], outcomes[2]), (None, None))
+        self.assertIsInstance(outcomes[1], StorageError)
+        self.assertEqual(self.store.count_outbox()["queued"], 3)
 
 
 class DueExcludingTest(StoreCase):
@@ -119,6 +147,18 @@ class DueExcludingTest(StoreCase):
         due = self.store.due_outbox(200, 10, exclude={uid(0), uid(2)})
         self.assertEqual([mail.uuid for mail in due], [uid(1), uid(3)])
         self.assertEqual(len(self.store.due_outbox(200, 2)), 2)
+
+    def test_recipients_without_a_free_slot_are_left_out(self) -> None:
+        self.store.add_outbox(outbox_mail(0), 100)
+        self.store.add_outbox(dataclasses.replace(outbox_mail(1), recipient=nid(3)), 100)
+        due = self.store.due_outbox(200, 10, skip_recipients=[nid(2)])
+        self.assertEqual([mail.uuid for mail in due], [uid(1)])
+
+    def test_mail_of_the_same_second_comes_in_the_order_it_was_queued(self) -> None:
+        uuids = [uid(n) for n in (9, 3, 7, 1)]
+        for uuid in uuids:
+            self.store.add_outbox(dataclasses.replace(outbox_mail(0), uuid=uuid), 100)
+        self.assertEqual([mail.uuid for mail in self.store.due_outbox(200, 10)], uuids)
 
 
 if __name__ == "__main__":

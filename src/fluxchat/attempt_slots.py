@@ -21,6 +21,7 @@ class AttemptSlots:
     def __init__(self, workers: int, per_recipient: int) -> None:
         self.workers, self.per_recipient = workers, per_recipient
         self.busy: set[bytes] = set()   # uuids of mail an attempt is working on
+        self.settling: set[bytes] = set()   # ... or whose outcome is yet to be written
         self.running = 0                # attempts in flight
         self._to: collections.Counter[bytes] = collections.Counter()   # ... per recipient
 
@@ -31,6 +32,10 @@ class AttemptSlots:
     def room_for(self, recipient: bytes) -> int:
         """Attempts to `recipient` that may start now."""
         return self.per_recipient - self._to[recipient]
+
+    def taken(self) -> set[bytes]:
+        """Mail no attempt may start on now."""
+        return self.busy | self.settling if self.settling else self.busy
 
     def full(self) -> list[bytes]:
         """Recipients that may get no further attempt now."""

@@ -109,6 +109,14 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class DatagramConfig:
+    """Lookup queries over UDP on the peer port (docs/PROTOCOL.md §16): answered and sent."""
+    enabled: bool = True
+    per_source: float = 20.0     # requests answered per second per /24 (IPv4) or /64 (IPv6)
+    total: float = 200.0         # requests answered per second in all
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     file: Path | None = None
@@ -135,6 +143,7 @@ class Config:
     mail_keys: MailKeysConfig = MailKeysConfig()
     web: WebConfig = WebConfig()
     links: LinksConfig = LinksConfig()
+    datagrams: DatagramConfig = DatagramConfig()
 
 
 class _Reader:
@@ -277,6 +286,7 @@ def _build(root: _Reader) -> Config:
         ),
         mail_keys=_mail_keys(root.section("mail_keys")),
         links=_links(root.section("links"), _client(root.section("client"))),
+        datagrams=_datagrams(root.section("datagrams")),
     )
 
 
@@ -373,6 +383,15 @@ def _web(r: _Reader) -> WebConfig:
         # Never anything but loopback: the web app trusts whoever holds the session cookie.
         address=r.get("address", d.address, lambda v: v in _LOOPBACK, " or ".join(_LOOPBACK)),
         port=r.integer("port", d.port, 0, 65535),
+    )
+
+
+def _datagrams(r: _Reader) -> DatagramConfig:
+    d = DatagramConfig
+    return DatagramConfig(
+        enabled=r.flag("enabled", d.enabled),
+        per_source=r.number("per_source", d.per_source, 0.1, 100_000),
+        total=r.number("total", d.total, 0.1, 1_000_000),
     )
 
 

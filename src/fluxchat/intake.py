@@ -104,8 +104,9 @@ class Intake:
             # first (the shortest path into the inbox) and its receipt written right after.
             receipts = await self._receipts([opened for _, opened in pending], now,
                                             MAX_RECEIPT_REFS) if burst else []
+            written: list[OutboxMail] = []
             taken = self.store.receive_all([opened.arrival for _, opened in pending], now,
-                                           receipts)
+                                           receipts, written)
             later: list[_Opened] = []
             for (index, opened), result in zip(pending, taken, strict=True):
                 if isinstance(result, Exception):
@@ -114,8 +115,7 @@ class Intake:
                 self._after_commit(opened.arrival, result, now)
                 if result == NEW and not burst:
                     later.append(opened)
-            if receipts:
-                self.mailer.wake.set()
+            self.mailer.worker.start_now(written)
             if later:
                 self.mailer.tasks.spawn(self._receipts_after(later, now))
         return outcomes
@@ -125,9 +125,9 @@ class Intake:
         receipts: the sender's retry finds the mail without one and gets it then."""
         # Their mails are committed already: nothing left for the receipts to wait on.
         receipts = [OurReceipt(receipt.row, ()) for receipt in await self._receipts(mails, now, 1)]
-        self.store.receive_all([], now, receipts)   # a receipt already written stays as it is
-        if receipts:
-            self.mailer.wake.set()
+        written: list[OutboxMail] = []
+        self.store.receive_all([], now, receipts, written)   # one written before stays as it is
+        self.mailer.worker.start_now(written)   # from memory if the sender is linked
 
     async def accept(self, envelope: bytes, peer: bytes | None = None) -> bool:
         """One envelope: True if new, False for a copy; raises EnvelopeError when it does not

@@ -249,6 +249,7 @@ class NodeApi(ChatCommands):
             "counts": {"inbox": total, "new": new, "outbox": sum(self.store.count_outbox().values()),
                        "held": held, "links": len(node.net.links),
                        "routing": len(node.overlay.table)},
+            "datagrams": None if node.overlay.datagrams is None else dict(node.overlay.datagrams.stats),
             "watchers": len(self.events),
         }
 

@@ -28,6 +28,7 @@ from .errors import FluxError
 from .group_commit import GroupCommit
 from .identity import Identity
 from .ids import short_id
+from .later_moves import LaterMoves
 from .mail_rules import body_problem, subject_problem
 from .mailkeyring import MailKeyring
 from .outbox_states import OutboxState
@@ -79,6 +80,7 @@ class Mailer:
                                    lambda mail: self._retry(mail, "internal error"),
                                    lambda recipient: recipient in self.net.links)
         self.wake, self.tasks = self.worker.wake, self.worker.tasks
+        self.later = LaterMoves(store, self.now, self.worker.slots, self.tasks)
         self.submits: GroupCommit[OutboxMail] = GroupCommit(
             lambda mails: self.store.add_outbox_all(mails, self.now()), self.worker.start_now,
             GROUP_LIMIT)
@@ -209,7 +211,17 @@ class Mailer:
 
     def _progress(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
                   stored_on: int | None = None) -> None:
-        self.store.move_all([self._move(mail, state, detail, envelope, stored_on)], self.now())
+        self._record([(mail, self._move(mail, state, detail, envelope, stored_on))])
+
+    def _record(self, moves: list[tuple[OutboxMail, OutboxMove]]) -> None:
+        """Write the outcome of attempts; a receipt handed over waits for company (later_moves)."""
+        now_moves = []
+        for mail, move in moves:
+            if mail.kind == "receipt" and move.state == S.HANDED_OVER:
+                self.later.add(move)
+            else:
+                now_moves.append(move)
+        self.store.move_all(now_moves, self.now())
 
     def _move(self, mail: OutboxMail, state: OutboxState, detail: str, envelope: bytes,
               stored_on: int | None = None) -> OutboxMove:
@@ -237,9 +249,8 @@ class Mailer:
         taken = await self._deliver_many(peer, [envelope for _, envelope in sealed]) \
             if peer is not None else [False] * len(sealed)
         detail = f"handed over to {short_id(recipient)}"
-        self.store.move_all([self._move(mail, S.HANDED_OVER, detail, envelope)
-                             for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok],
-                            self.now())
+        self._record([(mail, self._move(mail, S.HANDED_OVER, detail, envelope))
+                      for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok])
         # The rest goes the one-mail way, a few at a time: as many lookups and stores in
         # flight as the one-mail attempts of the whole worker used to have, not a burst's worth.
         slots = asyncio.Semaphore(FALLBACK_AT_ONCE)

@@ -19,6 +19,7 @@ from typing import Any
 from . import messages as m
 from .config import Config
 from .contact import advertise, resolve
+from .datagram_net import Datagrams
 from .errors import ConfigError, FluxError
 from .events import EventHub
 from .framing import DEFAULT_MAX_PAYLOAD
@@ -135,6 +136,9 @@ class Node:
         self.mailroom.on_held = self.replication.arrived
         self.reach = Reach(self.net, self.overlay, cfg.contact, self.port, self.clock)
         self.overlay.admit = self.reach.admit
+        self.overlay.verify = self.reach.verify
+        if cfg.datagrams.enabled:
+            await self._start_datagrams(cfg.address)
         self.reach.observers.append(self.api.on_reachability)
         self.relays = Relays(self.identity, self.net, self.overlay, self.store, self.mailer,
                              self.reach, cfg.client.idle_timeout, self.clock)
@@ -197,6 +201,8 @@ class Node:
         self.api.events.close()
         if self.lan is not None:
             self.lan.close()
+        if hasattr(self, "overlay") and self.overlay.datagrams is not None:
+            self.overlay.datagrams.close()
         if hasattr(self, "ipc"):
             closers.append(self.ipc.close())
         if hasattr(self, "web"):
@@ -215,8 +221,21 @@ class Node:
         if self.store is not None:
             if hasattr(self, "overlay"):
                 self.overlay.save()
+            if hasattr(self, "mailer"):
+                self.mailer.later.flush()   # bookkeeping that waited for company (later_moves)
             self.store.close()
             self.store = None
+
+    async def _start_datagrams(self, host: str) -> None:
+        """Lookup datagrams on the peer port's number (PROTOCOL.md §16). A port taken for
+        UDP only costs speed: lookups then go over links, as with datagrams off."""
+        datagrams = Datagrams(self.config.datagrams, self.overlay.closest_contacts)
+        try:
+            await datagrams.start(host, self.port)
+        except OSError as exc:
+            log.warning("lookup datagrams off: cannot bind UDP %s:%d: %s", host, self.port, exc)
+            return
+        self.overlay.datagrams = datagrams
 
     # ----- background work --------------------------------------------------------------
 

@@ -15,6 +15,7 @@ recipient is reached later, and a receipt goes back to queued when its mail arri
 from __future__ import annotations
 
 import enum
+import functools
 
 
 class OutboxState(enum.StrEnum):
@@ -51,6 +52,12 @@ def allowed(old: str, new: str) -> bool:
         return OutboxState(new) in TRANSITIONS[OutboxState(old)]
     except ValueError:
         return False
+
+
+@functools.cache
+def sources(new: OutboxState) -> tuple[OutboxState, ...]:
+    """The states a mail may move to `new` from, sorted (for a `state IN (...)` clause)."""
+    return tuple(sorted(old for old, targets in TRANSITIONS.items() if new in targets))
 
 
 def parse_state(name: str) -> OutboxState:

@@ -68,7 +68,7 @@ class OutboxWorker:
             return
         # Mail being worked on stays due until its attempt has committed: skip it, and the
         # recipients that may get no further attempt now. A few bursts' worth per look.
-        due = self.store.due_outbox(now, min(room, DUE_BURSTS) * BURST, exclude=self.slots.busy,
+        due = self.store.due_outbox(now, min(room, DUE_BURSTS) * BURST, exclude=self.slots.taken(),
                                     skip_recipients=self.slots.full())
         self._start(due)
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from . import messages as m
 from .addresses import observed_address, reported_ok, routable
 from .config import KademliaConfig
+from .datagram import Contact
+from .datagram_net import Datagrams
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki, short_id
@@ -61,6 +63,11 @@ class Overlay:
         # remembers failed addresses so lookups do not dial them again at once.
         self.admit: Callable[[Link, Peer], None] | None = None
         self.book = AddressBook()
+        # Lookup datagrams (datagram_net.py, PROTOCOL.md §16): node-finding queries to nodes
+        # we have no link with, one round trip each; None: over links only.
+        self.datagrams: Datagrams | None = None
+        # reach.py: probes a contact, then observes it (a datagram responder is a hint only).
+        self.verify: Callable[[Peer], None] | None = None
         # Set by the mail keyring: whether a MailKeyReply record is a valid one of the node.
         self.record_check: Callable[[bytes, bytes], bool] = lambda node_id, record: False
 
@@ -114,6 +121,10 @@ class Overlay:
             self.table.head_alive(head.node_id, self.clock())
 
     # ----- serving requests ---------------------------------------------------------
+
+    def closest_contacts(self, target: bytes) -> list[Contact]:
+        """What a lookup datagram is answered with (the asker filters itself out)."""
+        return [Contact(p.node_id, p.host, p.port) for p in self.table.closest(target, self.config.k)]
 
     def closest_infos(self, target: bytes, exclude: bytes) -> tuple[m.NodeInfo, ...]:
         peers = self.table.closest(target, self.config.k, exclude={exclude})
@@ -237,17 +248,51 @@ class Overlay:
         # target's own answer is what a value lookup wants, so it gets the link's timeouts
         # (being slow, it no longer holds the other queries back).
         wanted = lookup is not None and lookup.want_value and peer.node_id == lookup.target
+        target = None if linked or wanted else self._datagram_target(peer, build)
         started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(None if wanted else QUERY_TIMEOUT):
+                if target is not None:
+                    reply = await self._ask_datagram(peer, target, started)
+                    if reply is not None:
+                        return reply
                 reply = await self.net.request(peer.host, peer.port, peer.node_id, build)
         except (FluxError, TimeoutError):
             if not linked:
                 self.book.failed(peer.host, peer.port, self.clock())
             raise
-        self.times.record(linked, asyncio.get_running_loop().time() - started)
+        if target is not None and self.datagrams is not None:
+            self.datagrams.fell_back(peer.host, peer.port)   # alive, but not over UDP
+        elapsed = asyncio.get_running_loop().time() - started
+        self.times.record(linked, elapsed)
+        if linked and self.datagrams is not None:   # a round trip: how long to wait for one
+            self.datagrams.times.record(True, elapsed)
         self.book.succeeded(None, peer.host, peer.port, self.clock())
         return reply
+
+    def _datagram_target(self, peer: Peer, build: Callable[[int], m.Message]) -> bytes | None:
+        """The target, when this query may go as a datagram: a FindNode (node finding
+        only: records, mail and stores stay on links) to a contact that takes datagrams."""
+        if self.datagrams is None or not self.datagrams.usable(peer.host, peer.port):
+            return None
+        request = build(0)
+        return request.target if isinstance(request, m.FindNode) else None
+
+    async def _ask_datagram(self, peer: Peer, target: bytes, started: float) -> m.Message | None:
+        """One datagram round trip; None: no answer in time (the caller asks over a link).
+        Its answer is a hint: the responder enters the table only once a probe of its
+        address met its TLS key (`verify`), and its contacts only steer the lookup."""
+        assert self.datagrams is not None
+        contacts = await self.datagrams.find_node(peer.host, peer.port, target)
+        if contacts is None:
+            return None
+        loop = asyncio.get_running_loop()
+        self.times.record(True, loop.time() - started)   # one round trip, as over a link
+        self.book.succeeded(None, peer.host, peer.port, self.clock())
+        if self.verify is not None and self.table.has_room(peer.node_id):
+            self.verify(peer)
+        nodes = tuple(m.NodeInfo(c.node_id, c.host, c.port) for c in contacts)
+        return m.Nodes(0, nodes[: self.config.k])
 
     def _settle(self, lookup: Lookup, peer: Peer, task: asyncio.Task[m.Message]) -> None:
         error = task.exception()

@@ -97,6 +97,11 @@ class Reach:
 
     def admit(self, link: Link, peer: Peer) -> None:
         """An inbound link's contact enters the routing table only after we reached it."""
+        self.verify(peer)
+
+    def verify(self, peer: Peer) -> None:
+        """Observe peer once a probe of its address met its TLS key (at once if it did
+        recently); also used for lookup datagram responders (PROTOCOL.md §16)."""
         now = self.clock()
         if self.book.is_verified(peer.node_id, peer.host, peer.port, now):
             self.overlay.observe(peer)

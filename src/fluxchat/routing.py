@@ -217,6 +217,17 @@ class RoutingTable:
         )
         return [peer for _, peer in heapq.nsmallest(n, pool, key=lambda item: item[0])]
 
+    def has_room(self, node_id: bytes) -> bool:
+        """Whether observing node_id now would add it: not in the table, and its bucket has
+        room or would split (the subnet limit aside). Lets the node spend a probe on a
+        contact only where the table would take it."""
+        if len(node_id) != ID_BYTES or node_id == self.own_id:
+            return False
+        bucket = self._bucket_for(node_id)
+        if node_id in bucket.entries:
+            return False
+        return len(bucket.entries) < self.k or (bucket.covers(self._own) and bucket.hi - bucket.lo > 1)
+
     # ---- observation ----------------------------------------------------------------
 
     def observe(self, peer: Peer, now: float) -> Observation:

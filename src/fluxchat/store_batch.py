@@ -20,7 +20,16 @@ from .outbox_states import OutboxState
 from .sqldb import dbapi
 from .store_base import StoreBase
 from .store_inbox import InboxMail, insert_inbox, insert_seen, seen_in
-from .store_outbox import OutboxMail, insert_outbox, keep_envelope, move_outbox
+from .store_outbox import (
+    OutboxMail,
+    history_many,
+    insert_outbox,
+    insert_outbox_many,
+    keep_envelope,
+    move_outbox,
+    set_envelopes,
+    update_state,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -73,10 +82,12 @@ NEW, DUPLICATE, DELIVERED, IGNORED = "new", "duplicate", "delivered", "ignored"
 
 class BatchStore(StoreBase):
     def receive_all(self, arrivals: Sequence[MailArrival | ReceiptArrival], now: int,
-                    receipts: Sequence[OurReceipt] = ()) -> list[str | StorageError]:
+                    receipts: Sequence[OurReceipt] = (),
+                    written: list[OutboxMail] | None = None) -> list[str | StorageError]:
         """Commit every arrival, and our receipts for the mails among them, in one
         transaction; per arrival NEW, DUPLICATE, DELIVERED (a receipt that confirmed at least
-        one of our mails), IGNORED, or the StorageError that rolled it (alone) back."""
+        one of our mails), IGNORED, or the StorageError that rolled it (alone) back. The
+        receipts actually written (not there before) are appended to `written`."""
         delivered: list[bytes] = []
 
         def one(db: dbapi.Connection, item: MailArrival | ReceiptArrival) -> str:
@@ -92,19 +103,27 @@ class BatchStore(StoreBase):
             outcomes = self._each_in(db, arrivals, one)
             taken = {item.mail.uuid for item, outcome in zip(arrivals, outcomes, strict=True)
                      if isinstance(item, MailArrival) and outcome in (NEW, DUPLICATE)}
-            written = [receipt.row.uuid for receipt in receipts
-                       if taken.issuperset(receipt.covers) and _insert_receipt(db, receipt, now)]
+            rows = [receipt.row for receipt in receipts
+                    if taken.issuperset(receipt.covers) and _insert_receipt(db, receipt, now)]
+        if written is not None:
+            written += rows
         for item, outcome in zip(arrivals, outcomes, strict=True):
             if isinstance(item, MailArrival) and outcome == NEW:
                 self._changed("inbox", item.mail.uuid)
-        for uuid in (*written, *delivered):
+        for uuid in (*(row.uuid for row in rows), *delivered):
             self._changed("outbox", uuid)
         return outcomes
 
     def add_outbox_all(self, mails: Sequence[OutboxMail], now: int) -> list[StorageError | None]:
         """add_outbox for each mail, in one transaction (a group commit of submits): per mail
         None (written) or the StorageError that rolled it back alone."""
-        outcomes = self._each(mails, lambda db, mail: insert_outbox(db, mail, now))
+        outcomes: list[StorageError | None]
+        try:   # a few statements for all; if one fails, again one mail at a time
+            with self._tx() as db:
+                insert_outbox_many(db, mails, now)
+            outcomes = [None] * len(mails)
+        except StorageError:
+            outcomes = self._each(mails, lambda db, mail: insert_outbox(db, mail, now))
         for mail, outcome in zip(mails, outcomes, strict=True):
             if outcome is None:
                 self._changed("outbox", mail.uuid)
@@ -120,7 +139,14 @@ class BatchStore(StoreBase):
                 keep_envelope(db, move.uuid, move.envelope)
             return moved
 
-        outcomes = self._each(moves, one)
+        if not moves:
+            return []
+        outcomes: list[bool | StorageError]
+        try:   # an UPDATE per move, the rest in a few statements; if one fails, one at a time
+            with self._tx() as db:
+                outcomes = list(_move_many(db, moves, now))
+        except StorageError:
+            outcomes = self._each(moves, one)
         for move, outcome in zip(moves, outcomes, strict=True):
             if outcome is True:
                 self._changed("outbox", move.uuid)
@@ -157,16 +183,25 @@ def _insert_receipt(db: dbapi.Connection, receipt: OurReceipt, now: int) -> bool
     return True
 
 
+def _move_many(db: dbapi.Connection, moves: Sequence[OutboxMove], now: int) -> list[bool]:
+    """move_outbox for each move: an UPDATE each, then their envelopes and history rows."""
+    moved = [update_state(db, move.uuid, move.state, now, move.reason, move.stored_on,
+                          move.next_attempt_at, move.attempted) for move in moves]
+    done = [move for move, ok in zip(moves, moved, strict=True) if ok]
+    set_envelopes(db, [(move.uuid, move.envelope) for move in done if move.envelope is not None])
+    for move, ok in zip(moves, moved, strict=True):   # refused: a receipt came first
+        if not ok and move.keep_envelope and move.envelope is not None:
+            keep_envelope(db, move.uuid, move.envelope)
+    history_many(db, [(move.uuid, now, move.state, move.detail) for move in done])
+    return moved
+
+
 def _take_receipt(db: dbapi.Connection, item: ReceiptArrival, now: int) -> list[bytes]:
     """The mails the receipt confirmed: only the recipient of our mail can confirm it. The
     receipt's uuid is remembered either way, so a copy costs nothing next time."""
-    confirmed = []
-    for mail_uuid in item.mail_uuids:
-        row = db.execute("SELECT recipient, kind, state FROM outbox WHERE uuid = ?",
-                         (mail_uuid,)).fetchone()
-        if row is not None and row[0] == item.sender and row[1] == "mail" and move_outbox(
-                db, mail_uuid, OutboxState.DELIVERED, now, item.detail, current=row[2]):
-            confirmed.append(mail_uuid)
+    confirmed = [uuid for uuid in item.mail_uuids
+                 if update_state(db, uuid, OutboxState.DELIVERED, now, recipient=item.sender)]
+    history_many(db, [(uuid, now, OutboxState.DELIVERED, item.detail) for uuid in confirmed])
     if not seen_in(db, item.uuid):
         insert_seen(db, item.uuid, item.created_at, now)
     return confirmed

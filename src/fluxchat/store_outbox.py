@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import StorageError
-from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state
+from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state, sources
 from .sqldb import dbapi
 from .store_base import StoreBase
 
@@ -70,15 +70,33 @@ def history(db: dbapi.Connection, uuid: bytes, now: int, state: str, detail: str
     db.execute(_HISTORY, (uuid, now, state, detail))
 
 
+def history_many(db: dbapi.Connection, rows: Sequence[tuple[bytes, int, str, str]]) -> None:
+    """History rows (uuid, at, state, detail), in one statement."""
+    db.executemany(_HISTORY, rows)
+
+
+def set_envelopes(db: dbapi.Connection, rows: Sequence[tuple[bytes, bytes]]) -> None:
+    """Envelopes (uuid, envelope) of sealed mail, in one statement."""
+    db.executemany(_SET_ENVELOPE, rows)
+
+
 def insert_outbox(db: dbapi.Connection, mail: OutboxMail, now: int) -> None:
     """Within the caller's transaction: a new outbox row and its first history entry."""
-    check_state(mail.state)
-    db.execute(_INSERT, (mail.uuid, mail.recipient, mail.subject, mail.body, mail.created_at,
-                         mail.expires_at, mail.state, mail.reason, mail.attempts,
-                         mail.next_attempt_at, mail.stored_on, now, mail.kind, mail.ref))
-    if mail.envelope is not None:
-        db.execute(_SET_ENVELOPE, (mail.uuid, mail.envelope))
-    history(db, mail.uuid, now, mail.state, "")
+    insert_outbox_many(db, [mail], now)
+
+
+def insert_outbox_many(db: dbapi.Connection, mails: Sequence[OutboxMail], now: int) -> None:
+    """Within the caller's transaction: insert_outbox for each mail, a statement for all the
+    rows, one for their envelopes and one for their history (a group commit of submits)."""
+    for mail in mails:
+        check_state(mail.state)
+    db.executemany(_INSERT, [(mail.uuid, mail.recipient, mail.subject, mail.body,
+                              mail.created_at, mail.expires_at, mail.state, mail.reason,
+                              mail.attempts, mail.next_attempt_at, mail.stored_on, now,
+                              mail.kind, mail.ref) for mail in mails])
+    db.executemany(_SET_ENVELOPE, [(mail.uuid, mail.envelope) for mail in mails
+                                   if mail.envelope is not None])
+    db.executemany(_HISTORY, [(mail.uuid, now, mail.state, "") for mail in mails])
 
 
 def move_outbox(db: dbapi.Connection, uuid: bytes, state: str, now: int, detail: str = "",
@@ -87,19 +105,31 @@ def move_outbox(db: dbapi.Connection, uuid: bytes, state: str, now: int, detail:
                 attempted: bool = False, current: str | None = None) -> bool:
     """Within the caller's transaction: see OutboxStore.set_outbox_state. `current`: the
     mail's state if the caller just read it in this transaction."""
-    check_state(state)
-    if current is None:
-        row = db.execute("SELECT state FROM outbox WHERE uuid = ?", (uuid,)).fetchone()
-        if row is None:
-            return False
-        current = row[0]
-    if not allowed(current, state):
+    if not update_state(db, uuid, state, now, reason, stored_on, next_attempt_at, attempted,
+                        current):
         return False
-    db.execute(_MOVE, (state, now, reason, stored_on, next_attempt_at, int(attempted), uuid))
     if envelope is not None:
         db.execute(_SET_ENVELOPE, (uuid, envelope))
     history(db, uuid, now, state, detail)
     return True
+
+
+def update_state(db: dbapi.Connection, uuid: bytes, state: str, now: int,
+                 reason: str | None = None, stored_on: int | None = None,
+                 next_attempt_at: int | None = None, attempted: bool = False,
+                 current: str | None = None, recipient: bytes | None = None) -> bool:
+    """Within the caller's transaction: the outbox row's part of move_outbox (no history,
+    no envelope); whether the row moved. `recipient`: only a mail (not a receipt) to it."""
+    check_state(state)
+    # Unless the caller knows the state, the UPDATE checks it: one statement, not a read first.
+    froms = () if current is not None else sources(OutboxState(state))
+    if not (allowed(current, state) if current is not None else froms):
+        return False
+    where = f" AND state IN ({', '.join('?' * len(froms))})" if froms else ""
+    if recipient is not None:
+        where += " AND recipient = ? AND kind = 'mail'"
+    params = (state, now, reason, stored_on, next_attempt_at, int(attempted), uuid, *froms)
+    return bool(db.execute(_MOVE + where, params + ((recipient,) if recipient else ())).rowcount)
 
 
 def keep_envelope(db: dbapi.Connection, uuid: bytes, envelope: bytes) -> None:
