@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import logging
 import time
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 
 from . import messages as m
@@ -42,6 +41,7 @@ from .sealing import seal_all
 from .store import InboxMail, OutboxMail, Quotas, Store
 from .store_batch import OutboxMove
 from .tasks import settle
+from .uuids import new_uuid
 
 log = logging.getLogger("fluxchat.mail")
 S = OutboxState
@@ -105,7 +105,7 @@ class Mailer:
         if problem is not None:
             raise MailError(problem)
         now = self.now()
-        return OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
+        return OutboxMail(uuid=new_uuid(), recipient=recipient, subject=subject,
                           body=body, created_at=now, expires_at=now + self.retention,
                           updated_at=now, ref=ref)   # the row as add_outbox writes it
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 
 from .attempt_slots import AttemptSlots
@@ -23,6 +22,7 @@ from .errors import FluxError
 from .outbox_states import OutboxState as S
 from .store import OutboxMail, Store
 from .tasks import Background
+from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
 Attempt = Callable[[list[OutboxMail], Awaitable[None] | None], Awaitable[None]]
@@ -88,7 +88,7 @@ class OutboxWorker:
         if now >= self._next_expiry:   # a scan of the outbox: not at every wake-up
             self._next_expiry = now + EXPIRY_INTERVAL
             for expired in self.store.expire_outbox(now):
-                log.info("mail %s expired undelivered", uuidlib.UUID(bytes=expired))
+                log.info("mail %s expired undelivered", uuid_text(expired))
         room = self.slots.room()
         if room <= 0:   # every attempt slot is taken: no need to look
             return
@@ -133,7 +133,7 @@ class OutboxWorker:
         try:
             await self.attempt(burst, written)
         except Exception:   # one mail's trouble must not stop the worker
-            log.exception("delivery attempt for %s failed", uuidlib.UUID(bytes=burst[0].uuid))
+            log.exception("delivery attempt for %s failed", uuid_text(burst[0].uuid))
             for mail in burst:
                 self.failed(mail)
         finally:
