@@ -13,7 +13,9 @@ checked against the targets of issue 10: links ≥ 95%, mail median ≤ 2× quie
 
 Adding an attack: write `async def name(target: Target) -> None` that misbehaves until
 `target.running()` is false (use `target.sources`, the kit's `Attacker`, `tcp`, ...), counts
-what it did with `target.count("what")`, and decorate it with `@scenario("name", "...")`.
+what it did with `target.count("what")`, and decorate it with `@scenario("name", "...")`
+(bench/attack_kit.py; a `summary=` function prints lines of its own under the table, as
+`junk_crowd` in bench/attack_crowd.py does: many identities, junk mail, the node's budget).
 A scenario still busy (say, blocked writing to a victim that does not read) when its period
 ends is cancelled.
 
@@ -28,8 +30,6 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from bench import attack_crowd  # noqa: E402, F401  (registers its scenario)
+from bench.attack_kit import (  # noqa: E402
+    ATTACK_SOURCES,
+    SCENARIOS,
+    SUMMARIES,
+    VICTIM_KEY,
+    Target,
+    junk_envelopes,
+    linked,
+    scenario,
+)
 from bench.lablib import BenchNode, ReceiptWatch, fresh_dir, print_table, quiet_logs, rss_kib, write_results  # noqa: E402
 from fluxchat import messages as m  # noqa: E402
-from fluxchat.envelope import MailContent, seal  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402
 from fluxchat.link import Link  # noqa: E402
 from fluxchat.session_events import RequestReceived  # noqa: E402
@@ -47,10 +57,8 @@ from tests.adversary import Attacker, hostile_net, tcp  # noqa: E402
 from tests.keys import identity, key_dir  # noqa: E402
 from tests.lab import ProcessNode  # noqa: E402
 
-ATTACK_SOURCES = ["127.0.2.1", "127.0.3.1", "127.0.4.1", "127.0.5.1"]
-ATTACKER_KEYS = (20, 21, 22, 23)        # test identities, one per source address
 HONEST_KEYS = range(2, 12)              # fresh honest dialers, in turn
-VICTIM_KEY, SENDER_KEY = 0, 1
+SENDER_KEY = 1
 # The victim keeps the code's limits; only what a loopback lab needs is set.
 VICTIM = {"challenge": {"min": 16, "max": 24},
           "client": {"auth_timeout": 10, "request_timeout": 10, "connections_per_second": 5,
@@ -61,43 +69,6 @@ TARGETS = {"links_ok": 0.95, "mail_ratio": 2.0, "rss_mib": 20.0, "attack_cpu": 0
 
 
 # ----- attack scenarios (run in the attacker's process) -----------------------------------
-
-
-@dataclass
-class Target:
-    host: str
-    port: int
-    sources: list[str]
-    until: float
-    counts: dict[str, int] = field(default_factory=dict)   # what the attacker did
-
-    def count(self, what: str, n: int = 1) -> None:
-        self.counts[what] = self.counts.get(what, 0) + n
-
-    def running(self) -> bool:
-        return time.monotonic() < self.until
-
-    async def each_source(self, work: Callable[[str, int], Awaitable[None]]) -> None:
-        """Run `work(source, identity index)` for every attacker address at once."""
-        await asyncio.gather(*(work(s, k) for s, k in zip(self.sources, ATTACKER_KEYS, strict=False)))
-
-
-Scenario = Callable[[Target], Awaitable[None]]
-SCENARIOS: dict[str, tuple[Scenario, str]] = {}
-
-
-def scenario(name: str, about: str) -> Callable[[Scenario], Scenario]:
-    def register(function: Scenario) -> Scenario:
-        SCENARIOS[name] = (function, about)
-        return function
-    return register
-
-
-async def _linked(target: Target, source: str, key: int, **options: Any) -> Attacker | None:
-    try:
-        return await Attacker.connect(target.host, target.port, key, source=source, **options)
-    except (OSError, ConnectionError):
-        return None
 
 
 @scenario("silent", "silent TCP connections, 4/s per address, held open (10.2)")
@@ -124,7 +95,7 @@ async def stall_hello(target: Target) -> None:
     held: list[Attacker] = []
 
     async def one(source: str, key: int) -> None:
-        attacker = await _linked(target, source, key, stage="hello")
+        attacker = await linked(target, source, key, stage="hello")
         if attacker is None:
             target.count("refused")
             return
@@ -147,7 +118,7 @@ async def stall_hello(target: Target) -> None:
 async def notify_flood(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
-            attacker = await _linked(target, source, key)
+            attacker = await linked(target, source, key)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
@@ -169,7 +140,7 @@ async def notify_flood(target: Target) -> None:
 async def no_read(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
-            attacker = await _linked(target, source, key, withhold_reads=True)
+            attacker = await linked(target, source, key, withhold_reads=True)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
@@ -192,7 +163,7 @@ async def no_read(target: Target) -> None:
 async def request_flood(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
-            attacker = await _linked(target, source, key)
+            attacker = await linked(target, source, key)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
@@ -211,25 +182,12 @@ async def request_flood(target: Target) -> None:
     await target.each_source(work)
 
 
-def _junk(sender: int, count: int) -> list[bytes]:
-    """Envelopes sealed to the victim with their GCM tag flipped: each parses, each costs
-    the victim an RSA-4096 private-key operation to find out that it does not open."""
-    victim, me, now = identity(VICTIM_KEY), identity(sender), int(time.time())
-    out = []
-    for _ in range(count):
-        content = MailContent("mail", os.urandom(16), me.node_id, victim.node_id, now, "junk",
-                              "x" * 200, b"")
-        sealed = seal(content, me, victim.public_der, now + 3600, os.urandom(32), os.urandom(12))
-        out.append(sealed[:-1] + bytes([sealed[-1] ^ 1]))
-    return out
-
-
 @scenario("junk_deliver", "Deliver of envelopes that do not open, 32 in flight per link (10.5)")
 async def junk_deliver(target: Target) -> None:
     async def work(source: str, key: int) -> None:
-        junk = _junk(key, 32)
+        junk = junk_envelopes(key, 32)
         while target.running():
-            attacker = await _linked(target, source, key)
+            attacker = await linked(target, source, key)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
@@ -251,9 +209,9 @@ async def junk_deliver(target: Target) -> None:
 @scenario("fetch_loop", "Notify, then 256 envelopes that do not open, marked more, per Fetch (10.3)")
 async def fetch_loop(target: Target) -> None:
     async def work(source: str, key: int) -> None:
-        batch = tuple(_junk(key, 64) * 4)
+        batch = tuple(junk_envelopes(key, 64) * 4)
         while target.running():
-            attacker = await _linked(target, source, key)
+            attacker = await linked(target, source, key)
             if attacker is None:
                 await asyncio.sleep(0.2)
                 continue
@@ -293,7 +251,7 @@ async def _serve_fetches(attacker: Attacker, batch: tuple[bytes, ...], target: T
 async def reconnect(target: Target) -> None:
     async def work(source: str, key: int) -> None:
         while target.running():
-            attacker = await _linked(target, source, key)
+            attacker = await linked(target, source, key)
             if attacker is None:
                 target.count("refused")
                 await asyncio.sleep(0.05)
@@ -481,6 +439,10 @@ def main() -> None:
         print(f"  {row['attack']}: {SCENARIOS[row['attack']][1]}; attacker did {row['attacker']}")
         for failure in row["link_failures"]:
             print(f"    honest link failed: {failure}")
+        if row["attack"] in SUMMARIES:
+            row["summary"] = SUMMARIES[row["attack"]](row, rows[0], result["seconds"])
+            for line in row["summary"]:
+                print(f"    {line}")
     write_results("attack", result)
 
 

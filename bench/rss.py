@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Memory of one node process: RSS idle, RSS with 10,000 mails in its store, and where it goes.
 
+Every node runs as installed: it logs to a file in its data directory (not --dev's stderr).
 - **Idle**: a real `src/server_app.py` process (test identity, no peers, local API on), RSS once
   it has served for a few seconds and settled. PSS (shared library pages divided among the
   processes that map them) and the private part (USS) are printed beside it: RSS counts every
@@ -52,6 +53,17 @@ HEAVY = ["asyncio", "ssl", "sqlite3", "cryptography.hazmat.bindings._rust", "cry
 ENTRY = "server_app"
 
 
+def node(directory: Path, index: int, bootstrap: list[str]) -> ProcessNode:
+    """Node `index` logging to data_dir/node.log, as bin/setup.sh configures a node."""
+    log_file = directory / f"node{index:02d}" / "node.log"
+    return ProcessNode(directory, index, bootstrap, {"log": {"file": str(log_file)}}, dev=False)
+
+
+def log_text(node: ProcessNode) -> str:
+    path = node.data_dir / "node.log"
+    return path.read_text() if path.exists() else ""
+
+
 def memory(pid: int) -> dict[str, float]:
     """RSS, PSS, private (USS) and anonymous MiB and the thread count of a process, from /proc."""
     figures: dict[str, float] = {}
@@ -94,28 +106,27 @@ def wait_for(check: Any, what: str, timeout: float = 300.0) -> Any:
 def small_network(count: int, settle: float) -> dict[str, dict[str, float]]:
     """Nodes 1..count-1 join through node 0; both ends measured once the network is idle."""
     directory = fresh_dir("rss_network")
-    first = ProcessNode(directory, 0, [])
+    first = node(directory, 0, [])
     nodes = [first]
     try:
         first.start()
         for index in range(1, count):
-            nodes.append(ProcessNode(directory, index, [first.address]))
+            nodes.append(node(directory, index, [first.address]))
             nodes[-1].start()
         last = nodes[-1]
-        for node in nodes:   # the node logs "joined:" once its join is done (see procnet.py)
-            wait_for(lambda node=node: "joined:" in (node.data_dir / "stderr.log").read_text(),
-                     "joined")
+        for each in nodes:   # a node logs "joined:" once its join is done (see procnet.py)
+            wait_for(lambda each=each: "joined:" in log_text(each), "joined")
         wait_for(lambda: len(first.call("peers")["links"]) >= count - 1, "linked to all")
         rows: dict[str, dict[str, float]] = {}
-        for name, node in ((f"{count}-node network, first node", first),
+        for name, each in ((f"{count}-node network, first node", first),
                            (f"{count}-node network, last to join", last)):
-            assert node.proc is not None
-            links = len(node.call("peers")["links"])
-            rows[f"{name} ({links} links)"] = settled(node.proc.pid, settle)
+            assert each.proc is not None
+            links = len(each.call("peers")["links"])
+            rows[f"{name} ({links} links)"] = settled(each.proc.pid, settle)
         return rows
     finally:
-        for node in reversed(nodes):
-            node.stop()
+        for each in reversed(nodes):
+            each.stop()
 
 
 def sqlcipher_build() -> str:
@@ -128,9 +139,9 @@ def sqlcipher_build() -> str:
 def working(mails: int, settle: float) -> dict[str, dict[str, float]]:
     """Node 0 receives `mails` mails from node 1 over a real link; both measured."""
     directory = fresh_dir("rss_working")
-    receiver = ProcessNode(directory, 0, [])
+    receiver = node(directory, 0, [])
     receiver.start()
-    sender = ProcessNode(directory, 1, [receiver.address])
+    sender = node(directory, 1, [receiver.address])
     rows: dict[str, dict[str, float]] = {}
     try:
         sender.start()
@@ -150,26 +161,26 @@ def working(mails: int, settle: float) -> dict[str, dict[str, float]]:
 
 
 def node_figures(mails: int, settle: float) -> dict[str, dict[str, float]]:
-    node = ProcessNode(fresh_dir("rss"), 0, [])
+    idle = node(fresh_dir("rss"), 0, [])
     rows: dict[str, dict[str, float]] = {}
-    node.start()
+    idle.start()
     try:
-        assert node.proc is not None
-        node.call("info")   # it answers: started and serving
-        rows["idle"] = settled(node.proc.pid, settle)
+        assert idle.proc is not None
+        idle.call("info")   # it answers: started and serving
+        rows["idle"] = settled(idle.proc.pid, settle)
     finally:
-        node.stop()
-    fill(node, mails * 4 // 5, mails - mails * 4 // 5)
-    node.start()
+        idle.stop()
+    fill(idle, mails * 4 // 5, mails - mails * 4 // 5)
+    idle.start()
     try:
-        assert node.proc is not None
-        node.call("info")
-        rows[f"idle, {mails:,} mails"] = settled(node.proc.pid, settle)
+        assert idle.proc is not None
+        idle.call("info")
+        rows[f"idle, {mails:,} mails"] = settled(idle.proc.pid, settle)
         for cmd, args in (("list", {}), ("list", {"folder": "sent"}), ("conversations", {}), ("info", {})):
-            node.call(cmd, args)
-        rows[f"{mails:,} mails, after list/conversations"] = settled(node.proc.pid, settle / 2)
+            idle.call(cmd, args)
+        rows[f"{mails:,} mails, after list/conversations"] = settled(idle.proc.pid, settle / 2)
     finally:
-        node.stop()
+        idle.stop()
     return rows
 
 

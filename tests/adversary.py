@@ -220,3 +220,20 @@ def hostile_net(index: int, handler: Handler, limits: NetLimits | None = None,
 
 
 __all__ = ["Attacker", "crowd", "frame", "hostile_net", "tcp", "encode_prologue"]
+
+
+NODE_BUDGET_TEXT = "too much mail work for this node; try again later"
+PEER_BUDGET_TEXT = "too much mail work for this peer; try again later"
+
+
+def junk_outcomes(reply: m.Message) -> list[str]:
+    """The victim's answer to junk (envelopes that parse but do not open), one word per
+    envelope: "opened" (it did the private-key work), "node" or "peer" (that budget refused
+    it), "burst" (refused in a DeliverMany answer, which names no budget), or "other"."""
+    if isinstance(reply, m.Delivered):
+        return ["opened" if code == m.ErrorCode.INVALID else
+                "burst" if code == m.ErrorCode.RATE_LIMITED else "other" for code in reply.codes]
+    if isinstance(reply, m.Fail):
+        return ["opened" if reply.code == m.ErrorCode.INVALID else
+                {NODE_BUDGET_TEXT: "node", PEER_BUDGET_TEXT: "peer"}.get(reply.message, "other")]
+    return ["other"]

@@ -136,10 +136,11 @@ class ProcessNode:
     """One node run as its own `server_app.py` process (realistic; SIGKILL-able)."""
 
     def __init__(self, directory: Path, index: int, bootstrap: list[str],
-                 overrides: dict[str, Any] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None, dev: bool = True) -> None:
         self.index = index
         self.config_path = write_config(directory, index, bootstrap, overrides)
         self.data_dir = directory / f"node{index:02d}"
+        self.dev = dev   # --dev: log to stderr (stderr.log), whatever the config's log.file says
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime: dict[str, Any] = {}
 
@@ -147,8 +148,8 @@ class ProcessNode:
         (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
         env = dict(os.environ, FLUXCHAT_KEY_PASSWORD=password)
         self.log = open(self.data_dir / "stderr.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, str(SERVER_APP), "-c", str(self.config_path),
-                                      "--dev"], env=env, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([sys.executable, str(SERVER_APP), "-c", str(self.config_path)]
+                                     + ["--dev"] * self.dev, env=env, stdout=subprocess.DEVNULL,
                                      stderr=self.log)
         deadline = time.monotonic() + timeout
         runtime = self.data_dir / RUNTIME_FILE

@@ -12,6 +12,7 @@ import time
 import unittest
 import uuid as uuidlib
 from pathlib import Path
+from typing import Any
 
 from fluxchat import later_moves
 from fluxchat import messages as m
@@ -117,6 +118,47 @@ class AttemptFromSubmitTest(NodeTestCase):
         got = b.store.read_inbox(mail.uuid)
         self.assertEqual((got and got.body), "straight from the submit")
 
+    async def test_the_envelope_leaves_while_its_commit_is_under_way(self) -> None:
+        a, b = await self.chain(2)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        assert a.store is not None
+        order: list[str] = []
+        store, courier = a.store, a.mailer.courier
+        add_all, move_all, deliver = store.add_outbox_all, store.move_all, courier.deliver
+
+        def adding(*args: Any) -> Any:
+            order.append("commit")
+            return add_all(*args)
+
+        def moving(moves: Any, now: int) -> Any:
+            order.extend(["record"] if moves else [])
+            return move_all(moves, now)
+
+        async def delivering(*args: Any) -> Any:
+            order.append("send")
+            return await deliver(*args)
+
+        store.add_outbox_all = adding   # type: ignore[method-assign]
+        store.move_all = moving   # type: ignore[method-assign]
+        courier.deliver = delivering   # type: ignore[method-assign]
+        mail = await a.mailer.send(b.identity.node_id, "now", "while it is written")
+        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        self.assertEqual(order, ["send", "commit", "record"])
+
+    async def test_a_mail_whose_commit_failed_is_not_recorded(self) -> None:
+        a, b = await self.chain(2)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        assert a.store is not None and b.store is not None
+        a.store._db.execute("PRAGMA query_only = ON")   # every write now fails
+        with self.assertLogs("fluxchat.mail", "WARNING") as logs:
+            with self.assertRaises(StorageError):
+                await a.mailer.send(b.identity.node_id, "lost?", "went out all the same")
+            # It left before the commit failed, as an answer lost in a crash would have.
+            await eventually(lambda: b.store and b.store.count_inbox()[0] == 1, 10)
+            await eventually(lambda: any("could not be stored" in line for line in logs.output))
+        a.store._db.execute("PRAGMA query_only = OFF")
+        self.assertEqual(a.store.list_outbox(10, 0), (0, []))
+
     async def test_without_a_link_the_outbox_worker_takes_the_mail(self) -> None:
         (a,) = await self.chain(1)
         read = worker_reads(a)
@@ -137,7 +179,8 @@ class AttemptFromSubmitTest(NodeTestCase):
         await eventually(lambda: delivered(a, sent), 60)
         assert b.store is not None
         arrived = [row[0] for row in b.store._rows("SELECT uuid FROM inbox ORDER BY rowid")]
-        self.assertEqual(arrived, sent)
+        self.maxDiff = None
+        self.assertEqual([sent.index(u) for u in arrived], list(range(len(sent))))
 
 
 class ReceiptBookkeepingTest(NodeTestCase):

@@ -47,6 +47,8 @@ LAYERS[2] |= {"datagram_net"}
 LAYERS[1] |= {"attempt_slots"}
 LAYERS[2] |= {"group_commit"}
 LAYERS[3] |= {"sealing", "outbox_worker", "later_moves"}
+LAYERS[2] |= {"logfile"}   # the log file handler (logsetup.py)
+LAYERS[0] |= {"uuids"}   # mail uuids without the uuid module
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

@@ -13,6 +13,7 @@ import time
 import unittest
 from pathlib import Path
 
+from fluxchat.logfile import PrivateRotatingFileHandler
 from fluxchat.logsetup import (
     FORMAT,
     PEER_LINES_BURST,
@@ -98,6 +99,21 @@ class RotationTest(unittest.TestCase):
                 info = (path.parent / name).stat()
                 self.assertLessEqual(info.st_size, 2000)
                 self.assertEqual(stat.S_IMODE(info.st_mode), 0o600)
+
+    def test_no_rotation_when_either_limit_is_zero(self) -> None:
+        for max_bytes, backups in ((0, 2), (2000, 0)):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "node.log"
+                handler = PrivateRotatingFileHandler(path, max_bytes, backups)
+                logger = logging.getLogger(f"fluxchat.test.norotation{max_bytes}")
+                logger.addHandler(handler)
+                self.addCleanup(logger.removeHandler, handler)
+                for n in range(100):
+                    logger.warning("line %d %s", n, "x" * 60)
+                handler.close()
+                self.assertEqual([p.name for p in Path(tmp).iterdir()], ["node.log"])
+                self.assertGreater(path.stat().st_size, 2000)
+                self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o600)
 
 
 class ConnectionFloodLogTest(NodeTestCase):

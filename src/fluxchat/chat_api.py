@@ -4,7 +4,6 @@ and the resolvers."""
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from typing import Any
 
 from .envelope2 import PROTECTION, version_of
@@ -12,13 +11,10 @@ from .errors import EnvelopeError, IpcError
 from .ids import format_id
 from .ipc_commands import MAX_SUBJECT
 from .store import InboxMail, OutboxMail, Store
+from .uuids import uuid_text
 
 Args = dict[str, Any]
 Mail = InboxMail | OutboxMail
-
-
-def uuid_text(raw: bytes) -> str:
-    return str(uuidlib.UUID(bytes=raw))
 
 
 def protection_of_sent(envelope: bytes | None) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ from .ratelimit import RateLimiter
 from .sealing import off_loop
 from .store import InboxMail, OutboxMail, Store
 from .store_batch import DELIVERED, DUPLICATE, NEW, MailArrival, OurReceipt, ReceiptArrival
+from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
 
@@ -220,11 +220,11 @@ class Intake:
             if result == DELIVERED and log.isEnabledFor(logging.INFO):
                 log.info("receipt from %s verified for %d mail(s), the first %s",
                          short_id(arrival.sender), len(arrival.mail_uuids),
-                         uuidlib.UUID(bytes=arrival.mail_uuids[0]))
+                         uuid_text(arrival.mail_uuids[0]))
             return
         if result == NEW:
             if log.isEnabledFor(logging.INFO):
-                log.info("mail %s from %s received", uuidlib.UUID(bytes=arrival.mail.uuid),
+                log.info("mail %s from %s received", uuid_text(arrival.mail.uuid),
                          short_id(arrival.mail.sender))
         elif result == DUPLICATE:   # a copy that raced the first into this batch
             self._resend_receipt(arrival.mail.uuid, now)
@@ -282,7 +282,7 @@ class Intake:
         key = None if mail is None else self.store.get_key(mail.sender)
         if mail is None or key is None or mail.sender == self.me.node_id:
             return
-        log.info("mail %s had no receipt (a crash?); writing it now", uuidlib.UUID(bytes=mail_uuid))
+        log.info("mail %s had no receipt (a crash?); writing it now", uuid_text(mail_uuid))
         record = None if self.mailer.keyring is None else self.mailer.keyring.held(mail.sender, key)
         receipt = await self._receipt(mail.sender, mail.uuid, key, record, now)
         if self.store.get_outbox(receipt.uuid) is None:   # a second copy may have raced us here

@@ -8,13 +8,12 @@ request came through. Results are JSON-ready dicts. Conversation commands live i
 from __future__ import annotations
 
 import asyncio
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
-from .chat_api import ChatCommands, mail_item, protection_of_sent, uuid_text
+from .chat_api import ChatCommands, mail_item, protection_of_sent
 from .config import Config
 from .errors import IpcError, StorageError
 from .events import EventHub, Subscription, TooManySubscribers
@@ -24,6 +23,7 @@ from .ipc_commands import check_body_size, validate_args
 from .mailer import Mailer, MailError
 from .outbox_states import OutboxState
 from .store import Store
+from .uuids import uuid_text
 
 if TYPE_CHECKING:
     from .link import Link
@@ -138,7 +138,9 @@ class NodeApi(ChatCommands):
     def resolve_uuid(self, text: str) -> bytes:
         """A whole uuid, or a prefix naming exactly one mail (received or sent)."""
         if len(text) == 36:
-            return uuidlib.UUID(text).bytes
+            import uuid  # here: see uuids.py
+
+            return uuid.UUID(text).bytes
         low = bytes.fromhex(text.ljust(32, "0"))
         high = bytes.fromhex(text.ljust(32, "f"))
         found = self.store.uuids_between(low, high, 2)

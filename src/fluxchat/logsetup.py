@@ -12,14 +12,13 @@ Peers choose much of what we log (error texts, names, the requests that make us 
 from __future__ import annotations
 
 import logging
-import logging.handlers
-import os
 import sys
 import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
+from .logfile import PrivateRotatingFileHandler
 from .ratelimit import RateLimiter
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -89,15 +88,6 @@ class PeerLineLimit(logging.Filter):
         return True
 
 
-class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Size-based rotation; the live file and every new one are created 0600 (logs hold
-    peer addresses and IDs)."""
-
-    def _open(self) -> Any:
-        os.close(os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        return super()._open()
-
-
 def setup_logging(level: str, file: Path | None, dev: bool, max_bytes: int = 10 * 1024 * 1024,
                   backups: int = 3) -> None:
     """Route the `fluxchat` loggers to stderr (dev) or to `file` (rotated at `max_bytes`,
@@ -107,8 +97,7 @@ def setup_logging(level: str, file: Path | None, dev: bool, max_bytes: int = 10 
         handler = logging.StreamHandler(sys.stderr)
     else:
         file.parent.mkdir(parents=True, exist_ok=True)
-        handler = PrivateRotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
-                                             encoding="utf-8")
+        handler = PrivateRotatingFileHandler(file, max_bytes, backups)
     handler.setFormatter(SafeFormatter(FORMAT))
     handler.addFilter(PeerLineLimit())
     root = logging.getLogger("fluxchat")

@@ -7,9 +7,10 @@ the node acknowledges, to a peer or to the user, is committed to the store first
 
 Mail the user sends (`send`) is committed in groups (group_commit.py): mails submitted in the same
 moment share one transaction, and each caller hears back once the commit that holds its mail is
-done. Right after that commit, mail to a recipient we hold a link to is attempted at once from
-memory, as far as attempt slots are free; the rest waits for the outbox worker (outbox_worker.py),
-which reads due mail from the store, as do all retries.
+done. Mail to a recipient we hold a link to is attempted at once from memory, as far as attempt
+slots are free: sealed and sent while its commit is written, its outcome recorded after that
+commit. The rest waits for the outbox worker (outbox_worker.py), which reads due mail from the
+store, as do all retries.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import dataclasses
 import hashlib
 import logging
 import time
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 
 from . import messages as m
@@ -41,6 +41,7 @@ from .sealing import seal_all
 from .store import InboxMail, OutboxMail, Quotas, Store
 from .store_batch import OutboxMove
 from .tasks import settle
+from .uuids import new_uuid
 
 log = logging.getLogger("fluxchat.mail")
 S = OutboxState
@@ -53,8 +54,6 @@ FALLBACK_AT_ONCE = 8      # mails of a burst the recipient did not take, attempt
 # Submits committed in one transaction at most: a larger backlog goes in several, and the first
 # group's mail is on its way before the next is written.
 GROUP_LIMIT = 2 * BURST
-
-
 
 
 class MailError(FluxError):
@@ -81,9 +80,10 @@ class Mailer:
                                    lambda recipient: recipient in self.net.links)
         self.wake, self.tasks = self.worker.wake, self.worker.tasks
         self.later = LaterMoves(store, self.now, self.worker.slots, self.tasks)
+        # Mail to a linked recipient is sealed and sent while its commit is under way.
         self.submits: GroupCommit[OutboxMail] = GroupCommit(
             lambda mails: self.store.add_outbox_all(mails, self.now()), self.worker.start_now,
-            GROUP_LIMIT)
+            GROUP_LIMIT, self.worker.start_linked)
         # relay_sender.py: hands an envelope to the recipient's relay when it cannot be dialed;
         # returns ("forwarded" | "held", relay ID) or None.
         self.relay: Callable[[bytes, bytes], Awaitable[tuple[str, bytes] | None]] | None = None
@@ -105,7 +105,7 @@ class Mailer:
         if problem is not None:
             raise MailError(problem)
         now = self.now()
-        return OutboxMail(uuid=uuidlib.uuid4().bytes, recipient=recipient, subject=subject,
+        return OutboxMail(uuid=new_uuid(), recipient=recipient, subject=subject,
                           body=body, created_at=now, expires_at=now + self.retention,
                           updated_at=now, ref=ref)   # the row as add_outbox writes it
 
@@ -142,29 +142,27 @@ class Mailer:
         self.wake.set()
         return True
 
-    # ----- hurrying mail along when the network changes ---------------------------------------
-
-    def link_opened(self, peer_id: bytes, links_open: int) -> None:
-        """A link to `peer_id` is up: its mail goes now instead of after its backoff. With our first
-        link (the network is back) mail that is queued or waiting for a key goes now too."""
-        hurried = self.store.hurry_outbox(peer_id)
-        if links_open <= 1:
-            hurried += self.store.hurry_outbox(states=frozenset({S.QUEUED, S.WAITING_FOR_KEY}))
-        if hurried:
-            self.wake.set()
-
-    def key_appeared(self, node_id: bytes) -> None:
-        """`node_id`'s key reached us (published to us or proven on a link): mail waiting for it goes."""
-        if self.store.hurry_outbox(node_id, frozenset({S.WAITING_FOR_KEY})):
-            self.wake.set()
-
     # ----- delivery attempts -------------------------------------------------------------
 
     async def run_outbox(self) -> None:
         await self.worker.run()
 
-    async def _attempt_any(self, burst: list[OutboxMail]) -> None:
-        await (self.attempt(burst[0]) if len(burst) == 1 else self.attempt_burst(burst))
+    async def _attempt_any(self, burst: list[OutboxMail], written: Awaitable[None] | None
+                           ) -> None:
+        await (self.attempt(burst[0], written) if len(burst) == 1
+               else self.attempt_burst(burst, written))
+
+    async def _on_disk(self, written: Awaitable[None] | None) -> bool:
+        """Wait for the commit an attempt's mail waited for (group_commit); False if it failed:
+        the mail is not ours to record (its submitter heard why)."""
+        if written is None:
+            return True
+        try:
+            await written
+        except FluxError as exc:
+            log.warning("a mail went out but could not be stored: %s", exc)
+            return False
+        return True
 
     def _backoff(self, mail: OutboxMail) -> int:
         return self.now() + int(min(RETRY_MAX, RETRY_BASE * 2 ** mail.attempts))
@@ -179,8 +177,8 @@ class Mailer:
                                     next_attempt_at=self._backoff(mail), envelope=envelope,
                                     attempted=True)
 
-    async def attempt(self, mail: OutboxMail) -> None:
-        envelope = mail.envelope or await self._seal(mail)
+    async def attempt(self, mail: OutboxMail, written: Awaitable[None] | None = None) -> None:
+        envelope = mail.envelope or await self._seal(mail, written)
         if envelope is None:
             return
         relayed = await self.relay(envelope, mail.recipient) \
@@ -188,10 +186,13 @@ class Mailer:
         if relayed is None:   # no known relay, or it failed: look the recipient up
             peer = await self.overlay.find_contact(mail.recipient)
             if peer is not None and await self._deliver_direct(peer, envelope):
-                self._progress(mail, S.HANDED_OVER, f"handed over to {short_id(mail.recipient)}",
-                               envelope)
+                if await self._on_disk(written):
+                    self._progress(mail, S.HANDED_OVER,
+                                   f"handed over to {short_id(mail.recipient)}", envelope)
                 return
             relayed = await self.relay(envelope, mail.recipient) if self.relay else None
+        if not await self._on_disk(written):
+            return
         if relayed is not None:
             how, relay = relayed
             state, detail = (S.HANDED_OVER, "handed over") if how == "forwarded" else \
@@ -234,12 +235,13 @@ class Mailer:
                           envelope=None if mail.envelope == envelope else envelope,
                           attempted=True, keep_envelope=True)
 
-    async def attempt_burst(self, burst: list[OutboxMail]) -> None:
+    async def attempt_burst(self, burst: list[OutboxMail],
+                            written: Awaitable[None] | None = None) -> None:
         """Several mails to one recipient: sealed, handed over in DeliverMany requests, and
         their progress committed together; what the recipient did not take goes the
         one-mail way (relays, storers)."""
         unsealed = [mail for mail in burst if mail.envelope is None]
-        fresh = iter(await self._seal_all(unsealed) or ())
+        fresh = iter(await self._seal_all(unsealed, written) or ())
         sealed = [(mail, envelope) for mail in burst
                   if (envelope := mail.envelope or next(fresh, None)) is not None]
         if not sealed:
@@ -248,6 +250,8 @@ class Mailer:
         peer = None if self._relay_first(recipient) else await self.overlay.find_contact(recipient)
         taken = await self._deliver_many(peer, [envelope for _, envelope in sealed]) \
             if peer is not None else [False] * len(sealed)
+        if not await self._on_disk(written):
+            return
         detail = f"handed over to {short_id(recipient)}"
         self._record([(mail, self._move(mail, S.HANDED_OVER, detail, envelope))
                       for (mail, envelope), ok in zip(sealed, taken, strict=True) if ok])
@@ -263,16 +267,18 @@ class Mailer:
                       for (mail, envelope), ok in zip(sealed, taken, strict=True) if not ok),
                      "delivering mail")
 
-    async def _seal(self, mail: OutboxMail) -> bytes | None:
-        envelopes = await self._seal_all([mail])
+    async def _seal(self, mail: OutboxMail, written: Awaitable[None] | None = None
+                    ) -> bytes | None:
+        envelopes = await self._seal_all([mail], written)
         return envelopes[0] if envelopes else None
 
-    async def _seal_all(self, mails: list[OutboxMail]) -> list[bytes] | None:
+    async def _seal_all(self, mails: list[OutboxMail], written: Awaitable[None] | None = None
+                        ) -> list[bytes] | None:
         """Envelopes for mails to one recipient; None (each mail waiting for the key) if its
         key was not found."""
         sealed = await seal_all(mails, self.me, self.overlay, self.keyring,
                                 self.config.display_name)
-        if sealed is None:   # not started yet, or offline since long: keep trying until expiry
+        if sealed is None and await self._on_disk(written):   # keep trying until expiry
             for mail in mails:
                 self._retry(mail, "the recipient's key was not found; trying again later",
                             state=S.WAITING_FOR_KEY)

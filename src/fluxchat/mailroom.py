@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid as uuidlib
 from collections.abc import Callable
 
 from . import messages as m
@@ -30,6 +29,7 @@ from .peer_net import PeerNet
 from .routing import Peer
 from .store import QuotaExceeded, Store
 from .tasks import settle
+from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
@@ -144,7 +144,7 @@ class Mailroom:
             cost = size + ENVELOPE_OVERHEAD
             if cost > budget and not batch and size > max_held_envelope(self.mailer.max_payload):
                 # Held before stores were capped: it can never be handed out, and would block the rest.
-                log.warning("dropping held envelope %s: too large for a batch", uuidlib.UUID(bytes=uuid))
+                log.warning("dropping held envelope %s: too large for a batch", uuid_text(uuid))
                 self.store.delete_held(link.peer_id, [uuid])
                 continue
             if cost > budget:

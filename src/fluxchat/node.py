@@ -377,7 +377,7 @@ class Node:
         self.overlay.on_link(link)
         self.reach.on_link(link)
         self.relays.on_link(link)
-        self.mailer.link_opened(link.peer_id, len(self.net.links))
+        self.mailer.worker.link_opened(link.peer_id, len(self.net.links))
         self.api.on_link(link, True)
 
     def _on_unlink(self, link: Link) -> None:
@@ -388,7 +388,7 @@ class Node:
     def _on_store_key(self, link: Link, request: m.StoreKey) -> m.Message:
         reply = self.overlay.on_store_key(link, request)
         if isinstance(reply, m.Ok):   # a key was (re)published: mail waiting for it may go now
-            self.mailer.key_appeared(id_from_spki(request.public_key))
+            self.mailer.worker.key_appeared(id_from_spki(request.public_key))
         return reply
 
     def _on_lan_peer(self, host: str, port: int, node_id: bytes) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from collections.abc import Callable
@@ -41,6 +40,8 @@ def read_password(confirm: bool = False) -> str:
     password = password_from_env(PASSWORD_ENV, PASSWORD_FILE_ENV, "key password")
     if password is not None:
         return password
+    import getpass  # here: a node started by a script or a service never prompts
+
     if not confirm:
         password = getpass.getpass("Key password: ")
         if not password:

@@ -13,8 +13,11 @@ what the SSL layer does anyway, and before TLS an EOF means the peer has left.
 
 asyncio's SSL layer also gives every TLS connection a 256 KiB read buffer, zero-filled and so
 resident from the start: measured 296 KiB of RSS per link end, 15 MiB for a node with 50
-links (bench/procnet.py). `limit_read_buffers` makes it 32 KiB (71 KiB per link end): a TLS
-record carries at most 16 KiB of data, so a read still takes a whole record.
+links (bench/procnet.py). `limit_read_buffers` makes it 16 KiB: a TLS record carries at most
+16 KiB of data, and OpenSSL gathers a record that takes two reads. The size counts twice: the
+memory BIO that the SSL layer copies each read into keeps its largest size. An accepted link
+end measured 100 KiB of private memory with 32 KiB, 83 KiB with 16 KiB (and 76 KiB with 8 KiB,
+which left two-node mail throughput within the noise of this shared machine but not clearly so).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import asyncio
 import asyncio.sslproto
 from collections.abc import Awaitable, Callable
 
-SSL_READ_BUFFER = 32 * 1024
+SSL_READ_BUFFER = 16 * 1024
 
 Accept = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
