@@ -39,6 +39,7 @@ LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
+LAYERS[1] |= {"lag_deadline"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 # Link-less lookup datagrams (docs/PROTOCOL.md §16).
 LAYERS[1] |= {"datagram", "datagram_guard"}
