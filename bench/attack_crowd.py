@@ -39,6 +39,8 @@ def summary(row: dict[str, Any], quiet: dict[str, Any], seconds: float) -> list[
     peer_bound = PRIVATE_OPS_BURST + PRIVATE_OPS_RATE * period
     most = max((n for what, n in did.items() if what.startswith("opened by ")), default=0)
     extra_cpu = max(0.0, row["cpu"] - quiet["cpu"]) * seconds   # CPU seconds the attack cost
+    if not sent:
+        return ["the crowd sent nothing within the period (its process starved?): no figures"]
     lines = [
         f"{len(CROWD_KEYS)} identities sent {sent} junk envelopes; the victim opened {opened}: "
         f"node budget {node_bound:.0f} in {period:g} s "
@@ -47,10 +49,10 @@ def summary(row: dict[str, Any], quiet: dict[str, Any], seconds: float) -> list[
         f"refused: {did.get('node', 0)} by the node's budget, {did.get('peer', 0)} by the "
         f"sender's own, {did.get('burst', 0)} in DeliverMany answers (either); "
         f"other answers {did.get('other', 0)}",
+        # Most envelopes are refused: this is mostly the price of a refusal.
+        f"victim CPU per junk envelope {1e6 * extra_cpu / sent:.0f} µs "
+        f"({extra_cpu:.1f} s over quiet for {sent} envelopes, {opened} opened)",
     ]
-    if sent:   # most envelopes are refused, so this is mostly the price of a refusal
-        lines.append(f"victim CPU per junk envelope {1e6 * extra_cpu / sent:.0f} µs "
-                     f"({extra_cpu:.1f} s over quiet for {sent} envelopes, {opened} opened)")
     if row["mail_median_ms"] is not None and quiet["mail_median_ms"] is not None:
         lines.append(f"honest mail median {row['mail_median_ms']:.1f} ms during the attack, "
                      f"{quiet['mail_median_ms']:.1f} ms quiet")
@@ -60,9 +62,12 @@ def summary(row: dict[str, Any], quiet: dict[str, Any], seconds: float) -> list[
 @scenario("junk_crowd", "12 fresh identities on 4 addresses, junk in Deliver and DeliverMany "
           "(node-wide key budget)", summary)
 async def junk_crowd(target: Target) -> None:
+    # One set of junk for all: the victim fails to decrypt it before it could read the
+    # sender inside, so whoever sends it costs the same (and the attacker seals 12x less).
+    junk = junk_envelopes(CROWD_KEYS[0], BURST + SINGLES)
+
     async def member(index: int, key: int) -> None:
         source = target.sources[index % len(target.sources)]
-        junk = junk_envelopes(key, BURST + SINGLES)
         while target.running():
             attacker = await linked(target, source, key)
             if attacker is None:

@@ -39,6 +39,7 @@ LAYERS[2] |= {"cli_args", "cli_show", "tls_stream", "linkcert"}
 # Link keys and the link handshake (docs/PROTOCOL.md §5).
 LAYERS[1] |= {"certified", "linkkeys", "handshake", "session_config", "workpolicy"}
 LAYERS[1] |= {"session_timers", "early_request", "session_frames", "fairshare"}
+LAYERS[1] |= {"lag_deadline"}
 LAYERS[2] |= {"link_registry", "link_setup", "link_serve"}
 # Link-less lookup datagrams (docs/PROTOCOL.md §16).
 LAYERS[1] |= {"datagram", "datagram_guard"}
@@ -49,6 +50,7 @@ LAYERS[2] |= {"group_commit"}
 LAYERS[3] |= {"sealing", "outbox_worker", "later_moves"}
 LAYERS[2] |= {"logfile"}   # the log file handler (logsetup.py)
 LAYERS[0] |= {"uuids"}   # mail uuids without the uuid module
+LAYERS[1] |= {"prekey_keys"}   # prekey halves without cryptography's backend object
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}

@@ -22,6 +22,7 @@ from .config import Config
 from .errors import FluxError, IdentityError
 from .handshake import LinkContext, PeerCertificate
 from .identity import Identity
+from .lag_deadline import NOISE, LagDeadline
 from .link import OutputLimits, shut
 from .link_loop import LinkLoop
 from .linkkeys import LinkCredentials, RecordCheck
@@ -91,11 +92,29 @@ class DialError(FluxError):
     """A dial failed before a link was established."""
 
 
-async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext, deadline: float,
-                     host: str) -> bytes | None:
-    """TLS as the acceptor, done by `deadline`; the channel binding, or None (logged, shut)."""
+async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext,
+                     deadline: LagDeadline, host: str) -> bytes | None:
+    """TLS as the acceptor, done by `deadline` (loop time; moved later by our own stalls,
+    lag_deadline.py); the channel binding, or None (logged, shut)."""
+    loop = asyncio.get_running_loop()
+    look: asyncio.TimerHandle | None = None
     try:
-        async with asyncio.timeout_at(deadline):
+        # The timeout fires NOISE after the deadline's last look, so that look comes first.
+        async with asyncio.timeout_at(deadline.due() + NOISE) as timeout:
+            def follow() -> None:
+                # A plain callback, not a task: after a stall it runs before the overdue
+                # timeout (it was due earlier) and can still move it. And start_tls below
+                # must start at once: a task switch first would let the peer's first TLS
+                # bytes reach the plain stream instead of the TLS layer.
+                nonlocal look
+                now, before = loop.time(), deadline.due()
+                deadline.woke(now)
+                if deadline.due() != before:
+                    timeout.reschedule(deadline.due() + NOISE)
+                if not deadline.expired(now):
+                    look = loop.call_later(deadline.wait(now), follow)
+
+            look = loop.call_later(deadline.wait(loop.time()), follow)
             await writer.start_tls(server_ssl)
         return channel_binding(writer.get_extra_info("ssl_object"))
     except (OSError, ssl.SSLError, TimeoutError, EOFError, IdentityError) as exc:
@@ -103,6 +122,9 @@ async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext, d
                  extra=about_peer(host))
         shut(writer, 0)
         return None
+    finally:
+        if look is not None:
+            look.cancel()
 
 
 async def dial_tls(host: str, port: int, sock: socket.socket | None,

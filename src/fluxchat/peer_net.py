@@ -24,6 +24,7 @@ from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
 from .ids import short_id
+from .lag_deadline import tls_deadline
 from .link import EarlyRequest, Link, LinkClosed, RequestTimeout
 from .link_loop import LinkLoop
 from .link_registry import DialsInFlight, LinkCallback, LinkRegistry
@@ -178,9 +179,9 @@ class PeerNet:
                                  writer: asyncio.StreamWriter, host: str,
                                  accepted: float) -> LinkLoop | None:
         """TLS then the link handshake, all within one deadline counted from accept."""
-        tls_deadline = accepted + min(self.limits.tls_timeout, self.config.handshake_timeout)
+        deadline = tls_deadline(accepted, self.limits.tls_timeout, self.config.handshake_timeout)
         credentials, server_ssl = self.tls.current()
-        binding = await accept_tls(writer, server_ssl, tls_deadline, host)
+        binding = await accept_tls(writer, server_ssl, deadline, host)
         if binding is None:
             return None
         source = self.admission.key_of(host)
