@@ -5,7 +5,8 @@ Each one costs every node process memory (bench/rss.py measures it): cryptograph
 where they are used (the web app, a backup, a misspelled config, a password prompt), never at
 start. What a node runs before it serves counts too: parsing its arguments (argparse's own help
 formatter would bring shutil with bz2 and lzma, 0.5 MiB) and opening its log file
-(logging.handlers would bring pickle and queue, 0.6 MiB).
+(logging.handlers would bring pickle and queue, 0.6 MiB), and loading its mail prekeys
+(cryptography's ML-KEM constructors would build its OpenSSL backend object, 0.46 MiB).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 KEPT_OUT = {"cryptography.x509", "aiohttp", "importlib.metadata", "email", "zipfile", "difflib",
             "fluxchat.backup", "fluxchat.vault_admin", "fluxchat.web",
-            "shutil", "bz2", "lzma", "logging.handlers", "pickle", "getpass", "uuid", "platform"}
+            "shutil", "bz2", "lzma", "logging.handlers", "pickle", "getpass", "uuid", "platform",
+            "cryptography.hazmat.backends.openssl.backend"}
 
 
 def loaded_by(code: str) -> set[str]:
@@ -42,7 +44,11 @@ class ImportsTest(unittest.TestCase):
                 "from pathlib import Path\n"
                 "args = server_app.parse_args(['-c', 'config.json', '-l', 'info'])\n"
                 f"server_app.setup_logging(args.log_level, Path({str(log)!r}), False)\n"
-                "logging.getLogger('fluxchat.test').info('logged')")
+                "logging.getLogger('fluxchat.test').info('logged')\n"
+                "import os\n"
+                "from fluxchat.mailkeys import SECRET_BYTES, MailKeySecrets, prekey_public\n"
+                "secrets = MailKeySecrets(os.urandom(SECRET_BYTES))\n"
+                "secrets.prekey_private(), prekey_public(secrets.public_halves()[1])")
             self.assertIn("logged", log.read_text())   # the probe did parse and log to the file
         self.assertIn("fluxchat.node", loaded)   # the probe did import the node
         self.assertEqual(loaded & KEPT_OUT, set())

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, hpke, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -33,6 +33,7 @@ from .cbor import dumps
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki
+from .prekey_keys import mlkem_private, mlkem_public, x25519_private, x25519_public  # see there
 
 RECORD_VERSION = 1
 # Domain separation: a record signature is neither a mail nor a handshake signature.
@@ -91,16 +92,14 @@ class MailKeySecrets:
     def prekey_private(self) -> hpke.MLKEM768X25519PrivateKey:
         seed = self.raw[SIGN_KEY_BYTES:SIGN_KEY_BYTES + MLKEM_SEED_BYTES]
         dh = self.raw[SIGN_KEY_BYTES + MLKEM_SEED_BYTES:]
-        return hpke.MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed),
-                                             x25519.X25519PrivateKey.from_private_bytes(dh))
+        return hpke.MLKEM768X25519PrivateKey(mlkem_private(seed), x25519_private(dh))
 
     def public_halves(self) -> tuple[bytes, bytes]:
         """(Ed25519 public key, prekey public bytes) as a record carries them."""
         sign_key = self.signing_key().public_key().public_bytes_raw()
         seed = self.raw[SIGN_KEY_BYTES:SIGN_KEY_BYTES + MLKEM_SEED_BYTES]
-        kem = mlkem.MLKEM768PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw()
-        dh = x25519.X25519PrivateKey.from_private_bytes(
-            self.raw[SIGN_KEY_BYTES + MLKEM_SEED_BYTES:]).public_key().public_bytes_raw()
+        kem = mlkem_private(seed).public_key().public_bytes_raw()
+        dh = x25519_private(self.raw[SIGN_KEY_BYTES + MLKEM_SEED_BYTES:]).public_key().public_bytes_raw()
         return sign_key, kem + dh
 
 
@@ -191,8 +190,7 @@ def prekey_public(prekey: bytes) -> hpke.MLKEM768X25519PublicKey:
     if len(prekey) != PREKEY_BYTES:
         raise ValueError("prekey has the wrong size")
     return hpke.MLKEM768X25519PublicKey(
-        mlkem.MLKEM768PublicKey.from_public_bytes(prekey[:MLKEM_PUBLIC_BYTES]),
-        x25519.X25519PublicKey.from_public_bytes(prekey[MLKEM_PUBLIC_BYTES:]))
+        mlkem_public(prekey[:MLKEM_PUBLIC_BYTES]), x25519_public(prekey[MLKEM_PUBLIC_BYTES:]))
 
 
 class RecordCache:
