@@ -464,9 +464,13 @@ class Network:
     def _fall_back(self, src: SimNode, dst_peer: Peer,
                    respond: Callable[[SimNode], tuple[Any, int]],
                    done: Callable[[Any, bool], None], deadline: float) -> None:
+        if not src.alive:
+            return
         self.calls["datagram_fallback"] += 1
 
         def after(reply: Any) -> None:
+            if not src.alive:
+                return
             dst = self.nodes[dst_peer.node_id]
             if reply is not None:   # alive over TLS: ask it over links for a while
                 self.silent[(src.index, dst.index)] = self.loop.now + self.p.silent_hold
@@ -541,8 +545,8 @@ class Network:
         def settle(peer: Peer, reply: Any, by_datagram: bool = False) -> None:
             running[0] -= 1
             began, linked = waiting.pop(peer.node_id)
-            if finished:
-                return   # cancelled in the node: no outcome reaches the table
+            if finished or not src.alive:
+                return   # cancelled in the node (or the node is gone): no outcome
             if reply is None:
                 failures[0] += 1
                 lookup.on_failure(peer.node_id)

@@ -34,6 +34,16 @@ class LookupSimulationTest(unittest.TestCase):
         self.assertLess(located["rpcs"], full["rpcs"] / 2)
         self.assertLess(located["median_s"], full["median_s"] / 2)
 
+    def test_datagrams_find_nodes_without_links(self) -> None:
+        linked = run_lookups(Params(datagrams=False), 6, 300, 0.2, 40)
+        datagrams = run_lookups(Params(), 6, 300, 0.2, 40)
+        self.assertEqual(linked["datagrams_per_lookup"], 0)
+        self.assertGreater(datagrams["datagrams_per_lookup"], 2)
+        self.assertGreaterEqual(datagrams["success"], 0.95)
+        self.assertLess(datagrams["handshakes_per_lookup"], linked["handshakes_per_lookup"] / 2)
+        self.assertLess(datagrams["finding_median_s"], linked["finding_median_s"])
+        self.assertLess(datagrams["median_s"], linked["median_s"])
+
     def test_same_seed_same_figures(self) -> None:
         first = run_lookups(Params(), 5, 150, 0.2, 20)
         second = run_lookups(Params(), 5, 150, 0.2, 20)
@@ -92,6 +102,11 @@ class ChurnSimulationTest(unittest.TestCase):
         self.assertEqual((p["slow_factor"], p["slow_floor"]), (times.factor, times.floor))
         self.assertEqual((p["upkeep_interval"], p["rereplicate_min"]),
                          (UPKEEP_INTERVAL, REREPLICATE_MIN))
+        from fluxchat.config import DatagramConfig
+        from fluxchat.datagram_guard import Silent
+        from fluxchat.datagram_net import DATAGRAM_WAIT
+        self.assertEqual((p["datagrams"], p["datagram_wait"], p["silent_hold"]),
+                         (DatagramConfig().enabled, DATAGRAM_WAIT, Silent().hold))
 
 
 if __name__ == "__main__":

@@ -69,8 +69,10 @@ class GroupCommit(Generic[T]):
             return
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
-        self._start([item for item, _ in group], written)
-        loop.call_soon(self._write, group, written)
+        try:
+            self._start([item for item, _ in group], written)
+        finally:   # whatever happened to the work, the callers' commit comes
+            loop.call_soon(self._write, group, written)
 
     def _write(self, group: list[tuple[T, asyncio.Future[None]]],
                written: asyncio.Future[None] | None) -> None:
