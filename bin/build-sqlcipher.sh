@@ -18,7 +18,7 @@ them the wheel stays and everything works the same, with the larger footprint.
 bin/setup.sh runs this when it installs requirements.txt; run it by hand to convert a .venv.
   --check   only tell which build .venv has (exit 0: system OpenSSL, 1: bundled or missing)
 exit codes: 0 built (or already built) against the system OpenSSL, 1 the build failed or is not
-possible here (the reason is printed; the wheel is left in place)
+possible here (the reason is printed; the wheel is left in place), 2 an unknown option
 USAGE
 }
 say() { echo "build-sqlcipher: $*" >&2; }
@@ -38,7 +38,7 @@ case "${1:-}" in
         if uses_system_openssl; then echo "sqlcipher3 uses the system OpenSSL"; exit 0; fi
         echo "sqlcipher3 is missing or carries its own OpenSSL"; exit 1 ;;
     "") ;;
-    *) usage >&2; exit 1 ;;
+    *) usage >&2; exit 2 ;;
 esac
 
 [ -x "$PY" ] || { say "no .venv here: run bin/setup.sh first"; exit 1; }

@@ -135,12 +135,14 @@ async def eventually(check: Any, timeout: float = WAIT, interval: float = 0.05) 
 class ProcessNode:
     """One node run as its own `server_app.py` process (realistic; SIGKILL-able)."""
 
+    dev = True   # --dev: log to stderr (stderr.log), whatever the config's log.file says
+
     def __init__(self, directory: Path, index: int, bootstrap: list[str],
                  overrides: dict[str, Any] | None = None, dev: bool = True) -> None:
         self.index = index
         self.config_path = write_config(directory, index, bootstrap, overrides)
         self.data_dir = directory / f"node{index:02d}"
-        self.dev = dev   # --dev: log to stderr (stderr.log), whatever the config's log.file says
+        self.dev = dev
         self.proc: subprocess.Popen[bytes] | None = None
         self.runtime: dict[str, Any] = {}
 

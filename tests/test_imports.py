@@ -58,5 +58,17 @@ class ImportsTest(unittest.TestCase):
         self.assertEqual(loaded & (KEPT_OUT | {"asyncio", "sqlcipher3", "fluxchat.node"}), set())
 
 
+    def test_the_sqlcipher_check_tells_which_openssl_a_node_maps(self) -> None:
+        """bin/build-sqlcipher.sh --check (ldd) agrees with what the interpreter really maps: with
+        the system OpenSSL the SQLCipher module brings libcrypto.so, with the wheel it does not."""
+        check = subprocess.run([str(ROOT / "bin" / "build-sqlcipher.sh"), "--check"],
+                               capture_output=True, text=True)
+        probe = "import sqlcipher3\nprint(any('libcrypto.so' in line for line in open('/proc/self/maps')))"
+        maps = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")})
+        self.assertIn(check.returncode, (0, 1), check.stderr)
+        self.assertEqual(check.returncode == 0, maps.stdout.strip() == "True", check.stdout)
+
+
 if __name__ == "__main__":
     unittest.main()
