@@ -8,7 +8,9 @@ more (the TCP handshake, which loopback does in no time). Each row: the dialer's
 the round trip:
 - known dialer: a new link to a peer we linked with before (its request rides the Hello),
 - work demanded: a new link to a peer that does not know us (the request rides the Work),
-- open link: a request over the link already open.
+- open link: a request over the link already open,
+- datagram: the same FindNode as a lookup datagram (PROTOCOL.md §16) through a UDP relay with
+  the same delays: no link at all.
 
 Usage: python3 bench/links.py [--rtt 0.1] [--runs 5]
 """
@@ -27,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from fluxchat import messages as m  # noqa: E402
+from fluxchat.config import DatagramConfig  # noqa: E402
+from fluxchat.datagram_net import Datagrams  # noqa: E402
 from fluxchat.link import Link  # noqa: E402
 from fluxchat.peer_net import NetLimits, PeerNet  # noqa: E402
 from fluxchat.session import SessionConfig  # noqa: E402
@@ -61,6 +65,61 @@ async def relay(target_port: int, rtt: float) -> tuple[asyncio.Server, int]:
     return server, int(server.sockets[0].getsockname()[1])
 
 
+class UdpRelay(asyncio.DatagramProtocol):
+    """Datagrams from the asker go on to `target` after rtt/2, answers come back after rtt/2
+    from the address the asker used (as a network path would carry them)."""
+
+    def __init__(self, target: tuple[str, int], rtt: float) -> None:
+        self.target, self.rtt = target, rtt
+        self.asker: tuple[str, int] | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.front, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        relay = self
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if relay.front is not None and relay.asker is not None:
+                    loop.call_later(relay.rtt / 2, relay.front.sendto, data, relay.asker)
+
+        self.back, _ = await loop.create_datagram_endpoint(Back, local_addr=("127.0.0.1", 0))
+        return int(self.front.get_extra_info("sockname")[1])
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.asker = addr
+        if self.back is not None:
+            asyncio.get_running_loop().call_later(self.rtt / 2, self.back.sendto, data, self.target)
+
+    def close(self) -> None:
+        for transport in (self.front, self.back):
+            if transport is not None:
+                transport.close()
+
+
+async def datagram_queries(rtt: float, runs: int, times: list[float]) -> None:
+    """FindNode as a lookup datagram through the relay, answered by a real `Datagrams`."""
+    responder = Datagrams(DatagramConfig(), lambda target: [])
+    await responder.start("127.0.0.1", 0)
+    assert responder.transport is not None
+    asker = Datagrams(DatagramConfig(), lambda target: [])
+    await asker.start("127.0.0.1", 0)
+    relay = UdpRelay(responder.transport.get_extra_info("sockname")[:2], rtt)
+    port = await relay.start()
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            contacts = await asker.find_node("127.0.0.1", port, os.urandom(32))
+            assert contacts is not None, "no answer through the relay"
+            times.append(time.perf_counter() - started)
+    finally:
+        relay.close()
+        asker.close()
+        responder.close()
+
+
 def node(index: int, difficulty: int) -> PeerNet:
     config = SessionConfig(identity(index), "private", difficulty=difficulty, max_difficulty=20,
                            handshake_timeout=10, idle_timeout=300, ping_interval=60)
@@ -80,7 +139,8 @@ async def ask(dialer: PeerNet, port: int, target: bytes, times: list[float]) -> 
 
 
 async def measure(rtt: float, runs: int, difficulty: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"known dialer": [], "work demanded": [], "open link": []}
+    times: dict[str, list[float]] = {"known dialer": [], "work demanded": [], "open link": [],
+                                     "datagram": []}
     for run in range(runs):
         dialer, acceptor = node(0, difficulty), node(1 + run, difficulty)
         port = await acceptor.listen("127.0.0.1", 0)
@@ -95,6 +155,7 @@ async def measure(rtt: float, runs: int, difficulty: int) -> dict[str, list[floa
         for net in (dialer, acceptor):
             await net.close()
         server.close()
+    await datagram_queries(rtt, runs, times["datagram"])
     return times
 
 
