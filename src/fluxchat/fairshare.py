@@ -30,21 +30,28 @@ class FairShare:
 
     def take(self, peer: str, cost: float, now: float) -> bool:
         """Spend `cost` units for `peer` if the node-wide budget and fairness allow it."""
+        if not self.ready(peer, cost, now):
+            return False
+        use = self._decayed(*self._use.get(peer, (0.0, now)), now)
+        total = self._decayed(self._total, self._total_at, now)
+        self._bucket.tokens -= cost
+        self._use[peer] = (use + cost, now)
+        self._use.move_to_end(peer)
+        self._total, self._total_at = total + cost, now
+        return True
+
+    def ready(self, peer: str, cost: float, now: float) -> bool:
+        """Whether `take` would say yes now, spending nothing."""
         self._forget_idle(now)
         bucket = self._bucket
         bucket.refill(now)
         if bucket.tokens < cost:
             return False
-        use = self._decayed(*self._use.get(peer, (0.0, now)), now)
-        total = self._decayed(self._total, self._total_at, now)
         if bucket.tokens < bucket.burst / 2:
+            use = self._decayed(*self._use.get(peer, (0.0, now)), now)
+            total = self._decayed(self._total, self._total_at, now)
             peers = len(self._use) + (peer not in self._use)
-            if use > total / peers:
-                return False
-        bucket.tokens -= cost
-        self._use[peer] = (use + cost, now)
-        self._use.move_to_end(peer)
-        self._total, self._total_at = total + cost, now
+            return use <= total / peers
         return True
 
     def share_of(self, peer: str, now: float) -> float:

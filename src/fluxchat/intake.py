@@ -42,6 +42,8 @@ from .store_batch import DELIVERED, DUPLICATE, NEW, MailArrival, OurReceipt, Rec
 from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
+PEER_BUDGET_SPENT = "too much mail work for this peer; try again later"
+NODE_BUDGET_SPENT = "too much mail work for this node; try again later"
 
 
 class WorkRefused(FluxError):
@@ -73,6 +75,7 @@ class Intake:
         self._node_ops = FairShare(NODE_PRIVATE_OPS_RATE, NODE_PRIVATE_OPS_BURST, now)
         self._node_v2 = FairShare(NODE_V2_OPENS_RATE, NODE_V2_OPENS_BURST, now)
         self.private_ops = 0   # envelopes opened for peers since start (for tests, benchmarks)
+        self.headers_read = 0  # envelopes from peers whose header we parsed (likewise)
 
     def now(self) -> int:
         return self.mailer.now()
@@ -89,10 +92,16 @@ class Intake:
         receipt for all of them; otherwise each mail gets its own."""
         outcomes: list[Outcome] = []
         pending: list[tuple[int, _Opened]] = []
-        for envelope in envelopes:
+        for index, envelope in enumerate(envelopes):
             try:
+                if index == 0:
+                    self._refuse_if_spent(envelope, peer)
                 opened = await self._prepare(envelope, peer)
-            except (EnvelopeError, WorkRefused) as exc:
+            except WorkRefused as refused:
+                # Refusing must cost less than reading: the rest of the request goes unread.
+                outcomes += [refused] * (len(envelopes) - index)
+                break
+            except EnvelopeError as exc:
                 outcomes.append(exc)
                 continue
             outcomes.append(opened is not None)
@@ -149,10 +158,11 @@ class Intake:
             header = split[0].outer()
         else:
             header = self.header(envelope)
+        if peer is not None:
+            self.headers_read += 1
         if header.recipient != self.me.node_id:
             raise NotForUs()
-        budget = self._v2_ops if header.version == 2 else self._private_ops
-        node = self._node_v2 if header.version == 2 else self._node_ops
+        budget, node = self._budgets(header.version)
         if self.store.is_seen(header.uuid):   # no work for a copy...
             if self._receipt_lost(header.uuid):   # ...unless a crash lost the receipt: once per mail
                 self._spend(peer, budget, node)
@@ -197,15 +207,32 @@ class Intake:
             open_v2(envelope, self.me.node_id, keyring.prekeys, keyring.records)
         return version, opened.content, opened.sender_der, opened.sender_record
 
+    def _budgets(self, version: int) -> tuple[RateLimiter, FairShare]:
+        """The peer's own budget and the node's for opening an envelope of `version`."""
+        return (self._v2_ops, self._node_v2) if version == 2 else (self._private_ops, self._node_ops)
+
     def _spend(self, peer: bytes | None, budget: RateLimiter, node: FairShare) -> None:
         """`peer`'s own budget first, then its fair part of the node's."""
         if peer is None:
             return
         now = time.monotonic()
         if not budget.allow(peer.hex(), now):
-            raise WorkRefused("too much mail work for this peer; try again later")
+            raise WorkRefused(PEER_BUDGET_SPENT)
         if not node.take(peer.hex(), 1.0, now):
-            raise WorkRefused("too much mail work for this node; try again later")
+            raise WorkRefused(NODE_BUDGET_SPENT)
+
+    def _refuse_if_spent(self, envelope: bytes, peer: bytes | None) -> None:
+        """WorkRefused before the envelope is read (its header parse costs more than the
+        refusal) when the budgets its version draws on are spent already; even a copy of a
+        mail we hold then waits for the peer's retry."""
+        if peer is None:
+            return
+        budget, node = self._budgets(version_of(envelope, self.mailer.max_payload))
+        now = time.monotonic()
+        if not budget.ready(peer.hex(), now):
+            raise WorkRefused(PEER_BUDGET_SPENT)
+        if not node.ready(peer.hex(), 1.0, now):
+            raise WorkRefused(NODE_BUDGET_SPENT)
 
     def _learn(self, sender: bytes, sender_key: bytes,
                record: MailKeyRecord | None) -> MailKeyRecord | None:

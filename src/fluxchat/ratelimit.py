@@ -58,6 +58,14 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def ready(self, key: str, now: float) -> bool:
+        """Whether `allow` would say yes now, spending nothing (a key not seen: yes)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return True
+        bucket.refill(now)
+        return bucket.tokens >= 1
+
     def allow(self, key: str, now: float) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
