@@ -103,9 +103,13 @@ class OutboxWorker:
 
     def start_now(self, mails: list[OutboxMail]) -> None:
         """Mail just committed: attempted at once if a link to its recipient is open and a slot
-        is free (no look at the store); the worker's loop takes the rest."""
+        is free (no look at the store); the worker's loop takes the rest. It is woken only for
+        recipients with a free slot: the end of an attempt wakes it for the others (a read now
+        would skip them, walking all their due mail to do so)."""
         mails = [mail for mail in mails if mail.uuid not in self.slots.busy]
-        if self.start_linked(mails) < len(mails):
+        self.start_linked(mails)
+        if any(mail.uuid not in self.slots.busy and self.slots.room_for(mail.recipient) > 0
+               for mail in mails):
             self.wake.set()
 
     def start_linked(self, mails: list[OutboxMail], written: Awaitable[None] | None = None
