@@ -31,7 +31,7 @@ BURST = 64                # mails to one recipient handed over in one attempt (D
 # Attempts in flight to one recipient: two keep it busy (it opens one burst while the next
 # is on its way) without queueing so much that its answers come late.
 PER_RECIPIENT = 2
-DUE_BURSTS = 4            # bursts' worth of due mail read per look at the outbox
+DUE_BURSTS = 4            # reads of a burst's worth of due mail per look at the outbox, at most
 EXPIRY_INTERVAL = 10      # seconds between scans for expired outbox mail
 
 
@@ -89,17 +89,23 @@ class OutboxWorker:
             self._next_expiry = now + EXPIRY_INTERVAL
             for expired in self.store.expire_outbox(now):
                 log.info("mail %s expired undelivered", uuid_text(expired))
-        room = self.slots.room()
-        if room <= 0:   # every attempt slot is taken: no need to look
-            return
+        # A burst's worth per read, as long as slots are free and the last read started
+        # something: no mail is read that no slot can take (each read costs decrypting its pages).
+        for _ in range(DUE_BURSTS):
+            if self.slots.room() <= 0 or not self._start_read(now):
+                return
+
+    def _start_read(self, now: int) -> bool:
+        """One read of due mail, started as far as slots allow; whether to read on."""
         # Mail being worked on stays due until its attempt has committed: skip it, and the
-        # recipients that may get no further attempt now. A few bursts' worth per look.
-        limit, full = min(room, DUE_BURSTS) * BURST, self.slots.full()
-        due = self.store.due_outbox(now, limit, exclude=self.slots.taken(), skip_recipients=full)
-        self._start(due)
-        if len(due) < limit:   # all due mail was read: whoever has none left may go first again
+        # recipients that may get no further attempt now.
+        full = self.slots.full()
+        due = self.store.due_outbox(now, BURST, exclude=self.slots.taken(), skip_recipients=full)
+        started = self._start(due)
+        if len(due) < BURST:   # all due mail was read: whoever has none left may go first again
             left = {mail.recipient for mail in due if mail.uuid not in self.slots.busy}
             self._queued_for = {r for r in self._queued_for if r in left or r in full}
+        return started > 0 and len(due) == BURST
 
     def start_now(self, mails: list[OutboxMail]) -> None:
         """Mail just committed: attempted at once if a link to its recipient is open and a slot
