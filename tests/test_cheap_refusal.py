@@ -1,16 +1,19 @@
 """Refusing junk costs less than reading it: once a peer's budget of mail work says no, the
 rest of its request goes unread, and a request arriving while that budget is spent is
 refused before its first envelope is parsed. Real nodes over real TLS; the victim counts the
-envelope headers it parsed for peers (Intake.headers_read) beside those it opened."""
+envelope headers it parsed for peers (Intake.headers_read) beside those it opened. And the
+node's budget of mail requests is shared by all links: many cannot multiply one's allowance."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fluxchat import messages as m
 from fluxchat.intake import PEER_BUDGET_SPENT
 from fluxchat.wire_fields import MAX_ENVELOPES
-from tests.test_mail_abuse import MailAbuseCase, junk_for
+from tests.adversary import Attacker
+from tests.test_mail_abuse import MailAbuseCase, junk_for, mail_for
 
 E = m.ErrorCode
 
@@ -43,3 +46,48 @@ class CheapRefusalTest(MailAbuseCase):
         self.assertEqual({r.message for r in refused}, {PEER_BUDGET_SPENT})
         # Only what the refilling budget let through was read, and all of that was opened.
         self.assertEqual(intake.headers_read - read, intake.private_ops - opened)
+
+
+CROWD = range(10, 18)   # identities the victim has not seen
+WAVE = 32               # garbage Delivers in flight per link (below its own limit)
+RATE, BURST = 20.0, 40.0
+
+
+async def flood(attacker: Attacker, until: float) -> int:
+    """Waves of `WAVE` garbage Delivers until `until`; the number answered (read)."""
+    answered = 0
+    while time.monotonic() < until:
+        rids = [attacker.request(lambda rid: m.Deliver(rid, b"junk")) for _ in range(WAVE)]
+        for rid in rids:
+            try:
+                await asyncio.wait_for(attacker.response(rid), max(0.01, until - time.monotonic()))
+            except TimeoutError:
+                return answered
+            answered += 1
+    return answered
+
+
+class NodeMailBudgetTest(MailAbuseCase):
+    async def test_many_links_share_one_budget_of_mail_requests(self) -> None:
+        # A small node-wide budget: what eight links may send alone is far beyond it.
+        [victim] = await self.chain(1, links={"mail_requests_per_second": RATE,
+                                              "mail_request_burst": BURST})
+        crowd = [await Attacker.connect("127.0.0.1", victim.port, index) for index in CROWD]
+        started = time.monotonic()
+        attack = asyncio.gather(*(flood(attacker, started + 2.0) for attacker in crowd))
+        # A newcomer (a light user of the budget) is read at once, in the thick of it.
+        await asyncio.sleep(0.5)
+        honest = (await self.start(2, [f"127.0.0.1:{victim.port}"])).node
+        assert honest is not None
+        own = await honest.net.dial("127.0.0.1", victim.port, victim.identity.node_id)
+        reply = await own.request(lambda rid: m.Deliver(rid, mail_for(victim, honest)))
+        self.assertIsInstance(reply, m.Ok)
+        answered = sum(await attack)
+        elapsed = time.monotonic() - started
+        # The budget, plus what each link may bring in one read: its first as a newcomer and
+        # one when the budget had room for it.
+        bound = BURST + RATE * elapsed + 2 * WAVE * len(crowd)
+        self.assertLessEqual(answered, bound)
+        self.assertGreater(answered, 0)
+        for attacker in crowd:
+            attacker.close()

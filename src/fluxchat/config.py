@@ -50,6 +50,8 @@ class LinksConfig:
     requests_in_flight: int = 64               # unanswered peer requests per link
     frames_per_second: float = 250.0           # frame budget per link …
     frame_burst: float = 1000.0                # … and its burst
+    mail_requests_per_second: float = 500.0    # mail requests from all links together …
+    mail_request_burst: float = 2000.0         # … and their burst (shared fairly, fairshare.py)
     max_queued_bytes: int = 4 * 1024 * 1024    # output not yet taken by the peer, per link
     write_timeout: float = 20.0                # queued output must start draining within this
 
@@ -322,6 +324,9 @@ def _links(r: _Reader, client: ClientConfig) -> LinksConfig:
         requests_in_flight=r.integer("requests_in_flight", d.requests_in_flight, 1, 10_000),
         frames_per_second=r.number("frames_per_second", d.frames_per_second, 1, 1e6),
         frame_burst=r.number("frame_burst", d.frame_burst, 1, 1e7),
+        mail_requests_per_second=r.number("mail_requests_per_second",
+                                          d.mail_requests_per_second, 1, 1e6),
+        mail_request_burst=r.number("mail_request_burst", d.mail_request_burst, 1, 1e7),
         max_queued_bytes=r.integer("max_queued_bytes", d.max_queued_bytes, 65536, 2**30),
         write_timeout=r.number("write_timeout", d.write_timeout, 0.1, 3600),
     )

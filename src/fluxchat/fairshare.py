@@ -32,13 +32,20 @@ class FairShare:
         """Spend `cost` units for `peer` if the node-wide budget and fairness allow it."""
         if not self.ready(peer, cost, now):
             return False
+        self.charge(peer, cost, now)
+        return True
+
+    def charge(self, peer: str, cost: float, now: float) -> None:
+        """Spend `cost` units for `peer` even into debt (work already done, such as requests
+        read before they could be counted); the debt delays everyone until it is refilled."""
+        self._forget_idle(now)
+        self._bucket.refill(now)
         use = self._decayed(*self._use.get(peer, (0.0, now)), now)
         total = self._decayed(self._total, self._total_at, now)
         self._bucket.tokens -= cost
         self._use[peer] = (use + cost, now)
         self._use.move_to_end(peer)
         self._total, self._total_at = total + cost, now
-        return True
 
     def ready(self, peer: str, cost: float, now: float) -> bool:
         """Whether `take` would say yes now, spending nothing."""
@@ -53,6 +60,14 @@ class FairShare:
             peers = len(self._use) + (peer not in self._use)
             return use <= total / peers
         return True
+
+    def light(self, peer: str, now: float) -> bool:
+        """Whether `peer`'s recent use is at most half an equal share of all active peers'
+        (a newcomer's is none): such a peer may go ahead even into debt (link_loop.py)."""
+        self._forget_idle(now)
+        total = self._decayed(self._total, self._total_at, now)
+        peers = len(self._use) + (peer not in self._use)
+        return self.share_of(peer, now) <= total / peers / 2
 
     def share_of(self, peer: str, now: float) -> float:
         """`peer`'s recent use (decayed units), for tests and benchmarks."""

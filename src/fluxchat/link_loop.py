@@ -6,7 +6,9 @@ whoever gives the session new work from outside (a request) calls `rearm()`, so 
 ends in time and the session's timers are the only ones a request needs. Before reading
 more, the loop waits until the peer has taken our output (within the write deadline): a
 peer that stops reading stops being read, and soon loses the link. Likewise a peer that
-overdrew its frame budget is not read from until the budget has refilled.
+overdrew its frame budget is not read from until the budget has refilled, and one that took
+more than its fair part of the node's budget of mail requests (all links together) is not read
+from while that budget is spent.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 
+from .fairshare import FairShare
 from .link import OutputLimits, drained, flush, shut
 from .session import Session, State
 from .session_events import Established, Event
 from .wire_fields import ErrorCode
 
 READ_CHUNK = 65536
+MAIL_PAUSE = 0.05   # seconds a link held back by the node's mail budget waits to look again
 E = ErrorCode
 
 EventHandler = Callable[[Event], Awaitable[None]]
@@ -34,6 +38,8 @@ class LinkLoop:
         self.session, self.reader, self.writer, self.output = session, reader, writer, output
         self._timer: asyncio.Timeout | None = None
         self._pending: list[Event] = []
+        # The node's budget of mail requests, shared by all links, and this peer's key in it.
+        self.mail_budget: tuple[FairShare, str] | None = None
 
     def rearm(self) -> None:
         """The session's next deadline may have moved earlier: wake the sleep in time."""
@@ -77,9 +83,11 @@ class LinkLoop:
 
     async def _read(self) -> list[Event]:
         session = self.session
-        pause = session.read_delay(time.monotonic())
+        now = time.monotonic()
+        pause = max(session.read_delay(now), self._mail_pause(now))
         if pause > 0:
-            # The peer overdrew its frame budget: leave its bytes in the socket for now.
+            # The peer overdrew its frame budget, or took more than its part of the node's
+            # mail budget: leave its bytes in the socket for now.
             try:
                 async with asyncio.timeout_at(_finite(session.next_deadline())) as timer:
                     self._timer = timer
@@ -99,7 +107,20 @@ class LinkLoop:
             self._timer = None
         if not data:
             return session.close(E.SHUTDOWN, "peer closed the connection")
-        return session.receive_data(data, time.monotonic())
+        before = session.mail_requests_received
+        events = session.receive_data(data, time.monotonic())
+        if self.mail_budget is not None and session.mail_requests_received > before:
+            budget, peer = self.mail_budget
+            budget.charge(peer, session.mail_requests_received - before, time.monotonic())
+        return events
+
+    def _mail_pause(self, now: float) -> float:
+        """A light user of the node's mail budget (a newcomer, an honest sender beside a
+        greedy crowd) is read at once; the others wait while it, or their part, is spent."""
+        if self.mail_budget is None:
+            return 0.0
+        budget, peer = self.mail_budget
+        return 0.0 if budget.ready(peer, 1.0, now) or budget.light(peer, now) else MAIL_PAUSE
 
 
 def _finite(deadline: float) -> float | None:

@@ -53,6 +53,7 @@ class NetLimits:
     links_per_prefix: int | None = None        # inbound; default: max_links // 8, at least 4
     busy_handshakes: int | None = None         # all pay work from here; max_handshakes // 2
     blame_seconds: float = 600.0               # misbehaviour costs work this long
+    mail_requests: tuple[float, float] = (500.0, 2000.0)   # all links together: rate, burst
     output: OutputLimits = OutputLimits()
 
     def prefix_links(self) -> int:
@@ -83,6 +84,7 @@ def link_settings(config: Config, identity: Identity) -> tuple[SessionConfig, Ne
         handshakes_per_prefix=links.handshakes_per_prefix,
         reserved_handshakes=links.reserved_handshakes, links_per_prefix=links.per_prefix,
         busy_handshakes=links.busy_handshakes, blame_seconds=links.blame_time,
+        mail_requests=(links.mail_requests_per_second, links.mail_request_burst),
         output=OutputLimits(max_queued=links.max_queued_bytes,
                             write_timeout=links.write_timeout))
     return session, limits

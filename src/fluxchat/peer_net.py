@@ -23,6 +23,7 @@ from . import messages as m
 from . import tls_stream
 from .admission import Admission
 from .errors import FluxError
+from .fairshare import FairShare
 from .ids import short_id
 from .lag_deadline import tls_deadline
 from .link import EarlyRequest, Link, LinkClosed, RequestTimeout
@@ -71,6 +72,9 @@ class PeerNet:
         self.admission = Admission(limits.admission())
         self.work = WorkPolicy(WorkLimits(session_config.difficulty, limits.busy(),
                                           limits.blame_seconds))
+        # Mail requests from all links together, shared fairly (link_loop.py): many links
+        # cannot multiply what one link may send.
+        self.mail_budget = FairShare(*limits.mail_requests, time.monotonic())
         self._rate = RateLimiter(limits.connections_per_second,
                                  max(1.0, 4 * limits.connections_per_second))
         self._tasks = Background()
@@ -270,6 +274,7 @@ class PeerNet:
                     time.monotonic(), self.limits.request_timeout, self.limits.output,
                     loop.rearm)
         self.work.learn(established.peer_id, established.link_record)
+        loop.mail_budget = (self.mail_budget, established.peer_id.hex())
         survivor = self.registry.register(link)
         if early is not None and early.rid is not None and survivor is link:
             early.answer = link.expect(early.rid)

@@ -16,6 +16,9 @@ from .session_config import SessionConfig
 from .session_events import Closed, Event
 
 FRAME_BYTES_PER_TOKEN = 65536
+# Requests for mail work (Deliver, Store, Fetch, Delete, DeliverMany): counted apart, for the
+# node-wide budget that all links share (link_loop.py).
+MAIL_REQUEST_TYPES = frozenset({0x20, 0x21, 0x22, 0x24, 0x26})
 E = m.ErrorCode
 
 
@@ -34,6 +37,7 @@ class FramedSession:
         self._out = bytearray(encode_prologue())
         self._budget = TokenBucket(config.frame_rate, config.frame_burst, now)
         self.frames_received = 0
+        self.mail_requests_received = 0
         self.closed_reason = ""
         self.closed_code: int | None = None   # set when we (not the peer) closed the link
 
@@ -67,6 +71,8 @@ class FramedSession:
                 # Every frame spends the peer's budget, whatever it turns out to be.
                 self.frames_received += 1
                 self._budget.charge(now, 1 + len(item.payload) // FRAME_BYTES_PER_TOKEN)
+                if item.type in MAIL_REQUEST_TYPES:
+                    self.mail_requests_received += 1
                 events.extend(self._on_frame(item))
                 if self.state is State.CLOSED:
                     break
