@@ -252,6 +252,9 @@ class RelayNetworkTest(NodeTestCase):
 
     async def test_reserve_refused_by_an_unreachable_node(self) -> None:
         first, second = await self.chain(2)
+        # The second's link starts the first's own check: let it end, or its verdict (under
+        # load, after ours) would replace the one we set. The next one is minutes away.
+        await eventually(lambda: first.reach.verdict.status is not Status.UNKNOWN)
         first.reach._apply(Verdict(Status.UNREACHABLE, "x:1", 1.0))
         link = second.net.links[first.identity.node_id]
         answer = await link.request(m.Reserve)
