@@ -14,7 +14,7 @@ the key pool's rsa4096b), once with mail keys (envelope v2, the default) and onc
 `mail_keys.enabled` false (envelope v1, RSA only; sequential only, see BURST_RUNS), and with
 RSA-2048 keys (test identities) and mail keys. Run 2 also reports the recipient process's RSS.
 
-Usage: python3 bench/delivery.py [--quick] [--split-only] [--profile DIR]
+Usage: python3 bench/delivery.py [--quick] [--split-only] [--latency N] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ async def run_in_process(label: str, keys: tuple[Path, Path], overrides: dict[st
         seq = {name: await sequential(a.node, b.node_id, watch, receipts, size, seq_count)
                for name, size in sizes.items()}
         result = (await burst_in_process(a.node, b.node_id, watch, receipts, burst)
-                  if label in BURST_RUNS else None)
+                  if label in BURST_RUNS and burst else None)
     finally:
         await b.stop()
         await a.stop()
@@ -243,7 +243,7 @@ async def sequential_split(sender: Node, recipient: bytes, receipts: ReceiptWatc
 
 async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, Any],
                     count: int, profile: Path | None = None,
-                    seq_count: int = 0) -> dict[str, Any]:
+                    seq_count: int = 0, sizes: dict[str, int] = SIZES) -> dict[str, Any]:
     directory = fresh_dir(f"delivery-split-{label.replace(' ', '-')}")
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -272,8 +272,8 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
 
             seq = {name: await sequential_split(a.node, recipient, receipts, arrival, size,
                                                 seq_count)
-                   for name, size in SIZES.items()} if seq_count else {}
-            expected = 5 + seq_count * len(SIZES) if seq_count else 5
+                   for name, size in sizes.items()} if seq_count else {}
+            expected = 5 + seq_count * len(sizes) if seq_count else 5
             text = body(1024)
             parent.send(("cpu", None))
             child_cpu0 = await recv()
@@ -370,6 +370,22 @@ async def profile_split(directory: Path, burst: int) -> dict[str, Any]:
     return result
 
 
+async def latency_only(count: int) -> dict[str, Any]:
+    """Only the sequential 1 KiB latency (RSA-4096, v2), one process and two: for comparing
+    two versions of the code back to back in the same minutes."""
+    keys, overrides = RUNS["RSA-4096 v2"]
+    keypool.ensure_4096()
+    single = await run_in_process("RSA-4096 v2", keys, overrides, {"1 KiB": 1024}, count, 0)
+    split = await run_split("RSA-4096 v2", keys, overrides, 200, seq_count=count,
+                            sizes={"1 KiB": 1024})
+    rows = [[label, seq["count"], seq["to_inbox_ms"]["median"], seq["to_inbox_ms"]["p95"]]
+            for label, seq in (("one process", single["sequential"]["1 KiB"]),
+                               ("two processes", split["sequential"]["1 KiB"]))]
+    print_table(f"1 KiB, submit -> recipient inbox commit (ms), load {os.getloadavg()[0]:.2f}",
+                ["run", "n", "median", "p95"], rows)
+    return {"single_process": [single], "split_process": [split]}
+
+
 async def main_async(quick: bool, split_only: bool = False) -> dict[str, Any]:
     seq_count, burst = (20, 200) if quick else (100, 1000)
     sustained = 600 if quick else 3000   # the two-process run: long enough to be sustained
@@ -414,6 +430,8 @@ def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--profile", type=Path, metavar="DIR",
                             help="only profile the split RSA-4096 v2 burst (cProfile, both sides)")
+        parser.add_argument("--latency", type=int, metavar="N",
+                            help="only N sequential 1 KiB mails, one process and two")
         parser.add_argument("--split-only", action="store_true",
                             help="only the bursts with the recipient in its own process")
 
@@ -421,6 +439,9 @@ def main() -> None:
     quiet_logs()
     if args.profile is not None:
         asyncio.run(profile_split(args.profile, 1000))
+        return
+    if args.latency:
+        asyncio.run(latency_only(args.latency))
         return
     load_before = os.getloadavg()
     results = asyncio.run(main_async(args.quick, args.split_only))
