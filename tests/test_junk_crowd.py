@@ -68,7 +68,14 @@ class JunkCrowdTest(MailAbuseCase):
         self.assertEqual(victim.mailroom.private_ops, opened)
         self.assertLessEqual(opened, NODE_PRIVATE_OPS_BURST + NODE_PRIVATE_OPS_RATE * elapsed + 1)
         self.assertLess(opened, GREEDY_SENDS + PER_MEMBER * (len(CROWD) - 1))
-        self.assertGreater(sum(words.count("node") for words in others), 0)
+        # That budget refused the others (each far within its own): singly ("node") or in a
+        # DeliverMany ("burst"), whichever met it first. Unless they were so slow (a loaded
+        # machine: twenty times the usual 0.5 s) that it refilled as fast as they asked.
+        asked = greedy.count("opened") + sum(len(words) for words in others)
+        if asked > NODE_PRIVATE_OPS_BURST + NODE_PRIVATE_OPS_RATE * elapsed:
+            self.assertGreater(sum(words.count("node") + words.count("burst")
+                                   for words in others), 0)
+        self.assertEqual(sum(words.count("peer") for words in others), 0)
         # An honest newcomer is served from what refills: its mail at once, a burst as the
         # node's budget refills (what was refused goes again, as the mailer would send it).
         honest = (await self.start(2, [f"127.0.0.1:{victim.port}"])).node
