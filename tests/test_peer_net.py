@@ -18,7 +18,7 @@ from fluxchat import messages as m
 from fluxchat import pow as work
 from fluxchat import tls_stream
 from fluxchat.framing import Frame, FrameDecoder, encode_frame, encode_prologue
-from fluxchat.link import Link
+from fluxchat.link import WRITE_SLICE, Link
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
 from fluxchat.session import SessionConfig
 from fluxchat.tls import channel_binding, client_context, link_certificate
@@ -110,6 +110,30 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         got = [hashlib.sha256(r.envelope).hexdigest() for r in b.requests
                if isinstance(r, m.Deliver)]
         self.assertEqual(sorted(got), sorted(hashlib.sha256(body).hexdigest() for body in bodies))
+
+    async def test_big_frames_reach_the_tls_layer_a_record_at_a_time(self) -> None:
+        """OpenSSL's memory BIO that asyncio encrypts each write into never shrinks: a 1 MiB
+        frame written at once left 1 MiB on its link for as long as the link stayed open
+        (bench/README.md, "Memory per node"). Links write a TLS record's payload at a time."""
+        a, _ = await self.start(0)
+        b, port_b = await self.start(1)
+        link = await a.net.dial("127.0.0.1", port_b, identity(1).node_id)
+        transport = link._writer.transport  # type: ignore[attr-defined]
+        sizes: list[int] = []
+        write = transport.write
+
+        def recording_write(data: bytes | memoryview) -> None:
+            sizes.append(len(data))
+            write(data)
+
+        transport.write = recording_write
+        body = os.urandom(1024 * 1024)
+        asking = asyncio.ensure_future(link.request(lambda rid: m.Deliver(rid, body)))
+        await eventually(lambda: b.requests)   # arrived whole (the tiny handler answers nothing)
+        asking.cancel()
+        self.assertEqual(b.requests, [m.Deliver(1, body)])
+        self.assertGreaterEqual(sum(sizes), len(body))
+        self.assertLessEqual(max(sizes), WRITE_SLICE)
 
     async def test_bare_address_learns_the_id_and_pin_mismatch_fails(self) -> None:
         a, _ = await self.start(0)
