@@ -14,7 +14,7 @@ the key pool's rsa4096b), once with mail keys (envelope v2, the default) and onc
 `mail_keys.enabled` false (envelope v1, RSA only; sequential only, see BURST_RUNS), and with
 RSA-2048 keys (test identities) and mail keys. Run 2 also reports the recipient process's RSS.
 
-Usage: python3 bench/delivery.py [--quick] [--split-only] [--profile DIR]
+Usage: python3 bench/delivery.py [--quick] [--split-only] [--latency N] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ async def run_in_process(label: str, keys: tuple[Path, Path], overrides: dict[st
         seq = {name: await sequential(a.node, b.node_id, watch, receipts, size, seq_count)
                for name, size in sizes.items()}
         result = (await burst_in_process(a.node, b.node_id, watch, receipts, burst)
-                  if label in BURST_RUNS else None)
+                  if label in BURST_RUNS and burst else None)
     finally:
         await b.stop()
         await a.stop()
@@ -210,8 +210,8 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
             conn.send(None if counter is None else counter.per_mail(arg))
         elif command == "rss":
             conn.send(rss_mib())
-        elif command == "arrival":   # perf_counter is CLOCK_MONOTONIC: one clock for both
-            conn.send(await watch.wait(arg, WAIT))
+        elif command == "arrivals":   # perf_counter is CLOCK_MONOTONIC: one clock for both
+            conn.send([watch.arrived.get(uuid) for uuid in arg])
         elif command == "expect":
             ok = await watch.wait_count(arg, WAIT * 3, interval=0.002)
             conn.send((ok, max(watch.arrived.values(), default=0.0), time.process_time()))
@@ -226,24 +226,27 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
 
 async def sequential_split(sender: Node, recipient: bytes, receipts: ReceiptWatch,
                            ask: Any, size: int, count: int) -> dict[str, Any]:
-    """As `sequential`, the recipient in its own process: `ask(uuid)` is its arrival time."""
-    to_inbox: list[float] = []
-    lost = 0
+    """As `sequential`, the recipient in its own process: `ask(uuids)` are their arrival
+    times there (once a mail's receipt is verified, its arrival is recorded)."""
+    sent: list[tuple[bytes, float]] = []
     text = body(size)
     for i in range(count):
         start = time.perf_counter()
         mail = await sender.mailer.send(recipient, f"seq {i}", text)
-        arrived = await ask(mail.uuid)
-        if arrived is None or await receipts.wait(mail.uuid, WAIT) is None:
-            lost += 1
-            continue
-        to_inbox.append(arrived - start)
+        if await receipts.wait(mail.uuid, WAIT) is not None:   # after the recipient's commit
+            sent.append((mail.uuid, start))
+    # The arrival times are asked for at the end: a question on the pipe while a mail is on
+    # its way would wake the recipient's reader thread (and take the GIL) mid-measurement.
+    arrivals = await ask([uuid for uuid, _ in sent])
+    to_inbox = [arrived - start for (_, start), arrived in zip(sent, arrivals, strict=True)
+                if arrived is not None]
+    lost = count - len(to_inbox)
     return {"size": size, "count": count, "lost": lost, "to_inbox_ms": summary_ms(to_inbox)}
 
 
 async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, Any],
                     count: int, profile: Path | None = None,
-                    seq_count: int = 0) -> dict[str, Any]:
+                    seq_count: int = 0, sizes: dict[str, int] = SIZES) -> dict[str, Any]:
     directory = fresh_dir(f"delivery-split-{label.replace(' ', '-')}")
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -266,14 +269,14 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             parent.send(("expect", 5))
             await recv()
 
-            async def arrival(uuid: bytes) -> float | None:
-                parent.send(("arrival", uuid))
+            async def arrival(uuids: list[bytes]) -> list[float | None]:
+                parent.send(("arrivals", uuids))
                 return await recv()
 
             seq = {name: await sequential_split(a.node, recipient, receipts, arrival, size,
                                                 seq_count)
-                   for name, size in SIZES.items()} if seq_count else {}
-            expected = 5 + seq_count * len(SIZES) if seq_count else 5
+                   for name, size in sizes.items()} if seq_count else {}
+            expected = 5 + seq_count * len(sizes) if seq_count else 5
             text = body(1024)
             parent.send(("cpu", None))
             child_cpu0 = await recv()
@@ -370,6 +373,22 @@ async def profile_split(directory: Path, burst: int) -> dict[str, Any]:
     return result
 
 
+async def latency_only(count: int) -> dict[str, Any]:
+    """Only the sequential 1 KiB latency (RSA-4096, v2), one process and two: for comparing
+    two versions of the code back to back in the same minutes."""
+    keys, overrides = RUNS["RSA-4096 v2"]
+    keypool.ensure_4096()
+    single = await run_in_process("RSA-4096 v2", keys, overrides, {"1 KiB": 1024}, count, 0)
+    split = await run_split("RSA-4096 v2", keys, overrides, 200, seq_count=count,
+                            sizes={"1 KiB": 1024})
+    rows = [[label, seq["count"], seq["to_inbox_ms"]["median"], seq["to_inbox_ms"]["p95"]]
+            for label, seq in (("one process", single["sequential"]["1 KiB"]),
+                               ("two processes", split["sequential"]["1 KiB"]))]
+    print_table(f"1 KiB, submit -> recipient inbox commit (ms), load {os.getloadavg()[0]:.2f}",
+                ["run", "n", "median", "p95"], rows)
+    return {"single_process": [single], "split_process": [split]}
+
+
 async def main_async(quick: bool, split_only: bool = False) -> dict[str, Any]:
     seq_count, burst = (20, 200) if quick else (100, 1000)
     sustained = 600 if quick else 3000   # the two-process run: long enough to be sustained
@@ -414,6 +433,8 @@ def main() -> None:
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--profile", type=Path, metavar="DIR",
                             help="only profile the split RSA-4096 v2 burst (cProfile, both sides)")
+        parser.add_argument("--latency", type=int, metavar="N",
+                            help="only N sequential 1 KiB mails, one process and two")
         parser.add_argument("--split-only", action="store_true",
                             help="only the bursts with the recipient in its own process")
 
@@ -421,6 +442,9 @@ def main() -> None:
     quiet_logs()
     if args.profile is not None:
         asyncio.run(profile_split(args.profile, 1000))
+        return
+    if args.latency:
+        asyncio.run(latency_only(args.latency))
         return
     load_before = os.getloadavg()
     results = asyncio.run(main_async(args.quick, args.split_only))

@@ -22,6 +22,7 @@ from fluxchat.mailer import BURST, GROUP_LIMIT, receipt_uuid
 from fluxchat.node import DB_FILE, Node
 from fluxchat.sqldb import open_database
 from fluxchat.store import OutboxMail, Store
+from fluxchat.store_batch import OutboxMove
 from tests.keys import identity
 from tests.lab import NodeTestCase, ProcessNode, eventually
 from tests.test_deliver_many import count_requests
@@ -188,11 +189,27 @@ class ReceiptBookkeepingTest(NodeTestCase):
         a, b = await self.chain(2)
         await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         to_a = count_requests(a)
+        assert b.store is not None
+        store = b.store
+        # How each move handed to b's LaterMoves finds its row: it waits only DELAY (0.2 s),
+        # which a poll from here can miss under load.
+        waiting: dict[bytes, tuple[bool, str | None]] = {}
+        add = b.mailer.later.add
+
+        def watched_add(move: OutboxMove) -> None:
+            add(move)
+            row = store.get_outbox(move.uuid)
+            waiting[move.uuid] = (move.uuid in b.mailer.worker.slots.settling,
+                                  None if row is None else row.state)
+
+        b.mailer.later.add = watched_add   # type: ignore[method-assign]
         mail = await a.mailer.send(b.identity.node_id, "hello", "one receipt please")
         await eventually(lambda: delivered(a, [mail.uuid]), 10)
-        assert b.store is not None
-        store, receipt = b.store, receipt_uuid(mail.uuid)
-        self.assertIn(receipt, b.mailer.worker.slots.settling)   # written later, not re-sent
+        receipt = receipt_uuid(mail.uuid)
+        await eventually(lambda: receipt in waiting)
+        settling, state = waiting[receipt]
+        self.assertTrue(settling)   # written later, and kept from being sent again meanwhile
+        self.assertNotEqual(state, "handed_over")
         await eventually(lambda: (row := store.get_outbox(receipt)) is not None
                          and row.state == "handed_over", 5 * later_moves.DELAY)
         self.assertEqual(b.mailer.worker.slots.settling, set())

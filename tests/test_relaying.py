@@ -18,6 +18,7 @@ from fluxchat.relaying import (
     RECORD_LIFETIME,
     RESERVATION_LIFETIME,
     RETRY_MAX,
+    WANTED_RELAYS,
     RelayDirectory,
     RelayError,
     RelayRecord,
@@ -211,17 +212,35 @@ class RelayNetworkTest(NodeTestCase):
         self.assertFalse(link.closed)
         self.assertEqual(len(relay.net.links), 3)
 
-    async def test_the_home_keeps_its_relay_link_at_its_link_cap(self) -> None:
-        relay, home = await self.home_with_relay()
-        link = home.net.links[relay.identity.node_id]
-        others = [await self.start(index, [f"127.0.0.1:{relay.port}"]) for index in (3, 4)]
-        home.net.registry.max_links = 2
-        for other in others:   # the second dial pushes out an idle link: not the relay's
-            assert other.node is not None
-            await home.net.dial("127.0.0.1", other.node.port, other.node_id)
-        self.assertIs(home.net.links.get(relay.identity.node_id), link)
-        self.assertFalse(link.closed)
-        self.assertEqual(set(home.net.links), {relay.identity.node_id, others[1].node_id})
+    async def test_the_home_keeps_its_relay_links_at_its_link_cap(self) -> None:
+        # With all the relays it wants, the home stops looking for more: nothing but the test
+        # uses its links. The others are private, so they are nobody's relay candidates.
+        relays = await self.chain(WANTED_RELAYS, first=5)
+        await eventually(lambda: all(r.reach.reachable for r in relays))   # none refuses
+        home_lab = await self.start(1, [f"127.0.0.1:{relays[0].port}"], contact="private")
+        home = home_lab.node
+        assert home is not None
+        home_id = home.identity.node_id
+
+        def settled() -> bool:   # its record names them all and no request is in flight
+            records = [r.relays.directory.get(home_id, int(time.time())) for r in relays]
+            return all(rec is not None and len(rec.relays) == WANTED_RELAYS for rec in records) \
+                and all(link.idle_since() is not None for link in home.net.links.values())
+
+        await eventually(settled)
+        kept = {r.identity.node_id: home.net.links[r.identity.node_id] for r in relays}
+        others = [await self.start(index, [f"127.0.0.1:{relays[0].port}"], contact="private")
+                  for index in (3, 4)]
+        home.net.registry.max_links = WANTED_RELAYS + 1
+        first, second = (other.node for other in others)
+        assert first is not None and second is not None
+        await home.net.dial("127.0.0.1", first.port, first.identity.node_id)
+        # At the cap: the dial pushes out the newest link, the only one without a relay
+        # reservation (the relay links are the ones unused the longest).
+        await home.net.dial("127.0.0.1", second.port, second.identity.node_id)
+        self.assertEqual(home.net.links, kept | {second.identity.node_id:
+                                                 home.net.links[second.identity.node_id]})
+        self.assertFalse(any(link.closed for link in kept.values()))
 
     async def test_relay_links_outlive_the_idle_timeout(self) -> None:
         relay, home = await self.home_with_relay(client={"idle_timeout": 3})
@@ -233,6 +252,9 @@ class RelayNetworkTest(NodeTestCase):
 
     async def test_reserve_refused_by_an_unreachable_node(self) -> None:
         first, second = await self.chain(2)
+        # The second's link starts the first's own check: let it end, or its verdict (under
+        # load, after ours) would replace the one we set. The next one is minutes away.
+        await eventually(lambda: first.reach.verdict.status is not Status.UNKNOWN)
         first.reach._apply(Verdict(Status.UNREACHABLE, "x:1", 1.0))
         link = second.net.links[first.identity.node_id]
         answer = await link.request(m.Reserve)

@@ -113,8 +113,14 @@ class InboxTest(StoreCase):
         self.assertTrue(self.store.remember_seen(uid(5), created_at=10, now=50))
         self.assertFalse(self.store.remember_seen(uid(5), created_at=10, now=60))
         self.store.add_inbox(inbox_mail(1, received_at=100))
+        self.store.add_inbox(inbox_mail(2, received_at=100))
+        self.store.add_inbox(inbox_mail(3, received_at=200))
+        self.store.delete_inbox(uid(2))   # remembered as seen at its arrival, 100
+        self.store.delete_inbox(uid(3))   # at 200
         self.assertEqual(self.store.forget_seen_before(101), 2)
         self.assertFalse(self.store.is_seen(uid(5)))
+        self.assertFalse(self.store.is_seen(uid(2)))
+        self.assertTrue(self.store.is_seen(uid(3)))
         self.assertTrue(self.store.is_seen(uid(1)))  # still in the inbox, still a duplicate
         self.assertFalse(self.store.add_inbox(inbox_mail(1)))
 

@@ -60,6 +60,11 @@ class LinkLoop:
                         return
                     await on_event(event)
                 flush(session, self.writer)
+                if events:
+                    # What the events started (request handlers, requesters woken by their
+                    # answers) runs before this loop re-arms its timers and waits for the peer:
+                    # a lone Deliver is opened and committed one loop turn sooner.
+                    await asyncio.sleep(0)
                 if session.state is State.CLOSED:
                     self.finish()
                     return

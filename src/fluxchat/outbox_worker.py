@@ -49,6 +49,10 @@ class OutboxWorker:
         self.tasks = Background("mail task")
         self._next_expiry = 0
         self._queued_for: set[bytes] = set()   # recipients with mail left to the loop
+        # Whether mail was left unstarted for want of a slot since the last look: only then
+        # does the end of an attempt wake the loop (a look costs a read of the outbox, which
+        # would find nothing after most attempts on mail received or sent one at a time).
+        self._held_back = False
 
     # ----- hurrying mail along when the network changes -----------------------------------
 
@@ -71,6 +75,7 @@ class OutboxWorker:
     async def run(self) -> None:
         while True:
             self.wake.clear()
+            self._held_back = False   # this look sets it again if it leaves mail behind
             try:
                 self._start_due()
             except FluxError as exc:   # e.g. the disk is full: say so, try again shortly
@@ -91,12 +96,15 @@ class OutboxWorker:
                 log.info("mail %s expired undelivered", uuid_text(expired))
         room = self.slots.room()
         if room <= 0:   # every attempt slot is taken: no need to look
+            self._held_back = True
             return
         # Mail being worked on stays due until its attempt has committed: skip it, and the
         # recipients that may get no further attempt now. A few bursts' worth per look.
         limit, full = min(room, DUE_BURSTS) * BURST, self.slots.full()
         due = self.store.due_outbox(now, limit, exclude=self.slots.taken(), skip_recipients=full)
         self._start(due)
+        if full or len(due) >= limit or any(mail.uuid not in self.slots.busy for mail in due):
+            self._held_back = True
         if len(due) < limit:   # all due mail was read: whoever has none left may go first again
             left = {mail.recipient for mail in due if mail.uuid not in self.slots.busy}
             self._queued_for = {r for r in self._queued_for if r in left or r in full}
@@ -108,9 +116,11 @@ class OutboxWorker:
         would skip them, walking all their due mail to do so)."""
         mails = [mail for mail in mails if mail.uuid not in self.slots.busy]
         self.start_linked(mails)
-        if any(mail.uuid not in self.slots.busy and self.slots.room_for(mail.recipient) > 0
-               for mail in mails):
+        left = [mail for mail in mails if mail.uuid not in self.slots.busy]
+        if any(self.slots.room_for(mail.recipient) > 0 for mail in left):
             self.wake.set()
+        elif left:
+            self._held_back = True
 
     def start_linked(self, mails: list[OutboxMail], written: Awaitable[None] | None = None
                      ) -> int:
@@ -142,4 +152,5 @@ class OutboxWorker:
                 self.failed(mail)
         finally:
             self.slots.release(burst[0].recipient, (mail.uuid for mail in burst))
-            self.wake.set()
+            if self._held_back:
+                self.wake.set()
