@@ -210,8 +210,8 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
             conn.send(None if counter is None else counter.per_mail(arg))
         elif command == "rss":
             conn.send(rss_mib())
-        elif command == "arrival":   # perf_counter is CLOCK_MONOTONIC: one clock for both
-            conn.send(await watch.wait(arg, WAIT))
+        elif command == "arrivals":   # perf_counter is CLOCK_MONOTONIC: one clock for both
+            conn.send([watch.arrived.get(uuid) for uuid in arg])
         elif command == "expect":
             ok = await watch.wait_count(arg, WAIT * 3, interval=0.002)
             conn.send((ok, max(watch.arrived.values(), default=0.0), time.process_time()))
@@ -226,18 +226,21 @@ async def _recipient(directory: Path, key: Path, overrides: dict[str, Any],
 
 async def sequential_split(sender: Node, recipient: bytes, receipts: ReceiptWatch,
                            ask: Any, size: int, count: int) -> dict[str, Any]:
-    """As `sequential`, the recipient in its own process: `ask(uuid)` is its arrival time."""
-    to_inbox: list[float] = []
-    lost = 0
+    """As `sequential`, the recipient in its own process: `ask(uuids)` are their arrival
+    times there (once a mail's receipt is verified, its arrival is recorded)."""
+    sent: list[tuple[bytes, float]] = []
     text = body(size)
     for i in range(count):
         start = time.perf_counter()
         mail = await sender.mailer.send(recipient, f"seq {i}", text)
-        arrived = await ask(mail.uuid)
-        if arrived is None or await receipts.wait(mail.uuid, WAIT) is None:
-            lost += 1
-            continue
-        to_inbox.append(arrived - start)
+        if await receipts.wait(mail.uuid, WAIT) is not None:   # after the recipient's commit
+            sent.append((mail.uuid, start))
+    # The arrival times are asked for at the end: a question on the pipe while a mail is on
+    # its way would wake the recipient's reader thread (and take the GIL) mid-measurement.
+    arrivals = await ask([uuid for uuid, _ in sent])
+    to_inbox = [arrived - start for (_, start), arrived in zip(sent, arrivals, strict=True)
+                if arrived is not None]
+    lost = count - len(to_inbox)
     return {"size": size, "count": count, "lost": lost, "to_inbox_ms": summary_ms(to_inbox)}
 
 
@@ -266,8 +269,8 @@ async def run_split(label: str, keys: tuple[Path, Path], overrides: dict[str, An
             parent.send(("expect", 5))
             await recv()
 
-            async def arrival(uuid: bytes) -> float | None:
-                parent.send(("arrival", uuid))
+            async def arrival(uuids: list[bytes]) -> list[float | None]:
+                parent.send(("arrivals", uuids))
                 return await recv()
 
             seq = {name: await sequential_split(a.node, recipient, receipts, arrival, size,

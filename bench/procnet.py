@@ -274,6 +274,10 @@ def extra_args(parser: Any) -> None:
     parser.add_argument("--min-free", type=float, default=4.0, help="GiB kept free")
     parser.add_argument("--budget", type=float, default=600.0,
                         help="seconds for the whole run; every phase keeps within it")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="seconds to keep the network up after the memory figures, "
+                             "for reading /proc of live nodes (pids in the run's `pids`); "
+                             "counts against --budget")
     parser.add_argument("--wave-wait", type=float, default=40.0,
                         help="seconds a wave waits at most for the previous ones to join")
 
@@ -310,6 +314,9 @@ def main() -> None:
         results["memory"] = memory(net)
         clock.say(f"RSS median {results['memory']['rss_mib_median']:.1f} MiB, "
                   f"fds median {results['memory']['fds_median']}; mail between random pairs")
+        if args.hold:
+            clock.say(f"holding {args.hold:.0f} s; pids in {net.directory / 'pids'}")
+            time.sleep(args.hold)
         results["direct"] = direct(net, args.pairs, min(args.wait, clock.left(AFTER_DIRECT)))
         clock.say(f"handed over {results['direct']['handed_over']}/{args.pairs}; "
                   f"stopping {args.recipients} recipients, mail for them, then the kill")

@@ -14,7 +14,9 @@ Every node runs as installed: it logs to a file in its data directory (not --dev
 - **Working**: a second node links to it and sends it mail (`--exchange`, default 300 mails,
   with receipts back); RSS of the receiving node once all arrived, and its threads: the work
   that runs off the event loop (proof of work, private-key operations) starts worker threads,
-  and glibc gives each its own malloc arena unless MALLOC_ARENA_MAX says otherwise.
+  and glibc gives each its own malloc arena unless MALLOC_ARENA_MAX says otherwise. Then
+  `--big` mails (default 3) of 900 kB each over the same link: what a link keeps after big
+  frames (asyncio's TLS layer encrypts each write into a buffer that never shrinks).
 - **Imports**: RSS of a fresh interpreter after each group of the imports `server_app.py`
   makes (the heavy stdlib and third-party packages first, then our modules layer by layer),
   and the slowest imports by `-X importtime`.
@@ -24,7 +26,7 @@ SQLCipher), counted in full in every process. Which sqlcipher3 build runs is pri
 wheel carries its own OpenSSL, a build by bin/build-sqlcipher.sh uses the system's.
 Target (issues 13 and 16): RSS per node process < 40 MiB.
 
-Usage: python3 bench/rss.py [--quick] [--mails N] [--exchange N] [--network N]
+Usage: python3 bench/rss.py [--quick] [--mails N] [--exchange N] [--big N] [--network N]
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from tests.lab import ProcessNode  # noqa: E402
 from tests.test_layers import LAYERS  # noqa: E402
 
 TARGET_MIB = 40.0
+BIG_BODY = 900_000   # characters of each `--big` mail: under the 1 MiB body limit
 # Heavy packages, measured one by one (in this order) when server_app.py imports them.
 HEAVY = ["asyncio", "ssl", "sqlite3", "cryptography.hazmat.bindings._rust", "cryptography.hazmat.primitives.hpke",
          "cryptography.x509", "argon2", "sqlcipher3", "aiohttp"]
@@ -136,8 +139,9 @@ def sqlcipher_build() -> str:
     return done.stdout.strip() or done.stderr.strip()
 
 
-def working(mails: int, settle: float) -> dict[str, dict[str, float]]:
-    """Node 0 receives `mails` mails from node 1 over a real link; both measured."""
+def working(mails: int, big: int, settle: float) -> dict[str, dict[str, float]]:
+    """Node 0 receives `mails` mails from node 1 over a real link, then `big` mails of
+    BIG_BODY characters; both measured after each."""
     directory = fresh_dir("rss_working")
     receiver = node(directory, 0, [])
     receiver.start()
@@ -154,6 +158,14 @@ def working(mails: int, settle: float) -> dict[str, dict[str, float]]:
         wait_for(lambda: receiver.call("info")["counts"]["inbox"] >= mails, "all mails in")
         rows[f"received {mails} mails (receiver)"] = settled(receiver.proc.pid, settle)
         rows[f"sent {mails} mails (sender)"] = memory(sender.proc.pid)
+        with sender.client() as client:
+            for n in range(big):
+                client.call("mail", {"to": [to], "subject": f"big {n}", "body": "x" * BIG_BODY})
+        wait_for(lambda: receiver.call("info")["counts"]["inbox"] >= mails + big, "big mails in")
+        if big:
+            rows[f"then received {big} mails of {BIG_BODY // 1000} kB"] = \
+                settled(receiver.proc.pid, settle)
+            rows[f"then sent {big} mails of {BIG_BODY // 1000} kB"] = memory(sender.proc.pid)
     finally:
         sender.stop()
         receiver.stop()
@@ -250,6 +262,8 @@ def main() -> None:
                             help="mails in the store for the second run (default 10,000)")
         parser.add_argument("--exchange", type=int, default=300,
                             help="mails sent between two nodes for the working figure (default 300)")
+        parser.add_argument("--big", type=int, default=3,
+                            help=f"mails of {BIG_BODY:,} characters sent after those (default 3)")
         parser.add_argument("--network", type=int, default=4,
                             help="processes in the small network (default 4)")
 
@@ -272,7 +286,7 @@ def main() -> None:
                 found["slowest_ms"])
     nodes = node_figures(mails, settle)
     nodes.update(small_network(args.network, settle))
-    nodes.update(working(exchange, settle))
+    nodes.update(working(exchange, args.big, settle))
     print_table(f"server_app.py process (target RSS < {TARGET_MIB:.0f} MiB)",
                 ["", "RSS MiB", "PSS MiB", "private MiB", "anon MiB", "threads"],
                 [[name, f["rss"], f["pss"], f["uss"], f["anon"], int(f["threads"])]

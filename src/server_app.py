@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
-from pathlib import Path
 
+from fluxchat.malloc_env import map_big_buffers
 from fluxchat.runtime_env import use_project_venv
 
 if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
+    map_big_buffers()        # may start this process again: before anything heavy is imported
     use_project_venv()
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from fluxchat.config import LOG_LEVELS, Config, load_config  # noqa: E402
 from fluxchat.errors import FluxError  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import hashlib
 import os
 import socket
 import ssl
@@ -17,7 +18,7 @@ from fluxchat import messages as m
 from fluxchat import pow as work
 from fluxchat import tls_stream
 from fluxchat.framing import Frame, FrameDecoder, encode_frame, encode_prologue
-from fluxchat.link import Link
+from fluxchat.link import WRITE_SLICE, Link
 from fluxchat.peer_net import DialError, NetLimits, PeerNet
 from fluxchat.session import SessionConfig
 from fluxchat.tls import channel_binding, client_context, link_certificate
@@ -80,19 +81,59 @@ class PeerNetTest(unittest.IsolatedAsyncioTestCase):
         # A second dial reuses the link: one link per peer.
         self.assertIs(await a.net.dial("127.0.0.1", port_b, identity(1).node_id), link)
 
-    async def test_links_read_into_small_tls_buffers(self) -> None:
+    async def test_links_read_into_one_small_shared_tls_buffer(self) -> None:
         """asyncio's own 256 KiB read buffer per TLS connection would cost a node with 50
-        links 15 MiB of RSS; a PeerNet makes its links read into 32 KiB (tls_stream)."""
+        links 15 MiB of RSS; a PeerNet makes its links read into one 16 KiB buffer
+        (tls_stream)."""
         asyncio.sslproto.SSLProtocol.max_size = 256 * 1024   # as asyncio ships it
         a, _ = await self.start(0)
         b, port_b = await self.start(1)
         link = await a.net.dial("127.0.0.1", port_b, identity(1).node_id)
         await eventually(lambda: b.up)
-        for end in (link, b.up[0]):
-            ssl_layer = end._writer.transport._ssl_protocol  # type: ignore[attr-defined]
-            self.assertEqual(len(ssl_layer._ssl_buffer), tls_stream.SSL_READ_BUFFER)
+        buffers = [end._writer.transport._ssl_protocol._ssl_buffer   # type: ignore[attr-defined]
+                   for end in (link, b.up[0])]
+        self.assertEqual(len(buffers[0]), tls_stream.SSL_READ_BUFFER)
+        self.assertIs(buffers[0], buffers[1])
         big = await link.request(lambda rid: m.FindNode(rid, bytes(32)))   # still one link
         self.assertIsInstance(big, m.Nodes)
+
+    async def test_links_sharing_the_read_buffer_carry_big_frames_intact(self) -> None:
+        # Three links deliver 300 KiB each at once, every TLS record read into one buffer.
+        b, port_b = await self.start(1)
+        senders = [(await self.start(index))[0] for index in (0, 2, 3)]
+        bodies = [os.urandom(300 * 1024) for _ in senders]
+
+        links = [await p.net.dial("127.0.0.1", port_b, identity(1).node_id) for p in senders]
+        await asyncio.gather(*(link.request(lambda rid, body=body: m.Deliver(rid, body))
+                               for link, body in zip(links, bodies, strict=True)),
+                             return_exceptions=True)   # the tiny handler answers nothing
+        got = [hashlib.sha256(r.envelope).hexdigest() for r in b.requests
+               if isinstance(r, m.Deliver)]
+        self.assertEqual(sorted(got), sorted(hashlib.sha256(body).hexdigest() for body in bodies))
+
+    async def test_big_frames_reach_the_tls_layer_a_record_at_a_time(self) -> None:
+        """OpenSSL's memory BIO that asyncio encrypts each write into never shrinks: a 1 MiB
+        frame written at once left 1 MiB on its link for as long as the link stayed open
+        (bench/README.md, "Memory per node"). Links write a TLS record's payload at a time."""
+        a, _ = await self.start(0)
+        b, port_b = await self.start(1)
+        link = await a.net.dial("127.0.0.1", port_b, identity(1).node_id)
+        transport = link._writer.transport  # type: ignore[attr-defined]
+        sizes: list[int] = []
+        write = transport.write
+
+        def recording_write(data: bytes | memoryview) -> None:
+            sizes.append(len(data))
+            write(data)
+
+        transport.write = recording_write
+        body = os.urandom(1024 * 1024)
+        asking = asyncio.ensure_future(link.request(lambda rid: m.Deliver(rid, body)))
+        await eventually(lambda: b.requests)   # arrived whole (the tiny handler answers nothing)
+        asking.cancel()
+        self.assertEqual(b.requests, [m.Deliver(1, body)])
+        self.assertGreaterEqual(sum(sizes), len(body))
+        self.assertLessEqual(max(sizes), WRITE_SLICE)
 
     async def test_bare_address_learns_the_id_and_pin_mismatch_fails(self) -> None:
         a, _ = await self.start(0)

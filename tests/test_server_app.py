@@ -47,6 +47,17 @@ class ServerAppTest(unittest.TestCase):
         self.assertFalse(pidfile.exists())
         self.assertFalse((node.data_dir / "runtime.json").exists())
 
+    def test_runs_with_big_buffers_mapped_on_their_own(self) -> None:
+        """glibc's mmap threshold is fixed (fluxchat/malloc_env.py): the process started
+        again with it in its environment, under the pid it was started with."""
+        node = ProcessNode(self.dir, 5, [])
+        node.start()
+        self.addCleanup(node.stop)
+        assert node.proc is not None
+        environ = Path(f"/proc/{node.proc.pid}/environ").read_bytes().split(b"\0")
+        self.assertIn(b"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072", environ)
+        self.assertEqual(node.call("info")["id"], identity(5).id_text)
+
     def test_stale_pid_file_is_taken_over(self) -> None:
         node = ProcessNode(self.dir, 1, [])
         (node.data_dir / "server.pid").write_text("999999\n")

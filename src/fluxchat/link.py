@@ -22,6 +22,12 @@ from .wire_fields import ErrorCode
 
 E = ErrorCode
 
+# asyncio's TLS layer encrypts each write into the connection's memory BIO before handing it
+# to the socket, and OpenSSL never shrinks that buffer: one 1 MiB mail left 1 MiB on the link
+# for as long as it stayed open (bench/README.md, "Memory per node"). Written a TLS record's
+# payload at a time, the buffer stays at one record.
+WRITE_SLICE = 16 * 1024
+
 
 class LinkClosed(FluxError):
     """The link closed before the answer came."""
@@ -50,10 +56,13 @@ class OutputLimits:
 
 
 def flush(session: Session, writer: asyncio.StreamWriter) -> None:
-    """Hand whatever the session produced to the transport."""
+    """Hand whatever the session produced to the transport, a TLS record's worth at a time
+    (see WRITE_SLICE)."""
     data = session.data_to_send()
     if data and not writer.is_closing():
-        writer.write(data)
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_SLICE):
+            writer.write(view[start:start + WRITE_SLICE])
 
 
 def queued_bytes(writer: asyncio.StreamWriter) -> int:
