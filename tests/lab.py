@@ -60,6 +60,11 @@ def write_config(directory: Path, index: int, bootstrap: list[str],
     return path
 
 
+# Bounds for waits on a condition: generous, because the tests share two cores with other suites
+# (a load of 40 slows everything tenfold), and a wait that succeeds returns at once anyway.
+WAIT = 60.0
+
+
 class LabNode:
     """One node run inside this process's event loop."""
 
@@ -79,7 +84,7 @@ class LabNode:
         assert self.node is not None
         return f"127.0.0.1:{self.node.port}"
 
-    async def start(self, timeout: float = 10.0, wait_joined: bool = True) -> Node:
+    async def start(self, timeout: float = WAIT, wait_joined: bool = True) -> Node:
         self.node = Node(load_config(self.config_path), identity(self.index))
         self._task = asyncio.ensure_future(self.node.run())
         ready = asyncio.ensure_future(self.node.ready.wait())
@@ -111,11 +116,6 @@ async def start_chain(directory: Path, count: int, overrides: dict[str, Any] | N
         await lab.start()
         nodes.append(lab)
     return nodes
-
-
-# Bounds for waits on a condition: generous, because the tests share two cores with other suites
-# (a load of 40 slows everything tenfold), and a wait that succeeds returns at once anyway.
-WAIT = 60.0
 
 
 async def eventually(check: Any, timeout: float = WAIT, interval: float = 0.05) -> Any:

@@ -235,11 +235,11 @@ class PeerKilledMidFrameTest(LabTest):
             with self.subTest(cut=cut):
                 peer = await RawPeer.connect(self.target.address)
                 await peer.handshake(RAW_PEER)
-                await eventually(self.raw_peer_listed, 5)
+                await eventually(self.raw_peer_listed)
                 await peer.send(request[:cut])
                 peer.kill()
                 # The dead link is dropped, not kept half-open with a frame half read.
-                await eventually(lambda: not_(self.raw_peer_listed()), 5)
+                await eventually(lambda: not_(self.raw_peer_listed()))
                 await self.assert_target_healthy()
 
 
@@ -260,13 +260,13 @@ class StorerKilledTest(LabTest):
         assert sender.node is not None and sender.node.store is not None
         store = sender.node.store
         # The recipient joins, publishes its key, then goes offline.
-        await eventually(lambda: store.get_key(identity(5).node_id) is not None, 5)
-        await eventually(lambda: len(sender.node.overlay.table) >= 4, 5)  # type: ignore
+        await eventually(lambda: store.get_key(identity(5).node_id) is not None)
+        await eventually(lambda: len(sender.node.overlay.table) >= 4)  # type: ignore
         await asyncio.to_thread(recipient.stop)
 
         mail = sender.node.mailer.submit(identity(5).node_id, "held", "for when you are back")
         stored = await eventually(lambda: (o := store.get_outbox(mail.uuid)) is not None
-                                  and o.state == "stored" and o, 10)
+                                  and o.state == "stored" and o)
         self.assertGreaterEqual(stored.stored_on, 2)
         held = [(await ipc(s, "info"))["counts"]["held"] for s in storers]
         holders = [s for s, count in zip(storers, held, strict=True) if count == 1]
@@ -275,8 +275,7 @@ class StorerKilledTest(LabTest):
         await asyncio.to_thread(holders[0].kill)       # crashes after acknowledging
         await asyncio.to_thread(recipient.start)
 
-        await eventually(lambda: outbox_states(sender, [mail.uuid]) == {mail.uuid: "delivered"},
-                         10)
+        await eventually(lambda: outbox_states(sender, [mail.uuid]) == {mail.uuid: "delivered"})
         self.assertEqual(await inbox_uuids(recipient), [uuid_text(mail.uuid)])
         read = await ipc(recipient, "read", {"uuid": uuid_text(mail.uuid)})
         self.assertEqual((read["subject"], read["body"]), ("held", "for when you are back"))
@@ -284,7 +283,7 @@ class StorerKilledTest(LabTest):
         async def storers_emptied() -> bool:
             counts = [(await ipc(s, "info"))["counts"]["held"] for s in holders[1:]]
             return counts == [0] * len(counts)
-        await eventually(storers_emptied, 5)   # fetched mail is deleted at the storers
+        await eventually(storers_emptied)   # fetched mail is deleted at the storers
         self.assertEqual(await inbox_uuids(recipient), [uuid_text(mail.uuid)])
 
 
@@ -302,8 +301,7 @@ class RecipientKilledTest(LabTest):
         self.assertEqual(inbox_on_disk(recipient), [uuid_text(mail.uuid)])
 
         await self.restart_same_port(recipient, [sender.address])
-        await eventually(lambda: outbox_states(sender, [mail.uuid]) == {mail.uuid: "delivered"},
-                         10)
+        await eventually(lambda: outbox_states(sender, [mail.uuid]) == {mail.uuid: "delivered"})
         self.assertEqual(await inbox_uuids(recipient), [uuid_text(mail.uuid)])
 
 
@@ -328,7 +326,7 @@ class DaemonKilledDuringBurstTest(LabTest):
         self.assertLess(len(acknowledged), BURST, "the crash came after the whole burst")
 
         await self.restart_same_port(recipient, [sender.address])
-        await eventually(lambda: set(outbox_states(sender, uuids).values()) == {"delivered"}, 20)
+        await eventually(lambda: set(outbox_states(sender, uuids).values()) == {"delivered"})
         received = await inbox_uuids(recipient)
         self.assertEqual(sorted(received), sorted(uuid_text(u) for u in uuids))
 
@@ -339,7 +337,7 @@ class StopWhileBusyTest(LabTest):
         lab = await self.lab(13, [])
         assert lab.node is not None
         lab.node.mailer.wake.set()
-        await asyncio.wait_for(lab.stop(), 3)
+        await asyncio.wait_for(lab.stop(), WAIT)
 
 
 class ReceiptAfterRedeliveryTest(LabTest):

@@ -113,7 +113,7 @@ class AttemptFromSubmitTest(NodeTestCase):
         await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         read = worker_reads(a)
         mail = await a.mailer.send(b.identity.node_id, "now", "straight from the submit")
-        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        await eventually(lambda: delivered(a, [mail.uuid]))
         self.assertNotIn(mail.uuid, read)
         assert b.store is not None
         got = b.store.read_inbox(mail.uuid)
@@ -143,7 +143,7 @@ class AttemptFromSubmitTest(NodeTestCase):
         store.move_all = moving   # type: ignore[method-assign]
         courier.deliver = delivering   # type: ignore[method-assign]
         mail = await a.mailer.send(b.identity.node_id, "now", "while it is written")
-        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        await eventually(lambda: delivered(a, [mail.uuid]))
         self.assertEqual(order, ["send", "commit", "record"])
 
     async def test_a_mail_whose_commit_failed_is_not_recorded(self) -> None:
@@ -155,7 +155,7 @@ class AttemptFromSubmitTest(NodeTestCase):
             with self.assertRaises(StorageError):
                 await a.mailer.send(b.identity.node_id, "lost?", "went out all the same")
             # It left before the commit failed, as an answer lost in a crash would have.
-            await eventually(lambda: b.store and b.store.count_inbox()[0] == 1, 10)
+            await eventually(lambda: b.store and b.store.count_inbox()[0] == 1)
             await eventually(lambda: any("could not be stored" in line for line in logs.output))
         a.store._db.execute("PRAGMA query_only = OFF")
         self.assertEqual(a.store.list_outbox(10, 0), (0, []))
@@ -164,7 +164,7 @@ class AttemptFromSubmitTest(NodeTestCase):
         (a,) = await self.chain(1)
         read = worker_reads(a)
         mail = await a.mailer.send(OFFLINE, "later", "nobody is linked")
-        await eventually(lambda: mail.uuid in read, 10)
+        await eventually(lambda: mail.uuid in read)
         assert a.store is not None
         await eventually(lambda: (got := a.store.get_outbox(mail.uuid)) is not None
                          and got.state == "waiting_for_key", 10)
@@ -204,14 +204,14 @@ class ReceiptBookkeepingTest(NodeTestCase):
 
         b.mailer.later.add = watched_add   # type: ignore[method-assign]
         mail = await a.mailer.send(b.identity.node_id, "hello", "one receipt please")
-        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        await eventually(lambda: delivered(a, [mail.uuid]))
         receipt = receipt_uuid(mail.uuid)
         await eventually(lambda: receipt in waiting)
         settling, state = waiting[receipt]
         self.assertTrue(settling)   # written later, and kept from being sent again meanwhile
         self.assertNotEqual(state, "handed_over")
         await eventually(lambda: (row := store.get_outbox(receipt)) is not None
-                         and row.state == "handed_over", 5 * later_moves.DELAY)
+                         and row.state == "handed_over")
         self.assertEqual(b.mailer.worker.slots.settling, set())
         await asyncio.sleep(2 * later_moves.DELAY)
         self.assertEqual(to_a[m.Deliver] + to_a[m.DeliverMany], 1)
@@ -220,7 +220,7 @@ class ReceiptBookkeepingTest(NodeTestCase):
         a, b = await self.chain(2)
         await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         mail = await a.mailer.send(b.identity.node_id, "hello", "and goodbye")
-        await eventually(lambda: delivered(a, [mail.uuid]), 10)
+        await eventually(lambda: delivered(a, [mail.uuid]))
         self.assertEqual(len(b.mailer.later), 1)
         await self.labs[1].stop()
         store = Store.open(b.config.data_dir / DB_FILE, b.storage_key)

@@ -43,7 +43,7 @@ class RefusalsTest(NodeTestCase):
         stranger = await link.request(lambda rid: m.Punch(rid, asker.identity.node_id, 4000))
         assert isinstance(stranger, m.Fail)
         self.assertEqual(stranger.code, ErrorCode.NOT_FOUND)
-        await eventually(lambda: home.identity.node_id in relay.relays.reservations, 15)
+        await eventually(lambda: home.identity.node_id in relay.relays.reservations)
         answers = [await link.request(lambda rid: m.Punch(rid, home.identity.node_id, 4000))
                    for _ in range(5)]
         codes = [a.code for a in answers if isinstance(a, m.Fail)]

@@ -77,12 +77,12 @@ class DialBackNetworkTest(NodeTestCase):
     async def test_nodes_on_loopback_find_themselves_reachable(self) -> None:
         first, second, third = await self.chain(3)
         for node in (first, second, third):
-            await eventually(lambda n=node: n.reach.verdict.status is not Status.UNKNOWN, 15)
+            await eventually(lambda n=node: n.reach.verdict.status is not Status.UNKNOWN)
             self.assertIs(node.reach.verdict.status, Status.REACHABLE)
             self.assertEqual(node.reach.verdict.address, f"127.0.0.1:{node.port}")
             self.assertEqual(node.net.config.contact, f"public:{node.port}")
         # Inbound contacts were verified before entering the table.
-        await eventually(lambda: third.identity.node_id in second.overlay.table, 10)
+        await eventually(lambda: third.identity.node_id in second.overlay.table)
 
     async def test_dial_back_is_rate_limited_per_requester(self) -> None:
         first, second = await self.chain(2)
@@ -128,8 +128,8 @@ class JoinRetryTest(NodeTestCase):
             silent.close()
         peer = await self.start(0, [], port=port)
         node = lone.node
-        await eventually(lambda: peer.node_id in node.net.links, 10)
-        await eventually(lambda: peer.node_id in node.overlay.table, 5)
+        await eventually(lambda: peer.node_id in node.net.links)
+        await eventually(lambda: peer.node_id in node.overlay.table)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class KnownRelayTest(NodeTestCase):
         (relay,) = await self.chain(1)
         home = (await self.start(1, [f"127.0.0.1:{relay.port}"], contact="private")).node
         assert home is not None
-        await eventually(lambda: relay.relays.directory.get(home.identity.node_id, 0), 15)
+        await eventually(lambda: relay.relays.directory.get(home.identity.node_id, 0))
         # The sender says `private` too, so the relay never hands it out: else the home,
         # short of relays, would link to it (and its mail would go over that link).
         sender = (await self.start(3, [f"127.0.0.1:{relay.port}"], contact="private")).node
@@ -53,33 +53,33 @@ class KnownRelayTest(NodeTestCase):
         relay, home, sender, looked_up = await self.world()
         target = home.identity.node_id
         first = sender.mailer.submit(target, "one", "first: looked up")
-        await eventually(lambda: left_by(sender, first.uuid), 15)
+        await eventually(lambda: left_by(sender, first.uuid))
         self.assertIn("through relay", left_by(sender, first.uuid) or "")
         self.assertIn(target, looked_up)   # no record yet: the lookup ran
         self.assertTrue(sender.relay_sender.knows(target))
         before = looked_up.count(target)
         second = sender.mailer.submit(target, "two", "second: the relay at once")
-        await eventually(lambda: left_by(sender, second.uuid), 15)
+        await eventually(lambda: left_by(sender, second.uuid))
         self.assertIn("handed over through relay", left_by(sender, second.uuid) or "")
         # A burst (several mails due at once) skips the lookup as well.
         burst = [sender.mailer.submit(target, f"burst {i}", "b") for i in range(6)]
         for mail in burst:
-            await eventually(lambda mail=mail: left_by(sender, mail.uuid), 15)
+            await eventually(lambda mail=mail: left_by(sender, mail.uuid))
         self.assertEqual(looked_up.count(target), before)
         store = home.store
         assert store is not None
-        await eventually(lambda: store.count_inbox()[0] == 8, 15)
+        await eventually(lambda: store.count_inbox()[0] == 8)
 
     async def test_a_failing_known_relay_falls_back_to_the_lookup(self) -> None:
         relay, home, sender, looked_up = await self.world()
         target = home.identity.node_id
         first = sender.mailer.submit(target, "one", "through the relay")
-        await eventually(lambda: left_by(sender, first.uuid), 15)
+        await eventually(lambda: left_by(sender, first.uuid))
         self.assertIsInstance(sender.relay_sender.held_record(target), RelayRecord)
         before = looked_up.count(target)
         relay._handlers[m.Relay] = lambda link, request: m.Fail(request.rid, int(E.REFUSED),
                                                                 "no reservation")
         second = sender.mailer.submit(target, "two", "the relay refuses: stored instead")
-        await eventually(lambda: left_by(sender, second.uuid), 15)
+        await eventually(lambda: left_by(sender, second.uuid))
         self.assertRegex(left_by(sender, second.uuid) or "", r"^stored on \d+ nodes$")
         self.assertGreater(looked_up.count(target), before)

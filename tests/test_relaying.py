@@ -149,7 +149,7 @@ class RelayNetworkTest(NodeTestCase):
         home_lab = await self.start(1, [f"127.0.0.1:{relay.port}"], contact="private")
         home = home_lab.node
         assert home is not None
-        await eventually(lambda: relay.identity.node_id in home.relays.relays, 15)
+        await eventually(lambda: relay.identity.node_id in home.relays.relays)
         self.assertIn(home.identity.node_id, relay.relays.reservations)
         record = await eventually(lambda: relay.relays.directory.get(home.identity.node_id,
                                                                      NOW - 10**8), 10)
@@ -178,9 +178,9 @@ class RelayNetworkTest(NodeTestCase):
         home_lab = await self.start(1, [f"127.0.0.1:{relay.port}"], contact="private")
         home = home_lab.node
         assert home is not None
-        await eventually(lambda: home.identity.node_id in relay.relays.reservations, 15)
+        await eventually(lambda: home.identity.node_id in relay.relays.reservations)
         await home_lab.stop()
-        await eventually(lambda: home.identity.node_id not in relay.net.links, 10)
+        await eventually(lambda: home.identity.node_id not in relay.net.links)
         sender = await self.start(3, [f"127.0.0.1:{relay.port}"])
         assert sender.node is not None
         link = sender.node.net.links[relay.identity.node_id]
@@ -190,7 +190,7 @@ class RelayNetworkTest(NodeTestCase):
         await home_lab.start()
         assert home_lab.node is not None and home_lab.node.store is not None
         store = home_lab.node.store
-        await eventually(lambda: store.count_inbox()[0] == 1, 15)
+        await eventually(lambda: store.count_inbox()[0] == 1)
 
     async def home_with_relay(self, **overrides: object) -> tuple[Node, Node]:
         (relay,) = await self.chain(1, **overrides)
@@ -198,7 +198,7 @@ class RelayNetworkTest(NodeTestCase):
                                     **overrides)
         assert home_lab.node is not None
         home = home_lab.node
-        await eventually(lambda: relay.identity.node_id in home.relays.relays, 15)
+        await eventually(lambda: relay.identity.node_id in home.relays.relays)
         return relay, home
 
     async def test_the_relay_keeps_a_reserved_link_at_its_link_cap(self) -> None:
@@ -207,7 +207,7 @@ class RelayNetworkTest(NodeTestCase):
         for index in (3, 4):   # the cap: the home's link is the one unused the longest
             await self.start(index, [f"127.0.0.1:{relay.port}"])
         newcomer = await self.start(5, [f"127.0.0.1:{relay.port}"])
-        await eventually(lambda: newcomer.node_id in relay.net.links, 15)
+        await eventually(lambda: newcomer.node_id in relay.net.links)
         self.assertIs(relay.net.links.get(home.identity.node_id), link)
         self.assertFalse(link.closed)
         self.assertEqual(len(relay.net.links), 3)
