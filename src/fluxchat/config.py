@@ -6,12 +6,10 @@ Every message names the file and the key, e.g. `var/config1.json: ipc.port: expe
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .config_reader import Reader, read_json, refuse_unknown_keys
 from .contact import parse_contact
 from .errors import ConfigError
 from .ids import IdError, parse_id
@@ -148,64 +146,7 @@ class Config:
     datagrams: DatagramConfig = DatagramConfig()
 
 
-class _Reader:
-    """Reads typed values out of one JSON object, naming `file: key` in every error."""
-
-    def __init__(self, path: Path, data: dict[str, Any], prefix: str = "") -> None:
-        self.path, self.data, self.prefix = path, data, prefix
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.path}: {self.prefix}{key}: expected {expected}, got {json.dumps(value)}")
-
-    def section(self, key: str) -> _Reader:
-        value = self.data.get(key, {})
-        if not isinstance(value, dict):
-            raise self.fail(key, "an object", value)
-        return _Reader(self.path, value, f"{self.prefix}{key}.")
-
-    def get(self, key: str, default: Any, check: Callable[[Any], bool], expected: str) -> Any:
-        value = self.data.get(key, default)
-        if not check(value):
-            raise self.fail(key, expected, value)
-        return value
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        def ok(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-        value: int = self.get(key, default, ok, f"{low}..{high}")
-        return value
-
-    def number(self, key: str, default: float, low: float, high: float) -> float:
-        def ok(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
-        return float(self.get(key, default, ok, f"a number in {low:g}..{high:g}"))
-
-    def text(self, key: str, default: str) -> str:
-        value: str = self.get(key, default, lambda v: isinstance(v, str) and v != "", "a non-empty string")
-        return value
-
-    def flag(self, key: str, default: bool) -> bool:
-        value: bool = self.get(key, default, lambda v: isinstance(v, bool), "true or false")
-        return value
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; run bin/setup.sh to create it") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a JSON object")
-    return data
-
-
-def _node_id(reader: _Reader) -> bytes | None:
+def _node_id(reader: Reader) -> bytes | None:
     value = reader.data.get("id")
     if value in (None, ""):
         return None
@@ -217,34 +158,13 @@ def _node_id(reader: _Reader) -> bytes | None:
 
 def load_config(path: Path | str) -> Config:
     path = Path(path)
-    data = _read_json(path)
-    config = _build(_Reader(path, data))
-    _refuse_unknown_keys(path, data, config)
+    data = read_json(path)
+    config = _build(Reader(path, data))
+    refuse_unknown_keys(path, data, config)
     return config
 
 
-# Config fields that are not read from the file.
-_NOT_IN_FILE = frozenset({"path"})
-
-
-def _refuse_unknown_keys(path: Path, data: dict[str, Any], section: Any, prefix: str = "") -> None:
-    """A misspelled key must not be silently ignored. The allowed keys are the fields of the
-    section's dataclass, so a new section or key is allowed as soon as it is in the dataclasses."""
-    known = [f.name for f in fields(section) if f.name not in _NOT_IN_FILE]
-    for key in data:
-        if key not in known:
-            import difflib  # here: only a misspelled config needs it (bench/rss.py)
-
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
-            raise ConfigError(f"{path}: unknown key {json.dumps(prefix + key)[1:-1]!r}{hint}")
-    for key, value in data.items():
-        nested = getattr(section, key)
-        if isinstance(value, dict) and is_dataclass(nested) and not isinstance(nested, type):
-            _refuse_unknown_keys(path, value, nested, f"{prefix}{key}.")
-
-
-def _build(root: _Reader) -> Config:
+def _build(root: Reader) -> Config:
     path = root.path
     contact = root.text("contact", "public")
     try:
@@ -292,7 +212,7 @@ def _build(root: _Reader) -> Config:
     )
 
 
-def _client(r: _Reader) -> ClientConfig:
+def _client(r: Reader) -> ClientConfig:
     d = ClientConfig
     return ClientConfig(
         auth_timeout=r.number("auth_timeout", d.auth_timeout, 0.1, 600),
@@ -305,7 +225,7 @@ def _client(r: _Reader) -> ClientConfig:
     )
 
 
-def _links(r: _Reader, client: ClientConfig) -> LinksConfig:
+def _links(r: Reader, client: ClientConfig) -> LinksConfig:
     d = LinksConfig
 
     def derived(key: str, low: int, high: int) -> int | None:
@@ -332,7 +252,7 @@ def _links(r: _Reader, client: ClientConfig) -> LinksConfig:
     )
 
 
-def _kademlia(r: _Reader) -> KademliaConfig:
+def _kademlia(r: Reader) -> KademliaConfig:
     d = KademliaConfig
     return KademliaConfig(
         k=r.integer("k", d.k, 2, 64),
@@ -342,7 +262,7 @@ def _kademlia(r: _Reader) -> KademliaConfig:
     )
 
 
-def _mail(r: _Reader) -> MailConfig:
+def _mail(r: Reader) -> MailConfig:
     d = MailConfig
     return MailConfig(
         retention_time=r.number("retention_time", d.retention_time, 0.01, 24 * 365),
@@ -360,7 +280,7 @@ def _mail(r: _Reader) -> MailConfig:
     )
 
 
-def _mail_keys(r: _Reader) -> MailKeysConfig:
+def _mail_keys(r: Reader) -> MailKeysConfig:
     d = MailKeysConfig
     return MailKeysConfig(
         enabled=r.flag("enabled", d.enabled),
@@ -368,7 +288,7 @@ def _mail_keys(r: _Reader) -> MailKeysConfig:
     )
 
 
-def _ipc(r: _Reader) -> IpcConfig:
+def _ipc(r: Reader) -> IpcConfig:
     d = IpcConfig
     return IpcConfig(
         enabled=r.flag("enabled", d.enabled),
@@ -381,7 +301,7 @@ def _ipc(r: _Reader) -> IpcConfig:
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def _web(r: _Reader) -> WebConfig:
+def _web(r: Reader) -> WebConfig:
     d = WebConfig
     return WebConfig(
         enabled=r.flag("enabled", d.enabled),
@@ -391,7 +311,7 @@ def _web(r: _Reader) -> WebConfig:
     )
 
 
-def _datagrams(r: _Reader) -> DatagramConfig:
+def _datagrams(r: Reader) -> DatagramConfig:
     d = DatagramConfig
     return DatagramConfig(
         enabled=r.flag("enabled", d.enabled),
@@ -400,7 +320,7 @@ def _datagrams(r: _Reader) -> DatagramConfig:
     )
 
 
-def _discovery(r: _Reader) -> DiscoveryConfig:
+def _discovery(r: Reader) -> DiscoveryConfig:
     d = DiscoveryConfig
     return DiscoveryConfig(
         enabled=r.flag("enabled", d.enabled),
