@@ -13,8 +13,8 @@ PACKAGE = ROOT / "src" / "fluxchat"
 ENTRY_POINTS = sorted((ROOT / "src").glob("*.py"))
 
 LAYERS = {
-    0: {"__init__", "errors", "ids", "config", "config_reader", "identity", "pkcs8", "password", "asn1", "outbox_states",
-        "contact", "runtime_env", "malloc_env", "mail_rules"},
+    0: {"__init__", "errors", "ids", "config", "config_reader", "identity", "pkcs8", "password", "asn1",
+        "outbox_states", "contact", "runtime_env", "malloc_env", "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "ratelimit", "discovery", "wire_fields", "session_events",
         "mailkeys", "envelope2", "admission", "mail_limits", "addresses", "ipc_hello",
