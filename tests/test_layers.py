@@ -19,7 +19,7 @@ LAYERS = {
         "ipc_protocol", "ratelimit", "discovery", "wire_fields", "session_events",
         "mailkeys", "envelope2", "admission", "mail_limits", "addresses", "ipc_hello",
         "placement", "reachability", "relaying", "punching"},
-    2: {"peer_net", "link", "tls", "ipc_server", "ipc_client", "store", "store_schema",
+    2: {"peer_net", "link", "tls", "bootstrap", "ipc_server", "ipc_client", "store", "store_schema",
         "logsetup", "pidfile", "lan", "tasks", "link_loop", "held", "probe", "events"},
     3: {"node", "overlay", "mailer", "mailroom", "replication", "ipc_handlers", "mailkeyring", "reach",
         "relay", "relay_sender", "punch",

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import messages as m
+from .bootstrap import read_bootstrap
 from .config import Config
-from .contact import advertise, resolve
+from .contact import advertise
 from .datagram_net import Datagrams
-from .errors import ConfigError, FluxError
+from .errors import FluxError
 from .events import EventHub
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
@@ -51,27 +52,6 @@ STOP_DEADLINE = 1.5
 UPKEEP_INTERVAL = 60.0
 REREPLICATE_MIN = 300.0   # seconds between pushes of held mail after routing changes
 REJOIN_FIRST, REJOIN_MAX = 1.0, 60.0   # seconds between join attempts while isolated
-
-
-def read_bootstrap(config: Config) -> list[tuple[str, int]]:
-    """config `bootstrap` plus data_dir/bootstrap.json, as (host, port); bad entries named."""
-    entries = list(config.bootstrap)
-    path = config.data_dir / "bootstrap.json"
-    if path.exists():
-        try:
-            listed = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not a JSON list of \"host:port\" strings ({exc})") from None
-        if not isinstance(listed, list) or not all(isinstance(e, str) for e in listed):
-            raise ConfigError(f"{path}: expected a JSON list of \"host:port\" strings")
-        entries += listed
-    addresses = []
-    for entry in entries:
-        address = resolve(entry, "")
-        if address is None:
-            raise ConfigError(f"bootstrap entry {entry!r}: expected host:port")
-        addresses.append(address)
-    return list(dict.fromkeys(addresses))
 
 
 class Node:
