@@ -58,12 +58,15 @@ def loads_flat(data: bytes, max_items: int) -> list[Any]:
             raise CborError("truncated input")
         initial = data[pos]
         major, info = initial >> 5, initial & 0x1F
-        # Heads with no or one argument byte inline (nearly every item of ours); the one-byte
-        # argument must be at least 24, as in head_at. Others go through head_at.
+        # Heads with up to two argument bytes inline (every item of ours but times); the
+        # shortest-form floors are head_at's: 24 for one byte, 256 (a first byte not 0) for
+        # two. Others, and anything to refuse, go through head_at.
         if info < 24:
             arg, pos = info, pos + 1
         elif info == 24 and major != _SIMPLE and pos + 1 < end and data[pos + 1] >= 24:
             arg, pos = data[pos + 1], pos + 2
+        elif info == 25 and major != _SIMPLE and pos + 2 < end and data[pos + 1]:
+            arg, pos = data[pos + 1] << 8 | data[pos + 2], pos + 3
         else:
             major, arg, pos = head_at(data, pos)
         if major == _BYTES or major == _TEXT:
