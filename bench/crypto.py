@@ -10,11 +10,12 @@
   established), each for a known dialer (no proof of work) and for a dialer that must pay
   the default challenge.min = 16 bits (an unknown one, or any while the acceptor is busy).
 
-Usage: python3 bench/crypto.py [--quick]
+Usage: python3 bench/crypto.py [--quick] [--v2-only [SECONDS]]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -270,6 +271,16 @@ async def tls_handshakes(a: Identity, b: Identity, difficulty: int,
 # ----- report -------------------------------------------------------------------------------
 
 
+def report_v2(v2: dict[str, Any]) -> None:
+    print_table("Envelope v2 (mail keys) vs HPKE MLKEM768_X25519 + Ed25519 (1 KiB body, one core)",
+                ["HPKE seal/s", "Ed sign/s", "seal limit/s", "sealed/s", "seal ratio",
+                 "HPKE open/s", "Ed verify/s", "open limit/s", "opened/s", "open ratio", "bytes"],
+                [[v2["hpke_seal_per_s"], v2["ed25519_sign_per_s"], v2["seal_limit_per_s"],
+                  v2["sealed_per_s"], f"{v2['seal_ratio']:.1%}", v2["hpke_open_per_s"],
+                  v2["ed25519_verify_per_s"], v2["open_limit_per_s"], v2["opened_per_s"],
+                  f"{v2['open_ratio']:.1%}", v2["envelope_bytes"]]])
+
+
 def report(rsa: list[dict[str, Any]], v2: dict[str, Any], memory: list[dict[str, Any]],
            tls: list[dict[str, Any]]) -> None:
     print_table("RSA private-key limit vs envelopes (1 KiB body, one core)",
@@ -278,13 +289,7 @@ def report(rsa: list[dict[str, Any]], v2: dict[str, Any], memory: list[dict[str,
                 [[r["label"], r["sign_per_s"], r["oaep_decrypt_per_s"], r["verify_per_s"],
                   r["oaep_encrypt_per_s"], r["sealed_per_s"], f"{r['seal_ratio']:.1%}",
                   r["opened_per_s"], f"{r['open_ratio']:.1%}"] for r in rsa])
-    print_table("Envelope v2 (mail keys) vs HPKE MLKEM768_X25519 + Ed25519 (1 KiB body, one core)",
-                ["HPKE seal/s", "Ed sign/s", "seal limit/s", "sealed/s", "seal ratio",
-                 "HPKE open/s", "Ed verify/s", "open limit/s", "opened/s", "open ratio", "bytes"],
-                [[v2["hpke_seal_per_s"], v2["ed25519_sign_per_s"], v2["seal_limit_per_s"],
-                  v2["sealed_per_s"], f"{v2['seal_ratio']:.1%}", v2["hpke_open_per_s"],
-                  v2["ed25519_verify_per_s"], v2["open_limit_per_s"], v2["opened_per_s"],
-                  f"{v2['open_ratio']:.1%}", v2["envelope_bytes"]]])
+    report_v2(v2)
     sign = rsa[0]["sign_per_s"]
     print_table(f"New links (v2: Ed25519 link keys), RSA-4096 identities (raw RSA-4096 sign: "
                 f"{sign:,.0f}/s); PoW bits 0 = known dialer",
@@ -298,12 +303,31 @@ def report(rsa: list[dict[str, Any]], v2: dict[str, Any], memory: list[dict[str,
                    for r in tls])
 
 
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--v2-only", type=float, nargs="?", const=30.0, default=None,
+                        metavar="SECONDS", help="only envelope v2 against its limit, for "
+                        "about SECONDS (30): quick before/after comparisons")
+
+
+def v2_only(sender: Identity, recipient: Identity, seconds: float,
+            load_before: tuple[float, float, float]) -> None:
+    v2 = v2_section(sender, recipient, seconds / 6, 10)   # six ops share the time
+    report_v2(v2)
+    print(f"load average before / after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
+    write_results("crypto_v2", {"envelope_v2": v2, "body_bytes": len(BODY),
+                                "seconds_per_op": seconds / 6, "rounds": 10,
+                                "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], options)
     quiet_logs()
     seconds, rounds, shakes = (1.5, 3, 15) if args.quick else (12.0, 8, 60)
     big_a, big_b = identity_4096(), keypool.load(keypool.ensure_4096())
     load_before = os.getloadavg()
+    if args.v2_only is not None:
+        v2_only(big_a, big_b, args.v2_only, load_before)
+        return
     rsa = [rsa_section("RSA-4096", big_a, big_b, seconds, rounds),
            rsa_section("RSA-2048", identity(0), identity(1), seconds, rounds)]
     v2 = v2_section(big_a, big_b, seconds, rounds)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluxchat.cbor import CborError, dumps, loads
+from fluxchat.cbor_flat import head_at, loads_flat
 from fluxchat.errors import ProtocolError
 
 # (value, hex) pairs from RFC 8949 Appendix A that fall inside our subset.
@@ -180,6 +181,92 @@ class PropertyTest(unittest.TestCase):
         except CborError:
             return
         self.assertEqual(dumps(decoded), bytes(data))
+
+
+scalars = (st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1)
+           | st.binary(max_size=300) | st.text(max_size=40))
+
+
+def flat_or_none(data: bytes, max_items: int) -> list[object] | None:
+    """What loads_flat must give: loads' answer when it is an array of scalars, else None."""
+    try:
+        value = loads(data, max_depth=1, max_items=max_items)
+    except CborError:
+        return None
+    if not isinstance(value, list) or any(isinstance(item, (list, dict)) for item in value):
+        return None
+    return value
+
+
+class FlatTest(unittest.TestCase):
+    """loads_flat accepts exactly what loads accepts of flat arrays, and gives the same."""
+
+    def assert_same_as_loads(self, data: bytes, max_items: int = 100) -> None:
+        expected = flat_or_none(data, max_items)
+        if expected is None:
+            with self.assertRaises(CborError, msg=data.hex()):
+                loads_flat(data, max_items)
+        else:
+            self.assertEqual(loads_flat(data, max_items), expected, msg=data.hex())
+
+    def test_golden_and_rejected_inside_an_array(self) -> None:
+        for _, hex_text in GOLDEN:
+            self.assert_same_as_loads(bytes.fromhex(hex_text))
+            self.assert_same_as_loads(b"\x82\x01" + bytes.fromhex(hex_text))
+        for rule, hex_text in REJECTED.items():
+            for data in (bytes.fromhex(hex_text), b"\x81" + bytes.fromhex(hex_text),
+                         b"\x82" + bytes.fromhex(hex_text) + b"\x00"):
+                with self.subTest(rule=rule, data=data.hex()), self.assertRaises(CborError):
+                    loads_flat(data, 100)
+
+    def test_nested_containers_and_scalars_refused(self) -> None:
+        for value in ([[]], [{}], [1, [2]], 5, b"x", "x", {}, None):
+            with self.assertRaises(CborError, msg=repr(value)):
+                loads_flat(dumps(value), 100)
+
+    def test_item_limit_counts_the_array(self) -> None:
+        for count in (0, 14, 15, 16, 30):
+            data = dumps([b"a" * 30] * count)
+            self.assert_same_as_loads(data, max_items=16)
+        with self.assertRaises(CborError):
+            loads_flat(dumps([1] * 16), 16)
+
+    def test_every_truncation_and_flip_of_a_record_shaped_array(self) -> None:
+        data = dumps([1, b"\xab" * 32, 1_800_000_000, 2**40, b"k" * 32, b"p" * 1216,
+                      "subject \u00e9", "", -5, True, None, b"s" * 512])
+        for end in range(len(data)):
+            self.assert_same_as_loads(data[:end])
+        for pos in range(len(data)):
+            for bit in (0x01, 0x20, 0x80):
+                damaged = bytearray(data)
+                damaged[pos] ^= bit
+                self.assert_same_as_loads(bytes(damaged))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(scalars, max_size=20), st.integers(0, 2**16), st.integers(0, 255))
+    def test_mutations_agree_with_loads(self, items: list[object], where: int,
+                                        byte: int) -> None:
+        data = dumps(items)
+        self.assertEqual(loads_flat(data, 100), items)
+        damaged = bytearray(data)
+        damaged[where % len(damaged)] = byte
+        self.assert_same_as_loads(bytes(damaged))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=64))
+    def test_arbitrary_bytes_agree_with_loads(self, data: bytes) -> None:
+        self.assert_same_as_loads(data)
+
+
+class HeadTest(unittest.TestCase):
+    def test_heads(self) -> None:
+        self.assertEqual(head_at(bytes.fromhex("00001a000f4240"), 2), (0, 1000000, 7))
+        self.assertEqual(head_at(bytes.fromhex("5901000000"), 0), (2, 256, 3))
+        self.assertEqual(head_at(b"\xf5", 0), (7, 21, 1))
+        for hex_text in ("", "1817", "1900ff", "1a0000ffff", "1b00000000ffffffff", "5801",
+                         "19", "1a0000", "1c", "5f", "ff", "f93c00", "f8ff"):
+            with self.assertRaises(CborError, msg=hex_text):
+                head_at(bytes.fromhex(hex_text), 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fluxchat import envelope as v1
 from fluxchat import envelope2 as v2
-from fluxchat.cbor import dumps, loads
+from fluxchat.cbor import CborError, dumps, loads
 from fluxchat.envelope import MailContent, OuterHeader
 from fluxchat.errors import EnvelopeError
 from fluxchat.identity import Identity
@@ -263,6 +263,113 @@ class HeaderTest(unittest.TestCase):
                 call()
             except EnvelopeError:
                 pass
+
+
+def reference_split(envelope: bytes) -> tuple[v2.Header2, bytes] | None:
+    """What `split` must accept, by the general decoder and shape checks; None if refused."""
+    try:
+        outer = loads(envelope, max_depth=2, max_items=16)
+    except CborError:
+        return None
+    if not isinstance(outer, list) or len(outer) != 2 or not isinstance(outer[0], list) \
+            or len(outer[0]) != 5:
+        return None
+    (version, recipient, uuid, expires_at, key_id), blob = outer
+    ok = (type(version) is int and version == 2
+          and isinstance(recipient, bytes) and len(recipient) == 32
+          and isinstance(uuid, bytes) and len(uuid) == 16
+          and type(expires_at) is int and 0 <= expires_at <= v1.MAX_TIMESTAMP
+          and isinstance(key_id, bytes) and len(key_id) == 16
+          and isinstance(blob, bytes) and len(blob) >= v2.ENC_BYTES + v2.TAG_BYTES)
+    return (v2.Header2(recipient, uuid, expires_at, key_id), blob) if ok else None
+
+
+class SplitTest(unittest.TestCase):
+    """`split` reads the layout by slicing: it must accept exactly what the general decoder
+    accepts, give the same fields, and its header bytes must be the canonical encoding."""
+
+    def assert_like_reference(self, data: bytes) -> None:
+        expected = reference_split(data)
+        if expected is None:
+            with self.assertRaises(EnvelopeError, msg=data[:80].hex()):
+                v2.split(data, len(data))
+            return
+        header, blob = v2.split(data, len(data))
+        self.assertEqual((header, blob), expected)
+        self.assertEqual(header.encoded, dumps(header.fields()))
+        self.assertEqual(b"\x82" + header.encoded + dumps(blob), data)
+
+    def test_every_flip_and_cut_of_the_header(self) -> None:
+        envelope = sealed(mail(A, B), PA, PB)
+        self.assert_like_reference(envelope)
+        for pos in range(80):
+            for bit in (0x01, 0x02, 0x10, 0x20, 0x80):
+                damaged = bytearray(envelope)
+                damaged[pos] ^= bit
+                self.assert_like_reference(bytes(damaged))
+            self.assert_like_reference(envelope[:pos] + envelope[pos + 1:])
+            self.assert_like_reference(envelope[:pos] + b"\x00" + envelope[pos:])
+        for end in (0, 5, 60, 74, 1210, 1211, len(envelope) - 1):
+            self.assert_like_reference(envelope[:end])
+
+    def test_every_width_of_expires_at_and_of_the_sealed_length(self) -> None:
+        h = [2, B.node_id, UUID, 0, b"\1" * 16]
+        for expires in (0, 23, 24, 255, 256, 2**16, 2**32 - 1, 2**32, v1.MAX_TIMESTAMP,
+                        v1.MAX_TIMESTAMP + 1, 2**64 - 1):
+            for size in (v2.ENC_BYTES + v2.TAG_BYTES - 1, v2.ENC_BYTES + v2.TAG_BYTES, 70000):
+                data = dumps([h[:3] + [expires] + h[4:], b"\7" * size])
+                self.assert_like_reference(data)
+                for width in (0x19, 0x1a, 0x1b):   # the same expiry with wider heads
+                    wide = {0x19: 3, 0x1a: 5, 0x1b: 9}[width]
+                    if expires < 2 ** (8 * (wide - 1)):
+                        at = 54
+                        head = bytes((width,)) + expires.to_bytes(wide - 1, "big")
+                        old = len(dumps(expires))
+                        self.assert_like_reference(data[:at] + head + data[at + old:])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.integers(0, 90), st.integers(0, 255))
+    def test_random_header_bytes(self, where: int, byte: int) -> None:
+        damaged = bytearray(sealed(mail(A, B), PA, PB))
+        damaged[where] = byte
+        self.assert_like_reference(bytes(damaged))
+
+
+class EncodingTest(unittest.TestCase):
+    """The writers that join heads and fields give exactly what `dumps` gives."""
+
+    def test_inner_is_dumps_of_its_fields(self) -> None:
+        contents = [mail(A, B), mail(A, B, subject="", body=""),
+                    mail(A, B, subject="s\u00e9 \U0001f511", body="z" * 70_000),
+                    mail(A, B, kind="receipt", ref=bytes(range(16)) * 3),
+                    dataclasses.replace(mail(A, B, created=0), sender_name="\u00c9lise"),
+                    dataclasses.replace(mail(A, B, created=23), sender_name="n" * 64)]
+        contents += [mail(A, B, created=t) for t in (24, 255, 256, 2**16, 2**32, 2**40)]
+        for content in contents:
+            for der, record in [(A.public_der, PA.record.encode()), (b"", b""), (b"k" * 23, b"r")]:
+                fields: list[object] = [2, content.kind, content.uuid, content.sender,
+                                        content.recipient, content.created_at, content.subject,
+                                        content.body, content.ref, der, record]
+                if content.sender_name:
+                    fields.append(content.sender_name)
+                self.assertEqual(v2.encode_inner(content, der, record), dumps(fields))
+
+    def test_header_is_dumps_of_its_fields(self) -> None:
+        for expires in (0, 23, 24, 255, 256, 2**16 - 1, 2**16, 2**32, v1.MAX_TIMESTAMP):
+            header = v2.Header2(B.node_id, UUID, expires, b"\3" * 16)
+            self.assertEqual(v2.encode_header(B.node_id, UUID, expires, b"\3" * 16),
+                             header.encode())
+            self.assertEqual(header.encode(), dumps([2, B.node_id, UUID, expires, b"\3" * 16]))
+
+    def test_padded_is_dumps_of_parts_and_zeros(self) -> None:
+        for sizes in [(0, 0), (1, 64), (3000, 64), (4000, 64), (70_000, 64), (23, 24, 255)]:
+            parts = [bytes([7]) * n for n in sizes]
+            data = v1.padded(parts)
+            *decoded, padding = loads(data)
+            self.assertEqual(decoded, parts)
+            self.assertEqual(padding, bytes(len(padding)))
+            self.assertEqual(data, dumps([*parts, padding]))
+            self.assertIn(len(data) - v1.bucket_size(len(dumps(parts)) + 1), (0, 1, 2))
 
 
 class SealArgumentsTest(unittest.TestCase):

@@ -149,6 +149,32 @@ class CacheTest(unittest.TestCase):
         with self.assertRaises(MailKeyError):
             cache.check(data, B.node_id, B.public_der)
 
+    def test_another_record_of_the_same_sender_never_hits(self) -> None:
+        cache = RecordCache()
+        first, second = record_of(created=T0), record_of(created=T0 + 1)
+        self.assertEqual(cache.check(first.encode(), A.node_id, A.public_der), first)
+        self.assertEqual(cache.check(second.encode(), A.node_id, A.public_der), second)
+        # Same keys, same times, another (randomized PSS) signature: other bytes, own entry.
+        again = make_record(A, secrets(0), T0, T0 + 2 * DAY)
+        self.assertNotEqual(again.encode(), first.encode())
+        self.assertEqual(cache.check(again.encode(), A.node_id, A.public_der).signature,
+                         again.signature)
+        self.assertEqual(len(cache._seen), 3)
+
+    def test_an_invalid_record_is_never_cached(self) -> None:
+        cache, record = RecordCache(), record_of()
+        damaged = bytearray(record.encode())
+        damaged[-1] ^= 1   # the last byte of the RSA signature
+        for _ in range(2):
+            with self.assertRaises(MailKeyError):
+                cache.check(bytes(damaged), A.node_id, A.public_der)
+        self.assertEqual(len(cache._seen), 0)
+        # A good record stays bound to the key it was checked under.
+        cache.check(record.encode(), A.node_id, A.public_der)
+        with self.assertRaises(MailKeyError):
+            cache.check(record.encode(), A.node_id, B.public_der)
+        self.assertEqual(len(cache._seen), 1)
+
     def test_bounded(self) -> None:
         cache = RecordCache(size=2)
         for created in (T0, T0 + 1, T0 + 2):

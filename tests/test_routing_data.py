@@ -44,6 +44,14 @@ class AddressRulesTest(unittest.TestCase):
         self.assertIsNone(observed_address("out", "private", seen))
         self.assertIsNone(observed_address("in", "public:0", seen))
 
+    def test_observed_address_is_parsed_once_per_link(self) -> None:
+        # Asked again for every mail to a linked peer: the answer is kept, not parsed anew.
+        link = ("in", "public:25003", ("198.51.100.8", 40001))
+        before = observed_address.cache_info().hits
+        self.assertEqual(observed_address(*link), ("198.51.100.8", 25003))
+        self.assertEqual(observed_address(*link), ("198.51.100.8", 25003))
+        self.assertEqual(observed_address.cache_info().hits, before + 1)
+
 
 class ClaimedAddressTest(NodeTestCase):
     async def test_a_third_party_cannot_publish_a_linked_private_node_elsewhere(self) -> None:

@@ -68,6 +68,24 @@ class ReceiveAllTest(StoreCase):
         self.assertIsNone(self.store.get_outbox(uid(1001)))
         self.assertIsNotNone(self.store.get_outbox(uid(1003)))
 
+    def test_a_lone_mail_costs_three_statements(self) -> None:
+        # On the path of every mail received one at a time: BEGIN, the INSERT that is also
+        # the check that the uuid was never seen, COMMIT (no savepoint, no separate SELECT).
+        statements: list[str] = []
+        self.store._db.set_trace_callback(statements.append)
+        try:
+            self.assertEqual(self.store.receive_all([MailArrival(inbox_mail(1), 2)], 100), [NEW])
+            self.assertEqual(len(statements), 3, statements)
+            statements.clear()   # a copy, and a uuid seen before (its mail deleted since)
+            self.store.remember_seen(uid(2), 100, 100)
+            statements.clear()
+            again = [MailArrival(inbox_mail(1), 2), MailArrival(inbox_mail(2), 2)]
+            self.assertEqual(self.store.receive_all(again, 101), [DUPLICATE, DUPLICATE])
+            self.assertEqual(len(statements), 4, statements)
+        finally:
+            self.store._db.set_trace_callback(None)
+        self.assertIsNone(self.store.read_inbox(uid(2)))
+
     def test_a_receipt_for_mail_committed_before_is_written_once(self) -> None:
         self.store.receive_all([MailArrival(inbox_mail(1), 1)], 100)
         later = OurReceipt(receipt_row(1), ())

@@ -128,6 +128,17 @@ def dumps(obj: object) -> bytes:
     return bytes(out)
 
 
+def bytes_head(length: int) -> bytes:
+    """The head of a byte string of `length` bytes: head ‖ bytes is its encoding, for
+    writers that join large strings once instead of copying them into an encoder's buffer."""
+    return _head(_BYTES, length)
+
+
+def text_head(length: int) -> bytes:
+    """The head of a text string of `length` UTF-8 bytes (see bytes_head)."""
+    return _head(_TEXT, length)
+
+
 # ----- decoding -----------------------------------------------------------------------
 
 # Smallest argument that needs 1, 2, 4 or 8 bytes (additional info 24..27): anything

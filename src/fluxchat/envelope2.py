@@ -24,18 +24,19 @@ takes no randomness; everything else is a function of the arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import envelope as v1
-from .cbor import dumps, loads
+from .cbor import CborError, bytes_head, dumps, text_head
+from .cbor_flat import head_at, loads_flat
 from .envelope import MailContent, OuterHeader, padded
 from .errors import EnvelopeError
 from .identity import Identity
-from .ids import ID_BYTES, id_from_spki
+from .ids import ID_BYTES
 from .mailkeys import PREKEY_ID_BYTES, MailKeyRecord, RecordCache, prekey_public, sign_key_public
 
 VERSION = 2
@@ -48,15 +49,30 @@ SIGNATURE_BYTES = 64
 PROTECTION = {1: "rsa", 2: "forward-secret-pq"}   # what `status` and `read` show
 
 
+# A canonical v2 envelope has one layout, so it is written by joining and read by slicing,
+# with the decoder's head rules (cbor.head_at) for the two fields of variable size; the
+# header's bytes are a slice of the envelope, never re-encoded:
+#   82 85 02 5820 recipient(32) 50 uuid(16) uint(expires_at) 50 prekey_id(16) bstr-head sealed
+_START = b"\x82\x85\x02\x58\x20"
+_BSTR16 = 0x50
+_BSTR16_HEAD = bytes((_BSTR16,))
+_UUID_AT = len(_START) + ID_BYTES + 1
+_EXPIRES_AT = _UUID_AT + v1.UUID_BYTES
+_MIN_BYTES = _EXPIRES_AT + 1 + 1 + PREKEY_ID_BYTES + 3 + ENC_BYTES + TAG_BYTES
+
+
 @dataclass(frozen=True)
 class Header2:
     recipient: bytes
     uuid: bytes
     expires_at: int
     prekey_id: bytes
+    # The header's canonical bytes when `split` read it from an envelope (the same bytes
+    # `encode` would build); left out of equality, as it follows from the fields.
+    encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def encode(self) -> bytes:
-        return dumps(self.fields())
+        return self.encoded or dumps(self.fields())
 
     def fields(self) -> list[object]:
         return [VERSION, self.recipient, self.uuid, self.expires_at, self.prekey_id]
@@ -81,13 +97,37 @@ class Opened:
     sender_record: MailKeyRecord
 
 
+def encode_header(recipient: bytes, uuid: bytes, expires_at: int, prekey_id: bytes) -> bytes:
+    """CBOR(header), written from its layout (see `split`): the same bytes as
+    Header2(...).encode() for fields of the right sizes, which the caller has checked."""
+    return b"".join((_START[1:], recipient, _BSTR16_HEAD, uuid, dumps(expires_at),
+                     _BSTR16_HEAD, prekey_id))
+
+
+_VERSION_ITEM = dumps(VERSION)
+
+
 def encode_inner(content: MailContent, sender_der: bytes, sender_record: bytes) -> bytes:
-    fields: list[object] = [VERSION, content.kind, content.uuid, content.sender, content.recipient,
-                            content.created_at, content.subject, content.body, content.ref,
-                            sender_der, sender_record]
-    if content.sender_name:   # as in v1: a trailing element only when there is a name
-        fields.append(content.sender_name)
-    return dumps(fields)
+    """CBOR(inner): [VERSION, kind, uuid, sender, recipient, created_at, subject, body, ref,
+    sender_der, sender_record (, sender_name when it is not empty, as in v1)]. Written as
+    heads and fields joined once (the same bytes as `dumps` of that list, which a test
+    checks), as every mail is."""
+    name = content.sender_name
+    pieces = [b"\x8c" if name else b"\x8b", _VERSION_ITEM, *_text(content.kind),
+              bytes_head(len(content.uuid)), content.uuid,
+              bytes_head(len(content.sender)), content.sender,
+              bytes_head(len(content.recipient)), content.recipient, dumps(content.created_at),
+              *_text(content.subject), *_text(content.body), bytes_head(len(content.ref)),
+              content.ref, bytes_head(len(sender_der)), sender_der,
+              bytes_head(len(sender_record)), sender_record]
+    if name:
+        pieces += _text(name)
+    return b"".join(pieces)
+
+
+def _text(text: str) -> tuple[bytes, bytes]:
+    raw = text.encode("utf-8")   # lone surrogates raise UnicodeEncodeError, as in dumps
+    return text_head(len(raw)), raw
 
 
 # ----- sealing (our own input: mistakes are ValueError) --------------------------------
@@ -106,35 +146,37 @@ def seal(content: MailContent, signer: MailSigner, recipient: MailKeyRecord,
         raise ValueError("the record is not the recipient's")
     if not v1._is_int(expires_at) or not 0 <= expires_at <= v1.MAX_TIMESTAMP:
         raise ValueError("expires_at must be a non-negative unix time")
-    header = Header2(content.recipient, content.uuid, expires_at, recipient.prekey_id)
-    header_bytes = header.encode()
+    header_bytes = encode_header(content.recipient, content.uuid, expires_at,
+                                 recipient.prekey_id)
     inner = encode_inner(content, signer.identity_der, signer.record)
     signature = signer.signing_key.sign(MAIL_CONTEXT + header_bytes + inner)
     sealed = SUITE.encrypt(padded([inner, signature]), prekey_public(recipient.prekey),
                            info=SEAL_CONTEXT + header_bytes)
-    return b"\x82" + header_bytes + dumps(sealed)   # = dumps([header, sealed]), header encoded once
+    # = dumps([header, sealed]), with the header encoded once and `sealed` copied once
+    return b"".join((b"\x82", header_bytes, bytes_head(len(sealed)), sealed))
 
 
 # ----- parsing (hostile input: every failure is EnvelopeError) ---------------------------
 
-
 def split(envelope: bytes, max_size: int) -> tuple[Header2, bytes]:
-    if len(envelope) > max_size:
+    """The header (with its bytes, `Header2.encoded`) and the sealed part of a v2 envelope
+    that is canonical CBOR of the layout above and no longer than `max_size`."""
+    if not _MIN_BYTES <= len(envelope) <= max_size or envelope[:5] != _START \
+            or envelope[_UUID_AT - 1] != _BSTR16:
         raise EnvelopeError()
-    outer = loads(envelope, max_depth=2, max_items=16)
-    if not isinstance(outer, list) or len(outer) != 2 or not isinstance(outer[0], list) \
-            or len(outer[0]) != 5:
+    try:
+        major, expires_at, pos = head_at(envelope, _EXPIRES_AT)
+        header_end = pos + 1 + PREKEY_ID_BYTES
+        if major != 0 or expires_at > v1.MAX_TIMESTAMP or envelope[pos] != _BSTR16:
+            raise EnvelopeError()
+        major, length, start = head_at(envelope, header_end)
+    except CborError:
+        raise EnvelopeError() from None
+    if major != 2 or start + length != len(envelope) or length < ENC_BYTES + TAG_BYTES:
         raise EnvelopeError()
-    (version, recipient, uuid, expires_at, key_id), sealed = outer
-    ok = (v1._is_int(version) and version == VERSION
-          and isinstance(recipient, bytes) and len(recipient) == ID_BYTES
-          and isinstance(uuid, bytes) and len(uuid) == v1.UUID_BYTES
-          and v1._is_int(expires_at) and 0 <= expires_at <= v1.MAX_TIMESTAMP
-          and isinstance(key_id, bytes) and len(key_id) == PREKEY_ID_BYTES
-          and isinstance(sealed, bytes) and len(sealed) >= ENC_BYTES + TAG_BYTES)
-    if not ok:
-        raise EnvelopeError()
-    return Header2(recipient, uuid, expires_at, key_id), sealed
+    header = Header2(envelope[len(_START):_UUID_AT - 1], envelope[_UUID_AT:_EXPIRES_AT],
+                     expires_at, envelope[pos + 1:header_end], envelope[1:header_end])
+    return header, envelope[start:]
 
 
 # Canonical CBOR gives each version's envelope fixed first bytes: the outer array's head,
@@ -170,7 +212,7 @@ def prekey_id_of(envelope: bytes, max_size: int) -> bytes:
 
 
 def _decode_inner(inner: bytes) -> tuple[MailContent, bytes, bytes]:
-    fields = loads(inner, max_depth=1, max_items=16)
+    fields = loads_flat(inner, max_items=16)
     if not isinstance(fields, list) or len(fields) not in (11, 12) or fields[0] != VERSION \
             or not v1._is_int(fields[0]):
         raise EnvelopeError()
@@ -191,16 +233,16 @@ def _open(header: Header2, sealed: bytes, me: bytes,
         raise EnvelopeError()
     header_bytes = header.encode()
     plaintext = SUITE.decrypt(sealed, private, info=SEAL_CONTEXT + header_bytes)
-    parts = loads(plaintext, max_depth=1, max_items=4)
-    if not isinstance(parts, list) or len(parts) != 3 \
-            or not all(isinstance(part, bytes) for part in parts):
+    parts = loads_flat(plaintext, max_items=4)
+    if len(parts) != 3:
         raise EnvelopeError()
-    inner, signature = parts[0], parts[1]
+    inner, signature, padding = parts
+    if type(inner) is not bytes or type(signature) is not bytes or type(padding) is not bytes:
+        raise EnvelopeError()
     content, sender_der, record_bytes = _decode_inner(inner)
-    # The record must be the sender's (signed by the key hashing to `sender`) and the mail
-    # made while it was valid; only then does its Ed25519 key speak for the sender.
-    if id_from_spki(sender_der) != content.sender:
-        raise EnvelopeError()
+    # The record must be the sender's (signed by the key hashing to `sender`: the cache
+    # checks both) and the mail made while it was valid; only then does its Ed25519 key
+    # speak for the sender.
     record = records.check(record_bytes, content.sender, sender_der)
     if content.created_at >= record.expires_at or len(signature) != SIGNATURE_BYTES:
         raise EnvelopeError()

@@ -194,13 +194,17 @@ def prekey_public(prekey: bytes) -> hpke.MLKEM768X25519PublicKey:
 
 
 class RecordCache:
-    """Records whose RSA signature we already verified, keyed by their exact bytes, so each
-    costs one RSA verification however many envelopes carry it. Bounded (LRU)."""
+    """Records whose RSA signature we already verified, keyed by their exact bytes and the
+    exact identity key, so each costs one RSA verification however many envelopes carry it.
+    Bounded (LRU). Only records that passed `check_record` enter it."""
 
     def __init__(self, size: int = 1024) -> None:
         self._seen: certified.VerifiedCache[MailKeyRecord] = certified.VerifiedCache(size)
 
     def check(self, data: bytes, node_id: bytes, identity_der: bytes) -> MailKeyRecord:
+        """As `check_record`: `data` is a record of `node_id`, signed by `identity_der`,
+        which hashes to `node_id` (a hit stands for both: the entry was checked under this
+        very key and names `node_id`)."""
         record = self._seen.get(data, identity_der)
         if record is None or record.node_id != node_id:
             record = check_record(data, node_id, identity_der)

@@ -35,8 +35,14 @@ class InboxMail:
 SEEN_SQL = ("SELECT EXISTS (SELECT 1 FROM seen WHERE uuid = ?1) "
             "OR EXISTS (SELECT 1 FROM inbox WHERE uuid = ?1)")
 INBOX_COLS = "uuid, sender, recipient, subject, body, created_at, received_at, is_new, ref, sender_name"
+# One statement that is also the check that the uuid was never seen: NOT EXISTS for a `seen`
+# row, the primary key's DO NOTHING for a mail already in the inbox. Being a single statement,
+# it is atomic on its own (a failed constraint undoes just this statement), so a batch of
+# arrivals needs no savepoint around it (store_batch).
 _INSERT_INBOX = (f"INSERT INTO inbox ({INBOX_COLS}, envelope_version) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                 "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 "
+                 "WHERE NOT EXISTS (SELECT 1 FROM seen WHERE uuid = ?1) "
+                 "ON CONFLICT (uuid) DO NOTHING")
 
 
 def inbox_row(row: Sequence[Any]) -> InboxMail:
@@ -59,13 +65,12 @@ def insert_seen(db: dbapi.Connection, uuid: bytes, created_at: int, now: int) ->
 
 def insert_inbox(db: dbapi.Connection, mail: InboxMail, envelope_version: int) -> bool:
     """Within the caller's transaction: store a received mail; False (nothing written) if its
-    uuid was already seen."""
-    if seen_in(db, mail.uuid):
-        return False
-    db.execute(_INSERT_INBOX, (mail.uuid, mail.sender, mail.recipient, mail.subject, mail.body,
-                               mail.created_at, mail.received_at, int(mail.is_new), mail.ref,
-                               mail.sender_name, envelope_version))
-    return True   # seen as long as it stays in the inbox (SEEN_SQL)
+    uuid was already seen. One statement (see _INSERT_INBOX)."""
+    return db.execute(_INSERT_INBOX, (mail.uuid, mail.sender, mail.recipient, mail.subject,
+                                      mail.body, mail.created_at, mail.received_at,
+                                      int(mail.is_new), mail.ref, mail.sender_name,
+                                      envelope_version)).rowcount > 0
+    # ... and seen as long as it stays in the inbox (SEEN_SQL)
 
 
 class InboxStore(StoreBase):
