@@ -78,6 +78,12 @@ if [ ! -x .venv/bin/fluxchat ]; then
         || say "the fluxchat command could not be installed; src/*.py work all the same"
     changed=1
 fi
+# A node runs under -OO (src/fluxchat/process_env.py), whose bytecode is in the *.opt-2.pyc
+# files: written here, so that no start compiles the modules from source (a read-only checkout,
+# PYTHONDONTWRITEBYTECODE). Quick when they are up to date.
+.venv/bin/python -m compileall -q -o 2 src \
+    "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null \
+    || say "could not compile every module for -OO; a node compiles what is missing as it starts"
 [ "${FLUXCHAT_SETUP_VENV_ONLY:-0}" = 1 ] && exit 0
 PY=.venv/bin/python
 

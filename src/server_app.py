@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import sys
 
-from fluxchat.malloc_env import map_big_buffers
+from fluxchat.process_env import run_as_node
 from fluxchat.runtime_env import use_project_venv
 
 if __name__ == "__main__":   # started as a script, perhaps by a python3 without our dependencies
-    map_big_buffers()        # may start this process again: before anything heavy is imported
+    run_as_node()            # may start this process again: before anything heavy is imported
     use_project_venv()
 
 import argparse  # noqa: E402

@@ -7,7 +7,8 @@ import unittest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fluxchat.cbor import CborError, dumps, head_at, loads, loads_flat
+from fluxchat.cbor import CborError, dumps, loads
+from fluxchat.cbor_flat import head_at, loads_flat
 from fluxchat.errors import ProtocolError
 
 # (value, hex) pairs from RFC 8949 Appendix A that fall inside our subset.

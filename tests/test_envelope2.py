@@ -335,6 +335,43 @@ class SplitTest(unittest.TestCase):
         self.assert_like_reference(bytes(damaged))
 
 
+class EncodingTest(unittest.TestCase):
+    """The writers that join heads and fields give exactly what `dumps` gives."""
+
+    def test_inner_is_dumps_of_its_fields(self) -> None:
+        contents = [mail(A, B), mail(A, B, subject="", body=""),
+                    mail(A, B, subject="s\u00e9 \U0001f511", body="z" * 70_000),
+                    mail(A, B, kind="receipt", ref=bytes(range(16)) * 3),
+                    dataclasses.replace(mail(A, B, created=0), sender_name="\u00c9lise"),
+                    dataclasses.replace(mail(A, B, created=23), sender_name="n" * 64)]
+        contents += [mail(A, B, created=t) for t in (24, 255, 256, 2**16, 2**32, 2**40)]
+        for content in contents:
+            for der, record in [(A.public_der, PA.record.encode()), (b"", b""), (b"k" * 23, b"r")]:
+                fields: list[object] = [2, content.kind, content.uuid, content.sender,
+                                        content.recipient, content.created_at, content.subject,
+                                        content.body, content.ref, der, record]
+                if content.sender_name:
+                    fields.append(content.sender_name)
+                self.assertEqual(v2.encode_inner(content, der, record), dumps(fields))
+
+    def test_header_is_dumps_of_its_fields(self) -> None:
+        for expires in (0, 23, 24, 255, 256, 2**16 - 1, 2**16, 2**32, v1.MAX_TIMESTAMP):
+            header = v2.Header2(B.node_id, UUID, expires, b"\3" * 16)
+            self.assertEqual(v2.encode_header(B.node_id, UUID, expires, b"\3" * 16),
+                             header.encode())
+            self.assertEqual(header.encode(), dumps([2, B.node_id, UUID, expires, b"\3" * 16]))
+
+    def test_padded_is_dumps_of_parts_and_zeros(self) -> None:
+        for sizes in [(0, 0), (1, 64), (3000, 64), (4000, 64), (70_000, 64), (23, 24, 255)]:
+            parts = [bytes([7]) * n for n in sizes]
+            data = v1.padded(parts)
+            *decoded, padding = loads(data)
+            self.assertEqual(decoded, parts)
+            self.assertEqual(padding, bytes(len(padding)))
+            self.assertEqual(data, dumps([*parts, padding]))
+            self.assertIn(len(data) - v1.bucket_size(len(dumps(parts)) + 1), (0, 1, 2))
+
+
 class SealArgumentsTest(unittest.TestCase):
     def test_caller_mistakes_are_value_errors(self) -> None:
         for content, record, expires in [

@@ -14,7 +14,7 @@ ENTRY_POINTS = sorted((ROOT / "src").glob("*.py"))
 
 LAYERS = {
     0: {"__init__", "errors", "ids", "config", "config_reader", "identity", "pkcs8", "password", "asn1",
-        "outbox_states", "contact", "runtime_env", "malloc_env", "mail_rules"},
+        "outbox_states", "contact", "runtime_env", "process_env", "mail_rules"},
     1: {"cbor", "framing", "messages", "session", "routing", "lookup", "envelope", "pow",
         "ipc_protocol", "ratelimit", "discovery", "wire_fields", "session_events",
         "mailkeys", "envelope2", "admission", "mail_limits", "addresses", "ipc_hello",
@@ -51,6 +51,7 @@ LAYERS[3] |= {"sealing", "outbox_worker", "later_moves"}
 LAYERS[2] |= {"logfile"}   # the log file handler (logsetup.py)
 LAYERS[0] |= {"uuids"}   # mail uuids without the uuid module
 LAYERS[1] |= {"prekey_keys"}   # prekey halves without cryptography's backend object
+LAYERS[1] |= {"cbor_flat"}   # the decoder's fast paths for the flat arrays of mail and records
 PURE = LAYERS[1]
 IMPURE_STDLIB = {"asyncio", "socket", "ssl", "sqlite3", "sqlcipher3", "time", "os", "random", "secrets",
                  "subprocess", "threading", "selectors", "datetime", "pathlib", "logging"}
@@ -144,7 +145,7 @@ class EntryPointsTest(unittest.TestCase):
 
     def test_entry_points_use_the_project_venv_before_the_package(self) -> None:
         """`./src/x.py` under a python3 without our dependencies must reach use_project_venv()
-        before any import that needs them (see runtime_env.py); malloc_env.py, standard library
+        before any import that needs them (see runtime_env.py); process_env.py, standard library
         only as well, may come before it."""
         for path in ENTRY_POINTS:
             with self.subTest(path.name):
@@ -153,7 +154,7 @@ class EntryPointsTest(unittest.TestCase):
                              and "use_project_venv" in ast.unparse(node))
                 for node in body[:guard]:
                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fluxchat"):
-                        self.assertIn(node.module, ("fluxchat.runtime_env", "fluxchat.malloc_env"))
+                        self.assertIn(node.module, ("fluxchat.runtime_env", "fluxchat.process_env"))
                 self.assertTrue(any(isinstance(node, ast.ImportFrom) and node.module == "fluxchat.runtime_env"
                                     for node in body[:guard]))
 

@@ -47,15 +47,20 @@ class ServerAppTest(unittest.TestCase):
         self.assertFalse(pidfile.exists())
         self.assertFalse((node.data_dir / "runtime.json").exists())
 
-    def test_runs_with_big_buffers_mapped_on_their_own(self) -> None:
-        """glibc's mmap threshold is fixed (fluxchat/malloc_env.py): the process started
-        again with it in its environment, under the pid it was started with."""
+    def test_runs_as_a_lean_node_process(self) -> None:
+        """fluxchat/process_env.py: the process started again, under the pid it was started
+        with, with glibc's mmap threshold fixed in its environment, cryptography's legacy
+        provider off, and without docstrings and column ranges (-OO, -X no_debug_ranges)."""
         node = ProcessNode(self.dir, 5, [])
         node.start()
         self.addCleanup(node.stop)
         assert node.proc is not None
         environ = Path(f"/proc/{node.proc.pid}/environ").read_bytes().split(b"\0")
-        self.assertIn(b"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072", environ)
+        if os.confstr("CS_GNU_LIBC_VERSION"):
+            self.assertIn(b"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072", environ)
+        self.assertIn(b"CRYPTOGRAPHY_OPENSSL_NO_LEGACY=1", environ)
+        cmdline = Path(f"/proc/{node.proc.pid}/cmdline").read_bytes().split(b"\0")
+        self.assertEqual(cmdline[1:5], [b"-OO", b"-X", b"no_debug_ranges", str(SERVER_APP).encode()])
         self.assertEqual(node.call("info")["id"], identity(5).id_text)
 
     def test_stale_pid_file_is_taken_over(self) -> None:

@@ -19,7 +19,8 @@ from typing import Generic, TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from .cbor import dumps, loads_flat
+from .cbor import dumps
+from .cbor_flat import loads_flat
 from .errors import FluxError
 from .identity import Identity, load_public_key, verify_signature
 from .ids import ID_BYTES, id_from_spki

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .cbor import dumps, loads
+from .cbor import bytes_head, dumps, loads
 from .errors import EnvelopeError, FluxError
 from .identity import MAX_KEY_BITS, MIN_KEY_BITS, Identity, load_public_key, verify_signature
 from .ids import ID_BYTES, id_from_spki
@@ -125,19 +125,21 @@ def _bstr_head(length: int) -> int:
 
 def padded(parts: list[bytes]) -> bytes:
     """CBOR `parts + [zero padding]`, exactly bucket_size long where the padding's own
-    length head allows, else a byte or two more (never less). Built from the encoded items
-    (an array's encoding is its head, then its items' encodings): each part is copied once."""
+    length head allows, else a byte or two more (never less). Built from heads and parts (an
+    array's encoding is its head, then its items' encodings): each part is copied once, by
+    the final join."""
     if len(parts) >= 23:
         raise ValueError("padded() takes fewer than 23 parts")
-    items = [dumps(part) for part in parts]
+    items = [piece for part in parts for piece in (bytes_head(len(part)), part)]
     head = bytes((0x80 | (len(parts) + 1),))   # CBOR array head, fewer than 24 items
-    room = bucket_size(len(head) + sum(map(len, items)) + 1) - len(head) - sum(map(len, items))
+    used = len(head) + sum(map(len, items))
+    room = bucket_size(used + 1) - used
     length = max(0, room - 1)   # the padding string, head included, fills `room` if it can
     while length > 0 and _bstr_head(length) + length > room:
         length -= 1
     if _bstr_head(length) + length < room:   # at a head-size boundary: one head byte more
         length += 1
-    return b"".join([head, *items, dumps(bytes(length))])
+    return b"".join([head, *items, bytes_head(length), bytes(length)])
 
 
 # ----- sealing (our own input: mistakes are ValueError) ------------------------------

@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import envelope as v1
-from .cbor import CborError, dumps, head_at, loads_flat
+from .cbor import CborError, bytes_head, dumps, text_head
+from .cbor_flat import head_at, loads_flat
 from .envelope import MailContent, OuterHeader, padded
 from .errors import EnvelopeError
 from .identity import Identity
@@ -46,6 +47,18 @@ ENC_BYTES = 1088 + 32   # ML-KEM-768 ciphertext ‖ X25519 ephemeral key
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
 PROTECTION = {1: "rsa", 2: "forward-secret-pq"}   # what `status` and `read` show
+
+
+# A canonical v2 envelope has one layout, so it is written by joining and read by slicing,
+# with the decoder's head rules (cbor.head_at) for the two fields of variable size; the
+# header's bytes are a slice of the envelope, never re-encoded:
+#   82 85 02 5820 recipient(32) 50 uuid(16) uint(expires_at) 50 prekey_id(16) bstr-head sealed
+_START = b"\x82\x85\x02\x58\x20"
+_BSTR16 = 0x50
+_BSTR16_HEAD = bytes((_BSTR16,))
+_UUID_AT = len(_START) + ID_BYTES + 1
+_EXPIRES_AT = _UUID_AT + v1.UUID_BYTES
+_MIN_BYTES = _EXPIRES_AT + 1 + 1 + PREKEY_ID_BYTES + 3 + ENC_BYTES + TAG_BYTES
 
 
 @dataclass(frozen=True)
@@ -84,13 +97,37 @@ class Opened:
     sender_record: MailKeyRecord
 
 
+def encode_header(recipient: bytes, uuid: bytes, expires_at: int, prekey_id: bytes) -> bytes:
+    """CBOR(header), written from its layout (see `split`): the same bytes as
+    Header2(...).encode() for fields of the right sizes, which the caller has checked."""
+    return b"".join((_START[1:], recipient, _BSTR16_HEAD, uuid, dumps(expires_at),
+                     _BSTR16_HEAD, prekey_id))
+
+
+_VERSION_ITEM = dumps(VERSION)
+
+
 def encode_inner(content: MailContent, sender_der: bytes, sender_record: bytes) -> bytes:
-    fields: list[object] = [VERSION, content.kind, content.uuid, content.sender, content.recipient,
-                            content.created_at, content.subject, content.body, content.ref,
-                            sender_der, sender_record]
-    if content.sender_name:   # as in v1: a trailing element only when there is a name
-        fields.append(content.sender_name)
-    return dumps(fields)
+    """CBOR(inner): [VERSION, kind, uuid, sender, recipient, created_at, subject, body, ref,
+    sender_der, sender_record (, sender_name when it is not empty, as in v1)]. Written as
+    heads and fields joined once (the same bytes as `dumps` of that list, which a test
+    checks), as every mail is."""
+    name = content.sender_name
+    pieces = [b"\x8c" if name else b"\x8b", _VERSION_ITEM, *_text(content.kind),
+              bytes_head(len(content.uuid)), content.uuid,
+              bytes_head(len(content.sender)), content.sender,
+              bytes_head(len(content.recipient)), content.recipient, dumps(content.created_at),
+              *_text(content.subject), *_text(content.body), bytes_head(len(content.ref)),
+              content.ref, bytes_head(len(sender_der)), sender_der,
+              bytes_head(len(sender_record)), sender_record]
+    if name:
+        pieces += _text(name)
+    return b"".join(pieces)
+
+
+def _text(text: str) -> tuple[bytes, bytes]:
+    raw = text.encode("utf-8")   # lone surrogates raise UnicodeEncodeError, as in dumps
+    return text_head(len(raw)), raw
 
 
 # ----- sealing (our own input: mistakes are ValueError) --------------------------------
@@ -109,27 +146,17 @@ def seal(content: MailContent, signer: MailSigner, recipient: MailKeyRecord,
         raise ValueError("the record is not the recipient's")
     if not v1._is_int(expires_at) or not 0 <= expires_at <= v1.MAX_TIMESTAMP:
         raise ValueError("expires_at must be a non-negative unix time")
-    header = Header2(content.recipient, content.uuid, expires_at, recipient.prekey_id)
-    header_bytes = header.encode()
+    header_bytes = encode_header(content.recipient, content.uuid, expires_at,
+                                 recipient.prekey_id)
     inner = encode_inner(content, signer.identity_der, signer.record)
     signature = signer.signing_key.sign(MAIL_CONTEXT + header_bytes + inner)
     sealed = SUITE.encrypt(padded([inner, signature]), prekey_public(recipient.prekey),
                            info=SEAL_CONTEXT + header_bytes)
-    return b"\x82" + header_bytes + dumps(sealed)   # = dumps([header, sealed]), header encoded once
+    # = dumps([header, sealed]), with the header encoded once and `sealed` copied once
+    return b"".join((b"\x82", header_bytes, bytes_head(len(sealed)), sealed))
 
 
 # ----- parsing (hostile input: every failure is EnvelopeError) ---------------------------
-
-# A canonical v2 envelope has one layout, so it is read by slicing, with the decoder's head
-# rules (cbor.head_at) for the two fields of variable size; the header's bytes are then a
-# slice of the envelope, never re-encoded:
-#   82 85 02 5820 recipient(32) 50 uuid(16) uint(expires_at) 50 prekey_id(16) bstr-head sealed
-_START = b"\x82\x85\x02\x58\x20"
-_BSTR16 = 0x50
-_UUID_AT = len(_START) + ID_BYTES + 1
-_EXPIRES_AT = _UUID_AT + v1.UUID_BYTES
-_MIN_BYTES = _EXPIRES_AT + 1 + 1 + PREKEY_ID_BYTES + 3 + ENC_BYTES + TAG_BYTES
-
 
 def split(envelope: bytes, max_size: int) -> tuple[Header2, bytes]:
     """The header (with its bytes, `Header2.encoded`) and the sealed part of a v2 envelope
