@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 def _tool(name: str) -> Callable[[list[str]], int] | None:
     """The entry point behind `fluxchat NAME`, for the names that are not local API commands."""
     if name == "node":
+        from fluxchat.process_env import run_as_node
+
+        run_as_node()   # as src/server_app.py does: may start this process again, lean
         import server_app
         return server_app.main
     if name == "node-id":

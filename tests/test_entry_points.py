@@ -3,6 +3,7 @@ foreground (a ready line, a stopped line), and through the one `fluxchat` comman
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 from pathlib import Path
 
@@ -132,6 +134,26 @@ class ConsoleCommandTest(unittest.TestCase):
                                       timeout=60, env=dict(ENV, PYTHONPATH=str(ROOT / "src")))
                 self.assertEqual(done.returncode, 0, done.stderr)
                 self.assertIn(expected, done.stdout)
+
+    def test_a_node_started_by_the_command_runs_lean(self) -> None:
+        """`fluxchat node` starts itself again with the options of src/server_app.py
+        (fluxchat/process_env.py), under the pid it was started with."""
+        code = "import sys, ipc_app; sys.argv[0] = 'fluxchat'; ipc_app.console()"
+        with tempfile.TemporaryDirectory() as tmp:
+            node = ProcessNode(Path(tmp), 0, [])
+            proc = subprocess.Popen([sys.executable, "-c", code, "node", "-c", str(node.config_path)],
+                                    env=dict(ENV, PYTHONPATH=str(ROOT / "src")), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            self.addCleanup(lambda: proc.poll() is None and proc.kill())
+            runtime = node.data_dir / "runtime.json"
+            deadline = time.monotonic() + 30
+            while not runtime.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(json.loads(runtime.read_text())["pid"], proc.pid)
+            cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+            self.assertEqual(cmdline[1:5], [b"-OO", b"-X", b"no_debug_ranges", b"-c"])
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(10), 0)
 
 
 if __name__ == "__main__":

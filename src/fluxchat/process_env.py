@@ -2,8 +2,8 @@
 
 A node is one long-running process, and a machine may run hundreds of them (bench/procnet.py),
 so every MiB a process keeps counts many times. Three settings that can only be made before
-the interpreter starts (or before a library loads) are made here, by `server_app.py`, which
-executes itself again with them before it imports anything heavy: same process id, about
+the interpreter starts (or before a library loads) are made here, by `server_app.py` (and
+`fluxchat node`), which executes itself again with them before it imports anything heavy: same process id, about
 20 ms more at start, and only once (the second start finds them made).
 
 - glibc's mmap threshold, fixed at 128 KiB (`GLIBC_TUNABLES`). glibc serves a request of
