@@ -17,6 +17,11 @@ Every node runs as installed: it logs to a file in its data directory (not --dev
   and glibc gives each its own malloc arena unless MALLOC_ARENA_MAX says otherwise. Then
   `--big` mails (default 3) of 900 kB each over the same link: what a link keeps after big
   frames (asyncio's TLS layer encrypts each write into a buffer that never shrinks).
+- **Burst**: two fresh nodes; the second submits `--burst` mails (default 3,000) at once
+  through several local API connections, so they reach the first in DeliverMany bursts as
+  fast as both can go (bench/delivery.py's sustained run, between two real node processes);
+  RSS of both once all arrived and all receipts came back, then the receiver sends one mail
+  back (its first attempt after the burst).
 - **Imports**: RSS of a fresh interpreter after each group of the imports `server_app.py`
   makes (the heavy stdlib and third-party packages first, then our modules layer by layer),
   and the slowest imports by `-X importtime`.
@@ -26,7 +31,8 @@ SQLCipher), counted in full in every process. Which sqlcipher3 build runs is pri
 wheel carries its own OpenSSL, a build by bin/build-sqlcipher.sh uses the system's.
 Target (issues 13 and 16): RSS per node process < 40 MiB.
 
-Usage: python3 bench/rss.py [--quick] [--mails N] [--exchange N] [--big N] [--network N]
+Usage: python3 bench/rss.py [--quick] [--mails N] [--exchange N] [--big N] [--burst N] [--network N]
+       [--only burst]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +179,51 @@ def working(mails: int, big: int, settle: float) -> dict[str, dict[str, float]]:
     return rows
 
 
+def receipted(sender: ProcessNode) -> int:
+    """Mails of `sender` whose receipt it verified, from its log."""
+    return sum(int(n) for n in re.findall(r"verified for (\d+) mail", log_text(sender)))
+
+
+BURST_CLIENTS = 8   # local API connections submitting the burst at once
+
+
+def burst(count: int, settle: float) -> dict[str, dict[str, float]]:
+    """Node 1 submits `count` mails to node 0 at once; both measured once all are in and
+    every receipt is back; then node 0 sends one mail to node 1."""
+    directory = fresh_dir("rss_burst")
+    receiver = node(directory, 0, [])
+    receiver.start()
+    sender = node(directory, 1, [receiver.address])
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        sender.start()
+        assert receiver.proc is not None and sender.proc is not None
+        to = identity(0).id_text
+        wait_for(lambda: any(link["id"] == to for link in sender.call("peers")["links"]), "linked")
+        rows["burst: receiver before"] = memory(receiver.proc.pid)
+
+        def submit(part: int) -> None:
+            with sender.client() as client:
+                for n in range(part, count, BURST_CLIENTS):
+                    client.call("mail", {"to": [to], "subject": f"burst {n}", "body": f"body {n} " * 100})
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(BURST_CLIENTS) as pool:
+            list(pool.map(submit, range(BURST_CLIENTS)))
+        wait_for(lambda: receiver.call("info")["counts"]["inbox"] >= count, "burst in")
+        took = time.monotonic() - start
+        wait_for(lambda: receipted(sender) >= count, "receipts back")
+        rows[f"burst: received {count:,} mails ({count / took:,.0f}/s)"] = settled(receiver.proc.pid, settle)
+        rows[f"burst: sent {count:,} mails"] = memory(sender.proc.pid)
+        receiver.call("mail", {"to": [identity(1).id_text], "subject": "back", "body": "after the burst"})
+        wait_for(lambda: sender.call("info")["counts"]["inbox"] >= 1, "mail back")
+        rows["burst: receiver, then sent 1 mail"] = settled(receiver.proc.pid, settle / 2)
+    finally:
+        sender.stop()
+        receiver.stop()
+    return rows
+
+
 def node_figures(mails: int, settle: float) -> dict[str, dict[str, float]]:
     idle = node(fresh_dir("rss"), 0, [])
     rows: dict[str, dict[str, float]] = {}
@@ -264,6 +316,10 @@ def main() -> None:
                             help="mails sent between two nodes for the working figure (default 300)")
         parser.add_argument("--big", type=int, default=3,
                             help=f"mails of {BIG_BODY:,} characters sent after those (default 3)")
+        parser.add_argument("--burst", type=int, default=3_000,
+                            help="mails submitted at once for the burst figure (default 3,000)")
+        parser.add_argument("--only", choices=["burst"],
+                            help="only the burst figure (no imports, no other runs)")
         parser.add_argument("--network", type=int, default=4,
                             help="processes in the small network (default 4)")
 
@@ -273,6 +329,14 @@ def main() -> None:
     settle = 3.0 if args.quick else 6.0
     before = load()
     print(f"before: {before}")
+    if args.only == "burst":
+        burst_rows = burst(300 if args.quick else args.burst, settle)
+        print_table(f"server_app.py processes, a burst (target RSS < {TARGET_MIB:.0f} MiB)",
+                    ["", "RSS MiB", "PSS MiB", "private MiB", "anon MiB", "threads"],
+                    [[name, f["rss"], f["pss"], f["uss"], f["anon"], int(f["threads"])]
+                     for name, f in burst_rows.items()])
+        print(f"\nafter: {load()}")
+        return
     build = sqlcipher_build()
     print(build)
     found = imports()
@@ -287,6 +351,7 @@ def main() -> None:
     nodes = node_figures(mails, settle)
     nodes.update(small_network(args.network, settle))
     nodes.update(working(exchange, args.big, settle))
+    nodes.update(burst(300 if args.quick else args.burst, settle))
     print_table(f"server_app.py process (target RSS < {TARGET_MIB:.0f} MiB)",
                 ["", "RSS MiB", "PSS MiB", "private MiB", "anon MiB", "threads"],
                 [[name, f["rss"], f["pss"], f["uss"], f["anon"], int(f["threads"])]
