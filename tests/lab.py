@@ -117,7 +117,20 @@ async def start_chain(directory: Path, count: int, overrides: dict[str, Any] | N
         lab = LabNode(directory, index, bootstrap, overrides)
         await lab.start()
         nodes.append(lab)
+        await links_settled(nodes)
     return nodes
+
+
+async def links_settled(labs: list[LabNode], timeout: float = WAIT) -> None:
+    """Wait until every link is known at both ends: a node closes the links its join made
+    once it has joined (node.py), and a test that dials right after a start would
+    otherwise be handed the other end of a link that is closing."""
+    nodes = [lab.node for lab in labs if lab.node is not None]
+
+    def symmetric() -> bool:
+        return all((p.identity.node_id in q.net.links) == (q.identity.node_id in p.net.links)
+                   for p in nodes for q in nodes if p is not q)
+    await eventually(symmetric, timeout)
 
 
 async def eventually(check: Any, timeout: float = WAIT, interval: float = 0.05) -> Any:
@@ -231,4 +244,6 @@ class NodeTestCase(unittest.IsolatedAsyncioTestCase):
         lab = LabNode(self.dir, index, bootstrap, dict(overrides))
         await lab.start()
         self.labs.append(lab)
+        if lab.node is not None:
+            await links_settled(self.labs)
         return lab

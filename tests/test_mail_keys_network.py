@@ -85,6 +85,9 @@ class MailKeysNetworkTest(NodeTestCase):
     async def test_a_linked_recipient_is_asked_for_its_record_first(self) -> None:
         a, b = await self.chain(2)
         assert b.keyring.current is not None
+        # b closed its join's links; once a has seen that, a links to b.
+        await eventually(lambda: b.identity.node_id not in a.net.links)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         self.assertEqual(await a.keyring._ask_directly(b.identity.node_id),
                          b.keyring.current.encode())
         self.assertIsNone(await a.keyring._ask_directly(identity(7).node_id))   # not linked

@@ -179,9 +179,10 @@ class MailNetworkTest(NodeTestCase):
     async def test_redelivered_mail_is_kept_once(self) -> None:
         a, b = await self.chain(2)
         envelope = self._envelope(a, b.identity.node_id, b.identity.public_der)
-        link = await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
         for _ in range(3):
-            self.assertIsInstance(await link.request(lambda rid: m.Deliver(rid, envelope)), m.Ok)
+            answer = await a.net.request("127.0.0.1", b.port, b.identity.node_id,
+                                         lambda rid: m.Deliver(rid, envelope))
+            self.assertIsInstance(answer, m.Ok)
         self.assertEqual(len(inbox(b)), 1)
 
     def _envelope(self, sender: Node, recipient: bytes, key: bytes) -> bytes:

@@ -39,7 +39,7 @@ class RefusalsTest(NodeTestCase):
         home = (await self.start(1, [f"127.0.0.1:{relay.port}"], contact="private")).node
         asker = (await self.start(2, [f"127.0.0.1:{relay.port}"])).node
         assert home is not None and asker is not None
-        link = asker.net.links[relay.identity.node_id]
+        link = await asker.net.dial("127.0.0.1", relay.port, relay.identity.node_id)
         stranger = await link.request(lambda rid: m.Punch(rid, asker.identity.node_id, 4000))
         assert isinstance(stranger, m.Fail)
         self.assertEqual(stranger.code, ErrorCode.NOT_FOUND)
@@ -51,7 +51,7 @@ class RefusalsTest(NodeTestCase):
 
     async def test_offers_only_from_our_relays(self) -> None:
         first, second = await self.chain(2)
-        link = second.net.links[first.identity.node_id]
+        link = await second.net.dial("127.0.0.1", first.port, first.identity.node_id)
         answer = await link.request(lambda rid: m.PunchOffer(rid, second.identity.node_id,
                                                               "127.0.0.1", 4000))
         assert isinstance(answer, m.Fail)

@@ -86,7 +86,7 @@ class DialBackNetworkTest(NodeTestCase):
 
     async def test_dial_back_is_rate_limited_per_requester(self) -> None:
         first, second = await self.chain(2)
-        link = second.net.links[first.identity.node_id]
+        link = await second.net.dial("127.0.0.1", first.port, first.identity.node_id)
         answers = [await link.request(lambda rid: m.DialBack(rid, second.port))
                    for _ in range(4)]
         refused = [a for a in answers if isinstance(a, m.Fail)]
@@ -98,7 +98,7 @@ class DialBackNetworkTest(NodeTestCase):
         first, second, third = await self.chain(3)
         # Second asks first to dial third's port: first dials second's own address at that
         # port, pinned to second's ID, so the "check" fails instead of reaching third.
-        link = second.net.links[first.identity.node_id]
+        link = await second.net.dial("127.0.0.1", first.port, first.identity.node_id)
         reply = await link.request(lambda rid: m.DialBack(rid, third.port))
         assert isinstance(reply, m.DialBackReply)
         self.assertFalse(reply.reachable)
@@ -128,7 +128,7 @@ class JoinRetryTest(NodeTestCase):
             silent.close()
         peer = await self.start(0, [], port=port)
         node = lone.node
-        await eventually(lambda: peer.node_id in node.net.links)
+        # Joined: the peer is in its table (the join's own links close once done).
         await eventually(lambda: peer.node_id in node.overlay.table)
 
 

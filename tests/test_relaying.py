@@ -162,7 +162,7 @@ class RelayNetworkTest(NodeTestCase):
         assert home.store is not None
         self.assertEqual(home.store.count_inbox()[0], 1)
         # A byte budget: a flood beyond it is refused, the link stays.
-        link = sender.node.net.links[relay.identity.node_id]
+        link = await sender.node.net.dial("127.0.0.1", relay.port, relay.identity.node_id)
         refused = None
         for _ in range(BYTES_PER_MINUTE // len(envelope) + 5):
             answer = await link.request(lambda rid: m.Relay(rid, envelope))
@@ -183,7 +183,7 @@ class RelayNetworkTest(NodeTestCase):
         await eventually(lambda: home.identity.node_id not in relay.net.links)
         sender = await self.start(3, [f"127.0.0.1:{relay.port}"])
         assert sender.node is not None
-        link = sender.node.net.links[relay.identity.node_id]
+        link = await sender.node.net.dial("127.0.0.1", relay.port, relay.identity.node_id)
         answer = await link.request(lambda rid: m.Relay(rid, seal_now(1)))
         self.assertEqual(answer, m.Relayed(answer.rid, True))   # type: ignore[attr-defined]
         # The home comes back: the relay tells it and it fetches the mail.
@@ -204,9 +204,11 @@ class RelayNetworkTest(NodeTestCase):
     async def test_the_relay_keeps_a_reserved_link_at_its_link_cap(self) -> None:
         relay, home = await self.home_with_relay(client={"max_links": 3})
         link = relay.net.links[home.identity.node_id]
-        for index in (3, 4):   # the cap: the home's link is the one unused the longest
-            await self.start(index, [f"127.0.0.1:{relay.port}"])
-        newcomer = await self.start(5, [f"127.0.0.1:{relay.port}"])
+        # A public node closes its join's links once done: each newcomer links again.
+        for index in (3, 4, 5):   # the cap: the home's link is the one unused the longest
+            newcomer = await self.start(index, [f"127.0.0.1:{relay.port}"])
+            assert newcomer.node is not None
+            await newcomer.node.net.dial("127.0.0.1", relay.port, relay.identity.node_id)
         await eventually(lambda: newcomer.node_id in relay.net.links)
         self.assertIs(relay.net.links.get(home.identity.node_id), link)
         self.assertFalse(link.closed)
@@ -256,14 +258,14 @@ class RelayNetworkTest(NodeTestCase):
         # load, after ours) would replace the one we set. The next one is minutes away.
         await eventually(lambda: first.reach.verdict.status is not Status.UNKNOWN)
         first.reach._apply(Verdict(Status.UNREACHABLE, "x:1", 1.0))
-        link = second.net.links[first.identity.node_id]
+        link = await second.net.dial("127.0.0.1", first.port, first.identity.node_id)
         answer = await link.request(m.Reserve)
         assert isinstance(answer, m.Fail)
         self.assertEqual(answer.code, ErrorCode.REFUSED)
 
     async def test_store_relay_rejects_a_forged_record(self) -> None:
         first, second = await self.chain(2)
-        link = second.net.links[first.identity.node_id]
+        link = await second.net.dial("127.0.0.1", first.port, first.identity.node_id)
         data = bytearray(make_record(identity(5), RELAYS, int(time.time())).encode())
         data[-3] ^= 1
         answer = await link.request(lambda rid: m.StoreRelay(rid, bytes(data)))

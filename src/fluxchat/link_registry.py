@@ -155,6 +155,18 @@ class LinkRegistry:
         self.forget(victim)
         return True
 
+    def release_dialed(self) -> int:
+        """Close the links we dialed that nothing uses now (no request in flight either
+        way) and nobody keeps (relays): what a burst of one-shot requests (the join's
+        publications and first fetch) leaves behind would otherwise idle until
+        `client.idle_timeout`. The number closed."""
+        done = [link for link in self.links.values()
+                if link.direction == "out" and self._evictable(link)]
+        for link in done:
+            link.close(E.SHUTDOWN, "done")
+            self.forget(link)
+        return len(done)
+
     def _evictable(self, link: Link) -> bool:
         return link.idle_since() is not None and not self.keep(link.peer_id)
 

@@ -256,6 +256,12 @@ class Node:
                 log.info("mail key record stored on %d nodes", await self.keyring.publish())
             await self.mailroom.fetch_all(lookup=True)
             self.overlay.save()
+            if self.net.config.contact != "private":
+                # One-shot requests, done: their links would idle until client.idle_timeout
+                # while later nodes join (bench/README.md, "Links held"). A private node
+                # keeps them: others reach it only over links it made.
+                log.info("closed %d links the join left idle",
+                         self.net.registry.release_dialed())
         return True
 
     async def _outbox_after_join(self) -> None:
