@@ -254,6 +254,19 @@ class OpenLinkTest(unittest.TestCase):
     def setUp(self) -> None:
         self.dialer, self.acceptor, _, _ = pair()
 
+    def test_an_open_link_keeps_nothing_of_its_handshake(self) -> None:
+        def admit(peer_id: bytes) -> None:
+            return None
+        dialer, acceptor, _, _ = pair(acceptor_cfg=config(1, admit=admit,
+                                                          work_for=lambda peer, record: 0))
+        for session in (dialer, acceptor):
+            self.assertIsNone(session.handshake)
+            self.assertIsNone(session.config.admit)
+            self.assertIsNone(session.config.work_for)
+        self.assertEqual(dialer.claimed_id, identity(1).node_id)
+        self.assertEqual(acceptor.claimed_id, identity(0).node_id)
+        self.assertEqual(acceptor.config.max_inflight, config(1).max_inflight)
+
     def test_requests_match_responses_with_several_in_flight(self) -> None:
         target = bytes(32)
         rids = [self.dialer.send_request(lambda rid: m.FindNode(rid, target), 0.0, 5)

@@ -94,6 +94,8 @@ class Session(FramedSession):
     @property
     def claimed_id(self) -> bytes:
         """The peer's ID as claimed so far (verified only once established)."""
+        if self.established is not None:
+            return self.established.peer_id
         return self.handshake.peer_id if self.handshake is not None else b""
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
@@ -218,6 +220,11 @@ class Session(FramedSession):
                 self.state = State.OPEN
                 self.established = event
                 self._release_first("after-welcome")
+                # The handshake's state (the peer's Hello or certificate, our nonce, the
+                # per-link settings and their callbacks) is of no use on an open link, which
+                # lives for minutes: a node holds dozens (bench/README.md, "Links held").
+                self.handshake = None
+                self.config = self.config.opened()
         return events
 
     def _release_first(self, status: str) -> None:

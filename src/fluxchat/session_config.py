@@ -4,7 +4,7 @@ dialers and what we will pay, timers and per-link budgets."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
@@ -38,3 +38,10 @@ class SessionConfig:
     # Acceptor: the difficulty to demand of a dialer claiming (ID, link record), asked
     # before anything of the dialer's is verified. None: always `difficulty`.
     work_for: Callable[[bytes, bytes], int] | None = None
+
+    def opened(self) -> SessionConfig:
+        """What an open link still needs: without the acceptor's callbacks, which hold the
+        handshake's context (the dialer's address, the node's admission state)."""
+        if self.admit is None and self.work_for is None:
+            return self
+        return replace(self, admit=None, work_for=None)
