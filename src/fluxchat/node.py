@@ -37,6 +37,7 @@ from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import PeerNet
+from .process_env import return_free_heap
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
@@ -281,6 +282,10 @@ class Node:
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
         self.store.checkpoint()   # deleted rows leave the write-ahead log too
+        # What a burst of mail filled (SQLite's page cache, freed buffers) goes back to the
+        # system once a minute, instead of staying resident until the process ends.
+        self.store.release_memory()
+        return_free_heap()
         self.overlay.expire_keys()
         fresh_record = self.keyring.upkeep() is not None
         await self.overlay.refresh()
