@@ -7,10 +7,16 @@ node's budget of mail requests is shared by all links: many cannot multiply one'
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fluxchat import messages as m
+from fluxchat.envelope import MailContent, seal
 from fluxchat.intake import PEER_BUDGET_SPENT
+from fluxchat.mailroom import TOO_MUCH_IN_HAND
+from fluxchat.node import Node
 from fluxchat.wire_fields import MAX_ENVELOPES
 from tests.adversary import Attacker
 from tests.lab import WAIT
@@ -98,3 +104,53 @@ class NodeMailBudgetTest(MailAbuseCase):
         self.assertGreater(answered, 0)
         for attacker in crowd:
             attacker.close()
+
+
+def big_junk(victim: Node, sender: Node, size: int) -> bytes:
+    """A v1 envelope of about `size` bytes sealed to the victim, its GCM tag flipped: the
+    victim opens it with an RSA private-key operation in a worker thread, then rejects it."""
+    now = int(time.time())
+    content = MailContent("mail", os.urandom(16), sender.identity.node_id,
+                          victim.identity.node_id, now, "big", "x" * size, b"")
+    envelope = seal(content, sender.identity, victim.identity.public_der, now + 3600,
+                    os.urandom(32), os.urandom(12))
+    return envelope[:-1] + bytes([envelope[-1] ^ 1])
+
+
+class MailInHandTest(MailAbuseCase):
+    async def test_a_peer_cannot_make_us_hold_more_than_its_mail_in_hand(self) -> None:
+        attacker, victim, link = await self.pair()
+        in_hand = victim.mailroom.in_hand
+        envelopes = [big_junk(victim, attacker, 900_000) for _ in range(8)]   # 7.2 MB in all
+        size = len(envelopes[0])
+        taken = in_hand.limit // size   # what fits: 4 of them in 4 MiB
+        self.assertLess(taken, len(envelopes))
+        # The victim's opens wait in its one worker thread, behind a job that waits for us:
+        # every request it takes stays in its hands until we let that job go.
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        gate = threading.Event()
+        blocker = loop.run_in_executor(None, gate.wait)
+        try:
+            pending = [asyncio.ensure_future(link.request(
+                lambda rid, e=e: m.Deliver(rid, e), HEAVY)) for e in envelopes]
+            deadline = time.monotonic() + HEAVY
+            while sum(r.done() for r in pending) < len(envelopes) - taken \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            self.assertEqual(sum(r.done() for r in pending), len(envelopes) - taken)
+            self.assertEqual(in_hand.held(attacker.identity.node_id), taken * size)
+        finally:
+            gate.set()
+            await blocker
+        replies = [await reply for reply in pending]
+        refused = [r for r in replies if isinstance(r, m.Fail) and r.message == TOO_MUCH_IN_HAND]
+        self.assertEqual(len(refused), len(envelopes) - taken)
+        self.assertTrue(all(r.code == E.RATE_LIMITED for r in refused))
+        self.assertEqual(sum(isinstance(r, m.Fail) and r.code == E.INVALID for r in replies), taken)
+        self.assertLessEqual(in_hand.peak, in_hand.limit)
+        self.assertEqual(in_hand.held(attacker.identity.node_id), 0)
+        # The peer is served again once its mail in hand was answered.
+        reply = await link.request(lambda rid: m.Deliver(rid, envelopes[0]), HEAVY)
+        assert isinstance(reply, m.Fail)
+        self.assertEqual((reply.code, reply.message), (E.INVALID, "envelope rejected"))

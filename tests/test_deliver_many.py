@@ -3,7 +3,9 @@ outcome per envelope, the peer's budget kept, and nothing acknowledged before th
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import sys
 import time
 import unittest
 from typing import Any
@@ -15,6 +17,7 @@ from fluxchat.link import Link
 from fluxchat.mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE
 from fluxchat.mailer import BURST, receipt_uuid
 from fluxchat.node import Node
+from fluxchat.sqldb import dbapi
 from fluxchat.wire_fields import MAX_ENVELOPES
 from tests.lab import eventually
 from tests.test_mail_abuse import MailAbuseCase, junk_for, mail_for
@@ -113,3 +116,28 @@ class BurstReceiptContentTest(unittest.TestCase):
             self.assertIsNotNone(_content_problem(self.content(ref)), len(ref))
         mail = dataclasses.replace(self.content(bytes(16)), kind="mail", ref=bytes(32))
         self.assertIsNotNone(_content_problem(mail))
+
+
+def sqlite_bytes_in_use() -> int:
+    """What SQLite (the build sqldb uses) holds on the heap, all connections of the process
+    together: its C library's sqlite3_memory_used."""
+    package = dbapi.Connection.__module__.rpartition(".")[0]   # sqlcipher3, or "" for sqlite3
+    library = ctypes.CDLL(sys.modules[f"{package}._sqlite3" if package else "_sqlite3"].__file__)
+    library.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(library.sqlite3_memory_used())
+
+
+class MemoryAfterBurstTest(MailAbuseCase):
+    async def test_upkeep_gives_back_what_a_burst_filled(self) -> None:
+        a, b = await self.chain(2)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        assert a.store is not None and b.store is not None
+        count = 4 * BURST
+        for i in range(count):
+            a.mailer.submit(b.identity.node_id, f"burst {i}", "body " * 200)
+        await eventually(lambda: b.store is not None and b.store.count_inbox()[0] == count, 60)
+        full = sqlite_bytes_in_use()
+        await b.upkeep()
+        # SQLite's page cache of b's store (up to sqldb.CACHE_KIB) is given back.
+        self.assertLess(sqlite_bytes_in_use(), full - 200_000)
+        self.assertEqual(b.store.count_inbox()[0], count)   # and the store reads on

@@ -7,11 +7,14 @@ into at most one fetch per peer per `NOTICE_INTERVAL`; and each peer has a budge
 private-key operations (`PRIVATE_OPS_RATE` per second, bursts of `PRIVATE_OPS_BURST`),
 shared by its Deliver requests and the mail we fetch from it; all peers together share the
 node's budgets (`NODE_PRIVATE_OPS_RATE`, `NODE_V2_OPENS_RATE`), fairly (fairshare.py).
+And the mail a peer hands us is held only so much at a time: `InHand`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .framing import DEFAULT_MAX_PAYLOAD
 
 FETCH_ROUNDS = 8                   # Fetch requests in one drain of one storer
 FETCH_BYTES = 32 * 1024 * 1024     # envelope bytes taken in one drain
@@ -26,6 +29,10 @@ PRIVATE_OPS_BURST = 128.0          # ... in a burst
 V2_OPENS_RATE = 2000.0
 V2_OPENS_BURST = 4096.0
 MAX_REMEMBERED = 4096              # peers whose last notice time we keep
+# Envelope bytes of one peer's Deliver and DeliverMany requests we hold between reading and
+# answering them: an honest sender has at most two bursts to us in flight (outbox_worker's
+# PER_RECIPIENT), each one frame; past this a request is refused unread (InHand).
+MAIL_BYTES_IN_HAND = 2 * DEFAULT_MAX_PAYLOAD
 # All peers together (fairshare.py), however many identities a crowd uses: v1 opens at most
 # 24/s (~17% of a core; the burst takes 256 mails at once), v2 opens no more than one peer
 # may cause (a peer alone keeps its full throughput). Under contention the peers that used
@@ -117,3 +124,36 @@ class NoticeGate:
         self._waiting.discard(peer)
         self._fetching.discard(peer)
         self._again.discard(peer)
+
+
+@dataclass
+class InHand:
+    """Envelope bytes each peer has in our hands: requests for mail work read but not yet
+    answered. A request that waits (an RSA open in a worker thread, a budget) keeps its
+    envelopes in memory, and a peer may pipeline up to the link's requests in flight, each
+    a frame of up to 2 MiB; this bounds what one peer can make us hold that way. One
+    request is always taken, however large, when the peer has none in hand."""
+
+    limit: int = MAIL_BYTES_IN_HAND
+    peak: int = 0                    # the most one peer had in hand (for tests)
+    _bytes: dict[bytes, int] = field(default_factory=dict)
+
+    def take(self, peer: bytes, size: int) -> bool:
+        """Whether a request of `size` envelope bytes from `peer` may be handled now;
+        if so it is counted until `release`."""
+        held = self._bytes.get(peer, 0)
+        if held and held + size > self.limit:
+            return False
+        self._bytes[peer] = held + size
+        self.peak = max(self.peak, held + size)
+        return True
+
+    def release(self, peer: bytes, size: int) -> None:
+        held = self._bytes.get(peer, 0) - size
+        if held > 0:
+            self._bytes[peer] = held
+        else:
+            self._bytes.pop(peer, None)
+
+    def held(self, peer: bytes) -> int:
+        return self._bytes.get(peer, 0)

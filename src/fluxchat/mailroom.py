@@ -21,7 +21,7 @@ from .ids import short_id
 from .intake import Intake, NotForUs, Outcome, WorkRefused
 from .link import Link
 from .logsetup import about_peer
-from .mail_limits import Drain, NoticeGate
+from .mail_limits import Drain, InHand, NoticeGate
 from .mailer import CLOCK_SKEW, FETCH_BATCH, Mailer
 from .mailkeys import MailKeyRecord
 from .overlay import Overlay
@@ -33,6 +33,7 @@ from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
 E = m.ErrorCode
+TOO_MUCH_IN_HAND = "too much of this peer's mail in hand; try again later"
 # A MailBatch's CBOR around its envelopes, at most: its array header, the largest rid, the
 # envelope list's header and the `more` flag; and per envelope its byte-string header. Counting
 # them exactly is what lets every batch fit in one frame (a Store is smaller than a batch of one).
@@ -73,6 +74,7 @@ class Mailroom:
         self.intake = Intake(identity, store, mailer)
         self._fetching: set[bytes] = set()
         self._notices = NoticeGate()
+        self.in_hand = InHand()   # what each peer's Deliver requests make us hold
         # replication.py: learns whom a newly held recipient's storer gave the mail to.
         self.on_held: Callable[[bytes, bytes], None] = lambda recipient, storer: None
 
@@ -98,7 +100,13 @@ class Mailroom:
     # ----- peer requests -------------------------------------------------------------------
 
     async def on_deliver(self, link: Link, request: m.Deliver) -> m.Message:
-        outcome = (await self.intake.accept_all((request.envelope,), link.peer_id))[0]
+        size = len(request.envelope)
+        if not self.in_hand.take(link.peer_id, size):
+            return m.Fail(request.rid, int(E.RATE_LIMITED), TOO_MUCH_IN_HAND)
+        try:
+            outcome = (await self.intake.accept_all((request.envelope,), link.peer_id))[0]
+        finally:
+            self.in_hand.release(link.peer_id, size)
         if isinstance(outcome, bool):
             return m.Ok(request.rid)
         code, text = _failure(outcome)
@@ -106,7 +114,13 @@ class Mailroom:
 
     async def on_deliver_many(self, link: Link, request: m.DeliverMany) -> m.Message:
         """A burst of envelopes for us: opened one by one, committed together, then answered."""
-        outcomes = await self.intake.accept_all(request.envelopes, link.peer_id, burst=True)
+        size = sum(len(envelope) for envelope in request.envelopes)
+        if not self.in_hand.take(link.peer_id, size):
+            return m.Fail(request.rid, int(E.RATE_LIMITED), TOO_MUCH_IN_HAND)
+        try:
+            outcomes = await self.intake.accept_all(request.envelopes, link.peer_id, burst=True)
+        finally:
+            self.in_hand.release(link.peer_id, size)
         return m.Delivered(request.rid, tuple(_code(outcome) for outcome in outcomes))
 
     async def on_store(self, link: Link, request: m.Store) -> m.Message:

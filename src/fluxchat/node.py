@@ -37,6 +37,7 @@ from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import PeerNet
+from .process_env import return_free_heap
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
@@ -71,6 +72,7 @@ class Node:
         self.lan: LanDiscovery | None = None
         self._last_publish = self.started_at   # _join publishes first
         self._last_replication = self.started_at
+        self._mail_work_released = 0   # _mail_work() when upkeep last gave memory back
         # The one narrow interface the local API, the event stream and the web app use.
         self.api = NodeApi(self, EventHub())
 
@@ -287,6 +289,13 @@ class Node:
         # kept twice that long, then forgotten, so the table does not grow forever.
         self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
         self.store.checkpoint()   # deleted rows leave the write-ahead log too
+        # What mail work filled (SQLite's page cache, freed buffers) goes back to the system
+        # at the next upkeep, instead of staying resident until the process ends; a node that
+        # did none keeps its cache (and does not load ctypes for the trim).
+        if self._mail_work() != self._mail_work_released:
+            self._mail_work_released = self._mail_work()
+            self.store.release_memory()
+            return_free_heap()
         self.overlay.expire_keys()
         fresh_record = self.keyring.upkeep() is not None
         await self.overlay.refresh()
@@ -302,6 +311,10 @@ class Node:
                 moment - self._last_replication >= REREPLICATE_MIN:
             # Nodes came or went: copies of held mail may now belong on other nodes.
             await self._replicate_held(moment, lookup=False)
+
+    def _mail_work(self) -> int:
+        """Envelopes from peers looked at, and groups of our own mail committed, since start."""
+        return self.mailroom.intake.headers_read + self.mailer.submits.commits
 
     async def _replicate_held(self, moment: float, lookup: bool) -> None:
         """Held mail to the members new to its recipient's replica set (replication.py):
