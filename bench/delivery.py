@@ -428,13 +428,15 @@ def targets(results: dict[str, Any], load: tuple[float, ...]) -> None:
     if single is not None:
         for name, seq in single["sequential"].items():
             inbox = seq["to_inbox_ms"]
-            rows.append([f"direct delivery {name} median / p95 ms (RSA-4096, v2)",
-                         f"{inbox['median']:.2f} / {inbox['p95']:.2f}",
-                         "median <= 1" if name == "1 KiB" else ""])
+            rows.append([f"direct delivery {name} median / p95 ms, both nodes in one process",
+                         f"{inbox['median']:.2f} / {inbox['p95']:.2f}", ""])
+    # The target is a user's: two nodes are two processes, each on its own loop. In one
+    # process a mail's sealing, opening and both commits take turns on one loop.
     for name, seq in split.get("sequential", {}).items():
         inbox = seq["to_inbox_ms"]
-        rows.append([f"direct delivery {name} median / p95 ms, 2 processes",
-                     f"{inbox['median']:.2f} / {inbox['p95']:.2f}", ""])
+        rows.append([f"direct delivery {name} median / p95 ms (RSA-4096, v2), 2 processes",
+                     f"{inbox['median']:.2f} / {inbox['p95']:.2f}",
+                     "median <= 1" if name == "1 KiB" else ""])
     rows.append(["load average before / after", " / ".join(f"{x:.2f}" for x in load), ""])
     print_table("Issue 13 targets", ["figure", "measured", "target"], rows)
 
