@@ -58,7 +58,7 @@ from tests.test_layers import LAYERS  # noqa: E402
 
 TARGET_MIB = 40.0
 BIG_BODY = 900_000   # characters of each `--big` mail: under the 1 MiB body limit
-UPKEEP_WAIT = 62.0   # seconds: a node's upkeep runs every minute (node.UPKEEP_INTERVAL)
+UPKEEP_WAIT = 62.0   # seconds: a node's upkeep runs every minute (upkeep.UPKEEP_INTERVAL)
 # Heavy packages, measured one by one (in this order) when server_app.py imports them.
 HEAVY = ["asyncio", "ssl", "sqlite3", "cryptography.hazmat.bindings._rust", "cryptography.hazmat.primitives.hpke",
          "cryptography.x509", "argon2", "sqlcipher3", "aiohttp"]

@@ -172,7 +172,7 @@ class Behaviour:
     # ----- held mail ----------------------------------------------------------------------
 
     def replicate_held(self, node: SimNode, moment: float, then: Then, lookup: bool) -> None:
-        """Node._replicate_held / replication.Replication.push: per held recipient, the
+        """Upkeep.replicate_held / replication.Replication.push: per held recipient, the
         replica set from the table (after membership changes) or from a lookup (hourly);
         its envelopes go only to the members new to it (`placement.ReplicaSets`). With
         `exact_replication` off, as before: a lookup per recipient, every member gets all."""

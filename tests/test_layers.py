@@ -47,7 +47,7 @@ LAYERS[2] |= {"datagram_net"}
 # Group commits of submits and attempts started from them (issue 13).
 LAYERS[1] |= {"attempt_slots"}
 LAYERS[2] |= {"group_commit"}
-LAYERS[3] |= {"sealing", "outbox_worker", "later_moves"}
+LAYERS[3] |= {"sealing", "outbox_worker", "later_moves", "upkeep"}
 LAYERS[2] |= {"logfile"}   # the log file handler (logsetup.py)
 LAYERS[0] |= {"uuids"}   # mail uuids without the uuid module
 LAYERS[1] |= {"prekey_keys"}   # prekey halves without cryptography's backend object

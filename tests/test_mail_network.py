@@ -8,8 +8,9 @@ import unittest
 from fluxchat import messages as m
 from fluxchat.envelope import MailContent, seal
 from fluxchat.errors import EnvelopeError
-from fluxchat.node import REREPLICATE_MIN, Node
+from fluxchat.node import Node
 from fluxchat.placement import ReplicaSets
+from fluxchat.upkeep import REREPLICATE_MIN
 from tests.keys import identity
 from tests.lab import NodeTestCase, eventually
 
@@ -141,7 +142,7 @@ class MailNetworkTest(NodeTestCase):
         self.assertTrue(s.overlay.membership_changed)
         await s.upkeep()      # the table changed, but a push waits REREPLICATE_MIN
         self.assertEqual(newcomer.store.held_stats()[0], 0)
-        s._last_replication -= REREPLICATE_MIN   # noqa: SLF001 - time passes
+        s.upkeeper.last_replication -= REREPLICATE_MIN   # time passes
         await s.upkeep()
         self.assertFalse(s.overlay.membership_changed)
         self.assertEqual(newcomer.store.held_stats()[0], 1)

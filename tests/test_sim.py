@@ -85,8 +85,8 @@ class ChurnSimulationTest(unittest.TestCase):
         from fluxchat import overlay
         from fluxchat.config import ClientConfig, KademliaConfig, MailConfig
         from fluxchat.lookup import QueryTimes
-        from fluxchat.node import REREPLICATE_MIN, UPKEEP_INTERVAL
         from fluxchat.overlay import Overlay
+        from fluxchat.upkeep import REREPLICATE_MIN, UPKEEP_INTERVAL
         p = dataclasses.asdict(Params())
         self.assertEqual(p["timeout"], ClientConfig().request_timeout)
         self.assertEqual(p["idle_timeout"], ClientConfig().idle_timeout)

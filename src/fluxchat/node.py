@@ -32,12 +32,11 @@ from .ipc_server import IpcServer, write_token_file
 from .lan import LanDiscovery
 from .link import Link
 from .link_setup import link_settings
-from .mailer import CLOCK_SKEW, Mailer
+from .mailer import Mailer
 from .mailkeyring import MailKeyring
 from .mailroom import Mailroom
 from .overlay import Overlay
 from .peer_net import PeerNet
-from .process_env import return_free_heap
 from .punch import Puncher
 from .reach import Reach
 from .relay import Relays
@@ -45,13 +44,12 @@ from .relay_sender import RelaySender
 from .replication import Replication
 from .store import Store
 from .tasks import settle
+from .upkeep import UPKEEP_INTERVAL, Upkeep
 
 log = logging.getLogger("fluxchat.node")
 DB_FILE = "fluxchat.db"
 RUNTIME_FILE = "runtime.json"
 STOP_DEADLINE = 1.5
-UPKEEP_INTERVAL = 60.0
-REREPLICATE_MIN = 300.0   # seconds between pushes of held mail after routing changes
 REJOIN_FIRST, REJOIN_MAX = 1.0, 60.0   # seconds between join attempts while isolated
 
 
@@ -70,9 +68,6 @@ class Node:
         self.web_port = 0
         self.store: Store | None = None
         self.lan: LanDiscovery | None = None
-        self._last_publish = self.started_at   # _join publishes first
-        self._last_replication = self.started_at
-        self._mail_work_released = 0   # _mail_work() when upkeep last gave memory back
         # The one narrow interface the local API, the event stream and the web app use.
         self.api = NodeApi(self, EventHub())
 
@@ -136,6 +131,9 @@ class Node:
         self.keyring.load()
         self.keyring.upkeep()   # our first record, or a new one if a rotation came due
         self.mailer.keyring = self.keyring
+        self.upkeeper = Upkeep(self.store, self.overlay, self.mailer, self.mailroom,
+                               self.keyring, self.replication, cfg.kademlia.republish_interval,
+                               self.clock, self.started_at)
         self._handlers = self._peer_handlers()
         log.info("listening for peers on %s:%d as %s", cfg.address, self.port,
                  self.identity.id_text)
@@ -280,51 +278,8 @@ class Node:
 
     async def upkeep(self) -> None:
         """Expire what has expired, refresh stale buckets, save the routing table, and
-        now and then republish our key and the mail we hold for others."""
-        assert self.store is not None
-        moment = self.clock()
-        now = int(moment)
-        self.store.expire_held(now)
-        # Mail older than the retention window is refused by its date anyway; its uuid is
-        # kept twice that long, then forgotten, so the table does not grow forever.
-        self.store.forget_seen_before(now - 2 * self.mailer.retention - CLOCK_SKEW)
-        self.store.checkpoint()   # deleted rows leave the write-ahead log too
-        # What mail work filled (SQLite's page cache, freed buffers) goes back to the system
-        # at the next upkeep, instead of staying resident until the process ends; a node that
-        # did none keeps its cache (and does not load ctypes for the trim).
-        if self._mail_work() != self._mail_work_released:
-            self._mail_work_released = self._mail_work()
-            self.store.release_memory()
-            return_free_heap()
-        self.overlay.expire_keys()
-        fresh_record = self.keyring.upkeep() is not None
-        await self.overlay.refresh()
-        self.overlay.save()
-        if fresh_record:   # published at once: the old record stays valid a while longer
-            await self.keyring.publish()
-        if moment - self._last_publish >= self.config.kademlia.republish_interval:
-            self._last_publish = moment
-            await self.overlay.publish_key()
-            await self.keyring.publish()
-            await self._replicate_held(moment, lookup=True)
-        elif self.overlay.membership_changed and \
-                moment - self._last_replication >= REREPLICATE_MIN:
-            # Nodes came or went: copies of held mail may now belong on other nodes.
-            await self._replicate_held(moment, lookup=False)
-
-    def _mail_work(self) -> int:
-        """Envelopes from peers looked at, and groups of our own mail committed, since start."""
-        return self.mailroom.intake.headers_read + self.mailer.submits.commits
-
-    async def _replicate_held(self, moment: float, lookup: bool) -> None:
-        """Held mail to the members new to its recipient's replica set (replication.py):
-        read from our table after membership changes, from lookups once per interval."""
-        self.overlay.membership_changed = False
-        self._last_replication = moment
-        if self.store is not None and self.store.held_stats()[0]:
-            pushed = await self.replication.push(lookup)
-            if pushed:
-                log.info("held mail: %d copies stored on nodes new to replica sets", pushed)
+        now and then republish our key and the mail we hold for others (upkeep.py)."""
+        await self.upkeeper.run()
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while True:
