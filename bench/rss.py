@@ -44,7 +44,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,19 +150,31 @@ def sqlcipher_build() -> str:
     return done.stdout.strip() or done.stderr.strip()
 
 
-def working(mails: int, big: int, settle: float) -> dict[str, dict[str, float]]:
-    """Node 0 receives `mails` mails from node 1 over a real link, then `big` mails of
-    BIG_BODY characters; both measured after each."""
-    directory = fresh_dir("rss_working")
+@contextmanager
+def linked_pair(name: str) -> Iterator[tuple[ProcessNode, ProcessNode]]:
+    """Node 0 (the receiver) and node 1 (the sender), started fresh in their own directory,
+    the sender linked to the receiver; both stopped at the end."""
+    directory = fresh_dir(name)
     receiver = node(directory, 0, [])
     receiver.start()
     sender = node(directory, 1, [receiver.address])
-    rows: dict[str, dict[str, float]] = {}
     try:
         sender.start()
-        assert receiver.proc is not None and sender.proc is not None
         to = identity(0).id_text
         wait_for(lambda: any(link["id"] == to for link in sender.call("peers")["links"]), "linked")
+        yield receiver, sender
+    finally:
+        sender.stop()
+        receiver.stop()
+
+
+def working(mails: int, big: int, settle: float) -> dict[str, dict[str, float]]:
+    """Node 0 receives `mails` mails from node 1 over a real link, then `big` mails of
+    BIG_BODY characters; both measured after each."""
+    rows: dict[str, dict[str, float]] = {}
+    with linked_pair("rss_working") as (receiver, sender):
+        assert receiver.proc is not None and sender.proc is not None
+        to = identity(0).id_text
         with sender.client() as client:
             for n in range(mails):
                 client.call("mail", {"to": [to], "subject": f"mail {n}", "body": f"body {n} " * 20})
@@ -175,9 +189,6 @@ def working(mails: int, big: int, settle: float) -> dict[str, dict[str, float]]:
             rows[f"then received {big} mails of {BIG_BODY // 1000} kB"] = \
                 settled(receiver.proc.pid, settle)
             rows[f"then sent {big} mails of {BIG_BODY // 1000} kB"] = memory(sender.proc.pid)
-    finally:
-        sender.stop()
-        receiver.stop()
     return rows
 
 
@@ -192,16 +203,10 @@ BURST_CLIENTS = 8   # local API connections submitting the burst at once
 def burst(count: int, settle: float) -> dict[str, dict[str, float]]:
     """Node 1 submits `count` mails to node 0 at once; both measured once all are in and
     every receipt is back; then node 0 sends one mail to node 1."""
-    directory = fresh_dir("rss_burst")
-    receiver = node(directory, 0, [])
-    receiver.start()
-    sender = node(directory, 1, [receiver.address])
     rows: dict[str, dict[str, float]] = {}
-    try:
-        sender.start()
+    with linked_pair("rss_burst") as (receiver, sender):
         assert receiver.proc is not None and sender.proc is not None
         to = identity(0).id_text
-        wait_for(lambda: any(link["id"] == to for link in sender.call("peers")["links"]), "linked")
         rows["burst: receiver before"] = memory(receiver.proc.pid)
 
         def submit(part: int) -> None:
@@ -223,9 +228,6 @@ def burst(count: int, settle: float) -> dict[str, dict[str, float]]:
         # A node's upkeep (every UPKEEP_INTERVAL) gives back what SQLite and the heap hold unused.
         rows["burst: receiver, after its next upkeep"] = settled(receiver.proc.pid, UPKEEP_WAIT)
         rows["burst: sender, after its next upkeep"] = memory(sender.proc.pid)
-    finally:
-        sender.stop()
-        receiver.stop()
     return rows
 
 
