@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 TUNABLES = "GLIBC_TUNABLES"
 MMAP_THRESHOLD = "glibc.malloc.mmap_threshold"
@@ -82,10 +83,37 @@ def return_free_heap() -> None:
 
     free() gives memory back only from the top of the heap; a burst of mail leaves SQLite's
     page cache and the frames' and envelopes' buffers interleaved in it, so what they free
-    stays resident until this. ctypes is imported here, the first time (0.25 MiB), not at
-    start: an idle node that never does it does not pay for it. Not glibc: nothing to do."""
-    if not on_glibc():
-        return
-    import ctypes
+    stays resident until this. Not glibc: nothing to do."""
+    if on_glibc():
+        _malloc_trim()(0)
 
-    ctypes.CDLL(None).malloc_trim(0)
+
+_trim: Callable[[int], object] | None = None
+
+
+def _malloc_trim() -> Callable[[int], object]:
+    """glibc's malloc_trim, looked up the first time (not at start: an idle node never
+    calls it). Through `_ctypes`, the C module under ctypes, with the two types the call
+    needs: the `ctypes` package on top of it builds some hundred classes, 0.16 MiB of a
+    node's memory for one call (bench/README.md, "Memory after work"). Should `_ctypes` ever
+    change under us, `ctypes` does the same."""
+    global _trim
+    if _trim is None:
+        try:
+            import _ctypes
+
+            class SizeT(_ctypes._SimpleCData):  # type: ignore[type-arg]  # size_t: unsigned long
+                _type_ = "L"
+
+            class TrimFunction(_ctypes.CFuncPtr):
+                _flags_ = _ctypes.FUNCFLAG_CDECL
+                _argtypes_ = (SizeT,)
+                _restype_ = None
+
+            program = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None: the process itself
+            _trim = TrimFunction(_ctypes.dlsym(program, "malloc_trim"))
+        except (ImportError, AttributeError, TypeError, OSError):
+            import ctypes
+
+            _trim = ctypes.CDLL(None).malloc_trim
+    return _trim
