@@ -26,7 +26,8 @@ And one thing is done while it runs: `return_free_heap`, after SQLite gave back 
 (Store.release_memory), hands the heap's free pages back to the system.
 
 A setting already made by the user stays as it is (another mmap threshold, the variable set
-to something else). The malloc tunable applies on glibc Linux only. Standard library only.
+to something else). The malloc tunable applies on glibc Linux only. Standard library only, but for
+the trim (cffi's C module, which cryptography loads anyway).
 """
 
 from __future__ import annotations
@@ -93,25 +94,19 @@ _trim: Callable[[int], object] | None = None
 
 def _malloc_trim() -> Callable[[int], object]:
     """glibc's malloc_trim, looked up the first time (not at start: an idle node never
-    calls it). Through `_ctypes`, the C module under ctypes, with the two types the call
-    needs: the `ctypes` package on top of it builds some hundred classes, 0.16 MiB of a
-    node's memory for one call (bench/README.md, "Memory after work"). Should `_ctypes` ever
-    change under us, `ctypes` does the same."""
+    calls it). Through cffi's C module, which `cryptography` has loaded already (its Rust
+    bindings import it), at the ABI level: one function type, no C compiler, no parser.
+    The `ctypes` package instead costs 0.32 MiB RSS, its C module `_ctypes` alone 0.18
+    (their code pages and classes); this, 12 KiB (bench/README.md, "Memory after work").
+    Without cffi (or should its backend ever change under us), ctypes does the same."""
     global _trim
     if _trim is None:
         try:
-            import _ctypes
+            import _cffi_backend as cffi  # type: ignore[import-untyped]  # no stubs (types-cffi)
 
-            class SizeT(_ctypes._SimpleCData):  # type: ignore[type-arg]  # size_t: unsigned long
-                _type_ = "L"
-
-            class TrimFunction(_ctypes.CFuncPtr):
-                _flags_ = _ctypes.FUNCFLAG_CDECL
-                _argtypes_ = (SizeT,)
-                _restype_ = None
-
-            program = _ctypes.dlopen(None)  # type: ignore[arg-type]  # None: the process itself
-            _trim = TrimFunction(_ctypes.dlsym(program, "malloc_trim"))
+            size_t = cffi.new_primitive_type("size_t")
+            signature = cffi.new_function_type((size_t,), cffi.new_primitive_type("int"), False)
+            _trim = cffi.load_library(None).load_function(signature, "malloc_trim")
         except (ImportError, AttributeError, TypeError, OSError):
             import ctypes
 
