@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -19,6 +18,7 @@ from .asn1 import Asn1Error, pem_certificate_to_der, spki_from_certificate
 from .errors import IdentityError
 from .ids import format_id, id_from_spki
 from .pkcs8 import encrypt_pkcs8
+from .records import record
 
 PRIVATE_KEY_FILE = "private_key.pem"
 PUBLIC_KEY_FILE = "public_key.pem"
@@ -37,7 +37,7 @@ def spki_der(public_key: rsa.RSAPublicKey) -> bytes:
     )
 
 
-@dataclass(frozen=True)
+@record
 class Identity:
     private_key: rsa.RSAPrivateKey
     public_der: bytes

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, hpke, serialization
@@ -34,6 +33,7 @@ from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki
 from .prekey_keys import mlkem_private, mlkem_public, x25519_private, x25519_public  # see there
+from .records import record
 
 RECORD_VERSION = 1
 # Domain separation: a record signature is neither a mail nor a handshake signature.
@@ -55,7 +55,7 @@ class MailKeyError(FluxError):
     """A mail key record is malformed, not signed by its node, expired, or out of date."""
 
 
-@dataclass(frozen=True)
+@record
 class MailKeyRecord:
     node_id: bytes
     created_at: int
@@ -77,7 +77,7 @@ class MailKeyRecord:
         return self.created_at - CLOCK_SKEW <= moment < self.expires_at
 
 
-@dataclass(frozen=True)
+@record
 class MailKeySecrets:
     """The private halves of one record: the Ed25519 seed and the prekey seeds."""
     raw: bytes   # SECRET_BYTES: sign seed ‖ ML-KEM seed ‖ X25519 private
@@ -215,7 +215,7 @@ class RecordCache:
 # ----- the owner's side: rotation, erasure, secrets at rest -------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Schedule:
     """When a node makes a new record and when it erases an old prekey.
 
