@@ -6,7 +6,8 @@ where they are used (the web app, a backup, a misspelled config, a password prom
 start. What a node runs before it serves counts too: parsing its arguments (argparse's own help
 formatter would bring shutil with bz2 and lzma, 0.5 MiB) and opening its log file
 (logging.handlers would bring pickle and queue, 0.6 MiB), and loading its mail prekeys
-(cryptography's ML-KEM constructors would build its OpenSSL backend object, 0.46 MiB).
+(cryptography's ML-KEM constructors would build its OpenSSL backend object, 0.46 MiB). Keys are
+encoded and loaded without cryptography's serialization package (its OpenSSH formats, 0.6 MiB).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KEPT_OUT = {"cryptography.x509", "aiohttp", "importlib.metadata", "email", "zipfile", "difflib",
             "fluxchat.backup", "fluxchat.vault_admin", "fluxchat.web",
             "shutil", "bz2", "lzma", "logging.handlers", "pickle", "getpass", "uuid", "platform",
-            "cryptography.hazmat.backends.openssl.backend"}
+            "cryptography.hazmat.backends.openssl.backend",
+            "cryptography.hazmat.primitives.serialization"}
 
 
 def loaded_by(code: str) -> set[str]:

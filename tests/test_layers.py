@@ -51,6 +51,7 @@ LAYERS[3] |= {"sealing", "outbox_worker", "later_moves", "upkeep"}
 LAYERS[2] |= {"logfile"}   # the log file handler (logsetup.py)
 LAYERS[0] |= {"uuids"}   # mail uuids without the uuid module
 LAYERS[0] |= {"records"}   # frozen dataclasses sharing their equality, hash, repr
+LAYERS[0] |= {"keyformats"}   # key encodings and loaders without cryptography's serialization package
 LAYERS[1] |= {"prekey_keys"}   # prekey halves without cryptography's backend object
 LAYERS[1] |= {"cbor_flat"}   # the decoder's fast paths for the flat arrays of mail and records
 PURE = LAYERS[1]

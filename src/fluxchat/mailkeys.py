@@ -22,7 +22,7 @@ import functools
 import hashlib
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -32,6 +32,7 @@ from .cbor import dumps
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki
+from .pkcs8 import rsa_private_key_info
 from .prekey_keys import mlkem_private, mlkem_public, x25519_private, x25519_public  # see there
 from .records import record
 
@@ -252,9 +253,7 @@ WRAP_NONCE_BYTES = 12
 def wrapping_key(identity: Identity) -> bytes:
     """The key that encrypts mail key secrets at rest: HKDF-SHA256 over the RSA private key,
     so only a process that decrypted the identity (password) can derive it."""
-    der = identity.private_key.private_bytes(serialization.Encoding.DER,
-                                             serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
+    der = rsa_private_key_info(identity.private_key)   # its PKCS#8 DER; not private_bytes: see pkcs8.py
     return HKDF(hashes.SHA256(), 32, salt=None, info=WRAP_INFO).derive(der)
 
 
