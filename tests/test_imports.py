@@ -55,6 +55,21 @@ class ImportsTest(unittest.TestCase):
         self.assertIn("fluxchat.node", loaded)   # the probe did import the node
         self.assertEqual(loaded & KEPT_OUT, set())
 
+    def test_a_node_forgets_the_command_line_parser_once_used(self) -> None:
+        """server_app.main drops argparse and gettext after reading its arguments: nothing else
+        holds them, so they are freed (0.3 MiB), not only taken out of sys.modules."""
+        probe = ("import json, sys, weakref, server_app\n"
+                 "args = server_app.parse_args(['-c', 'config.json'])\n"
+                 "held = [weakref.ref(next(v for v in vars(sys.modules[name]).values() if isinstance(v, type)))\n"
+                 "        for name in server_app.START_ONLY_MODULES]   # a class of each: it lives as its module does\n"
+                 "del args\n"
+                 "server_app.forget_start_modules()\n"
+                 "print(json.dumps([ref() is not None for ref in held]))")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS_")}
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              env=dict(env, PYTHONPATH=str(ROOT / "src")))
+        self.assertEqual(json.loads(done.stdout), [False, False])
+
     def test_the_command_line_stays_small(self) -> None:
         loaded = loaded_by("import ipc_app")
         self.assertEqual(loaded & (KEPT_OUT | {"asyncio", "sqlcipher3", "fluxchat.node"}), set())
