@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from fluxchat.process_env import run_as_node
 from fluxchat.runtime_env import use_project_venv
@@ -13,7 +15,6 @@ if __name__ == "__main__":   # started as a script, perhaps by a python3 without
     run_as_node()            # may start this process again: before anything heavy is imported
     use_project_venv()
 
-import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -31,12 +32,21 @@ from fluxchat.vault import params_from_env  # noqa: E402
 from fluxchat.vault_format import DEFAULT_KDF  # noqa: E402
 from fluxchat.vault_migrate import unlock_storage  # noqa: E402
 
+if TYPE_CHECKING:
+    import argparse
+
 log = logging.getLogger("fluxchat.server")
+# Modules only reading the command line needs (argparse and its gettext): 0.3 MiB of Python
+# objects a node would keep for good. They are imported where the line is read and dropped once
+# it has been (forget_start_modules); a later import would load them again.
+START_ONLY_MODULES = ("argparse", "gettext")
 
 
 def help_formatter(prog: str) -> argparse.HelpFormatter:
     """argparse's own formatter asks `shutil` for the terminal width, and shutil brings bz2, lzma
     and zlib into the node process for good (0.4 MiB RSS, bench/rss.py); os tells it as well."""
+    import argparse
+
     try:
         columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
@@ -48,6 +58,8 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    import argparse
+
     parser = argparse.ArgumentParser(
         formatter_class=help_formatter,
         description="Run a FluxChat node (peer links, routing, mail, local API).",
@@ -68,12 +80,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load(args: argparse.Namespace) -> tuple[Config, Identity, str]:
-    config = load_config(args.config)
+def forget_start_modules() -> None:
+    """Drop START_ONLY_MODULES, once nothing of theirs is in use (no parser, no Namespace); the
+    collection frees them, as they hold reference cycles (functions and their module's dict)."""
+    for name in START_ONLY_MODULES:
+        sys.modules.pop(name, None)
+    gc.collect()
+
+
+def load(config_path: Path) -> tuple[Config, Identity, str]:
+    config = load_config(config_path)
     password = read_password()
     identity = load_identity(config.data_dir, password)
     if config.id is not None and config.id != identity.node_id:
-        raise FluxError(f"{args.config}: id is {format_id(config.id)} but the key in "
+        raise FluxError(f"{config_path}: id is {format_id(config.id)} but the key in "
                         f"{config.data_dir} belongs to {identity.id_text}")
     return config, identity, password
 
@@ -115,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         from fluxchat import vault_admin  # here: a node that only runs never needs the backup code
 
         return vault_admin.run(args.config, args.restore, args.change_password)
+    config_path, log_level, dev = args.config, args.log_level, args.dev
+    del args
+    forget_start_modules()
     try:
-        config, identity, password = load(args)
+        config, identity, password = load(config_path)
     except FluxError as exc:
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 2
@@ -127,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 1
     try:
-        setup_logging(args.log_level or config.log.level, config.log.file, args.dev,
+        setup_logging(log_level or config.log.level, config.log.file, dev,
                       config.log.max_bytes, config.log.backups)
         log.info("node %s starting (pid %d)", identity.id_text, os.getpid())
         # Under the pid file: a second process must not migrate the database at the same time.
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("node stopped")
         print(f"FluxChat node {identity.id_text} stopped", flush=True)
     except FluxError as exc:
-        if config.log.file is not None and not args.dev:   # else the log is stderr already
+        if config.log.file is not None and not dev:   # else the log is stderr already
             log.error("%s", exc)
         print(f"server_app.py: {exc}", file=sys.stderr)
         return 1

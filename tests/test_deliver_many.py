@@ -3,6 +3,7 @@ outcome per envelope, the peer's budget kept, and nothing acknowledged before th
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import dataclasses
 import sys
@@ -18,6 +19,7 @@ from fluxchat.mail_limits import PRIVATE_OPS_BURST, PRIVATE_OPS_RATE
 from fluxchat.mailer import BURST, receipt_uuid
 from fluxchat.node import Node
 from fluxchat.sqldb import dbapi
+from fluxchat.upkeep import QUIET_CHECK
 from fluxchat.wire_fields import MAX_ENVELOPES
 from tests.lab import eventually
 from tests.test_mail_abuse import MailAbuseCase, junk_for, mail_for
@@ -141,3 +143,22 @@ class MemoryAfterBurstTest(MailAbuseCase):
         # SQLite's page cache of b's store (up to sqldb.CACHE_KIB) is given back.
         self.assertLess(sqlite_bytes_in_use(), full - 200_000)
         self.assertEqual(b.store.count_inbox()[0], count)   # and the store reads on
+
+    async def test_memory_goes_back_once_mail_work_stops(self) -> None:
+        a, b = await self.chain(2)
+        await a.net.dial("127.0.0.1", b.port, b.identity.node_id)
+        assert b.store is not None
+        self.assertEqual(b.upkeeper.releases, 0)   # no mail work yet: nothing to give back
+        count = 4 * BURST
+        for i in range(count):
+            a.mailer.submit(b.identity.node_id, f"burst {i}", "body " * 200)
+        await eventually(lambda: b.store is not None and b.store.count_inbox()[0] == count, 60)
+        full, before = sqlite_bytes_in_use(), b.upkeeper.releases
+        # Within two looks after the last envelope, long before the minute's upkeep.
+        await eventually(lambda: b.upkeeper.releases > before, 2 * QUIET_CHECK + 1)
+        self.assertLess(sqlite_bytes_in_use(), full - 200_000)
+        # A node that stays quiet gives back once, not at every look.
+        released = b.upkeeper.releases
+        await asyncio.sleep(2 * QUIET_CHECK + 0.5)
+        self.assertEqual(b.upkeeper.releases, released)
+        self.assertEqual(b.store.count_inbox()[0], count)

@@ -10,6 +10,7 @@ import os
 import stat
 import tempfile
 import time
+import unicodedata
 import unittest
 from pathlib import Path
 
@@ -45,6 +46,15 @@ class EscapeTest(unittest.TestCase):
         self.assertEqual(escape("plain Grüße 👋"), "plain Grüße 👋")
         self.assertEqual(escape("a\nb\r\x1b[31m\x00"), "a\\x0ab\\x0d\\x1b[31m\\x00")
         self.assertEqual(escape("x\u2028y\u202ez\x85"), "x\\u2028y\\u202ez\\x85")
+
+    def test_escaped_are_the_control_and_separator_categories_and_bidi(self) -> None:
+        """logsetup writes the categories out instead of loading unicodedata: the same set."""
+        bidi = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+        for code in range(0x110000):
+            char = chr(code)
+            expected = unicodedata.category(char) in ("Cc", "Zl", "Zp") or code in bidi
+            if expected != (escape(char) != char):
+                self.fail(f"U+{code:04X}: escaped {not expected}, category {unicodedata.category(char)}")
 
     def test_one_record_is_one_line_and_tracebacks_are_indented(self) -> None:
         logger, out, _ = capture()

@@ -79,5 +79,41 @@ class RunAsNodeTest(unittest.TestCase):
         self.assertNotIn("-OO", report["argv"])   # type: ignore[operator]
 
 
+# Frees 38 of 40 MB of blocks on the heap (under the mmap threshold), keeping one in 20 so the
+# free pages lie between blocks in use: free() alone cannot give them back, the trim can.
+TRIM = """
+import json, sys
+from fluxchat.process_env import return_free_heap
+def rss():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1])
+blocks = [bytes(2000) for _ in range(20_000)]
+kept = blocks[::20]
+del blocks
+before = rss()
+return_free_heap()
+return_free_heap()
+print(json.dumps({"kib_back": before - rss(), "ctypes": "_ctypes" in sys.modules}))
+"""
+
+
+def run_trim(first: str = "") -> dict[str, int]:
+    done = subprocess.run([sys.executable, "-c", first + TRIM], env=dict(os.environ, PYTHONPATH=str(SRC)),
+                          capture_output=True, text=True, timeout=30, check=True)
+    report: dict[str, int] = json.loads(done.stdout)
+    return report
+
+
+@unittest.skipUnless(on_glibc(), "malloc_trim is glibc's")
+class ReturnFreeHeapTest(unittest.TestCase):
+    def test_free_pages_between_live_blocks_go_back_without_ctypes(self) -> None:
+        report = run_trim()
+        self.assertGreater(report["kib_back"], 20_000)
+        self.assertFalse(report["ctypes"])
+
+    def test_without_cffi_ctypes_does_it(self) -> None:
+        report = run_trim("import sys; sys.modules['_cffi_backend'] = None\n")   # import fails
+        self.assertGreater(report["kib_back"], 20_000)
+        self.assertTrue(report["ctypes"])
+
 if __name__ == "__main__":
     unittest.main()

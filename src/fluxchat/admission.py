@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+
+from .records import record
 
 IPV4_PREFIX = 24
 IPV6_PREFIX = 64
@@ -32,7 +33,7 @@ def prefix_of(host: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
-@dataclass(frozen=True)
+@record
 class AdmissionLimits:
     max_handshakes: int          # handshakes in flight, all sources together
     per_prefix: int              # handshakes in flight from one source prefix

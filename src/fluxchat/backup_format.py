@@ -20,7 +20,6 @@ import hashlib
 import json
 import re
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import StorageError
+from .records import record
 
 MAGIC = b"FLUXCHAT-BACKUP\n"
 FORMAT = "fluxchat-backup"
@@ -44,7 +44,7 @@ class ArchiveError(StorageError):
     """The archive is not one of ours, is damaged, truncated, or was made by a newer version."""
 
 
-@dataclass(frozen=True)
+@record
 class Header:
     node_id: str
     created_at: int

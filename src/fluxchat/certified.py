@@ -14,7 +14,6 @@ each distinct record costs it once. Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -24,6 +23,7 @@ from .cbor_flat import loads_flat
 from .errors import FluxError
 from .identity import Identity, load_public_key, verify_signature
 from .ids import ID_BYTES, id_from_spki
+from .records import record
 
 MAX_TIME = 2**63 - 1
 _FAILURES = (FluxError, ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm)
@@ -57,7 +57,7 @@ def is_time(value: object) -> bool:
     return type(value) is int and 0 <= value <= MAX_TIME
 
 
-@dataclass(frozen=True)
+@record
 class RecordFields:
     """The fields every certified record has, around its own public keys."""
 

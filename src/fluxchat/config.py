@@ -6,7 +6,6 @@ Every message names the file and the key, e.g. `var/config1.json: ipc.port: expe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from .config_reader import Reader, read_json, refuse_unknown_keys
@@ -14,17 +13,18 @@ from .contact import parse_contact
 from .errors import ConfigError
 from .ids import IdError, parse_id
 from .mail_rules import MAX_BODY_BYTES
+from .records import record
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-@dataclass(frozen=True)
+@record
 class ChallengeConfig:
     min: int = 16
     max: int = 24
 
 
-@dataclass(frozen=True)
+@record
 class ClientConfig:
     auth_timeout: float = 10.0
     request_timeout: float = 10.0
@@ -35,7 +35,7 @@ class ClientConfig:
     connections_per_second: float = 5.0
 
 
-@dataclass(frozen=True)
+@record
 class LinksConfig:
     """Per-link and per-source limits of peer links (docs/PROTOCOL.md §5.2, §7). None: derived
     from `client.max_links` / `client.max_handshakes` as documented."""
@@ -54,7 +54,7 @@ class LinksConfig:
     write_timeout: float = 20.0                # queued output must start draining within this
 
 
-@dataclass(frozen=True)
+@record
 class KademliaConfig:
     k: int = 20
     alpha: int = 3
@@ -62,7 +62,7 @@ class KademliaConfig:
     republish_interval: float = 3600.0
 
 
-@dataclass(frozen=True)
+@record
 class MailConfig:
     retention_time: float = 168.0
     replicas: int = 5
@@ -77,14 +77,14 @@ class MailConfig:
     quota_per_sender_recipient: int = 8 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record
 class MailKeysConfig:
     """Mail key records (mailkeys.py): on by default; off means v1 (RSA) envelopes only."""
     enabled: bool = True
     rotation_interval: float = 24.0   # hours between new records
 
 
-@dataclass(frozen=True)
+@record
 class IpcConfig:
     enabled: bool = True
     address: str = "127.0.0.1"
@@ -92,7 +92,7 @@ class IpcConfig:
     allow_remote: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class WebConfig:
     """The local web app (fluxchat/web): off by default, loopback only, signs in with the IPC token."""
     enabled: bool = False
@@ -100,7 +100,7 @@ class WebConfig:
     port: int = 26080
 
 
-@dataclass(frozen=True)
+@record
 class DiscoveryConfig:
     enabled: bool = False
     port: int = 26100
@@ -108,7 +108,7 @@ class DiscoveryConfig:
     broadcast: str = "255.255.255.255"
 
 
-@dataclass(frozen=True)
+@record
 class DatagramConfig:
     """Lookup queries over UDP on the peer port (docs/PROTOCOL.md §16): answered and sent."""
     enabled: bool = True
@@ -116,7 +116,7 @@ class DatagramConfig:
     total: float = 200.0         # requests answered per second in all
 
 
-@dataclass(frozen=True)
+@record
 class LogConfig:
     level: str = "info"
     file: Path | None = None
@@ -124,7 +124,7 @@ class LogConfig:
     backups: int = 3                    # rotated files kept (file.1 … file.N)
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     path: Path
     id: bytes | None

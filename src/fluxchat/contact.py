@@ -11,7 +11,8 @@ reads a peer's with it.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+
+from .records import record
 
 MAX_HOST_CHARS = 253
 
@@ -36,7 +37,7 @@ def valid_host(host: str) -> bool:
     return not (address.is_unspecified or address.is_multicast)
 
 
-@dataclass(frozen=True)
+@record
 class Contact:
     """`host` is None for `public` / `public:PORT` (the address we observe), `port` None for bare `public`."""
 

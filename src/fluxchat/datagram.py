@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
 
 from .ids import ID_BYTES
+from .records import record
 
 MAGIC = b"FXDG"
 VERSION = 1
@@ -33,20 +33,20 @@ FAMILY_BYTES = {4: 4, 6: 16}    # address family byte -> address length
 MAX_CONTACTS = (REQUEST_SIZE - ANSWER_HEAD) // (ID_BYTES + 1 + 4 + 2)   # all IPv4: 30
 
 
-@dataclass(frozen=True)
+@record
 class FindNodeRequest:
     txid: bytes
     target: bytes
 
 
-@dataclass(frozen=True)
+@record
 class Contact:
     node_id: bytes
     host: str       # an IP literal, in its compressed form
     port: int
 
 
-@dataclass(frozen=True)
+@record
 class NodesAnswer:
     txid: bytes
     contacts: tuple[Contact, ...]

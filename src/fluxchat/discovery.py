@@ -8,9 +8,9 @@ but one failed handshake.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from .ids import ID_BYTES
+from .records import record
 
 MAGIC = b"FXCD"
 VERSION = 1
@@ -18,7 +18,7 @@ _LAYOUT = struct.Struct(f">4sB{ID_BYTES}sH")   # magic, version, node ID, port
 SIZE = _LAYOUT.size
 
 
-@dataclass(frozen=True)
+@record
 class Announcement:
     node_id: bytes
     port: int

@@ -26,8 +26,6 @@ Pure: no I/O, no clock, no randomness; the caller passes the key and nonce.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -38,6 +36,7 @@ from .errors import EnvelopeError, FluxError
 from .identity import MAX_KEY_BITS, MIN_KEY_BITS, Identity, load_public_key, verify_signature
 from .ids import ID_BYTES, id_from_spki
 from .mail_rules import MAX_SUBJECT_CHARS as MAX_SUBJECT_CHARS
+from .records import record
 
 ENVELOPE_VERSION = 1
 MAX_NAME_CHARS = 64  # the sender's display name: a hint shown to people, never an identity
@@ -64,7 +63,7 @@ _OPEN_FAILURES = (FluxError, ValueError, TypeError, InvalidTag, InvalidSignature
                   UnsupportedAlgorithm)
 
 
-@dataclass(frozen=True)
+@record
 class MailContent:
     kind: str
     uuid: bytes
@@ -77,7 +76,7 @@ class MailContent:
     sender_name: str = ""  # optional display name; signed, but only a hint
 
 
-@dataclass(frozen=True)
+@record
 class OuterHeader:
     version: int
     recipient: bytes

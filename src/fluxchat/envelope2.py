@@ -24,7 +24,7 @@ takes no randomness; everything else is a function of the arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
@@ -38,6 +38,7 @@ from .errors import EnvelopeError
 from .identity import Identity
 from .ids import ID_BYTES
 from .mailkeys import PREKEY_ID_BYTES, MailKeyRecord, RecordCache, prekey_public, sign_key_public
+from .records import record
 
 VERSION = 2
 MAIL_CONTEXT = b"fluxchat-mail-v2\x00"
@@ -61,7 +62,7 @@ _EXPIRES_AT = _UUID_AT + v1.UUID_BYTES
 _MIN_BYTES = _EXPIRES_AT + 1 + 1 + PREKEY_ID_BYTES + 3 + ENC_BYTES + TAG_BYTES
 
 
-@dataclass(frozen=True)
+@record
 class Header2:
     recipient: bytes
     uuid: bytes
@@ -81,7 +82,7 @@ class Header2:
         return OuterHeader(VERSION, self.recipient, self.uuid, self.expires_at)
 
 
-@dataclass(frozen=True)
+@record
 class MailSigner:
     """What a sender needs: its RSA public key, its current record and that record's key."""
     identity_der: bytes
@@ -90,7 +91,7 @@ class MailSigner:
     signing_key: ed25519.Ed25519PrivateKey
 
 
-@dataclass(frozen=True)
+@record
 class Opened:
     content: MailContent
     sender_der: bytes

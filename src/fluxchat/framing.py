@@ -12,10 +12,9 @@ the peer sends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .errors import ProtocolError
 from .messages import ErrorCode
+from .records import record
 
 PROLOGUE_MAGIC = b"FLUXCHAT"
 PROTOCOL_VERSION = 2
@@ -26,12 +25,12 @@ DEFAULT_MAX_PAYLOAD = 2 * 1024 * 1024
 _MAX_U32 = 2**32 - 1
 
 
-@dataclass(frozen=True)
+@record
 class Prologue:
     version: int
 
 
-@dataclass(frozen=True)
+@record
 class Frame:
     type: int
     payload: bytes

@@ -17,13 +17,13 @@ hash, so an unknown dialer pays its work before its RSA-certified record is veri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import messages as m
 from . import pow as work
 from .errors import ProtocolError
 from .ids import id_from_spki
 from .linkkeys import LinkCredentials, LinkKeyError, LinkKeyRecord, RecordCheck, verify_proof
+from .records import record
 from .session_config import SessionConfig
 from .session_events import Established, Event, WorkNeeded
 
@@ -31,7 +31,7 @@ E = m.ErrorCode
 Send = Callable[[m.Message], None]
 
 
-@dataclass(frozen=True)
+@record
 class PeerCertificate:
     """What an acceptor's TLS certificate shows (the TLS handshake proved `link_key`)."""
 
@@ -45,7 +45,7 @@ def certificate_of(link: LinkCredentials) -> PeerCertificate:
     return PeerCertificate(link.record.link_key, link.encoded, link.identity_der)
 
 
-@dataclass(frozen=True)
+@record
 class LinkContext:
     """The TLS session a handshake runs in, and the wall clock (for record validity)."""
 

@@ -13,9 +13,8 @@ and an attacker needs many authenticated identities to fill a quota at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .errors import StorageError
+from .records import record
 from .sqldb import dbapi
 
 
@@ -23,7 +22,7 @@ class QuotaExceeded(StorageError):
     """A held envelope was refused because it would pass one of the storage quotas."""
 
 
-@dataclass(frozen=True)
+@record
 class Quotas:
     per_recipient_bytes: int
     per_peer_bytes: int
@@ -31,7 +30,7 @@ class Quotas:
     per_pair_bytes: int = 2**62   # one storing peer, one recipient
 
 
-@dataclass(frozen=True)
+@record
 class Held:
     uuid: bytes
     recipient: bytes

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from . import keyformats
 from .asn1 import Asn1Error, pem_certificate_to_der, spki_from_certificate
 from .errors import IdentityError
 from .ids import format_id, id_from_spki
-from .pkcs8 import encrypt_pkcs8
+from .pkcs8 import encrypt_pkcs8, rsa_private_key_info
+from .records import record
 
 PRIVATE_KEY_FILE = "private_key.pem"
 PUBLIC_KEY_FILE = "public_key.pem"
@@ -33,11 +34,11 @@ PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 def spki_der(public_key: rsa.RSAPublicKey) -> bytes:
     return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        keyformats.Encoding.DER, keyformats.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-@dataclass(frozen=True)
+@record
 class Identity:
     private_key: rsa.RSAPrivateKey
     public_der: bytes
@@ -60,7 +61,7 @@ class Identity:
 def load_public_key(der: bytes) -> rsa.RSAPublicKey:
     """Parse a peer's SPKI DER; only RSA keys of sane size with e = 65537 pass."""
     try:
-        key = serialization.load_der_public_key(der)
+        key = keyformats.load_der_public_key(der)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:   # e.g. an unknown key OID
         raise IdentityError("malformed public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
@@ -104,14 +105,11 @@ def make_certificate(identity: Identity, now: datetime.datetime) -> bytes:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(identity.private_key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return cert.public_bytes(keyformats.Encoding.PEM)
 
 
 def encrypt_private_key(key: rsa.RSAPrivateKey, password: str, iterations: int) -> bytes:
-    plain = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return encrypt_pkcs8(plain, password.encode("utf-8"), iterations,
+    return encrypt_pkcs8(rsa_private_key_info(key), password.encode("utf-8"), iterations,
                          salt=os.urandom(16), iv=os.urandom(16))
 
 
@@ -132,7 +130,7 @@ def write_identity(identity: Identity, data_dir: Path, password: str, iterations
         raise IdentityError("an empty key password is not accepted")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     public_pem = identity.private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        keyformats.Encoding.PEM, keyformats.PublicFormat.SubjectPublicKeyInfo
     )
     write_secret_file(data_dir / PRIVATE_KEY_FILE,
                       encrypt_private_key(identity.private_key, password, iterations))
@@ -143,7 +141,7 @@ def write_identity(identity: Identity, data_dir: Path, password: str, iterations
 def read_public_key_file(path: Path) -> rsa.RSAPublicKey:
     try:
         pem = path.read_bytes()
-        key = serialization.load_pem_public_key(pem)
+        key = keyformats.load_pem_public_key(pem)
     except OSError as exc:
         raise IdentityError(f"{path}: {exc.strerror}") from exc
     except ValueError as exc:
@@ -161,7 +159,7 @@ def load_identity(data_dir: Path, password: str) -> Identity:
     except OSError as exc:
         raise IdentityError(f"{path}: {exc.strerror}; run bin/setup.sh first") from exc
     try:
-        key = serialization.load_pem_private_key(pem, password.encode("utf-8"))
+        key = keyformats.load_pem_private_key(pem, password.encode("utf-8"))
     except (ValueError, TypeError) as exc:
         raise IdentityError(f"{path}: wrong key password or damaged key file") from exc
     if not isinstance(key, rsa.RSAPrivateKey):

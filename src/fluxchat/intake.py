@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from . import envelope2
 from .envelope import _OPEN_FAILURES as v1_failures
@@ -36,6 +35,7 @@ from .mailer import CLOCK_SKEW, Mailer, receipt_uuid
 from .mailkeys import MailKeyRecord
 from .outbox_states import OutboxState as S
 from .ratelimit import RateLimiter
+from .records import record
 from .sealing import off_loop
 from .store import InboxMail, OutboxMail, Store
 from .store_batch import DELIVERED, DUPLICATE, NEW, MailArrival, OurReceipt, ReceiptArrival
@@ -58,7 +58,7 @@ class NotForUs(EnvelopeError):
 Outcome = bool | EnvelopeError | WorkRefused
 
 
-@dataclass(frozen=True)
+@record
 class _Opened:
     """One envelope opened and checked, ready to commit."""
     arrival: MailArrival | ReceiptArrival

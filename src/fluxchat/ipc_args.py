@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from .errors import IpcError
 from .ids import ID_PREFIX, IdError, parse_id
+from .records import record
 
 MIN_UUID_PREFIX = 6      # hex digits: short handles for people typing uuids
 MAX_RECIPIENTS = 32
@@ -25,7 +25,7 @@ _ALIAS_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_ID_CHARS = 64  # FC_ + at most 44 base58 digits
 
 
-@dataclass(frozen=True)
+@record
 class Arg:
     """One argument: `kind` is text, int, bool, choice, uuid (or a prefix of at least 6 hex digits),
     peer (ID or alias), peers (one peer or a list of them), node_id or alias.

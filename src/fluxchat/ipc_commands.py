@@ -7,17 +7,17 @@ node's handlers only ever see well-typed arguments with defaults filled in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import IpcError
 from .ipc_args import CHECKS, Arg
 from .mail_rules import MAX_SUBJECT_CHARS, body_problem
+from .records import record
 
 MAX_SUBJECT = MAX_SUBJECT_CHARS
 
 
-@dataclass(frozen=True)
+@record
 class Command:
     name: str
     args: tuple[Arg, ...] = ()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import IpcError
 from .ipc_args import is_text
 from .ipc_commands import validate_args
+from .records import record
 
 # A 1 MiB body, JSON-escaped (quotes, newlines), plus the envelope fits in one line.
 MAX_LINE = 2 * 1024 * 1024
@@ -37,7 +37,7 @@ class RequestError(IpcError):
         self.request_id = request_id
 
 
-@dataclass(frozen=True)
+@record
 class Request:
     id: int | str
     cmd: str
@@ -45,7 +45,7 @@ class Request:
     token: str
 
 
-@dataclass(frozen=True)
+@record
 class Response:
     id: int | str | None
     ok: bool

@@ -17,7 +17,6 @@ has lived half its life. Pure: no I/O, no clock; the caller passes `now` and the
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -27,6 +26,7 @@ from .cbor import dumps
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki
+from .records import record
 
 RECORD_VERSION = 1
 LINK_CONTEXT = b"fluxchat-linkkey-v1\x00"
@@ -43,7 +43,7 @@ class LinkKeyError(FluxError):
     """A link key record is malformed, not signed by its node, or not valid now."""
 
 
-@dataclass(frozen=True)
+@record
 class LinkKeyRecord:
     node_id: bytes
     created_at: int
@@ -62,7 +62,7 @@ class LinkKeyRecord:
         return self.created_at - CLOCK_SKEW <= now < self.expires_at
 
 
-@dataclass(frozen=True)
+@record
 class LinkCredentials:
     """What a node shows and signs with on its links: its identity key (SPKI DER), its
     current link key record (encoded) and the record's Ed25519 private key."""

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -33,7 +32,9 @@ from .cbor import dumps
 from .errors import FluxError
 from .identity import Identity
 from .ids import id_from_spki
+from .pkcs8 import rsa_private_key_info
 from .prekey_keys import mlkem_private, mlkem_public, x25519_private, x25519_public  # see there
+from .records import record
 
 RECORD_VERSION = 1
 # Domain separation: a record signature is neither a mail nor a handshake signature.
@@ -55,7 +56,7 @@ class MailKeyError(FluxError):
     """A mail key record is malformed, not signed by its node, expired, or out of date."""
 
 
-@dataclass(frozen=True)
+@record
 class MailKeyRecord:
     node_id: bytes
     created_at: int
@@ -77,7 +78,7 @@ class MailKeyRecord:
         return self.created_at - CLOCK_SKEW <= moment < self.expires_at
 
 
-@dataclass(frozen=True)
+@record
 class MailKeySecrets:
     """The private halves of one record: the Ed25519 seed and the prekey seeds."""
     raw: bytes   # SECRET_BYTES: sign seed ‖ ML-KEM seed ‖ X25519 private
@@ -215,7 +216,7 @@ class RecordCache:
 # ----- the owner's side: rotation, erasure, secrets at rest -------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Schedule:
     """When a node makes a new record and when it erases an old prekey.
 
@@ -252,9 +253,7 @@ WRAP_NONCE_BYTES = 12
 def wrapping_key(identity: Identity) -> bytes:
     """The key that encrypts mail key secrets at rest: HKDF-SHA256 over the RSA private key,
     so only a process that decrypted the identity (password) can derive it."""
-    der = identity.private_key.private_bytes(serialization.Encoding.DER,
-                                             serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
+    der = rsa_private_key_info(identity.private_key)   # its PKCS#8 DER; not private_bytes: see pkcs8.py
     return HKDF(hashes.SHA256(), 32, salt=None, info=WRAP_INFO).derive(der)
 
 

@@ -5,9 +5,9 @@ of types and the codec."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import ClassVar
 
+from .records import record
 from .wire_fields import HOST, ID, MAX_NODES, PORT, UINT, Kind, ListOf, Record
 
 
@@ -18,7 +18,7 @@ class Role(enum.Enum):
     NOTICE = "notice"        # one-way, no rid
 
 
-@dataclass(frozen=True)
+@record
 class NodeInfo:
     """Where a node can be reached; the ID is checked by the TLS pin when dialing."""
 

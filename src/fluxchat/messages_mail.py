@@ -3,13 +3,12 @@ per envelope. See PROTOCOL.md §11."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .message_base import RID, Message, Role
+from .records import record
 from .wire_fields import BLOB, MAX_ENVELOPES, UINT, ListOf
 
 
-@dataclass(frozen=True)
+@record
 class DeliverMany(Message):
     """Several envelopes for the receiving node in one request: a burst of mail or receipts
     costs one frame, one round trip and one commit at the receiver."""
@@ -19,7 +18,7 @@ class DeliverMany(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Delivered(Message):
     """The answer to DeliverMany: per envelope, in order, 0 (committed) or an ErrorCode."""
     rid: int

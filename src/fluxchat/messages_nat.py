@@ -3,15 +3,14 @@ records, mail handed through a relay, and the coordinated simultaneous open (pun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .message_base import NODES, RID, Message, NodeInfo, Role
+from .records import record
 from .wire_fields import BLOB, BOOL, HOST, ID, PORT, TEXT, UINT
 
 # ----- reachability (see reach.py) --------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class DialBack(Message):
     """"Dial me back": the receiver dials the requester's observed address at `port`,
     pinned to the requester's ID, and tells whether that worked."""
@@ -22,7 +21,7 @@ class DialBack(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class DialBackReply(Message):
     rid: int
     reachable: bool
@@ -34,7 +33,7 @@ class DialBackReply(Message):
 # ----- relays (see relay.py, relaying.py) -------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Reserve(Message):
     """An unreachable node asks the receiver to relay for it (or renews the reservation)."""
 
@@ -43,7 +42,7 @@ class Reserve(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Reserved(Message):
     rid: int
     lifetime: int      # seconds the reservation lasts unless renewed
@@ -51,7 +50,7 @@ class Reserved(Message):
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class StoreRelay(Message):
     rid: int
     record: bytes      # a signed relay record (relaying.RelayRecord)
@@ -59,7 +58,7 @@ class StoreRelay(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class FindRelay(Message):
     rid: int
     node_id: bytes
@@ -67,7 +66,7 @@ class FindRelay(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class RelayReply(Message):
     rid: int
     record: bytes      # empty: not held here, see `nodes`
@@ -76,7 +75,7 @@ class RelayReply(Message):
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class Relay(Message):
     """Hand an envelope to the recipient's relay, which forwards it over its open link."""
 
@@ -86,7 +85,7 @@ class Relay(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Relayed(Message):
     rid: int
     held: bool         # False: the recipient took it; True: the relay holds it for later
@@ -97,7 +96,7 @@ class Relayed(Message):
 # ----- coordinated simultaneous open (see punch.py) ----------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Punch(Message):
     """To a relay of `node_id`: "I will connect from `port`; tell it, and tell me its port"."""
 
@@ -108,7 +107,7 @@ class Punch(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class PunchOffer(Message):
     """From a relay: node `node_id`, seen at `host`, connects to you from `port` now."""
 
@@ -120,7 +119,7 @@ class PunchOffer(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class PunchReady(Message):
     """The other side connects from `port`; `host` is where its relay sees it (empty in the
     answer to PunchOffer: the relay fills it in)."""

@@ -3,9 +3,8 @@ keys and mail key records, mail store-and-forward, and the generic answers Ok an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .message_base import NODES, RID, Message, NodeInfo, Role
+from .records import record
 from .wire_fields import (
     BLOB,
     BOOL,
@@ -30,7 +29,7 @@ LINK_RECORD = Bytes(range(1, 1201))    # a link key record (linkkeys.py)
 LINK_SIGNATURE = Bytes(range(64, 65))  # Ed25519
 
 
-@dataclass(frozen=True)
+@record
 class Hello(Message):
     dialer_id: bytes
     acceptor_id: bytes  # empty: the dialer learnt the address only (bootstrap)
@@ -43,27 +42,27 @@ class Hello(Message):
               ("signature", LINK_SIGNATURE))
 
 
-@dataclass(frozen=True)
+@record
 class Challenge(Message):
     nonce: bytes
     difficulty: int
     FIELDS = (("nonce", NONCE), ("difficulty", UINT))
 
 
-@dataclass(frozen=True)
+@record
 class Work(Message):
     work: int
     FIELDS = (("work", UINT),)
 
 
-@dataclass(frozen=True)
+@record
 class Welcome(Message):
     observed_host: str
     contact: str
     FIELDS = (("observed_host", TEXT), ("contact", TEXT))
 
 
-@dataclass(frozen=True)
+@record
 class Error(Message):
     code: int
     message: str
@@ -73,21 +72,21 @@ class Error(Message):
 # ----- open link ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Ping(Message):
     rid: int
     FIELDS = (RID,)
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Pong(Message):
     rid: int
     FIELDS = (RID,)
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class FindNode(Message):
     rid: int
     target: bytes
@@ -95,7 +94,7 @@ class FindNode(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Nodes(Message):
     rid: int
     nodes: tuple[NodeInfo, ...]
@@ -103,7 +102,7 @@ class Nodes(Message):
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class FindKey(Message):
     rid: int
     node_id: bytes
@@ -111,7 +110,7 @@ class FindKey(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class KeyReply(Message):
     rid: int
     public_key: bytes  # empty: not held here, see `nodes`
@@ -120,7 +119,7 @@ class KeyReply(Message):
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class StoreKey(Message):
     rid: int
     public_key: bytes
@@ -132,7 +131,7 @@ class StoreKey(Message):
 MAIL_KEY_RECORD = Bytes(range(0, MAX_MAIL_KEY_RECORD + 1))
 
 
-@dataclass(frozen=True)
+@record
 class FindMailKey(Message):
     rid: int
     node_id: bytes
@@ -140,7 +139,7 @@ class FindMailKey(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class MailKeyReply(Message):
     rid: int
     record: bytes  # empty: not held here, see `nodes`
@@ -149,7 +148,7 @@ class MailKeyReply(Message):
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class StoreMailKey(Message):
     rid: int
     record: bytes
@@ -157,7 +156,7 @@ class StoreMailKey(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Deliver(Message):
     rid: int
     envelope: bytes
@@ -165,7 +164,7 @@ class Deliver(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Store(Message):
     rid: int
     envelope: bytes
@@ -173,7 +172,7 @@ class Store(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Fetch(Message):
     rid: int
     limit: int
@@ -181,7 +180,7 @@ class Fetch(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class MailBatch(Message):
     rid: int
     envelopes: tuple[bytes, ...]
@@ -190,7 +189,7 @@ class MailBatch(Message):
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class Delete(Message):
     rid: int
     uuids: tuple[bytes, ...]
@@ -198,21 +197,21 @@ class Delete(Message):
     ROLE = Role.REQUEST
 
 
-@dataclass(frozen=True)
+@record
 class Notify(Message):
     """One-way: "mail is waiting for you"; the receiver answers with a Fetch."""
 
     ROLE = Role.NOTICE
 
 
-@dataclass(frozen=True)
+@record
 class Ok(Message):
     rid: int
     FIELDS = (RID,)
     ROLE = Role.RESPONSE
 
 
-@dataclass(frozen=True)
+@record
 class Fail(Message):
     rid: int
     code: int

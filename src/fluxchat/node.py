@@ -44,7 +44,7 @@ from .relay_sender import RelaySender
 from .replication import Replication
 from .store import Store
 from .tasks import settle
-from .upkeep import UPKEEP_INTERVAL, Upkeep
+from .upkeep import QUIET_CHECK, UPKEEP_INTERVAL, Upkeep
 
 log = logging.getLogger("fluxchat.node")
 DB_FILE = "fluxchat.db"
@@ -81,7 +81,8 @@ class Node:
             await self._start()
             async with asyncio.TaskGroup() as group:
                 jobs = [self._join(), self._outbox_after_join(), self._fetch_loop(),
-                        self._upkeep_loop(), self.reach.run(), self.relays.run()]
+                        self._upkeep_loop(), self.reach.run(), self.relays.run(),
+                        self._every(QUIET_CHECK, self.upkeeper.release_if_quiet)]
                 if self.lan is not None:
                     jobs.append(self.lan.run(self.config.discovery.interval))
                 tasks = [group.create_task(job) for job in jobs]

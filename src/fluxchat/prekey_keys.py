@@ -11,8 +11,9 @@ the raw bytes. tests/test_prekey_keys.py compares both ways, with valid and inva
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+from . import keyformats
 
 MLKEM_SEED_BYTES, MLKEM_PUBLIC_BYTES, X25519_BYTES = 64, 1184, 32
 _MLKEM = bytes.fromhex("300b0609608648016503040402")   # AlgorithmIdentifier id-alg-ml-kem-768
@@ -25,7 +26,7 @@ _X25519_SPKI = bytes.fromhex("302a") + _X25519 + bytes.fromhex("032100")
 
 def mlkem_private(seed: bytes) -> mlkem.MLKEM768PrivateKey:
     """`MLKEM768PrivateKey.from_seed_bytes(seed)`."""
-    key = serialization.load_der_private_key(_MLKEM_PKCS8 + _sized(seed, MLKEM_SEED_BYTES), None)
+    key = keyformats.load_der_private_key(_MLKEM_PKCS8 + _sized(seed, MLKEM_SEED_BYTES), None)
     if not isinstance(key, mlkem.MLKEM768PrivateKey):
         raise ValueError("not an ML-KEM-768 key")
     return key
@@ -33,7 +34,7 @@ def mlkem_private(seed: bytes) -> mlkem.MLKEM768PrivateKey:
 
 def mlkem_public(raw: bytes) -> mlkem.MLKEM768PublicKey:
     """`MLKEM768PublicKey.from_public_bytes(raw)`."""
-    key = serialization.load_der_public_key(_MLKEM_SPKI + _sized(raw, MLKEM_PUBLIC_BYTES))
+    key = keyformats.load_der_public_key(_MLKEM_SPKI + _sized(raw, MLKEM_PUBLIC_BYTES))
     if not isinstance(key, mlkem.MLKEM768PublicKey):
         raise ValueError("not an ML-KEM-768 key")
     return key
@@ -41,7 +42,7 @@ def mlkem_public(raw: bytes) -> mlkem.MLKEM768PublicKey:
 
 def x25519_private(raw: bytes) -> x25519.X25519PrivateKey:
     """`X25519PrivateKey.from_private_bytes(raw)`."""
-    key = serialization.load_der_private_key(_X25519_PKCS8 + _sized(raw, X25519_BYTES), None)
+    key = keyformats.load_der_private_key(_X25519_PKCS8 + _sized(raw, X25519_BYTES), None)
     if not isinstance(key, x25519.X25519PrivateKey):
         raise ValueError("not an X25519 key")
     return key
@@ -49,7 +50,7 @@ def x25519_private(raw: bytes) -> x25519.X25519PrivateKey:
 
 def x25519_public(raw: bytes) -> x25519.X25519PublicKey:
     """`X25519PublicKey.from_public_bytes(raw)`."""
-    key = serialization.load_der_public_key(_X25519_SPKI + _sized(raw, X25519_BYTES))
+    key = keyformats.load_der_public_key(_X25519_SPKI + _sized(raw, X25519_BYTES))
     if not isinstance(key, x25519.X25519PublicKey):
         raise ValueError("not an X25519 key")
     return key

@@ -26,13 +26,15 @@ And one thing is done while it runs: `return_free_heap`, after SQLite gave back 
 (Store.release_memory), hands the heap's free pages back to the system.
 
 A setting already made by the user stays as it is (another mmap threshold, the variable set
-to something else). The malloc tunable applies on glibc Linux only. Standard library only.
+to something else). The malloc tunable applies on glibc Linux only. Standard library only, but for
+the trim (cffi's C module, which cryptography loads anyway).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 TUNABLES = "GLIBC_TUNABLES"
 MMAP_THRESHOLD = "glibc.malloc.mmap_threshold"
@@ -82,10 +84,31 @@ def return_free_heap() -> None:
 
     free() gives memory back only from the top of the heap; a burst of mail leaves SQLite's
     page cache and the frames' and envelopes' buffers interleaved in it, so what they free
-    stays resident until this. ctypes is imported here, the first time (0.25 MiB), not at
-    start: an idle node that never does it does not pay for it. Not glibc: nothing to do."""
-    if not on_glibc():
-        return
-    import ctypes
+    stays resident until this. Not glibc: nothing to do."""
+    if on_glibc():
+        _malloc_trim()(0)
 
-    ctypes.CDLL(None).malloc_trim(0)
+
+_trim: Callable[[int], object] | None = None
+
+
+def _malloc_trim() -> Callable[[int], object]:
+    """glibc's malloc_trim, looked up the first time (not at start: an idle node never
+    calls it). Through cffi's C module, which `cryptography` has loaded already (its Rust
+    bindings import it), at the ABI level: one function type, no C compiler, no parser.
+    The `ctypes` package instead costs 0.32 MiB RSS, its C module `_ctypes` alone 0.18
+    (their code pages and classes); this, 12 KiB (bench/README.md, "Memory after work").
+    Without cffi (or should its backend ever change under us), ctypes does the same."""
+    global _trim
+    if _trim is None:
+        try:
+            import _cffi_backend as cffi  # type: ignore[import-untyped]  # no stubs (types-cffi)
+
+            size_t = cffi.new_primitive_type("size_t")
+            signature = cffi.new_function_type((size_t,), cffi.new_primitive_type("int"), False)
+            _trim = cffi.load_library(None).load_function(signature, "malloc_trim")
+        except (ImportError, AttributeError, TypeError, OSError):
+            import ctypes
+
+            _trim = ctypes.CDLL(None).malloc_trim
+    return _trim

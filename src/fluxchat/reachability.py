@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from .ratelimit import RateLimiter
+from .records import record
 
 DIAL_BACK_PER_ID = 1 / 30.0      # dial-backs served per requester ID per second (burst 2)
 DIAL_BACK_PER_NET = 4 / 30.0     # ... per requester /24 (IPv4) or /48 (IPv6)
@@ -25,7 +26,7 @@ class Status(enum.Enum):
     UNREACHABLE = "unreachable"
 
 
-@dataclass(frozen=True)
+@record
 class Verdict:
     """What a node knows about its own reachability, for `info` and the log."""
 

@@ -17,6 +17,7 @@ from .identity import Identity, load_public_key, verify_signature
 from .ids import id_from_spki
 from .messages import NodeInfo
 from .reachability import network_of
+from .records import record
 from .wire_fields import (
     ID,
     PUBLIC_KEY,
@@ -49,7 +50,7 @@ class RelayError(FluxError):
     """A relay record that is malformed, forged, or out of date."""
 
 
-@dataclass(frozen=True)
+@record
 class RelayRecord:
     node_id: bytes
     public_key: bytes

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .ids import ID_BITS, ID_BYTES
+from .records import record
 
 K = 20
 SUBNET_LIMIT = 2
@@ -24,24 +25,24 @@ MAX_FAILURES = 2
 _ID_SPACE = 1 << ID_BITS
 
 
-@dataclass(frozen=True)
+@record
 class Peer:
     node_id: bytes
     host: str
     port: int
 
 
-@dataclass(frozen=True)
+@record
 class Added:
     peer: Peer
 
 
-@dataclass(frozen=True)
+@record
 class Updated:
     peer: Peer
 
 
-@dataclass(frozen=True)
+@record
 class PingHead:
     """The bucket is full and cannot split: ping `head`; `candidate` waits in the replacement cache."""
 
@@ -49,14 +50,14 @@ class PingHead:
     candidate: Peer
 
 
-@dataclass(frozen=True)
+@record
 class Rejected:
     """Not stored: "own id", "bad node id", "bad port", "bad host" or "subnet limit"."""
 
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Cached:
     """The bucket is full; `candidate` waits in the replacement cache, and no ping is needed
     because the head's ping is already in flight or the head was seen moments ago."""
@@ -67,7 +68,7 @@ class Cached:
 Observation = Added | Updated | PingHead | Cached | Rejected
 
 
-@dataclass(frozen=True)
+@record
 class Evicted:
     """A peer left the table; `replacement` (if any) took its place from the replacement cache."""
 
@@ -75,7 +76,7 @@ class Evicted:
     replacement: Peer | None
 
 
-@dataclass(frozen=True)
+@record
 class Contact:
     """A stored entry as seen from outside (persistence, status display)."""
 
@@ -84,7 +85,7 @@ class Contact:
     failures: int
 
 
-@dataclass(frozen=True)
+@record
 class BucketView:
     lo: int
     hi: int

@@ -4,14 +4,15 @@ dialers and what we will pay, timers and per-link budgets."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from .framing import DEFAULT_MAX_PAYLOAD
 from .identity import Identity
 from .linkkeys import LinkCredentials, RecordCheck
+from .records import record
 
 
-@dataclass(frozen=True)
+@record
 class SessionConfig:
     identity: Identity
     contact: str

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import messages as m
+from .records import record
 
 
-@dataclass(frozen=True)
+@record
 class WorkNeeded:
     nonce: bytes
     difficulty: int
@@ -15,7 +14,7 @@ class WorkNeeded:
     acceptor_id: bytes
 
 
-@dataclass(frozen=True)
+@record
 class Established:
     peer_id: bytes
     peer_key: bytes       # the peer's SPKI DER, already checked against peer_id
@@ -25,29 +24,29 @@ class Established:
     link_record: bytes = b""   # the peer's link key record, verified
 
 
-@dataclass(frozen=True)
+@record
 class RequestReceived:
     message: m.Message
 
 
-@dataclass(frozen=True)
+@record
 class NoticeReceived:
     message: m.Message
 
 
-@dataclass(frozen=True)
+@record
 class ResponseReceived:
     rid: int
     message: m.Message
 
 
-@dataclass(frozen=True)
+@record
 class RequestFailed:
     rid: int
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Closed:
     code: int
     message: str

@@ -16,10 +16,9 @@ import ssl
 import time
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import linkcert
+from . import keyformats, linkcert
 from .asn1 import Asn1Error, read_tlv
 from .cbor import dumps, loads
 from .errors import FluxError, IdentityError
@@ -27,6 +26,7 @@ from .handshake import PeerCertificate
 from .identity import Identity
 from .ids import format_id
 from .linkkeys import LinkCredentials, RecordCheck
+from .pkcs8 import ed25519_private_key_pem
 
 # Private arc (2.25 = UUID-based, needs no registration): the link key extension.
 LINK_EXTENSION = "2.25.188466210331757366553466407787325411601"
@@ -51,9 +51,7 @@ def server_context(link: LinkCredentials) -> ssl.SSLContext:
     context.num_tickets = 0   # links are never resumed: save the acceptor the tickets
     # ssl loads keys only from files: hand it the key through an anonymous in-memory file,
     # so the link key never touches the disk.
-    key_pem = link.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+    key_pem = ed25519_private_key_pem(link.private_key)   # not private_bytes: see pkcs8.py
     fd = os.memfd_create("fluxchat-link-key", os.MFD_CLOEXEC)
     try:
         os.write(fd, link_certificate(link) + key_pem)
@@ -112,7 +110,7 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCe
         raise IdentityError("peer sent no certificate")
     try:
         spki, raw = linkcert.read(der, LINK_EXTENSION)
-        key = serialization.load_der_public_key(spki)
+        key = keyformats.load_der_public_key(spki)
         tag, start, end = read_tlv(raw, 0)
         fields = loads(raw[start:end], max_depth=1, max_items=3)
     except (ValueError, UnsupportedAlgorithm, Asn1Error, FluxError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from .errors import IdentityError, StorageError
+from .records import record
 
 FORMAT = "fluxchat-storage-key"
 VERSION = 1
@@ -33,7 +33,7 @@ NONCE_BYTES = 12
 MAX_FILE_BYTES = 4096
 
 
-@dataclass(frozen=True)
+@record
 class KdfParams:
     """Argon2id cost (RFC 9106): memory in KiB, passes over it, parallel lanes."""
 

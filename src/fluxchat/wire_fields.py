@@ -8,10 +8,10 @@ outgoing value is our own bug. Records (such as NodeInfo) are arrays of their FI
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProtocolError
+from .records import record
 
 
 class ErrorCode(enum.IntEnum):
@@ -74,7 +74,7 @@ class Kind:
         return value
 
 
-@dataclass(frozen=True)
+@record
 class Bytes(Kind):
     sizes: range
 
@@ -82,7 +82,7 @@ class Bytes(Kind):
         return isinstance(value, bytes) and len(value) in self.sizes
 
 
-@dataclass(frozen=True)
+@record
 class Text(Kind):
     sizes: range
 
@@ -90,7 +90,7 @@ class Text(Kind):
         return isinstance(value, str) and len(value) in self.sizes
 
 
-@dataclass(frozen=True)
+@record
 class UInt(Kind):
     low: int = 0
     high: int = _MAX_UINT
@@ -105,7 +105,7 @@ class Bool(Kind):
         return isinstance(value, bool)
 
 
-@dataclass(frozen=True)
+@record
 class ListOf(Kind):
     item: Kind
     max_len: int
@@ -121,7 +121,7 @@ class ListOf(Kind):
         return [self.item.encode(x, f"{where}[{i}]") for i, x in enumerate(value)]
 
 
-@dataclass(frozen=True)
+@record
 class Record(Kind):
     """A nested record such as NodeInfo: an array of its own FIELDS."""
 

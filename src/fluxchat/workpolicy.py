@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+
+from .records import record
 
 
-@dataclass(frozen=True)
+@record
 class WorkLimits:
     difficulty: int                # bits demanded when work is demanded
     busy_handshakes: int           # from this many handshakes in flight, everybody pays
