@@ -137,6 +137,8 @@ def main() -> None:
           f"+{traced['total'] / 2**20:.2f} MiB (ours: {sum(r['rss'] for r in ours) / 1024:.2f} MiB RSS, "
           f"{sum(r['traced'] for r in ours) / 1024:.2f} MiB objects)")
     top = sorted(rows.items(), key=lambda item: -item[1][args.sort])[:args.top]
+    if not top:
+        return
     print_table(f"Top {len(top)} modules by their own {args.sort} (KiB; without the modules they import)",
                 ["module", "RSS KiB", "objects KiB", "RSS with imports", "imported by"],
                 [[name, round(r["rss"]), round(r["traced"]), round(r["rss_total"]), r["by"]] for name, r in top])
