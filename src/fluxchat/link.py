@@ -18,16 +18,10 @@ from . import messages as m
 from .errors import FluxError
 from .session import Session
 from .session_events import Established, RequestFailed, ResponseReceived
+from .tls_stream import TlsStream
 from .wire_fields import ErrorCode
 
 E = ErrorCode
-
-# asyncio's TLS layer encrypts each write into the connection's memory BIO before handing it
-# to the socket, and OpenSSL never shrinks that buffer: one 1 MiB mail left 1 MiB on the link
-# for as long as it stayed open (bench/README.md, "Memory per node"). Written a TLS record's
-# payload at a time, the buffer stays at one record.
-WRITE_SLICE = 16 * 1024
-
 
 class LinkClosed(FluxError):
     """The link closed before the answer came."""
@@ -55,52 +49,40 @@ class OutputLimits:
     close_grace: float = 2.0            # for the last frames after close, then abort
 
 
-def flush(session: Session, writer: asyncio.StreamWriter) -> None:
-    """Hand whatever the session produced to the transport, a TLS record's worth at a time
-    (see WRITE_SLICE)."""
+def flush(session: Session, stream: TlsStream) -> None:
+    """Hand whatever the session produced to the connection (encrypted a record at a time)."""
     data = session.data_to_send()
-    if data and not writer.is_closing():
-        view = memoryview(data)
-        for start in range(0, len(view), WRITE_SLICE):
-            writer.write(view[start:start + WRITE_SLICE])
+    if data:
+        stream.write(data)
 
 
-def queued_bytes(writer: asyncio.StreamWriter) -> int:
-    """Bytes handed to the transport that the peer has not taken yet."""
-    try:
-        return writer.transport.get_write_buffer_size()
-    except AttributeError:   # asyncio's TLS transport once its connection is gone
-        return 0
-
-
-def shut(writer: asyncio.StreamWriter, grace: float) -> None:
+def shut(stream: TlsStream, grace: float) -> None:
     """Close the connection and free its buffers: at once if output is stuck, else after
-    `grace` at the latest (TLS close waits for the peer otherwise)."""
-    transport = writer.transport
-    writer.close()
-    if queued_bytes(writer):
-        transport.abort()
+    `grace` at the latest (a peer that stops reading would keep the last frames queued)."""
+    stream.close()
+    if stream.queued():
+        stream.abort()
     else:
-        asyncio.get_running_loop().call_later(grace, transport.abort)
+        stream.abort_after(grace)
 
 
-async def drained(writer: asyncio.StreamWriter, timeout: float) -> bool:
+async def drained(stream: TlsStream, timeout: float) -> bool:
     """Wait until the transport's buffer is below its high-water mark; False if the peer
     did not read for `timeout` seconds. A lost connection raises ConnectionError."""
     try:
         async with asyncio.timeout(timeout):
-            await writer.drain()
+            await stream.drain()
     except TimeoutError:
         return False
     return True
 
 
 class Link:
-    def __init__(self, session: Session, writer: asyncio.StreamWriter, direction: str,
+    def __init__(self, session: Session, stream: TlsStream, direction: str,
                  address: tuple[str, int], established: Established, now: float,
                  request_timeout: float, output: OutputLimits = OutputLimits(),
                  rearm: Callable[[], None] = lambda: None) -> None:
-        self._session, self._writer = session, writer
+        self._session, self._stream = session, stream
         self.direction, self.address = direction, address
         self.peer_id = established.peer_id
         self.peer_key = established.peer_key
@@ -127,7 +109,7 @@ class Link:
         rid = self._session.send_request(build, time.monotonic(), timeout)
         future: asyncio.Future[m.Message] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
-        flush(self._session, self._writer)
+        flush(self._session, self._stream)
         self._rearm()
         try:
             return await future
@@ -145,7 +127,7 @@ class Link:
 
     def queued(self) -> int:
         """Bytes accepted for sending that the peer has not taken yet."""
-        return queued_bytes(self._writer)
+        return self._stream.queued()
 
     def idle_since(self) -> float | None:
         """When the link was last used, or None while requests are in flight either way."""
@@ -163,10 +145,10 @@ class Link:
             self.refused_for_output += 1
             message = m.Fail(rid, int(E.RATE_LIMITED), "output queue full: read your answers")
         self._session.respond(message)
-        flush(self._session, self._writer)
+        flush(self._session, self._stream)
         self.peak_queued = max(self.peak_queued, self.queued())
         try:
-            if not await drained(self._writer, self.output.write_timeout):
+            if not await drained(self._stream, self.output.write_timeout):
                 self.close(E.TIMEOUT, "peer stopped reading")
         except ConnectionError:
             pass   # the link loop sees the loss too and closes the link
@@ -176,15 +158,15 @@ class Link:
         if self.closed or self.queued() >= self.output.max_queued:
             return
         self._session.notify(message)
-        flush(self._session, self._writer)
+        flush(self._session, self._stream)
 
     def close(self, code: int, text: str) -> None:
         if self.closed:
             return
         self._session.close(code, text)
-        flush(self._session, self._writer)
+        flush(self._session, self._stream)
         self.mark_closed()
-        shut(self._writer, self.output.close_grace)
+        shut(self._stream, self.output.close_grace)
 
     def resolve(self, event: ResponseReceived | RequestFailed) -> None:
         future = self._waiting.get(event.rid)

@@ -23,6 +23,7 @@ from .fairshare import FairShare
 from .link import OutputLimits, drained, flush, shut
 from .session import Session, State
 from .session_events import Established, Event
+from .tls_stream import TlsStream
 from .wire_fields import ErrorCode
 
 READ_CHUNK = 65536
@@ -33,9 +34,8 @@ EventHandler = Callable[[Event], Awaitable[None]]
 
 
 class LinkLoop:
-    def __init__(self, session: Session, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, output: OutputLimits) -> None:
-        self.session, self.reader, self.writer, self.output = session, reader, writer, output
+    def __init__(self, session: Session, stream: TlsStream, output: OutputLimits) -> None:
+        self.session, self.stream, self.output = session, stream, output
         self._timer: asyncio.Timeout | None = None
         self._pending: list[Event] = []
         # The node's budget of mail requests, shared by all links, and this peer's key in it.
@@ -56,10 +56,10 @@ class LinkLoop:
                 for index, event in enumerate(events):
                     if until_open and isinstance(event, Established):
                         self._pending = events[index + 1:]
-                        flush(session, self.writer)
+                        flush(session, self.stream)
                         return
                     await on_event(event)
-                flush(session, self.writer)
+                flush(session, self.stream)
                 if events:
                     # What the events started (request handlers, requesters woken by their
                     # answers) runs before this loop re-arms its timers and waits for the peer:
@@ -68,7 +68,7 @@ class LinkLoop:
                 if session.state is State.CLOSED:
                     self.finish()
                     return
-                if not await drained(self.writer, self.output.write_timeout):
+                if not await drained(self.stream, self.output.write_timeout):
                     self._pending = session.close(E.TIMEOUT, "peer stopped reading")
                     continue
                 self._pending = await self._read()
@@ -78,13 +78,13 @@ class LinkLoop:
                 await on_event(event)
             self.finish()
         except BaseException:
-            self.writer.transport.abort()
+            self.stream.abort()
             raise
 
     def finish(self) -> None:
         """Send what is left (the Error frame) and let the connection go."""
-        flush(self.session, self.writer)
-        shut(self.writer, self.output.close_grace)
+        flush(self.session, self.stream)
+        shut(self.stream, self.output.close_grace)
 
     async def _read(self) -> list[Event]:
         session = self.session
@@ -105,7 +105,7 @@ class LinkLoop:
         try:
             async with asyncio.timeout_at(_finite(session.next_deadline())) as timer:
                 self._timer = timer
-                data = await self.reader.read(READ_CHUNK)
+                data = await self.stream.read(READ_CHUNK)
         except TimeoutError:
             return session.tick(time.monotonic())
         finally:

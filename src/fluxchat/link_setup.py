@@ -14,9 +14,9 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import pow as work
+from . import tls_stream
 from .admission import AdmissionLimits
 from .config import Config
 from .errors import FluxError, IdentityError
@@ -27,10 +27,12 @@ from .link import OutputLimits, shut
 from .link_loop import LinkLoop
 from .linkkeys import LinkCredentials, RecordCheck
 from .logsetup import about_peer
+from .records import record
 from .session import Session
 from .session_config import SessionConfig
 from .session_events import Closed, Event, WorkNeeded
 from .tls import channel_binding, peer_certificate
+from .tls_stream import TlsStream
 from .wire_fields import ErrorCode
 
 log = logging.getLogger("fluxchat.peer")
@@ -40,7 +42,7 @@ FAULTS = frozenset({E.MALFORMED, E.TOO_LARGE, E.UNKNOWN_TYPE, E.UNEXPECTED, E.AU
                     E.WORK_INSUFFICIENT, E.TIMEOUT})
 
 
-@dataclass(frozen=True)
+@record
 class NetLimits:
     auth_timeout: float
     request_timeout: float
@@ -94,7 +96,7 @@ class DialError(FluxError):
     """A dial failed before a link was established."""
 
 
-async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext,
+async def accept_tls(stream: TlsStream, server_ssl: ssl.SSLContext,
                      deadline: LagDeadline, host: str) -> bytes | None:
     """TLS as the acceptor, done by `deadline` (loop time; moved later by our own stalls,
     lag_deadline.py); the channel binding, or None (logged, shut)."""
@@ -105,9 +107,7 @@ async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext,
         async with asyncio.timeout_at(deadline.due() + NOISE) as timeout:
             def follow() -> None:
                 # A plain callback, not a task: after a stall it runs before the overdue
-                # timeout (it was due earlier) and can still move it. And start_tls below
-                # must start at once: a task switch first would let the peer's first TLS
-                # bytes reach the plain stream instead of the TLS layer.
+                # timeout (it was due earlier) and can still move it.
                 nonlocal look
                 now, before = loop.time(), deadline.due()
                 deadline.woke(now)
@@ -117,12 +117,12 @@ async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext,
                     look = loop.call_later(deadline.wait(now), follow)
 
             look = loop.call_later(deadline.wait(loop.time()), follow)
-            await writer.start_tls(server_ssl)
-        return channel_binding(writer.get_extra_info("ssl_object"))
+            await stream.start_tls(server_ssl)
+        return channel_binding(stream.ssl_object)
     except (OSError, ssl.SSLError, TimeoutError, EOFError, IdentityError) as exc:
         log.info("connection from %s ended before a link: %s", host, describe(exc),
                  extra=about_peer(host))
-        shut(writer, 0)
+        shut(stream, 0)
         return None
     finally:
         if look is not None:
@@ -131,23 +131,19 @@ async def accept_tls(writer: asyncio.StreamWriter, server_ssl: ssl.SSLContext,
 
 async def dial_tls(host: str, port: int, sock: socket.socket | None,
                    client_ssl: ssl.SSLContext, deadline: float
-                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, PeerCertificate, bytes]:
+                   ) -> tuple[TlsStream, PeerCertificate, bytes]:
     """TCP (unless `sock` is already connected) and TLS as the dialer, done by `deadline`:
-    the streams, what the acceptor's certificate shows and the channel binding."""
-    writer = None
+    the stream, what the acceptor's certificate shows and the channel binding."""
+    stream = None
     try:
         async with asyncio.timeout_at(deadline):
-            if sock is not None:
-                reader, writer = await asyncio.open_connection(
-                    sock=sock, ssl=client_ssl, server_hostname="")
-            else:
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=client_ssl, server_hostname=None if is_ip(host) else host)
-        ssl_object = writer.get_extra_info("ssl_object")
-        return reader, writer, peer_certificate(ssl_object), channel_binding(ssl_object)
+            stream = await tls_stream.connect(host, port, sock)
+            await stream.start_tls(client_ssl, server_side=False, server_hostname=None
+                                   if sock is not None or is_ip(host) else host)
+        return stream, peer_certificate(stream.ssl_object), channel_binding(stream.ssl_object)
     except (OSError, ssl.SSLError, TimeoutError, IdentityError) as exc:
-        if writer is not None:
-            writer.transport.abort()
+        if stream is not None:
+            stream.abort()
         raise DialError(f"{host}:{port}: {describe(exc)}") from None
 
 

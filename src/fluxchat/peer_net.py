@@ -48,6 +48,7 @@ from .session import SessionConfig
 from .session_events import Event
 from .tasks import Background
 from .tls import LinkTls, client_context
+from .tls_stream import TlsStream
 from .wire_fields import ErrorCode
 from .workpolicy import WorkLimits, WorkPolicy
 
@@ -62,7 +63,6 @@ class PeerNet:
                  on_request: RequestHandler, on_link: LinkCallback,
                  on_unlink: LinkCallback) -> None:
         self.config, self.limits = session_config, limits
-        tls_stream.limit_read_buffers()
         self.own_id = session_config.identity.node_id
         self.tls, self._client_ssl = LinkTls(session_config.identity), client_context()
         self.records = RecordCheck()
@@ -148,44 +148,41 @@ class PeerNet:
 
     # ----- accepting ------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, stream: TlsStream) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.adopt(task)
         try:
-            await self._accept_link(reader, writer)
+            await self._accept_link(stream)
         except asyncio.CancelledError:
-            # asyncio reports a cancelled connection task as an error; we cancel on close.
-            writer.transport.abort()
+            stream.abort()   # the node is stopping
 
-    async def _accept_link(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    async def _accept_link(self, stream: TlsStream) -> None:
         accepted = time.monotonic()
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        peer = stream.get_extra_info("peername") or ("?", 0)
         host = str(peer[0])
         allowed = self._rate.allow(self.admission.key_of(host), accepted)
         slot = self.admission.admit(host) if allowed else "connection rate"
         if isinstance(slot, str):
             self.refused += 1
             log.info("refusing a connection from %s: %s", host, slot, extra=about_peer(host))
-            writer.transport.abort()
+            stream.abort()
             return
         loop: LinkLoop | None = None
         try:
-            loop = await self._inbound_handshake(reader, writer, host, accepted)
+            loop = await self._inbound_handshake(stream, host, accepted)
         finally:
             # The one place a handshake slot is given back, however the handshake ended.
             self.admission.release(slot, established=loop is not None)
         if loop is not None:
             await self._serve_link(loop, (host, int(peer[1])), "in", None)
 
-    async def _inbound_handshake(self, reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter, host: str,
+    async def _inbound_handshake(self, stream: TlsStream, host: str,
                                  accepted: float) -> LinkLoop | None:
         """TLS then the link handshake, all within one deadline counted from accept."""
         deadline = tls_deadline(accepted, self.limits.tls_timeout, self.config.handshake_timeout)
         credentials, server_ssl = self.tls.current()
-        binding = await accept_tls(writer, server_ssl, deadline, host)
+        binding = await accept_tls(stream, server_ssl, deadline, host)
         if binding is None:
             return None
         source = self.admission.key_of(host)
@@ -199,7 +196,7 @@ class PeerNet:
 
         session = acceptor_session(self.config, credentials, self.records, binding, accepted,
                                    host, work_for, room_for)
-        loop = await run_handshake(LinkLoop(session, reader, writer, self.limits.output), host)
+        loop = await run_handshake(LinkLoop(session, stream, self.limits.output), host)
         if loop is None and session.closed_code in FAULTS:
             self.work.blame(source, time.monotonic())
         return loop
@@ -210,8 +207,9 @@ class PeerNet:
         """A link over a TCP connection made some other way (punch.py: a simultaneous open,
         where neither end accepted): one end takes the acceptor's part, the other dials."""
         if tls_server:
-            # As if our listener had accepted it (a server-side stream for start_tls).
-            await asyncio.get_running_loop().connect_accepted_socket(tls_stream.stream_protocol(self._accept), sock)
+            # As if our listener had accepted it.
+            await asyncio.get_running_loop().connect_accepted_socket(
+                tls_stream.accepting(self._accept), sock)
             async with asyncio.timeout(self.config.handshake_timeout):
                 while expected_id not in self.links:
                     await asyncio.sleep(0.01)
@@ -237,7 +235,7 @@ class PeerNet:
         started = time.monotonic()
         deadline = started + self.config.handshake_timeout
         try:
-            reader, writer, certificate, binding = await dial_tls(
+            stream, certificate, binding = await dial_tls(
                 host, port, sock, self._client_ssl, deadline)
         except DialError as exc:
             future.set_exception(exc)
@@ -252,10 +250,10 @@ class PeerNet:
         if session.closed_code is None and linked is not None and not linked.closed:
             # An address we did not know belongs to a node we are linked to: use that link
             # (its peer proved the same key) rather than make a second one.
-            writer.transport.abort()
+            stream.abort()
             future.set_result(linked)
             return
-        loop = await run_handshake(LinkLoop(session, reader, writer, self.limits.output),
+        loop = await run_handshake(LinkLoop(session, stream, self.limits.output),
                                    f"{host}:{port}", budget)
         if loop is None:
             reason = session.closed_reason or "link closed during handshake"
@@ -270,7 +268,7 @@ class PeerNet:
                           early: EarlyRequest | None = None) -> None:
         established = loop.session.established
         assert established is not None
-        link = Link(loop.session, loop.writer, direction, address, established,
+        link = Link(loop.session, loop.stream, direction, address, established,
                     time.monotonic(), self.limits.request_timeout, self.limits.output,
                     loop.rearm)
         self.work.learn(established.peer_id, established.link_record)
