@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from fluxchat import records
 from fluxchat.messages import NodeInfo, Ping
-from fluxchat.records import record
+from fluxchat.records import mutable_record, record
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,20 @@ class SharedNone:
 @record
 class SharedChild(Shared):
     extra: tuple[int, ...] = ()
+
+
+@dataclass
+class GeneratedMutable:
+    name: str
+    items: list[int] = field(default_factory=list)
+    cache: bytes = field(default=b"", compare=False, repr=False)
+
+
+@mutable_record
+class SharedMutable:
+    name: str
+    items: list[int] = field(default_factory=list)
+    cache: bytes = field(default=b"", compare=False, repr=False)
 
 
 class RecordTest(unittest.TestCase):
@@ -98,6 +112,20 @@ class RecordTest(unittest.TestCase):
         for cls in (Shared, SharedOne, SharedChild, Ping, NodeInfo):
             for name in ("__eq__", "__hash__", "__repr__", "__setattr__", "__delattr__"):
                 self.assertIs(getattr(cls, name), records._SHARED[name], f"{cls.__name__}.{name}")
+
+    def test_mutable_as_generated(self) -> None:
+        g, s = GeneratedMutable("a", [1], b"x"), SharedMutable("a", [1], b"x")
+        self.assertEqual(repr(g).replace("Generated", ""), repr(s).replace("Shared", ""))
+        self.assertEqual(s, SharedMutable("a", [1], b"y"))
+        self.assertNotEqual(s, SharedMutable("a", [2]))
+        self.assertIs(s.__eq__(g), NotImplemented)
+        self.assertIsNone(SharedMutable.__hash__)   # unhashable, as a @dataclass with eq
+        with self.assertRaises(TypeError):
+            hash(s)
+        s.name, s.items = "b", [3]
+        del s.cache
+        self.assertEqual(repr(s), "SharedMutable(name='b', items=[3])")
+        self.assertIsNot(SharedMutable("a").items, SharedMutable("a").items)
 
     def test_a_class_defining_one_of_them_is_refused(self) -> None:
         with self.assertRaises(TypeError):

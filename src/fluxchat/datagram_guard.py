@@ -13,10 +13,10 @@ argument, the transaction ids come from the caller.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from .admission import prefix_of
 from .ratelimit import RateLimiter, TokenBucket
+from .records import mutable_record
 
 Address = tuple[str, int]
 
@@ -35,7 +35,7 @@ class AnswerBudget:
         return self._total.take(now)
 
 
-@dataclass
+@mutable_record
 class _Waiting:
     address: Address
     deadline: float

@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from .ipc_protocol import (
     validate_request,
 )
 from .logsetup import about_peer
+from .records import mutable_record
 
 __all__ = ["IpcServer", "Dispatch", "write_token_file", "check_bind_address"]
 
@@ -50,7 +50,7 @@ _MAX_HELLO = 512
 PENDING_MAX_LINE = 64 * 1024   # bytes per line before the token was accepted
 
 
-@dataclass
+@mutable_record
 class _Client:
     writer: asyncio.StreamWriter
     authenticated: bool = False

@@ -14,7 +14,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from . import pow as work
 from . import tls_stream
@@ -28,6 +27,7 @@ from .link import OutputLimits, shut
 from .link_loop import LinkLoop
 from .linkkeys import LinkCredentials, RecordCheck
 from .logsetup import about_peer
+from .records import record
 from .session import Session
 from .session_config import SessionConfig
 from .session_events import Closed, Event, WorkNeeded
@@ -42,7 +42,7 @@ FAULTS = frozenset({E.MALFORMED, E.TOO_LARGE, E.UNKNOWN_TYPE, E.UNEXPECTED, E.AU
                     E.WORK_INSUFFICIENT, E.TIMEOUT})
 
 
-@dataclass(frozen=True)
+@record
 class NetLimits:
     auth_timeout: float
     request_timeout: float

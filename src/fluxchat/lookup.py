@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass
 
 from .ids import ID_BYTES
+from .records import mutable_record
 from .routing import K, Peer
 
 ALPHA = 3
@@ -27,7 +27,7 @@ class _State(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass
+@mutable_record
 class _Candidate:
     peer: Peer
     depth: int  # hop count: seeds are 1, a peer learned from a depth-d reply is d + 1

@@ -12,9 +12,10 @@ And the mail a peer hands us is held only so much at a time: `InHand`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .framing import DEFAULT_MAX_PAYLOAD
+from .records import mutable_record
 
 FETCH_ROUNDS = 8                   # Fetch requests in one drain of one storer
 FETCH_BYTES = 32 * 1024 * 1024     # envelope bytes taken in one drain
@@ -43,7 +44,7 @@ NODE_V2_OPENS_RATE = V2_OPENS_RATE
 NODE_V2_OPENS_BURST = V2_OPENS_BURST
 
 
-@dataclass
+@mutable_record
 class Drain:
     """One drain of the mail a storer holds for us."""
 
@@ -74,7 +75,7 @@ class Drain:
                 and not self.out_of_bytes)
 
 
-@dataclass
+@mutable_record
 class NoticeGate:
     """Coalesces Notify frames per peer into at most one fetch per `interval`.
 
@@ -126,7 +127,7 @@ class NoticeGate:
         self._again.discard(peer)
 
 
-@dataclass
+@mutable_record
 class InHand:
     """Envelope bytes each peer has in our hands: requests for mail work read but not yet
     answered. A request that waits (an RSA open in a worker thread, a budget) keeps its

@@ -8,7 +8,9 @@ forms; neither end accepted it, so the smaller node ID takes the TLS server's pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .records import mutable_record
 
 PUNCH_TIMEOUT = 3.0          # seconds both ends keep trying to connect
 RETRY_AFTER = 600.0          # seconds before trying the same peer again after a failure
@@ -26,7 +28,7 @@ def accept_offer(me: bytes, peer: bytes, busy_with_peer: bool) -> bool:
     return not busy_with_peer or peer < me
 
 
-@dataclass
+@mutable_record
 class PunchBook:
     """Per-peer attempts: one at a time, and not again soon after a failure; counts."""
 

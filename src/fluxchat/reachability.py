@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .ratelimit import RateLimiter
-from .records import record
+from .records import mutable_record, record
 
 DIAL_BACK_PER_ID = 1 / 30.0      # dial-backs served per requester ID per second (burst 2)
 DIAL_BACK_PER_NET = 4 / 30.0     # ... per requester /24 (IPv4) or /48 (IPv6)
@@ -99,13 +99,13 @@ class DialBackGuard:
         self.in_flight = max(0, self.in_flight - 1)
 
 
-@dataclass
+@mutable_record
 class _Failure:
     count: int
     retry_at: float
 
 
-@dataclass
+@mutable_record
 class AddressBook:
     """Verified contacts (node ID → address, when) and per-address dial backoff."""
 

@@ -1,5 +1,6 @@
-"""`record`: a frozen dataclass whose equality, hash, repr and immutability are four functions
-shared by every record, instead of six functions compiled for each class.
+"""`record`: a frozen dataclass whose equality, hash, repr and immutability are functions shared
+by every record, instead of six functions compiled for each class; `mutable_record`, the same for
+a plain (mutable) dataclass.
 
 `@dataclass(frozen=True)` execs the source of `__init__`, `__repr__`, `__eq__`, `__hash__`,
 `__setattr__` and `__delattr__` for every class: about 9 KiB of code objects and functions per
@@ -13,8 +14,9 @@ repr is `Name(field=value, ...)` over the fields with `repr=True`, and assigning
 any attribute raises `dataclasses.FrozenInstanceError`.
 
 The `__setattr__` and `__delattr__` that a frozen dataclass must make are dropped again at
-once (their memory is reused by the next objects). Type checkers see a frozen dataclass
-(`dataclass_transform`). Standard library only.
+once (their memory is reused by the next objects). A `mutable_record` is, as a `@dataclass`,
+unhashable (`__hash__` is None) and equal by its fields. Type checkers see a frozen dataclass
+and a plain one (`dataclass_transform`). Standard library only.
 """
 
 from __future__ import annotations
@@ -72,15 +74,29 @@ _SHARED = {"__eq__": _eq, "__hash__": _hash, "__repr__": _repr, "__setattr__": _
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def record(cls: type[T]) -> type[T]:
     """`@dataclass(frozen=True)`, the shared functions in place of the generated ones."""
+    cls = _made(cls, frozen=True)
+    for name, function in _SHARED.items():
+        setattr(cls, name, function)
+    return cls
+
+
+@dataclass_transform(field_specifiers=(field,))
+def mutable_record(cls: type[T]) -> type[T]:
+    """`@dataclass`, the shared equality and repr in place of the generated ones."""
+    cls = _made(cls, frozen=False)
+    for name, function in (("__eq__", _eq), ("__repr__", _repr), ("__hash__", None)):
+        setattr(cls, name, function)
+    return cls
+
+
+def _made(cls: type[T], frozen: bool) -> type[T]:
     own = [name for name in _SHARED if name in cls.__dict__]
     if own:   # the generated ones would not have replaced it either: use dataclass there
         raise TypeError(f"{cls.__qualname__} defines {', '.join(own)}: not a record")
-    cls = dataclass(frozen=True, eq=False, repr=False)(cls)
+    cls = dataclass(frozen=frozen, eq=False, repr=False)(cls)
     every = fields(cls)   # type: ignore[arg-type]
     _compared[cls] = _getter(tuple(f.name for f in every if f.compare))
     # As dataclasses hash: the compared fields, unless a field says otherwise (hash=...).
     _hashed[cls] = _getter(tuple(f.name for f in every if (f.compare if f.hash is None else f.hash)))
     _shown[cls] = tuple(f.name for f in every if f.repr)
-    for name, function in _SHARED.items():
-        setattr(cls, name, function)
     return cls

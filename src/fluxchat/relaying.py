@@ -8,7 +8,7 @@ signature must hold, exactly as keys in the key directory are checked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar
 
 from . import cbor
@@ -17,7 +17,7 @@ from .identity import Identity, load_public_key, verify_signature
 from .ids import id_from_spki
 from .messages import NodeInfo
 from .reachability import network_of
-from .records import record
+from .records import mutable_record, record
 from .wire_fields import (
     ID,
     PUBLIC_KEY,
@@ -101,7 +101,7 @@ def parse_record(data: bytes, now: int, expected: bytes | None = None) -> RelayR
     return record
 
 
-@dataclass
+@mutable_record
 class RelayDirectory:
     """Verified relay records held for others: the newest per node, bounded, expiring."""
 
@@ -129,7 +129,7 @@ class RelayDirectory:
         self.records = {k: r for k, r in self.records.items() if r.expires_at > now}
 
 
-@dataclass
+@mutable_record
 class _Reservation:
     network: str
     expires_at: float

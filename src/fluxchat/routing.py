@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .ids import ID_BITS, ID_BYTES
-from .records import record
+from .records import mutable_record, record
 
 K = 20
 SUBNET_LIMIT = 2
@@ -94,7 +94,7 @@ class BucketView:
     last_touched: float
 
 
-@dataclass
+@mutable_record
 class _Entry:
     peer: Peer
     last_seen: float

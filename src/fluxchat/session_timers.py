@@ -4,10 +4,12 @@ request we sent, the keepalive and the idle timeout. Pure: `now` always comes in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .records import mutable_record
 
 
-@dataclass
+@mutable_record
 class LinkTimers:
     idle_timeout: float
     ping_interval: float

@@ -12,11 +12,11 @@ constraint, a bug) is rolled back alone and reported, and the others still commi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import StorageError
 from .outbox_states import OutboxState
+from .records import record
 from .sqldb import dbapi
 from .store_base import StoreBase
 from .store_inbox import InboxMail, insert_inbox, insert_seen, seen_in
@@ -35,14 +35,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
+@record
 class MailArrival:
     """A verified mail for us."""
     mail: InboxMail
     envelope_version: int
 
 
-@dataclass(frozen=True)
+@record
 class ReceiptArrival:
     """A verified receipt from `sender` for our mails `mail_uuids` (one, or a burst)."""
     uuid: bytes
@@ -52,7 +52,7 @@ class ReceiptArrival:
     detail: str
 
 
-@dataclass(frozen=True)
+@record
 class OurReceipt:
     """Our sealed receipt for the mails `covers` (all from its recipient): written in the same
     transaction as those mails, and only if every one of them was taken."""
@@ -60,7 +60,7 @@ class OurReceipt:
     covers: tuple[bytes, ...]
 
 
-@dataclass(frozen=True)
+@record
 class OutboxMove:
     """One call of set_outbox_state; `keep_envelope`: when the move is refused (a receipt came
     first), still record the envelope that was sent."""

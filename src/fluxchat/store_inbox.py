@@ -7,14 +7,14 @@ methods below and a group commit (store_batch) run the very same statements.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from .records import record
 from .sqldb import dbapi
 from .store_base import StoreBase
 
 
-@dataclass(frozen=True)
+@record
 class InboxMail:
     uuid: bytes
     sender: bytes

@@ -7,11 +7,11 @@ methods below and a group commit (store_batch) run the very same statements.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import StorageError
 from .outbox_states import PENDING, RESENDABLE, OutboxState, allowed, parse_state, sources
+from .records import record
 from .sqldb import dbapi
 from .store_base import StoreBase
 
@@ -19,7 +19,7 @@ PENDING_STATES = tuple(sorted(PENDING))  # outbox states that still need work
 IN_PENDING = ", ".join("?" * len(PENDING_STATES))
 
 
-@dataclass(frozen=True)
+@record
 class OutboxMail:
     uuid: bytes
     recipient: bytes
