@@ -2,12 +2,13 @@
 """Memory per peer link end: one node in a child process holds N real TLS links.
 
 `--side accept`: N new peers (this process, pool identities) dial the child's PeerNet, each with
-one FindNode; `--side dial`: the child dials N PeerNets of this process, one FindNode each.
+one FindNode; `--side dial`: the child dials N PeerNets of this process, one FindNode each;
+`--at-once` links are dialed at a time (default 25, about what a join opened).
 The child's anonymous memory (RssAnon) and malloc blocks in use (mallinfo2) are read after 8
 warm-up links, with all N links open (after a garbage collection), and after they all closed
 and the heap was trimmed. Row: KiB per link end, N links held.
 
-Usage: python3 bench/linkmem.py [--side accept|dial] [--links 50] [--runs 1]
+Usage: python3 bench/linkmem.py [--side accept|dial] [--links 50] [--at-once 25] [--runs 1]
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ LIMITS = NetLimits(auth_timeout=20, request_timeout=20, max_links=400, max_hands
                    connections_per_second=10_000, handshakes_per_prefix=400,
                    links_per_prefix=400)
 WARM_UP = 8
-AT_ONCE = 25   # links dialed at once (a joining node opens ~20-25)
 
 
 class Node:
@@ -80,7 +80,7 @@ def trim() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-async def child(side: str, count: int) -> None:
+async def child(side: str, count: int, at_once: int) -> None:
     """The measured node: commands on stdin, one JSON line per answer on stdout."""
     node = Node(identity(0))
     port = await node.net.listen("127.0.0.1", 0)
@@ -90,9 +90,9 @@ async def child(side: str, count: int) -> None:
         command = json.loads(line)
         if command["do"] == "dial":   # [port, node id hex] pairs
             pairs = command["peers"]
-            for start in range(0, len(pairs), AT_ONCE):
+            for start in range(0, len(pairs), at_once):
                 await asyncio.gather(*(ask(node, port, bytes.fromhex(peer))
-                                       for port, peer in pairs[start:start + AT_ONCE]))
+                                       for port, peer in pairs[start:start + at_once]))
         elif command["do"] == "close":
             for link in list(node.links):
                 link.close(0, "bench over")
@@ -105,9 +105,10 @@ async def child(side: str, count: int) -> None:
 
 
 class Child:
-    def __init__(self, side: str, count: int) -> None:
+    def __init__(self, side: str, count: int, at_once: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", side, "--links", str(count)],
+            [sys.executable, __file__, "--child", side, "--links", str(count),
+             "--at-once", str(at_once)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.port = int(self.read()["port"])
 
@@ -132,16 +133,16 @@ class Child:
             self.proc.wait()
 
 
-async def run(side: str, count: int) -> dict[str, float]:
+async def run(side: str, count: int, at_once: int) -> dict[str, float]:
     peers = [Node(keypool.pool_identity(i)) for i in range(WARM_UP + count)]
     own = identity(0).node_id
-    measured = Child(side, count)
+    measured = Child(side, count, at_once)
     try:
         if side == "accept":
             async def dial(group: list[Node]) -> dict[str, float]:
-                for start in range(0, len(group), AT_ONCE):
+                for start in range(0, len(group), at_once):
                     await asyncio.gather(*(ask(peer, measured.port, own)
-                                           for peer in group[start:start + AT_ONCE]))
+                                           for peer in group[start:start + at_once]))
                 return await measured.command(do="measure")
         else:
             ports = [await peer.net.listen("127.0.0.1", 0) for peer in peers]
@@ -170,10 +171,12 @@ def main() -> None:
     parser.add_argument("--side", choices=("accept", "dial"), default="accept")
     parser.add_argument("--links", type=int, default=50)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--at-once", type=int, default=25,
+                        help="links dialed at once (a joining node opened ~20-25)")
     parser.add_argument("--child", choices=("accept", "dial"))
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(args.child, args.links))
+        asyncio.run(child(args.child, args.links, args.at_once))
         return
     keypool.ensure_pool(WARM_UP + args.links)
     import logging
@@ -181,8 +184,8 @@ def main() -> None:
     rows = []
     for _ in range(args.runs):
         start = time.monotonic()
-        rows.append(asyncio.run(run(args.side, args.links)))
-        print(f"{args.side}: {rows[-1]['links']:.0f} links, per link end "
+        rows.append(asyncio.run(run(args.side, args.links, args.at_once)))
+        print(f"{args.side}: {rows[-1]['links']:.0f} links, {args.at_once} at once, per link end "
               f"{rows[-1]['anon']:.1f} KiB anonymous, {rows[-1]['malloc']:.1f} KiB malloc, "
               f"{rows[-1]['kept']:.1f} KiB kept after close and trim "
               f"({time.monotonic() - start:.0f} s; load {os.getloadavg()[0]:.1f})", flush=True)

@@ -59,6 +59,24 @@ class SettleTest(unittest.IsolatedAsyncioTestCase):
         self.assertIsInstance(outcomes[3], FluxError)
         self.assertEqual(len(logs.records), 1)
 
+    async def test_at_once_bounds_the_jobs_running_together(self) -> None:
+        running, most = 0, 0
+
+        async def job(index: int) -> int:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.01)
+            running -= 1
+            if index == 3:
+                raise FluxError("refused")
+            return index
+
+        outcomes = await settle((job(i) for i in range(20)), "testing", at_once=4)
+        self.assertEqual(most, 4)
+        self.assertEqual([o for i, o in enumerate(outcomes) if i != 3], [i for i in range(20) if i != 3])
+        self.assertIsInstance(outcomes[3], FluxError)
+
 
 class LookupBugTest(NodeTestCase):
     async def test_a_bug_in_a_query_does_not_evict_the_peer(self) -> None:

@@ -28,7 +28,7 @@ from .overlay import Overlay
 from .peer_net import PeerNet
 from .routing import Peer
 from .store import QuotaExceeded, Store
-from .tasks import settle
+from .tasks import NEW_LINKS_AT_ONCE, settle
 from .uuids import uuid_text
 
 log = logging.getLogger("fluxchat.mail")
@@ -199,7 +199,8 @@ class Mailroom:
             peers = await self.overlay.find_node(self.me.node_id)
         else:
             peers = self.overlay.table.closest(self.me.node_id, self.overlay.config.k)
-        counts = await settle((self.fetch_from(p) for p in peers), "fetching mail")
+        counts = await settle((self.fetch_from(p) for p in peers), "fetching mail",
+                              NEW_LINKS_AT_ONCE)
         return sum(c for c in counts if isinstance(c, int))
 
     async def fetch_from(self, peer: Peer) -> int:

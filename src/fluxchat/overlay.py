@@ -28,7 +28,7 @@ from .peer_net import DialError, PeerNet
 from .reachability import AddressBook
 from .routing import Added, Peer, PingHead, RoutingTable
 from .store import Store
-from .tasks import Background, Bug, settle
+from .tasks import NEW_LINKS_AT_ONCE, Background, Bug, settle
 
 log = logging.getLogger("fluxchat.overlay")
 E = m.ErrorCode
@@ -341,7 +341,8 @@ class Overlay:
     async def bootstrap(self, entries: list[tuple[str, int]]) -> int:
         """Dial every bootstrap address, then look up our own ID; returns the links made."""
         addresses = [a for host, port in entries for a in await self._resolve(host, port)]
-        results = await settle((self.net.dial(h, p) for h, p in addresses), "bootstrap")
+        results = await settle((self.net.dial(h, p) for h, p in addresses), "bootstrap",
+                               NEW_LINKS_AT_ONCE)
         for (host, port), result in zip(addresses, results, strict=True):
             if isinstance(result, FluxError) and not isinstance(result, Bug):
                 log.info("bootstrap %s:%d: %s", host, port, result)
@@ -378,7 +379,7 @@ class Overlay:
             reply = await self.net.request(peer.host, peer.port, peer.node_id, make)
             return isinstance(reply, m.Ok)
 
-        results = await settle((push(p) for p in peers), "publishing a key")
+        results = await settle((push(p) for p in peers), "publishing a key", NEW_LINKS_AT_ONCE)
         return sum(1 for r in results if r is True)
 
     async def refresh(self) -> None:

@@ -19,6 +19,12 @@ from .errors import FluxError
 log = logging.getLogger("fluxchat.tasks")
 T = TypeVar("T")
 
+# Jobs that may each open a new peer link (a key publication, a fetch round) run at most this
+# many at once: a link's TLS and link handshake hold about 20 KiB while they run, and memory
+# taken at a peak stays. Dialing 25 new links at once left 45 KiB per link end against 35 KiB
+# with 8 or fewer at once (bench/linkmem.py --side dial --at-once N).
+NEW_LINKS_AT_ONCE = 8
+
 
 class Bug(FluxError):
     """Stands in for an unexpected exception of ours, already logged with its traceback."""
@@ -67,10 +73,20 @@ class Background:
             await asyncio.wait(tasks)
 
 
-async def settle(jobs: Iterable[Awaitable[T]], what: str) -> list[T | FluxError]:
-    """Run `jobs` concurrently to the end; each outcome is its result or the FluxError it raised.
-    A bug (any other exception) is logged here with its traceback and comes back as `Bug`, so a
-    caller that blames peers for failures can tell our fault from theirs."""
+async def settle(jobs: Iterable[Awaitable[T]], what: str,
+                 at_once: int | None = None) -> list[T | FluxError]:
+    """Run `jobs` concurrently to the end (at most `at_once` at a time, if given); each outcome
+    is its result or the FluxError it raised. A bug (any other exception) is logged here with
+    its traceback and comes back as `Bug`, so a caller that blames peers for failures can tell
+    our fault from theirs."""
+    if at_once is not None:
+        slots = asyncio.Semaphore(at_once)
+
+        async def bounded(job: Awaitable[T]) -> T:
+            async with slots:
+                return await job
+
+        jobs = [bounded(job) for job in jobs]
     outcomes = await asyncio.gather(*jobs, return_exceptions=True)
     settled: list[T | FluxError] = []
     for outcome in outcomes:
